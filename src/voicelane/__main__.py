@@ -1,0 +1,3 @@
+from voicelane.cli import main
+
+raise SystemExit(main())

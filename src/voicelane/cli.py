@@ -1,0 +1,239 @@
+"""The `voicelane` command: a thin layer over the library functions the service also calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from voicelane.errors import VoicelaneError
+from voicelane.protocol import Emitter
+
+EXIT_OK, EXIT_ERROR, EXIT_BLOCKED, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def _print_error(err: VoicelaneError, stream=None) -> None:
+    stream = stream or sys.stderr
+    print(f"error: {err.code}: {err.message}", file=stream)
+    if err.details:
+        print("details: " + json.dumps(err.details, sort_keys=True, default=str)[:2000], file=stream)
+    print(f"next: {err.next_action}", file=stream)
+
+
+def _exit_code(err: VoicelaneError) -> int:
+    from voicelane.status import BLOCKING_CODES
+
+    if err.code == "cancelled":
+        return EXIT_CANCELLED
+    return EXIT_BLOCKED if err.code in BLOCKING_CODES else EXIT_ERROR
+
+
+def _sigterm_to_interrupt() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _lane_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lane", dest="job_type", default="tts_prod_train",
+                   choices=["tts_prod_train", "tts_voice_train", "train"])
+    p.add_argument("--data", required=True, type=Path, help="dataset folder or long recording")
+    p.add_argument("--profile", required=True, help="voice profile id (a-z0-9_-)")
+    p.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "gpu"])
+    p.add_argument("--out", type=Path, default=None, help="output root (default runs/<profile>)")
+    p.add_argument("--base", default=None, help="base weights id from the allowlist (fine-tuning)")
+    p.add_argument("--accept-license-risk", action="store_true")
+    p.add_argument("--consent-statement", type=Path, default=None)
+    p.add_argument("--speaker-name", default=None)
+    p.add_argument("--heldout", type=Path, default=None, help="held-out recordings for evaluation")
+    p.add_argument("--language", default="en-us")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--display-name", default=None)
+    p.add_argument("--min-minutes", type=float, default=None)
+    p.add_argument("--gates", default=None, help='JSON, e.g. {"wer_max": 0.3}')
+    p.add_argument("--eval-max", type=int, default=None, help="evaluate at most N held-out clips")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("VOICELANE_THREADS", "2")))
+    p.add_argument("--no-onnx", action="store_true")
+    p.add_argument("--protocol", action="store_true", help="stdout carries only the line protocol")
+
+
+def _lane_options(a: argparse.Namespace):
+    from voicelane.lane import LaneOptions
+
+    try:
+        gates = json.loads(a.gates) if a.gates else None
+    except ValueError as exc:
+        raise VoicelaneError("invalid_argument", f"--gates is not JSON: {exc}", {"flag": "--gates"}) from exc
+    return LaneOptions(
+        job_type=a.job_type, data=a.data, profile_id=a.profile, out=a.out or Path("runs") / a.profile,
+        preset=a.preset, base=a.base, accept_license_risk=a.accept_license_risk,
+        consent_statement=a.consent_statement, speaker_name=a.speaker_name, heldout=a.heldout,
+        language=a.language, seed=a.seed, steps=a.steps, display_name=a.display_name,
+        min_minutes=a.min_minutes, gates=gates, eval_max=a.eval_max, threads=a.threads,
+        onnx=not a.no_onnx,
+    )
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from voicelane.lane import run_lane
+    from voicelane.progress import make_reporter
+
+    _sigterm_to_interrupt()
+    opts = _lane_options(a)
+    rep = make_reporter(protocol=a.protocol)
+    try:
+        result = run_lane(opts, Emitter(sys.stdout), rep)
+    finally:
+        rep.close()
+    rep.summary(result)
+    return EXIT_OK
+
+
+def cmd_dataset_check(a: argparse.Namespace) -> int:
+    from voicelane import dataset
+
+    cfg = dataset.DatasetConfig(language=a.language)
+    if a.min_minutes is not None:
+        cfg.min_total_minutes = a.min_minutes
+    report = dataset.inspect_dataset(a.path, cfg)
+    if a.json:
+        print(json.dumps(report, sort_keys=True, indent=2))
+    else:
+        from voicelane.progress import print_dataset_report
+
+        print_dataset_report(report)
+    return EXIT_OK
+
+
+def cmd_dataset_prepare(a: argparse.Namespace) -> int:
+    from voicelane.lane import LaneOptions, run_lane
+
+    _sigterm_to_interrupt()
+    opts = LaneOptions(job_type="dataset", data=a.data, profile_id=a.profile, out=a.out or Path("runs") / a.profile,
+                       language=a.language, min_minutes=a.min_minutes)
+    run_lane(opts, Emitter(sys.stdout))
+    return EXIT_OK
+
+
+def cmd_validate(a: argparse.Namespace) -> int:
+    from voicelane.bundle import validate_voice_bundle
+
+    res = validate_voice_bundle(a.bundle)
+    print(json.dumps(res.to_dict(), sort_keys=True, indent=2))
+    return EXIT_OK if res.ok else EXIT_ERROR
+
+
+def cmd_speak(a: argparse.Namespace) -> int:
+    from voicelane.speak import speak_to_file
+
+    info = speak_to_file(a.bundle, a.text, a.out, engine=a.engine, length_scale=a.length_scale)
+    print(json.dumps(info, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from voicelane.demo import run_demo
+
+    _sigterm_to_interrupt()
+    return run_demo(out=a.out, protocol=a.protocol, quick=a.quick, threads=a.threads)
+
+
+def cmd_base(a: argparse.Namespace) -> int:
+    from voicelane import base_voice
+
+    if a.base_cmd == "list":
+        base_voice.print_allowlist()
+        return EXIT_OK
+    _sigterm_to_interrupt()
+    return base_voice.train_base(out=a.out, steps=a.steps, threads=a.threads, protocol=a.protocol,
+                                 install=a.install)
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from voicelane.service.main import serve
+
+    return serve(host=a.host, port=a.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="voicelane", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("train", help="run a training lane on a dataset")
+    _lane_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("dataset", help="dataset checks and preparation")
+    dsub = p.add_subparsers(dest="dataset_cmd", required=True)
+    c = dsub.add_parser("check", help="print the dataset report without training")
+    c.add_argument("path", type=Path)
+    c.add_argument("--language", default="en-us")
+    c.add_argument("--min-minutes", type=float, default=None)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_dataset_check)
+    c = dsub.add_parser("prepare", help="validate + normalise a dataset (the `dataset` job)")
+    c.add_argument("--data", type=Path, required=True)
+    c.add_argument("--profile", required=True)
+    c.add_argument("--out", type=Path, default=None)
+    c.add_argument("--language", default="en-us")
+    c.add_argument("--min-minutes", type=float, default=None)
+    c.set_defaults(func=cmd_dataset_prepare)
+
+    p = sub.add_parser("validate", help="validate a voice_bundle/1 directory")
+    p.add_argument("bundle", type=Path)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("speak", help="synthesise text with a validated bundle")
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--text", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--engine", choices=["auto", "pytorch", "onnx"], default="auto")
+    p.add_argument("--length-scale", type=float, default=1.0)
+    p.set_defaults(func=cmd_speak)
+
+    p = sub.add_parser("demo", help="the main job: fine-tune the shipped base voice to the demo speaker")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--protocol", action="store_true")
+    p.add_argument("--quick", action="store_true", help="~1 minute smoke run")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("VOICELANE_THREADS", "2")))
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("base", help="the shipped base voice")
+    bsub = p.add_subparsers(dest="base_cmd", required=True)
+    c = bsub.add_parser("list", help="list allowlisted base weights and their licences")
+    c.set_defaults(func=cmd_base)
+    c = bsub.add_parser("train", help="reproduce the base voice from the embedded slt corpus")
+    c.add_argument("--out", type=Path, default=Path("runs/base"))
+    c.add_argument("--steps", type=int, default=None)
+    c.add_argument("--threads", type=int, default=int(os.environ.get("VOICELANE_THREADS", "2")))
+    c.add_argument("--protocol", action="store_true")
+    c.add_argument("--install", action="store_true", help="copy the result into weights/ and update the allowlist")
+    c.set_defaults(func=cmd_base)
+
+    p = sub.add_parser("serve", help="run the HTTP service")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.set_defaults(func=cmd_serve)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VoicelaneError as err:
+        _print_error(err)
+        return _exit_code(err)
+    except KeyboardInterrupt:
+        _print_error(VoicelaneError("cancelled", "interrupted"))
+        return EXIT_CANCELLED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,929 @@
+"""Dataset step (SPEC §5): turn what an operator has into clean, engine-rate training clips.
+
+Accepted inputs (auto-detected from ``data_path``):
+
+* ``ljspeech``: ``metadata.csv`` (``id|text`` or ``id|text|normalized_text``, no header) and
+  ``wavs/<id>.wav|.flac|.ogg``;
+* ``audio_txt``: a folder of audio files, each with a same-named ``.txt`` transcript;
+* ``long_recording``: one long recording plus a same-named ``.srt``/``.vtt`` (or a folder holding
+  exactly one audio and one subtitle file), cut into clips by the cue times.
+
+Every clip is checked; a rejected clip is listed with a reason code from :data:`REASONS` and the
+run fails only when too little audio remains. Kept clips are decoded, downmixed, resampled to
+``cfg.sample_rate`` (soxr VHQ), trimmed, loudness-normalised (pyloudnorm) and written as 16-bit
+PCM WAV. The manifest (``dataset_manifest/1``) is written last, so its presence means the whole
+dataset is complete; two runs over the same input give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from voicelane.errors import VoicelaneError
+from voicelane.fsutil import atomic_write_bytes, atomic_write_json, canonical_json, sha256_bytes
+
+ENGINE_RATE = 16000
+SCHEMA_ID = "dataset_manifest/1"
+MANIFEST_NAME = "dataset_manifest.json"
+WAVS_DIR = "wavs"
+
+REASONS = (
+    "missing_file",         # the audio (or its .txt transcript) does not exist
+    "undecodable",          # soundfile cannot decode the audio
+    "empty_transcript",     # transcript empty after whitespace/tag clean-up
+    "unvoiceable_text",     # transcript has no letters (or is not UTF-8 text)
+    "sample_rate_too_low",  # source rate below cfg.min_source_rate
+    "duplicate_audio",      # same file bytes or same decoded PCM as an earlier kept clip
+    "too_short",            # speech (after trimming) shorter than cfg.min_clip_s
+    "too_long",             # speech (after trimming) longer than cfg.max_clip_s
+    "silent",               # loudest 25 ms frame below -50 dBFS
+    "clipped",              # more than 0.1 % of the original samples at |x| >= 0.999
+    "length_mismatch",      # transcript characters per second of speech outside [2, 35]
+)
+
+AUDIO_EXTS = (".wav", ".flac", ".ogg")
+SUBTITLE_EXTS = (".srt", ".vtt")
+
+# Audio analysis constants (documented in docs/dataset.md).
+FRAME_S = 0.025
+HOP_S = 0.010
+TRIM_REL_DB = -40.0          # frame RMS threshold relative to the loudest frame
+TRIM_PAD_S = 0.05            # padding kept around the speech
+SILENT_DBFS = -50.0          # loudest frame RMS below this -> silent
+CLIP_LEVEL = 0.999
+CLIP_FRACTION = 0.001        # > 0.1 % of samples at |x| >= CLIP_LEVEL -> clipped
+PEAK_LIMIT = 0.99
+MIN_CPS = 2.0                # plausible speaking rates, characters per second of speech
+MAX_CPS = 35.0
+UNDECODED_LONG_FACTOR = 3.0  # clip files longer than this x max_clip_s are not even decoded
+MAX_PROBLEMS = 20
+
+
+@dataclass
+class DatasetConfig:
+    sample_rate: int = 16000
+    min_clip_s: float = 0.5
+    max_clip_s: float = 20.0
+    min_source_rate: int = 16000     # below -> reject 'sample_rate_too_low'
+    min_total_minutes: float = 5.0   # kept audio below -> VoicelaneError('dataset_too_small')
+    warn_total_minutes: float = 30.0  # below -> a warning in the report (recommend 1-2 h)
+    target_lufs: float = -23.0
+    val_fraction: float = 0.05
+    val_min: int = 1
+    val_max: int = 50
+    language: str = "en-us"
+
+
+# --------------------------------------------------------------------------------------------
+# candidates
+
+
+@dataclass
+class _Candidate:
+    id: str
+    source: str                      # path relative to the dataset root (POSIX), for reports
+    text: str | None                 # None: no transcript file; checked per clip
+    audio: Path | None               # None: missing audio file
+    line: int | None = None          # metadata.csv / subtitle line (1-based)
+    start_s: float | None = None     # long recording cue
+    end_s: float | None = None
+    text_problem: str | None = None  # e.g. transcript not UTF-8
+    missing_detail: str | None = None
+
+
+@dataclass
+class _Layout:
+    name: str
+    root: Path
+    candidates: list[_Candidate]
+    warnings: list[str]
+    recordings: dict[str, Path] | None = None  # long_recording: source -> path
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _clean_text(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _is_audio(p: Path) -> bool:
+    return p.suffix.lower() in AUDIO_EXTS
+
+
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+_UNSAFE_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def _unsafe_id(clip_id: str) -> bool:
+    return bool(_UNSAFE_ID.search(clip_id)) or clip_id.startswith(".") or len(clip_id) > 200
+
+
+# ---- metadata.csv -------------------------------------------------------------------------------
+
+
+def _metadata_problem(path: Path, problems: list[dict[str, Any]]) -> VoicelaneError:
+    problems = sorted(problems, key=lambda p: p["line"])
+    first = problems[0]
+    more = f" ({len(problems) - 1} more problem(s) listed in details)" if len(problems) > 1 else ""
+    return VoicelaneError(
+        "metadata_invalid",
+        f"{path.name} line {first['line']}: {first['message']}{more}",
+        {"path": str(path), "line": first["line"], "problem": first["problem"],
+         "problems": problems[:MAX_PROBLEMS]},
+    )
+
+
+def _parse_metadata(path: Path) -> list[tuple[int, str, str]]:
+    """Return [(line, id, text)] or raise metadata_invalid naming the first bad line."""
+    raw = path.read_bytes()
+    problems: list[dict[str, Any]] = []
+
+    def problem(line: int, kind: str, message: str) -> None:
+        problems.append({"line": line, "problem": kind, "message": message})
+
+    if raw.startswith(b"\xef\xbb\xbf"):
+        problem(1, "utf8_bom", "the file starts with a UTF-8 byte-order mark (BOM); "
+                "save it as UTF-8 without BOM")
+        raw = raw[3:]
+    chunks = raw.split(b"\n")
+    if chunks and chunks[-1] == b"":
+        chunks.pop()  # a single final newline is fine
+    rows: list[tuple[int, str, str]] = []
+    seen: dict[str, int] = {}
+    for n, chunk in enumerate(chunks, start=1):
+        try:
+            line = chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problem(n, "not_utf8", f"not valid UTF-8 (byte {exc.start + 1}); save the file as UTF-8")
+            continue
+        line = line.rstrip("\r")
+        if not line.strip():
+            problem(n, "blank_row", "blank row; remove empty or whitespace-only rows")
+            continue
+        if "|" not in line:
+            if "\t" in line:
+                hint = " (the row looks tab-separated)"
+            elif "," in line or ";" in line:
+                hint = " (the row looks comma-separated)"
+            else:
+                hint = ""
+            problem(n, "wrong_delimiter", f"no '|' delimiter{hint}; rows must be `id|text`")
+            continue
+        cols = line.split("|")
+        if len(cols) > 3:
+            problem(n, "too_many_fields", f"{len(cols)} '|'-separated fields; expected "
+                    "`id|text` or `id|text|normalized_text`")
+            continue
+        clip_id = cols[0].strip()
+        if not clip_id:
+            problem(n, "missing_id", "the id (first field) is empty")
+            continue
+        if _unsafe_id(clip_id):
+            problem(n, "unsafe_id", f"id {clip_id!r} contains a path separator, a control "
+                    "character or a leading dot")
+            continue
+        text = _clean_text(cols[1])
+        if len(cols) == 3 and _clean_text(cols[2]):
+            text = _clean_text(cols[2])
+        if not text:
+            problem(n, "missing_text", f"id {clip_id!r} has no text")
+            continue
+        key = _strip_audio_ext(clip_id)
+        if key in seen:
+            problem(n, "duplicate_id", f"id {clip_id!r} repeats line {seen[key]}")
+            continue
+        seen[key] = n
+        rows.append((n, clip_id, text))
+    if problems:
+        raise _metadata_problem(path, problems)
+    return rows
+
+
+def _strip_audio_ext(clip_id: str) -> str:
+    stem, ext = os.path.splitext(clip_id)
+    return stem if ext.lower() in AUDIO_EXTS and stem else clip_id
+
+
+def _layout_ljspeech(root: Path, metadata: Path) -> _Layout:
+    rows = _parse_metadata(metadata)
+    wavs = root / WAVS_DIR
+    listing: dict[str, Path] = {}
+    lower: dict[str, Path] = {}
+    for folder in (wavs, root):  # wavs/ first; clips next to metadata.csv are accepted too
+        for p in _listdir(folder):
+            if p.is_file() and _is_audio(p):
+                listing.setdefault(p.name, p)
+                lower.setdefault(p.name.lower(), p)
+    used: set[Path] = set()
+    cands = []
+    for line, raw_id, text in rows:
+        clip_id = _strip_audio_ext(raw_id)
+        names = [raw_id] if clip_id != raw_id else [raw_id + ext for ext in AUDIO_EXTS]
+        found = next((listing[n] for n in names if n in listing), None)
+        if found is None:
+            found = next((lower[n.lower()] for n in names if n.lower() in lower), None)
+        if found is not None:
+            used.add(found)
+            source = _rel(found, root)
+        else:
+            source = f"{WAVS_DIR}/{names[0]}"
+        cands.append(_Candidate(
+            id=clip_id, source=source, text=text, audio=found, line=line,
+            missing_detail=None if found else
+            f"none of {', '.join(WAVS_DIR + '/' + n for n in names)} exists"))
+    warn = []
+    unused = [p for p in listing.values() if p.parent == wavs and p not in used]
+    if unused:
+        warn.append(f"{len(unused)} audio file(s) in {WAVS_DIR}/ are not listed in "
+                    f"{metadata.name} and were ignored")
+    return _Layout("ljspeech", root, cands, warn)
+
+
+# ---- audio + txt --------------------------------------------------------------------------------
+
+
+def _read_transcript(path: Path) -> tuple[str | None, str | None]:
+    try:
+        return _clean_text(path.read_bytes().decode("utf-8-sig")), None
+    except UnicodeDecodeError:
+        return "", "transcript is not valid UTF-8 text"
+
+
+def _layout_audio_txt(root: Path, audio: list[Path], txts: dict[str, Path]) -> _Layout:
+    stems: dict[str, int] = {}
+    for p in audio:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    cands = []
+    for p in audio:
+        clip_id = p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix[1:].lower()}"
+        txt = txts.get(p.stem)
+        if txt is None:
+            cands.append(_Candidate(id=clip_id, source=_rel(p, root), text=None, audio=None,
+                                    missing_detail=f"no transcript {p.stem}.txt next to {p.name}"))
+            continue
+        text, text_problem = _read_transcript(txt)
+        cands.append(_Candidate(id=clip_id, source=_rel(p, root), text=text, audio=p,
+                                text_problem=text_problem))
+    audio_stems = {p.stem for p in audio}
+    orphans = sorted(s for s in txts if s not in audio_stems)
+    warn = []
+    if orphans:
+        warn.append(f"{len(orphans)} .txt transcript(s) have no same-named audio file and were "
+                    f"ignored (e.g. {orphans[0]}.txt)")
+    return _Layout("audio_txt", root, cands, warn)
+
+
+# ---- long recording + subtitles -----------------------------------------------------------------
+
+_TS = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[,.](\d{1,3}))?"
+_TIMING = re.compile(rf"^\s*{_TS}\s*-->\s*{_TS}(?:\s.*)?$")
+_TAG = re.compile(r"<[^>]*>|\{\\[^}]*\}")
+
+
+def _ts_seconds(h: str | None, m: str, s: str, ms: str | None) -> float:
+    frac = int(ms.ljust(3, "0")) / 1000.0 if ms else 0.0
+    return int(h or 0) * 3600 + int(m) * 60 + int(s) + frac
+
+
+def parse_subtitles(text: str) -> list[dict[str, Any]]:
+    """Parse SRT or WebVTT text into ``[{index, line, start_s, end_s, text}]``.
+
+    ``index`` is the 1-based cue order, ``line`` the 1-based line of the timing row. Cue text
+    spanning several lines is joined with spaces; tags (``<i>``, ``<v Name>``, ``{\\an8}``) are
+    stripped and HTML entities unescaped. Raises ``ValueError(line, message)`` on a timing row
+    that cannot be parsed.
+    """
+    cues: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff").split("\n")
+    for n, line in enumerate(lines, start=1):
+        if "-->" in line:
+            m = _TIMING.match(line)
+            if not m:
+                raise ValueError(n, f"cannot parse the cue timing {line.strip()!r}")
+            g = m.groups()
+            current = {"index": len(cues) + 1, "line": n, "start_s": _ts_seconds(*g[:4]),
+                       "end_s": _ts_seconds(*g[4:]), "parts": []}
+            cues.append(current)
+            continue
+        if not line.strip():
+            current = None  # blank line ends the cue
+            continue
+        if current is not None:
+            current["parts"].append(line)
+    for cue in cues:
+        joined = html.unescape(_TAG.sub("", " ".join(cue.pop("parts"))))
+        cue["text"] = _clean_text(joined)
+    return cues
+
+
+def _layout_long(root: Path, pairs: list[tuple[Path, Path]]) -> _Layout:
+    cands = []
+    recordings = {}
+    for audio, sub in pairs:
+        try:
+            content = sub.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise VoicelaneError(
+                "metadata_invalid", f"{sub.name} is not valid UTF-8 (byte {exc.start + 1})",
+                {"path": str(sub), "line": _content_line(sub, exc.start), "problem": "not_utf8"},
+                next_action="Save the subtitle file as UTF-8 and rerun.") from None
+        try:
+            cues = parse_subtitles(content)
+        except ValueError as exc:
+            line, msg = exc.args
+            raise VoicelaneError(
+                "metadata_invalid", f"{sub.name} line {line}: {msg}",
+                {"path": str(sub), "line": line, "problem": "bad_timestamp"},
+                next_action="Fix the cue timing at the reported line (HH:MM:SS,mmm --> "
+                            "HH:MM:SS,mmm) and rerun.") from None
+        source = _rel(audio, root)
+        recordings[source] = audio
+        for cue in cues:
+            cands.append(_Candidate(
+                id=f"{audio.stem}_{cue['index']:04d}", source=source, text=cue["text"],
+                audio=audio, line=cue["line"], start_s=cue["start_s"], end_s=cue["end_s"]))
+    return _Layout("long_recording", root, cands, [], recordings)
+
+
+def _content_line(path: Path, byte_offset: int) -> int:
+    return path.read_bytes()[:byte_offset].count(b"\n") + 1
+
+
+def _subtitle_for(audio: Path) -> Path | None:
+    for ext in SUBTITLE_EXTS:
+        for cand in (audio.with_suffix(ext), audio.with_suffix(ext.upper())):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def _detect(data_path: Path) -> _Layout:
+    if not data_path.exists():
+        raise VoicelaneError("missing_audio_path", f"{data_path} does not exist",
+                             {"path": str(data_path)})
+    if data_path.is_file():
+        root = data_path.parent
+        suffix = data_path.suffix.lower()
+        if data_path.name.lower() == "metadata.csv":
+            return _layout_ljspeech(root, data_path)
+        if suffix in AUDIO_EXTS:
+            sub = _subtitle_for(data_path)
+            if sub is None:
+                raise VoicelaneError(
+                    "dataset_empty", f"{data_path.name} has no same-named .srt or .vtt "
+                    "transcript to cut it by", {"path": str(data_path)})
+            return _layout_long(root, [(data_path, sub)])
+        if suffix in SUBTITLE_EXTS:
+            audio = next((p for p in _listdir(root)
+                          if p.stem == data_path.stem and _is_audio(p) and p.is_file()), None)
+            if audio is None:
+                raise VoicelaneError(
+                    "dataset_empty", f"{data_path.name} has no same-named audio file",
+                    {"path": str(data_path)})
+            return _layout_long(root, [(audio, data_path)])
+        raise VoicelaneError(
+            "dataset_empty", f"{data_path.name} is neither a folder, an audio file "
+            f"({', '.join(AUDIO_EXTS)}), a subtitle file nor metadata.csv",
+            {"path": str(data_path)})
+
+    root = data_path
+    metadata = root / "metadata.csv"
+    if metadata.is_file():
+        return _layout_ljspeech(root, metadata)
+    entries = [p for p in _listdir(root) if p.is_file()]
+    audio = [p for p in entries if _is_audio(p)]
+    txts = {p.stem: p for p in entries if p.suffix.lower() == ".txt"}
+    subs = [p for p in entries if p.suffix.lower() in SUBTITLE_EXTS]
+    if audio and any(p.stem in txts for p in audio):
+        return _layout_audio_txt(root, audio, txts)
+    if audio and subs:
+        pairs = [(a, s) for a in audio for s in subs if a.stem == s.stem]
+        if not pairs and len(audio) == 1 and len(subs) == 1:
+            pairs = [(audio[0], subs[0])]
+        if pairs:
+            return _layout_long(root, pairs)
+    raise VoicelaneError(
+        "dataset_empty",
+        f"{data_path} matches no dataset layout: found {len(audio)} audio file(s), "
+        f"{len(txts)} .txt and {len(subs)} subtitle file(s) but no metadata.csv, no audio with "
+        "a same-named .txt and no recording with a same-named .srt/.vtt",
+        {"path": str(data_path), "audio_files": len(audio), "txt_files": len(txts),
+         "subtitle_files": len(subs)})
+
+
+# --------------------------------------------------------------------------------------------
+# audio processing
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str):
+        assert reason in REASONS, reason
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _frame_rms(y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, int]:
+    frame = max(1, int(round(FRAME_S * sr)))
+    hop = max(1, int(round(HOP_S * sr)))
+    n = len(y)
+    if n <= frame:
+        starts = np.zeros(1, dtype=np.int64)
+        frame = max(n, 1)
+    else:
+        starts = np.arange(0, n - frame + 1, hop, dtype=np.int64)
+    c = np.concatenate(([0.0], np.cumsum(y.astype(np.float64) ** 2)))
+    energy = (c[np.minimum(starts + frame, n)] - c[starts]) / frame
+    return np.sqrt(np.maximum(energy, 0.0)), starts, frame
+
+
+def _trim(y: np.ndarray, sr: int) -> np.ndarray:
+    """Cut leading/trailing silence; raise _Reject('silent') when there is no speech."""
+    rms, starts, frame = _frame_rms(y, sr)
+    peak = float(rms.max()) if len(rms) else 0.0
+    if peak <= 0.0 or 20 * math.log10(peak) < SILENT_DBFS:
+        level = "-inf" if peak <= 0 else f"{20 * math.log10(peak):.1f}"
+        raise _Reject("silent", f"loudest frame is {level} dBFS (< {SILENT_DBFS:g} dBFS)")
+    voiced = np.nonzero(rms >= peak * 10 ** (TRIM_REL_DB / 20))[0]
+    pad = int(round(TRIM_PAD_S * sr))
+    a = max(0, int(starts[voiced[0]]) - pad)
+    b = min(len(y), int(starts[voiced[-1]]) + frame + pad)
+    return y[a:b]
+
+
+def _normalise(y: np.ndarray, sr: int, target_lufs: float) -> np.ndarray:
+    import pyloudnorm
+
+    loudness = float("nan")
+    if len(y) >= int(0.4 * sr) + 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                loudness = float(pyloudnorm.Meter(sr).integrated_loudness(y))
+            except ValueError:
+                loudness = float("nan")
+    if not math.isfinite(loudness):
+        # Too short for the 400 ms gating blocks (or fully gated): match RMS level instead.
+        rms = float(np.sqrt(np.mean(y ** 2)))
+        loudness = 20 * math.log10(rms) if rms > 0 else float("nan")
+    if math.isfinite(loudness):
+        y = y * 10 ** ((target_lufs - loudness) / 20)
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    if peak > PEAK_LIMIT:
+        y = y * (PEAK_LIMIT / peak)
+    return y
+
+
+def _encode_wav(y: np.ndarray, sr: int) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+class _Processor:
+    def __init__(self, cfg: DatasetConfig):
+        self.cfg = cfg
+        self.file_hashes: dict[str, str] = {}
+        self.pcm_hashes: dict[str, str] = {}
+        self.open_files: dict[Path, Any] = {}
+
+    def close(self) -> None:
+        for f in self.open_files.values():
+            try:
+                f.close()
+            except Exception:  # pragma: no cover - best effort
+                pass
+        self.open_files.clear()
+
+    # -- decoding --
+    def _decode_clip(self, cand: _Candidate) -> tuple[np.ndarray, int, str | None]:
+        import soundfile as sf
+
+        cfg = self.cfg
+        path = cand.audio
+        assert path is not None
+        try:
+            info = sf.info(str(path))
+        except Exception as exc:
+            raise _Reject("undecodable", f"cannot decode: {_short(exc)}") from None
+        if info.frames <= 0 or info.samplerate <= 0:
+            raise _Reject("undecodable", "the file holds no audio frames")
+        if info.samplerate < cfg.min_source_rate:
+            raise _Reject("sample_rate_too_low",
+                          f"{info.samplerate} Hz < {cfg.min_source_rate} Hz")
+        raw_s = info.frames / info.samplerate
+        if raw_s < cfg.min_clip_s:
+            raise _Reject("too_short", f"{raw_s:.3f} s < {cfg.min_clip_s:g} s")
+        if raw_s > UNDECODED_LONG_FACTOR * cfg.max_clip_s:
+            raise _Reject("too_long", f"{raw_s:.3f} s > {cfg.max_clip_s:g} s (not decoded)")
+        data = path.read_bytes()
+        file_hash = sha256_bytes(data)
+        if file_hash in self.file_hashes:
+            raise _Reject("duplicate_audio",
+                          f"same file bytes as {self.file_hashes[file_hash]}")
+        try:
+            x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise _Reject("undecodable", f"cannot decode: {_short(exc)}") from None
+        if len(x) == 0:
+            raise _Reject("undecodable", "the file holds no audio frames")
+        return x, int(sr), file_hash
+
+    def _cut_cue(self, cand: _Candidate) -> tuple[np.ndarray, int, None]:
+        import soundfile as sf
+
+        cfg = self.cfg
+        path = cand.audio
+        assert path is not None and cand.start_s is not None and cand.end_s is not None
+        f = self.open_files.get(path)
+        if f is None:
+            f = self.open_files[path] = sf.SoundFile(str(path))
+        sr = f.samplerate
+        if sr < cfg.min_source_rate:
+            raise _Reject("sample_rate_too_low", f"{sr} Hz < {cfg.min_source_rate} Hz")
+        a = int(round(cand.start_s * sr))
+        b = min(int(round(cand.end_s * sr)), f.frames)
+        cue = f"cue {cand.start_s:.3f}-{cand.end_s:.3f} s"
+        if a >= f.frames:
+            raise _Reject("too_short", f"{cue} starts after the recording ends "
+                          f"({f.frames / sr:.3f} s)")
+        if (b - a) / sr < cfg.min_clip_s:
+            raise _Reject("too_short", f"{cue}: {max(b - a, 0) / sr:.3f} s < {cfg.min_clip_s:g} s")
+        if (b - a) / sr > UNDECODED_LONG_FACTOR * cfg.max_clip_s:
+            raise _Reject("too_long", f"{cue}: {(b - a) / sr:.3f} s > {cfg.max_clip_s:g} s")
+        try:
+            f.seek(a)
+            x = f.read(b - a, dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise _Reject("undecodable", f"{cue}: cannot decode: {_short(exc)}") from None
+        if len(x) == 0:
+            raise _Reject("undecodable", f"{cue}: no audio frames")
+        return x, int(sr), None
+
+    # -- one clip --
+    def process(self, cand: _Candidate) -> tuple[bytes, float]:
+        import soxr
+
+        cfg = self.cfg
+        if cand.audio is None:
+            raise _Reject("missing_file", cand.missing_detail or "file not found")
+        if cand.text_problem:
+            raise _Reject("unvoiceable_text", cand.text_problem)
+        text = cand.text or ""
+        if not text:
+            raise _Reject("empty_transcript", "the transcript is empty")
+        if not any(ch.isalpha() for ch in text):
+            raise _Reject("unvoiceable_text", f"no letters in {text[:60]!r}")
+        if cand.start_s is None:
+            x, sr, file_hash = self._decode_clip(cand)
+        else:
+            x, sr, file_hash = self._cut_cue(cand)
+        h = hashlib.sha256(f"{sr}:{x.shape}".encode())
+        h.update(np.ascontiguousarray(x).tobytes())
+        pcm_hash = h.hexdigest()
+        if pcm_hash in self.pcm_hashes:
+            raise _Reject("duplicate_audio", f"same decoded audio as {self.pcm_hashes[pcm_hash]}")
+
+        y = x.astype(np.float64).mean(axis=1)
+        if sr != cfg.sample_rate:
+            y = soxr.resample(y, sr, cfg.sample_rate, quality="VHQ")
+        y = _trim(y, cfg.sample_rate)  # raises 'silent'
+        clipped = float(np.mean(np.abs(x) >= CLIP_LEVEL))
+        if clipped > CLIP_FRACTION:
+            raise _Reject("clipped", f"{clipped * 100:.2f}% of samples at full scale "
+                          f"(> {CLIP_FRACTION * 100:g}%)")
+        dur = len(y) / cfg.sample_rate
+        if dur < cfg.min_clip_s:
+            raise _Reject("too_short", f"{dur:.3f} s of speech < {cfg.min_clip_s:g} s")
+        if dur > cfg.max_clip_s:
+            raise _Reject("too_long", f"{dur:.3f} s of speech > {cfg.max_clip_s:g} s")
+        cps = len(text) / dur
+        if not MIN_CPS <= cps <= MAX_CPS:
+            raise _Reject("length_mismatch", f"{len(text)} characters in {dur:.3f} s of speech "
+                          f"= {cps:.1f}/s (plausible: {MIN_CPS:g}-{MAX_CPS:g}/s)")
+        y = _normalise(y, cfg.sample_rate, cfg.target_lufs)
+        wav = _encode_wav(y, cfg.sample_rate)
+        if file_hash is not None:
+            self.file_hashes[file_hash] = cand.id
+        self.pcm_hashes[pcm_hash] = cand.id
+        return wav, len(y) / cfg.sample_rate
+
+
+def _short(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return (msg[0] if msg else type(exc).__name__)[:200]
+
+
+# --------------------------------------------------------------------------------------------
+# split, manifest
+
+
+def _val_count(n: int, cfg: DatasetConfig) -> int:
+    if n <= 1:
+        return 0
+    k = int(round(cfg.val_fraction * n))
+    k = max(cfg.val_min, min(cfg.val_max, k))
+    return max(0, min(k, n - 1))
+
+
+def _choose_val(ids: list[str], cfg: DatasetConfig) -> set[str]:
+    """Validation ids: the ``count`` ids with the lowest sha256(id) — stable as data grows."""
+    ranked = sorted(sorted(ids), key=lambda i: hashlib.sha256(i.encode("utf-8")).hexdigest())
+    return set(ranked[:_val_count(len(ids), cfg)])
+
+
+def dataset_sha256(entries: list[dict[str, Any]]) -> str:
+    canon = [{"id": e["id"], "text": e["text"], "sha256": e["sha256"], "split": e["split"]}
+             for e in sorted(entries, key=lambda e: e["id"])]
+    return sha256_bytes(canonical_json(canon).encode("utf-8"))
+
+
+def _check_cfg(cfg: DatasetConfig) -> None:
+    problems = []
+    if not isinstance(cfg.sample_rate, int) or cfg.sample_rate < 8000:
+        problems.append("sample_rate must be an integer >= 8000")
+    if not 0 < cfg.min_clip_s < cfg.max_clip_s:
+        problems.append("need 0 < min_clip_s < max_clip_s")
+    if not 0 <= cfg.val_fraction < 1:
+        problems.append("val_fraction must be in [0, 1)")
+    if cfg.val_min < 0 or cfg.val_max < cfg.val_min:
+        problems.append("need 0 <= val_min <= val_max")
+    if cfg.min_total_minutes < 0 or cfg.warn_total_minutes < 0:
+        problems.append("minutes thresholds must be >= 0")
+    if not math.isfinite(cfg.target_lufs) or cfg.target_lufs >= 0:
+        problems.append("target_lufs must be negative")
+    if problems:
+        raise VoicelaneError("invalid_argument", "invalid dataset config: " + "; ".join(problems),
+                             {"problems": problems})
+
+
+def _build(data_path: Any, cfg: DatasetConfig, wav_dir: Path | None,
+           on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+    _check_cfg(cfg)
+    layout = _detect(Path(data_path))
+    cands = layout.candidates
+    if not cands:
+        raise VoicelaneError("dataset_empty", f"{data_path} holds no clips "
+                             f"({layout.name} layout with no rows/cues)",
+                             {"path": str(data_path), "layout": layout.name})
+    if layout.recordings:
+        import soundfile as sf
+
+        for source, path in layout.recordings.items():
+            try:
+                with sf.SoundFile(str(path)) as f:
+                    if f.frames <= 0:
+                        raise RuntimeError("no audio frames")
+                    f.read(min(f.frames, 1024), dtype="float32")
+            except Exception as exc:
+                raise VoicelaneError("audio_undecodable", f"cannot decode the recording "
+                                     f"{source}: {_short(exc)}", {"path": str(path)}) from None
+
+    proc = _Processor(cfg)
+    kept: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    try:
+        for i, cand in enumerate(cands, start=1):
+            try:
+                wav, dur = proc.process(cand)
+            except _Reject as r:
+                rejected.append({"id": cand.id, "source": cand.source, "reason": r.reason,
+                                 "detail": r.detail, "line": cand.line})
+            else:
+                rel = f"{WAVS_DIR}/{cand.id}.wav"
+                if wav_dir is not None:
+                    atomic_write_bytes(wav_dir / f"{cand.id}.wav", wav)
+                kept.append({"id": cand.id, "path": rel, "text": cand.text,
+                             "duration_s": round(dur, 3), "sha256": sha256_bytes(wav)})
+            if on_progress is not None:
+                on_progress(i, len(cands))
+    finally:
+        proc.close()
+
+    kept.sort(key=lambda e: e["id"])
+    val = _choose_val([e["id"] for e in kept], cfg)
+    for e in kept:
+        e["split"] = "val" if e["id"] in val else "train"
+    rejected.sort(key=lambda r: (r["source"], r["id"]))
+    by_reason = {r: 0 for r in REASONS}
+    for r in rejected:
+        by_reason[r["reason"]] += 1
+    kept_minutes = round(sum(e["duration_s"] for e in kept) / 60.0, 3)
+    warn = list(layout.warnings)
+    if kept and kept_minutes < cfg.warn_total_minutes:
+        warn.append(f"kept audio is {kept_minutes:.1f} min; at least {cfg.warn_total_minutes:g} "
+                    "min are recommended, 1-2 h for a production voice")
+    report = {
+        "schema": SCHEMA_ID,
+        "source": {"path": os.fspath(data_path), "layout": layout.name},
+        "sample_rate": cfg.sample_rate,
+        "language": cfg.language,
+        "entries": kept,
+        "rejected": rejected,
+        "totals": {"candidates": len(cands), "kept": len(kept), "rejected": len(rejected),
+                   "kept_minutes": kept_minutes, "train": len(kept) - len(val),
+                   "val": len(val), "rejected_by_reason": by_reason},
+        "warnings": warn,
+        "config": asdict(cfg),
+        "dataset_sha256": dataset_sha256(kept),
+    }
+    return report
+
+
+def _verdict(report: dict[str, Any], cfg: DatasetConfig) -> VoicelaneError | None:
+    t = report["totals"]
+    by_reason = {k: v for k, v in t["rejected_by_reason"].items() if v}
+    path = report["source"]["path"]
+    if t["kept"] == 0:
+        summary = ", ".join(f"{k}: {v}" for k, v in by_reason.items())
+        return VoicelaneError(
+            "dataset_empty", f"all {t['candidates']} clip(s) in {path} were rejected ({summary})",
+            {"path": path, "candidates": t["candidates"], "rejected_by_reason": by_reason,
+             "rejected": report["rejected"][:MAX_PROBLEMS]})
+    if t["kept_minutes"] < cfg.min_total_minutes:
+        return VoicelaneError(
+            "dataset_too_small",
+            f"only {t['kept_minutes']:.2f} min of usable audio ({t['kept']} of "
+            f"{t['candidates']} clips kept); at least {cfg.min_total_minutes:g} min are required",
+            {"path": path, "kept_minutes": t["kept_minutes"],
+             "required_minutes": cfg.min_total_minutes, "kept": t["kept"],
+             "candidates": t["candidates"], "rejected_by_reason": by_reason})
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def inspect_dataset(data_path, cfg=DatasetConfig()) -> dict:
+    """Run every check and the full processing in memory; write nothing.
+
+    Returns the report: the same structure as the manifest ``prepare_dataset`` would write
+    (entry hashes are those of the WAV files it would write), plus ``error``: ``None`` when
+    ``prepare_dataset`` would succeed, else ``{code, message, details, next_action}`` for the
+    ``dataset_empty`` / ``dataset_too_small`` verdict. Input problems that stop the inspection
+    itself (missing path, no layout, invalid metadata.csv, undecodable long recording) raise
+    :class:`VoicelaneError`.
+    """
+    report = _build(data_path, cfg, None, None)
+    err = _verdict(report, cfg)
+    report["error"] = None if err is None else {**err.to_dict(), "next_action": err.next_action}
+    return report
+
+
+def prepare_dataset(data_path, out_dir, cfg=DatasetConfig(), on_progress=None) -> dict:
+    """Check, process and write the dataset; return the manifest.
+
+    Clips are written into a staging folder inside ``out_dir``; only when the dataset passes
+    (enough kept audio) does it replace ``out_dir/wavs`` and is ``dataset_manifest.json``
+    written, last. On any error ``out_dir`` keeps what it had before (a previous dataset stays
+    intact) and no partial files remain.
+    """
+    out = Path(out_dir)
+    src = Path(data_path)
+    if src.exists():
+        src_root = src if src.is_dir() else src.parent
+        if out.resolve() == src_root.resolve():
+            raise VoicelaneError("invalid_argument", f"the output folder {out} is the dataset "
+                                 "folder itself; pass a separate output folder",
+                                 {"out_dir": str(out), "path": str(src)})
+    else:
+        _detect(src)  # raises missing_audio_path before anything is created
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".wavs.staging-", dir=out))
+    ok = False
+    try:
+        manifest = _build(data_path, cfg, staging, on_progress)
+        err = _verdict(manifest, cfg)
+        if err is not None:
+            raise err
+        _swap_in(out, staging, manifest)
+        ok = True
+        return manifest
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        if not ok and created:
+            try:
+                out.rmdir()  # only if still empty
+            except OSError:
+                pass
+
+
+def _swap_in(out: Path, staging: Path, manifest: dict[str, Any]) -> None:
+    """Replace out/wavs with the staged clips and write the manifest last.
+
+    The previous manifest and wavs/ are moved aside first (manifest first, so no manifest ever
+    points at half-swapped clips) and restored if anything fails before the new manifest is
+    in place.
+    """
+    wavs = out / WAVS_DIR
+    old = Path(tempfile.mkdtemp(prefix=".dataset.old-", dir=out))
+    moved: list[str] = []
+    swapped = False
+    try:
+        for name in (MANIFEST_NAME, WAVS_DIR):
+            if (out / name).exists():
+                os.replace(out / name, old / name)
+                moved.append(name)
+        os.replace(staging, wavs)
+        swapped = True
+        atomic_write_json(out / MANIFEST_NAME, manifest)
+    except BaseException:
+        if swapped:
+            shutil.rmtree(wavs, ignore_errors=True)
+        for name in reversed(moved):
+            os.replace(old / name, out / name)
+        old.rmdir()  # empty again; if restoring failed, the previous files stay there
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _schema() -> dict[str, Any]:
+    text = resources.files("voicelane").joinpath("schemas/dataset_manifest.schema.json").read_text(
+        encoding="utf-8")
+    return json.loads(text)
+
+
+def validate_manifest(manifest: dict[str, Any]) -> None:
+    """Raise ``VoicelaneError('manifest_invalid')`` unless ``manifest`` is dataset_manifest/1."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(root)"
+        raise VoicelaneError(
+            "manifest_invalid", f"dataset manifest does not match {SCHEMA_ID} at {where}: "
+            f"{first.message[:200]}", {"pointer": where, "errors": len(errors)},
+            next_action="Rerun `voicelane dataset prepare` to rebuild the dataset folder.")
+
+
+def load_manifest(out_dir) -> dict:
+    """Read and check ``out_dir/dataset_manifest.json`` (schema, dataset_sha256, files present)."""
+    out = Path(out_dir)
+    path = out / MANIFEST_NAME
+    if not path.is_file():
+        raise VoicelaneError(
+            "manifest_missing", f"{path} does not exist", {"path": str(path)},
+            next_action="Run `voicelane dataset prepare DATA OUT` first, or pass the folder "
+                        "that holds dataset_manifest.json.")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VoicelaneError(
+            "manifest_invalid", f"{path} is not valid JSON: {_short(exc)}", {"path": str(path)},
+            next_action="Rerun `voicelane dataset prepare` to rebuild the dataset folder.") from None
+    validate_manifest(manifest)
+    if dataset_sha256(manifest["entries"]) != manifest["dataset_sha256"]:
+        raise VoicelaneError(
+            "checksum_mismatch", f"{path}: dataset_sha256 does not match the entries",
+            {"path": str(path)},
+            next_action="The dataset manifest was edited; rerun `voicelane dataset prepare`.")
+    root = out.resolve()
+    for e in manifest["entries"]:
+        p = (out / e["path"]).resolve()
+        if root not in p.parents:
+            raise VoicelaneError("path_unsafe", f"entry {e['id']!r} points outside {out}",
+                                 {"path": e["path"]})
+        if not p.is_file():
+            raise VoicelaneError(
+                "required_file_missing", f"{e['path']} listed in {MANIFEST_NAME} is missing",
+                {"path": e["path"]},
+                next_action="Rerun `voicelane dataset prepare` to rebuild the dataset folder.")
+    return manifest
+
+
+__all__ = ["ENGINE_RATE", "REASONS", "DatasetConfig", "inspect_dataset", "prepare_dataset",
+           "load_manifest", "validate_manifest", "parse_subtitles", "dataset_sha256"]

@@ -1,0 +1,87 @@
+"""Acoustic features and the waveform path: the WORLD vocoder (pyworld, MIT-style licence).
+
+The acoustic model predicts, every 10 ms, a WORLD parameter frame:
+``[coded spectral envelope (MGC_DIM), continuous log F0, voicing, coded aperiodicity]``.
+WORLD turns those frames back into a waveform at RTF ~0.03 on one CPU core, which keeps
+synthesis fast without a separately trained neural vocoder (why: see docs/model-choice.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+with warnings.catch_warnings():  # pyworld imports pkg_resources only to read its own version
+    warnings.simplefilter("ignore")
+    import pyworld
+
+SAMPLE_RATE = 16000
+FRAME_MS = 10.0
+HOP = int(SAMPLE_RATE * FRAME_MS / 1000)
+FFT_SIZE = 1024
+MGC_DIM = 40
+F0_FLOOR, F0_CEIL = 50.0, 500.0
+LF0_IDX = MGC_DIM
+VUV_IDX = MGC_DIM + 1
+BAP_IDX = MGC_DIM + 2
+N_BAP = pyworld.get_num_aperiodicities(SAMPLE_RATE)
+FEAT_DIM = MGC_DIM + 2 + N_BAP
+
+
+def n_frames(n_samples: int) -> int:
+    """Frame count WORLD produces for a signal of n_samples."""
+    return int(n_samples / HOP) + 1
+
+
+def analyze_f0(wav: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(wav, dtype=np.float64)
+    f0, t = pyworld.dio(x, SAMPLE_RATE, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=FRAME_MS)
+    return pyworld.stonemask(x, f0, t, SAMPLE_RATE)
+
+
+def analyze(wav: np.ndarray) -> np.ndarray:
+    """Waveform (float, SAMPLE_RATE) -> features [frames, FEAT_DIM] (float32)."""
+    x = np.ascontiguousarray(wav, dtype=np.float64)
+    f0, t = pyworld.dio(x, SAMPLE_RATE, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=FRAME_MS)
+    f0 = pyworld.stonemask(x, f0, t, SAMPLE_RATE)
+    sp = pyworld.cheaptrick(x, f0, t, SAMPLE_RATE, fft_size=FFT_SIZE)
+    ap = pyworld.d4c(x, f0, t, SAMPLE_RATE, fft_size=FFT_SIZE)
+    mgc = pyworld.code_spectral_envelope(sp, SAMPLE_RATE, MGC_DIM)
+    bap = pyworld.code_aperiodicity(ap, SAMPLE_RATE)
+    vuv = (f0 > 0).astype(np.float64)
+    lf0 = continuous_log_f0(f0)
+    return np.concatenate([mgc, lf0[:, None], vuv[:, None], bap], axis=1).astype(np.float32)
+
+
+def continuous_log_f0(f0: np.ndarray) -> np.ndarray:
+    voiced = f0 > 0
+    if not voiced.any():
+        return np.full_like(f0, np.log(100.0))
+    idx = np.arange(len(f0))
+    return np.interp(idx, idx[voiced], np.log(f0[voiced]))
+
+
+def synthesize(feats: np.ndarray, postfilter: float = 0.0) -> np.ndarray:
+    """Features [frames, FEAT_DIM] -> float32 waveform in [-1, 1] at SAMPLE_RATE."""
+    feats = np.asarray(feats, dtype=np.float64)
+    mgc = np.ascontiguousarray(feats[:, :MGC_DIM])
+    if postfilter:
+        # sharpen formants the acoustic model over-smooths (classic cepstral postfilter)
+        mgc[:, 2:] *= 1.0 + postfilter
+    f0 = np.exp(feats[:, LF0_IDX]) * (feats[:, VUV_IDX] > 0.5)
+    f0 = np.clip(f0, 0.0, F0_CEIL)
+    bap = np.ascontiguousarray(np.minimum(feats[:, BAP_IDX:BAP_IDX + N_BAP], 0.0))
+    sp = pyworld.decode_spectral_envelope(mgc, SAMPLE_RATE, FFT_SIZE)
+    ap = pyworld.decode_aperiodicity(bap, SAMPLE_RATE, FFT_SIZE)
+    y = pyworld.synthesize(np.ascontiguousarray(f0), sp, ap, SAMPLE_RATE, FRAME_MS)
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    if peak > 0.99:
+        y = y * (0.99 / peak)
+    return y.astype(np.float32)
+
+
+def voiced_f0(wav: np.ndarray) -> np.ndarray:
+    """Voiced F0 values (Hz) of a waveform, for evaluation."""
+    f0 = analyze_f0(wav)
+    return f0[f0 > 0]

@@ -1,0 +1,155 @@
+"""Training loop: deterministic, resumable (model + optimiser + scheduler + step), atomic checkpoints.
+
+coqui's ForwardTTS provides the model, its ``train_step`` and its loss; this loop replaces
+coqui's Trainer because the lane needs fixed output paths (the Trainer names run folders
+after the wall clock), byte-identical reruns and a resume that restores the data order.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from voicelane.engine import data, model as model_mod
+from voicelane.errors import VoicelaneError
+from voicelane.fsutil import atomic_write_bytes
+
+CKPT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int
+    checkpoint_every: int
+    seed: int = 1234
+    threads: int = 2
+    grad_clip: float = 1.0
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def lr_lambda_factory(warmup: int, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise VoicelaneError("checkpoint_invalid", f"cannot read checkpoint {path}: {exc}",
+                             {"path": str(path)}) from exc
+
+
+def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_dir: Path,
+          mean: np.ndarray, std: np.ndarray, init_state: dict[str, Any] | None = None,
+          on_step: Callable[[int, dict[str, float]], None] | None = None,
+          extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or resume) to cfg.steps. Returns the final checkpoint payload.
+
+    init_state: model weights to start from (fine-tuning); ignored when resuming.
+    on_step(step, losses) is called after every optimiser step (and once per resumed step
+    skipped? no: only for steps actually run).
+    """
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / CKPT_NAME
+
+    seed_everything(cfg.seed)
+    net, criterion = model_mod.build_model(arch)
+    if init_state is not None:
+        net.load_state_dict(init_state)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=1e-6)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda_factory(cfg.warmup, cfg.steps))
+    step = 0
+    if ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        if ck.get("arch") != arch or ck.get("train_config", {}).get("seed") != cfg.seed:
+            raise VoicelaneError("checkpoint_invalid",
+                                 "the run folder holds a checkpoint of a different configuration",
+                                 {"path": str(ckpt_path)})
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        step = int(ck["step"])
+        torch.set_rng_state(ck["torch_rng"])
+
+    lengths = [len(it.feats) for it in items]
+    batch_size = min(cfg.batch_size, len(items))
+    epoch_batches = data.batches_for_epoch(lengths, batch_size, cfg.seed, 0)
+    per_epoch = len(epoch_batches)
+
+    def payload() -> dict[str, Any]:
+        return {
+            "format": "voicelane-ckpt/1", "arch": arch, "model": net.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+            "torch_rng": torch.get_rng_state(), "feat_mean": mean, "feat_std": std,
+            "train_config": cfg.__dict__, **(extra or {}),
+        }
+
+    net.train()
+    while step < cfg.steps:
+        epoch, pos = divmod(step, per_epoch)
+        batch_idx = data.batches_for_epoch(lengths, batch_size, cfg.seed, epoch)[pos]
+        batch = data.collate([items[i] for i in batch_idx], mean, std)
+        _, losses = net.train_step(batch, criterion)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise VoicelaneError("non_finite_loss", f"loss became {float(loss)} at step {step + 1}",
+                                 {"step": step + 1})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        if on_step:
+            on_step(step, {k: float(v) for k, v in losses.items()})
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint(ckpt_path, payload())
+    if not ckpt_path.exists():
+        save_checkpoint(ckpt_path, payload())
+    return payload()
+
+
+def weights_only(ck: dict[str, Any]) -> dict[str, Any]:
+    """What a bundle/base ships: architecture, weights, normalisation; no optimiser state."""
+    keep = ("format", "arch", "model", "feat_mean", "feat_std", "step")
+    return {k: ck[k] for k in keep if k in ck} | {"format": "voicelane-voice/1"}
+
+
+def env_threads() -> int:
+    return int(os.environ.get("VOICELANE_THREADS", "2"))

@@ -1,0 +1,72 @@
+"""Stable error codes (SPEC §14): extend, never rename.
+
+Every failure a user can hit is a `VoicelaneError` carrying one of these codes, a message and
+one sentence telling the operator how to unblock (`next_action`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NEXT_ACTIONS: dict[str, str] = {
+    # dataset
+    "missing_audio_path": "Pass an existing dataset folder or recording (--data / AUDIO_PATH).",
+    "dataset_empty": "Add audio clips with transcripts; see `voicelane dataset check DIR` for why each clip was rejected.",
+    "dataset_too_small": "Record more clips (at least the configured minimum minutes; 1-2 h recommended) or fix the rejected ones listed in the dataset report.",
+    "metadata_invalid": "Fix metadata.csv at the reported line: UTF-8 without BOM, `id|text` rows separated by `|`, no blank rows.",
+    "audio_undecodable": "Re-export the file as WAV, FLAC or OGG and rerun.",
+    # gates
+    "allowlist_rejected": "Use a base weights id listed by `voicelane base list`, or train without --base.",
+    "license_noncommercial": "Pick base weights whose code and weights licences allow commercial use, or pass --accept-license-risk to record an explicit override.",
+    "license_unknown": "Pick base weights with a known licence, or pass --accept-license-risk to record an explicit override.",
+    "consent_missing": "Pass --consent-statement FILE with the speaker's consent (text or recorded audio).",
+    "eval_gate_failed": "Inspect eval.json: add or clean data, train longer (more steps or the gpu preset), or relax the gate in the config deliberately.",
+    # training
+    "non_finite_loss": "Lower the learning rate or check the dataset for corrupt clips, then rerun (training resumes from the last checkpoint).",
+    "runtime_dependency_missing": "Install the project's pinned dependencies (README setup command) and rerun.",
+    "out_of_memory": "Lower the batch size or use a smaller preset, then rerun; training resumes from the last checkpoint.",
+    "cancelled": "Rerun the same command to resume from the last checkpoint.",
+    # bundle
+    "manifest_missing": "Re-export the bundle; manifest.json is required.",
+    "manifest_invalid": "Re-export the bundle; manifest.json does not match the voice_bundle/1 schema.",
+    "required_file_missing": "Re-export the bundle; a file listed in the manifest (or required by it) is missing.",
+    "bytes_mismatch": "The bundle was modified or truncated after export; re-export it or restore the original files.",
+    "checksum_mismatch": "The bundle was modified after export; re-export it or restore the original files.",
+    "path_unsafe": "The manifest names a path outside the bundle; refuse this bundle and re-export it from a trusted run.",
+    "duplicate_path": "The manifest lists a file twice; re-export the bundle.",
+    # orchestrator
+    "deterministic_head_mismatch": "Check out the commit named by EXPECTED_HEAD or unset it.",
+    "invalid_backend": "Set TRAIN_BACKEND to local, local_docker or managed_job.",
+    "docker_build_failed": "Read the docker build log above, fix the image, and rerun.",
+    "docker_run_failed": "Read the container log above; the report block names the lane's exit code.",
+    "managed_job_unavailable": "Start a Ray head (`ray start --head`) and set RAY_ADDRESS to it, or use TRAIN_BACKEND=local.",
+    # extensions (additive)
+    "invalid_argument": "Fix the named argument and rerun.",
+    "profile_id_invalid": "Use 1-64 characters from a-z, 0-9, '_' and '-', starting with a letter or digit.",
+    "language_unsupported": "Use a language the phonemizer supports (see `voicelane languages`).",
+    "text_unvoiceable": "Remove characters the voice cannot pronounce, or use a voice trained for that language.",
+    "checkpoint_invalid": "Delete the run folder's checkpoint and rerun from scratch.",
+    "base_weights_missing": "Restore the base weights file from the repository (git checkout) or train it with `voicelane base train`.",
+    "bundle_invalid": "Re-export the bundle; see the validator code in details.",
+    "internal_error": "Rerun with the log attached to a bug report.",
+}
+
+
+class VoicelaneError(Exception):
+    """An operator-facing failure with a stable code."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None,
+                 next_action: str | None = None):
+        if code not in NEXT_ACTIONS:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.next_action = next_action or NEXT_ACTIONS[code]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+    def __str__(self) -> str:  # pragma: no cover - cosmetic
+        return f"{self.code}: {self.message}"

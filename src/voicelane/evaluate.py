@@ -1,0 +1,235 @@
+"""Evaluation (SPEC §7): measured on rendered audio, never derived from the loss.
+
+* intelligibility: pocketsphinx (offline, model in the wheel) WER and content-word recall of
+  synthesised held-out sentences, beside the same ASR on the real recordings (the floor);
+* spectral distance: mel-cepstral distortion (pysptk mel-cepstra of WORLD envelopes) along a
+  DTW path (librosa);
+* F0: median voiced F0 of synthesis vs the real recordings, and F0 RMSE along the DTW path;
+* duration ratio, synthesis real-time factor.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from voicelane.engine import features, frontend
+
+STOPWORDS = set("""a an the and or but if of to in on at by for with from as is are was were be been
+being it its this that these those i you he she we they me him her us them my your his our their
+do does did not no so than too very can will just into over out up down off about then there here
+what which who whom when where why how all any each some such only own same s t""".split())
+
+REGRESSION_PROMPTS = [
+    "Unit 4, proceed to gate 12 and wait for further instructions.",
+    "The meeting starts at 7:45 on Tuesday, March 3rd, 2026.",
+    "Dr. Smith lives at 221 Baker St., not far from the station.",
+    "Is the north door locked, or should I check it again?",
+    "Temperature is 21.5 degrees; humidity is 40 percent.",
+    "Warning: pressure in tank three has dropped below the safe level!",
+    "Please call 555 0142 if you have any questions about your order.",
+    ("When the long convoy finally reached the river crossing late that evening, the drivers "
+     "found the bridge closed, so they waited patiently under the trees until the engineers "
+     "confirmed it was safe."),
+]
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split() if w]
+
+
+class ASR:
+    """pocketsphinx's stock US English model; one decoder reused."""
+
+    def __init__(self):
+        from pocketsphinx import Decoder
+
+        self.dec = Decoder(samprate=16000, loglevel="FATAL")
+
+    def transcribe(self, wav: np.ndarray, sample_rate: int) -> str:
+        if sample_rate != 16000:
+            import soxr
+
+            wav = soxr.resample(wav, sample_rate, 16000)
+        pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes()
+        self.dec.start_utt()
+        self.dec.process_raw(pcm, full_utt=True)
+        self.dec.end_utt()
+        hyp = self.dec.hyp()
+        return hyp.hypstr if hyp is not None else ""
+
+
+def reference_words(text: str, language: str = "en-us") -> list[str]:
+    return [w for w in _words(" ".join(frontend.normalized_words(text, language)))]
+
+
+def wer_counts(ref: list[str], hyp: list[str]) -> tuple[int, int]:
+    """(edit distance, reference length)."""
+    import jiwer
+
+    if not ref:
+        return len(hyp), 0
+    out = jiwer.process_words(" ".join(ref), " ".join(hyp) if hyp else "")
+    return out.substitutions + out.deletions + out.insertions, len(ref)
+
+
+def content_recall(ref: list[str], hyp: list[str]) -> tuple[int, int]:
+    content = [w for w in ref if w not in STOPWORDS]
+    pool = list(hyp)
+    hit = 0
+    for w in content:
+        if w in pool:
+            pool.remove(w)
+            hit += 1
+    return hit, len(content)
+
+
+def mcep(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import pysptk
+    import pyworld
+
+    x = np.ascontiguousarray(wav, dtype=np.float64)
+    f0 = features.analyze_f0(x)
+    t = np.arange(len(f0)) * features.FRAME_MS / 1000.0
+    sp = pyworld.cheaptrick(x, f0, t, features.SAMPLE_RATE, fft_size=features.FFT_SIZE)
+    return pysptk.sp2mc(sp, order=24, alpha=0.42), f0
+
+
+def mcd_f0_dtw(ref_wav: np.ndarray, syn_wav: np.ndarray) -> dict[str, float]:
+    """MCD (dB) and F0 RMSE (Hz) along a DTW path between real and synthetic speech."""
+    import librosa
+
+    mc_r, f0_r = mcep(ref_wav)
+    mc_s, f0_s = mcep(syn_wav)
+    _, path = librosa.sequence.dtw(X=mc_r[:, 1:].T, Y=mc_s[:, 1:].T, metric="euclidean")
+    path = path[::-1]
+    diff = mc_r[path[:, 0], 1:] - mc_s[path[:, 1], 1:]
+    mcd = float(np.mean(10.0 / math.log(10.0) * np.sqrt(2.0 * np.sum(diff**2, axis=1))))
+    fr, fs_ = f0_r[path[:, 0]], f0_s[path[:, 1]]
+    both = (fr > 0) & (fs_ > 0)
+    f0_rmse = float(np.sqrt(np.mean((fr[both] - fs_[both]) ** 2))) if both.any() else float("nan")
+    return {"mcd_db": mcd, "f0_rmse_hz": f0_rmse}
+
+
+@dataclass
+class Clip:
+    id: str
+    text: str
+    wav: np.ndarray  # real recording at the engine rate
+
+
+def _median_f0(wavs: Iterable[np.ndarray]) -> float:
+    vals = [features.voiced_f0(w) for w in wavs]
+    allv = np.concatenate(vals) if vals else np.array([])
+    return float(np.median(allv)) if len(allv) else float("nan")
+
+
+def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[str] | None = None,
+             language: str = "en-us", with_floor: bool = True,
+             on_progress: Callable[[int, int], None] | None = None,
+             keep_audio: int = 3) -> dict[str, Any]:
+    """Synthesise each held-out clip's text (+ prompts) and measure it against the real audio.
+
+    `synthesize(text)` returns an engine Synthesis. Returns the eval dict (eval.json) and,
+    under "_audio", up to `keep_audio` rendered (id, text, waveform) samples.
+    """
+    asr = ASR()
+    prompts = REGRESSION_PROMPTS if prompts is None else prompts
+    total = len(clips) + len(prompts)
+    err = ref_n = floor_err = floor_n = hit = cnt = floor_hit = floor_cnt = 0
+    mcds, f0rmses, ratios, per = [], [], [], []
+    syn_wavs, real_wavs, audio_keep = [], [], []
+    compute_s = audio_s = 0.0
+    for k, clip in enumerate(clips):
+        ref = reference_words(clip.text, language)
+        syn = synthesize(clip.text)
+        compute_s += syn.compute_s
+        audio_s += syn.seconds
+        hyp = _words(asr.transcribe(syn.audio, syn.sample_rate))
+        e, n = wer_counts(ref, hyp)
+        h, c = content_recall(ref, hyp)
+        err, ref_n, hit, cnt = err + e, ref_n + n, hit + h, cnt + c
+        row = {"id": clip.id, "wer": round(e / max(n, 1), 4), "hyp": " ".join(hyp)}
+        if with_floor:
+            fhyp = _words(asr.transcribe(clip.wav, features.SAMPLE_RATE))
+            fe, fn = wer_counts(ref, fhyp)
+            fh, fc = content_recall(ref, fhyp)
+            floor_err, floor_n, floor_hit, floor_cnt = floor_err + fe, floor_n + fn, floor_hit + fh, floor_cnt + fc
+            row["floor_wer"] = round(fe / max(fn, 1), 4)
+        m = mcd_f0_dtw(clip.wav, syn.audio)
+        mcds.append(m["mcd_db"])
+        if not math.isnan(m["f0_rmse_hz"]):
+            f0rmses.append(m["f0_rmse_hz"])
+        ratios.append(syn.seconds / max(len(clip.wav) / features.SAMPLE_RATE, 1e-6))
+        row.update({k2: round(v, 3) for k2, v in m.items()})
+        per.append(row)
+        syn_wavs.append(syn.audio)
+        real_wavs.append(clip.wav)
+        if len(audio_keep) < keep_audio:
+            audio_keep.append((clip.id, clip.text, syn.audio))
+        if on_progress:
+            on_progress(k + 1, total)
+    prompt_rows = []
+    p_err = p_n = 0
+    for j, text in enumerate(prompts):
+        syn = synthesize(text)
+        compute_s += syn.compute_s
+        audio_s += syn.seconds
+        ref = reference_words(text, language)
+        hyp = _words(asr.transcribe(syn.audio, syn.sample_rate))
+        e, n = wer_counts(ref, hyp)
+        p_err, p_n = p_err + e, p_n + n
+        prompt_rows.append({"text_sha256": _sha(text), "wer": round(e / max(n, 1), 4),
+                            "seconds": round(syn.seconds, 3)})
+        if on_progress:
+            on_progress(len(clips) + j + 1, total)
+    syn_med = _median_f0(syn_wavs)
+    real_med = _median_f0(real_wavs)
+    result = {
+        "schema": "voice_eval/1",
+        "asr": "pocketsphinx-5.1.1 en-us (stock model)",
+        "n_heldout": len(clips),
+        "wer": round(err / max(ref_n, 1), 4),
+        "content_word_recall": round(hit / max(cnt, 1), 4),
+        "wer_floor_real_audio": round(floor_err / max(floor_n, 1), 4) if with_floor else None,
+        "content_word_recall_floor": round(floor_hit / max(floor_cnt, 1), 4) if with_floor else None,
+        "mcd_db": round(float(np.mean(mcds)), 3) if mcds else None,
+        "f0_rmse_hz": round(float(np.mean(f0rmses)), 2) if f0rmses else None,
+        "f0_median_hz": round(syn_med, 2),
+        "f0_median_real_hz": round(real_med, 2),
+        "f0_median_rel_error": round(abs(syn_med - real_med) / real_med, 4) if real_med == real_med else None,
+        "duration_ratio": round(float(np.mean(ratios)), 4) if ratios else None,
+        "prompts_wer": round(p_err / max(p_n, 1), 4),
+        "rtf": round(compute_s / max(audio_s, 1e-9), 4),
+        "per_clip": per,
+        "prompts": prompt_rows,
+    }
+    result["_audio"] = audio_keep
+    return result
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def check_gates(result: dict[str, Any], gates: dict[str, float]) -> list[dict[str, Any]]:
+    """Gates from config: {metric_max: value} / {metric_min: value}. Returns failed gates."""
+    failed = []
+    for key, limit in sorted(gates.items()):
+        metric, _, kind = key.rpartition("_")
+        val = result.get(metric)
+        if val is None:
+            failed.append({"gate": key, "value": None, "limit": limit})
+        elif (kind == "max" and val > limit) or (kind == "min" and val < limit):
+            failed.append({"gate": key, "value": val, "limit": limit})
+    return failed
+
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")

@@ -1,0 +1,401 @@
+"""The training lanes (SPEC §2): dataset -> features -> train -> evaluate -> bundle -> validate.
+
+`run_lane` is the one function the CLI, the HTTP job runner and the orchestrator call (the
+latter two through a child process speaking the line protocol).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from voicelane import __version__, bundle, dataset
+from voicelane.errors import VoicelaneError
+from voicelane.fsutil import atomic_write_json, canonical_json, sha256_file, sha256_text
+from voicelane.protocol import Emitter
+from voicelane.status import StatusWriter, default_status_path
+
+JOB_TYPES = {
+    "tts_prod_train": "production",
+    "tts_voice_train": "experimental",
+    "train": "experimental",
+    "dataset": "data",
+}
+# Gates of the production lane (overridable with --gates JSON). Metric names from eval.json.
+DEFAULT_GATES = {"wer_max": 0.35, "mcd_db_max": 12.0}
+LOG_EVERY = 10
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class LaneOptions:
+    job_type: str
+    data: Path
+    profile_id: str
+    out: Path
+    preset: str = "cpu"
+    base: str | None = None
+    accept_license_risk: bool = False
+    consent_statement: Path | None = None
+    speaker_name: str | None = None
+    heldout: Path | None = None
+    language: str = "en-us"
+    seed: int = 1234
+    steps: int | None = None
+    display_name: str | None = None
+    min_minutes: float | None = None
+    gates: dict[str, float] | None = None
+    eval_max: int | None = None
+    status_path: Path | None = None
+    threads: int = 2
+    onnx: bool = True
+    extra_stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Reporter:
+    """Human-facing progress (stderr). The CLI swaps in a rich implementation."""
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, done: int, total: int | None = None) -> None:
+        pass
+
+    def log(self, msg: str) -> None:
+        import sys
+
+        print(msg, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=False)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def fixed_created_at(dataset_manifest: dict[str, Any]) -> str:
+    """SOURCE_DATE_EPOCH when set; else a date derived from nothing but the inputs (reproducible)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    return bundle.created_at_from(epoch, "1980-01-01T00:00:00Z")
+
+
+def read_consent(path: Path | None, speaker_name: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise VoicelaneError("consent_missing", f"consent statement {path} does not exist", {"path": str(path)})
+    digest, size = sha256_file(path)
+    if size == 0:
+        raise VoicelaneError("consent_missing", f"consent statement {path} is empty", {"path": str(path)})
+    fields: dict[str, str] = {}
+    if path.suffix.lower() in (".txt", ".md", ""):
+        for line in path.read_text("utf-8", errors="replace").splitlines():
+            key, sep, val = line.partition(":")
+            if sep and key.strip().lower() in ("speaker_name", "recorded_at", "asserted_by"):
+                fields[key.strip().lower()] = val.strip()
+    return {
+        "speaker_name": speaker_name or fields.get("speaker_name") or "unknown",
+        "statement_sha256": digest,
+        "statement_kind": "audio" if path.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3") else "text",
+        "recorded_at": fields.get("recorded_at"),
+        "asserted_by": fields.get("asserted_by") or "operator",
+    }
+
+
+class Lane:
+    def __init__(self, opts: LaneOptions, emitter: Emitter, reporter: Reporter | None = None):
+        self.o = opts
+        self.em = emitter
+        self.rep = reporter or Reporter()
+        self.lane = JOB_TYPES[opts.job_type]
+        self.status = StatusWriter(opts.status_path or default_status_path(opts.job_type), opts.job_type, self.lane)
+        self.timings: dict[str, float] = {}
+
+    # --- protocol helpers -------------------------------------------------
+    def tick(self, current: int, stats: dict[str, Any] | None = None, artifacts: tuple[str, ...] = ()) -> None:
+        self.em.progress(current)
+        self.status.doc["progress"] = {"current": current, "total": self.em.total}
+        if stats:
+            self.em.stats(stats)
+            self.status.stats(stats, flush=False)
+        for a in artifacts:
+            self.em.artifact(a)
+            self.status.doc["artifacts"].append(a)
+        self.status.flush()
+
+    def rel(self, p: Path) -> str:
+        return Path(os.path.relpath(p, self.o.out)).as_posix()
+
+    def timed(self, key: str, t0: float) -> None:
+        import time
+
+        self.timings[key] = round(time.perf_counter() - t0, 3)
+        self.status.doc["timings_s"] = dict(self.timings)
+
+    # --- the run -------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        try:
+            result = self._run()
+        except VoicelaneError as err:
+            self.status.failed(err)
+            raise
+        except KeyboardInterrupt:
+            err = VoicelaneError("cancelled", "the run was interrupted", {})
+            self.status.failed(err)
+            raise err from None
+        except MemoryError as exc:
+            err = VoicelaneError("out_of_memory", f"out of memory: {exc}", {})
+            self.status.failed(err)
+            raise err from exc
+        except Exception as exc:
+            err = VoicelaneError("internal_error", f"{type(exc).__name__}: {exc}", {})
+            self.status.failed(err)
+            raise err from exc
+        self.status.completed()
+        return result
+
+    def _run(self) -> dict[str, Any]:
+        import time
+
+        from voicelane.engine import train as train_mod
+        from voicelane.engine import model as model_mod
+
+        o = self.o
+        bundle.validate_profile_id(o.profile_id)
+        from voicelane.engine.frontend import check_language
+
+        language = check_language(o.language)
+        prod = o.job_type == "tts_prod_train"
+        p = model_mod.preset(o.preset)
+        steps = int(o.steps if o.steps is not None else p["steps"])
+        if o.job_type == "dataset":
+            total = 1
+        else:
+            total = steps + 4
+        self.em.set_total(total)
+        self.status.doc["progress"] = {"current": 0, "total": total}
+        self.status.doc["options"] = {"profile_id": o.profile_id, "preset": o.preset, "base": o.base,
+                                      "steps": steps, "seed": o.seed, "language": language}
+        self.status.flush()
+        o.out.mkdir(parents=True, exist_ok=True)
+
+        # gates that need no data first: consent and licence
+        consent = read_consent(o.consent_statement, o.speaker_name)
+        if prod and consent is None and o.job_type != "dataset":
+            raise VoicelaneError("consent_missing", "the production lane needs the speaker's consent statement",
+                                 {"flag": "--consent-statement"})
+        base_gate = base_dir = None
+        if o.base and o.job_type != "dataset":
+            from voicelane import weights
+
+            base_gate = weights.licence_gate(o.base, o.accept_license_risk)
+            base_dir = weights.verify_files(base_gate)
+
+        # 1. dataset
+        t0 = time.perf_counter()
+        self.rep.phase("dataset")
+        cfg = dataset.DatasetConfig(language=language)
+        if o.min_minutes is not None:
+            cfg.min_total_minutes = o.min_minutes
+        ds_dir = o.out / "dataset"
+        manifest = dataset.prepare_dataset(o.data, ds_dir, cfg, on_progress=self.rep.advance)
+        totals = manifest["totals"]
+        for w in manifest.get("warnings", []):
+            self.rep.log(f"warning: {w}")
+        self.timed("dataset", t0)
+        self.status.doc["dataset_manifest"] = str(ds_dir / "dataset_manifest.json")
+        self.tick(1, {"phase": "dataset", "kept": totals["kept"], "rejected": totals["rejected"],
+                      "kept_minutes": totals["kept_minutes"], "dataset_sha256": manifest["dataset_sha256"]},
+                  (self.rel(ds_dir / "dataset_manifest.json"),))
+        if o.job_type == "dataset":
+            return {"dataset_manifest": str(ds_dir / "dataset_manifest.json"), "totals": totals}
+
+        # 2. features + alignment
+        t0 = time.perf_counter()
+        self.rep.phase("features", len(manifest["entries"]))
+        from voicelane.engine import data as data_mod
+
+        entries = [dict(e, abs_path=ds_dir / e["path"]) for e in manifest["entries"]]
+        items, align_errors = data_mod.prepare_all(entries, o.out / "work" / "cache", language,
+                                                   workers=o.threads, on_done=self.rep.advance)
+        train_items = [it for it, e in zip(items, [e for e in entries if e["id"] not in align_errors])
+                       if e["split"] == "train"] or items
+        if not train_items:
+            raise VoicelaneError("dataset_empty", "no clip could be aligned to its transcript",
+                                 {"alignment_failures": len(align_errors)})
+        self.timed("features", t0)
+        self.tick(2, {"phase": "features", "aligned": len(items), "alignment_failures": len(align_errors),
+                      "train_items": len(train_items)})
+
+        # 3. train
+        arch = model_mod.architecture(p)
+        init_state = None
+        if base_dir is not None:
+            from voicelane.engine.voice import CONFIG_FILE, WEIGHTS_FILE
+
+            base_cfg = json.loads((base_dir / CONFIG_FILE).read_text("utf-8"))
+            arch = base_cfg["arch"]
+            from safetensors.torch import load_file
+
+            init_state = load_file(str(base_dir / WEIGHTS_FILE))
+            mean = np.asarray(base_cfg["feat_mean"], dtype=np.float32)
+            std = np.asarray(base_cfg["feat_std"], dtype=np.float32)
+        else:
+            mean, std = data_mod.feature_stats(train_items)
+        tcfg = train_mod.TrainConfig(steps=steps, batch_size=p["batch_size"], lr=p["lr"] * (0.5 if base_dir else 1.0),
+                                     warmup=p["warmup"] if base_dir is None else min(p["warmup"], 50),
+                                     checkpoint_every=p["checkpoint_every"], seed=o.seed, threads=o.threads)
+        t0 = time.perf_counter()
+        self.rep.phase("train", steps)
+        run_dir = o.out / "work" / "train"
+
+        def on_step(step: int, losses: dict[str, float]) -> None:
+            self.rep.advance(step, steps)
+            if step % LOG_EVERY == 0 or step == steps:
+                self.tick(2 + step, {"phase": "train", "step": step,
+                                     **{k: round(v, 4) for k, v in sorted(losses.items())
+                                        if k in ("loss", "loss_spec", "loss_dur")}})
+
+        ck = train_mod.train(train_items, arch, tcfg, run_dir, mean, std, init_state, on_step)
+        self.timed("train", t0)
+        self.status.doc["train_s_per_step"] = round(self.timings["train"] / max(1, steps), 4)
+
+        # 4. voice files + evaluation
+        from voicelane.engine.voice import Voice, save_voice
+
+        voice_dir = o.out / "work" / "voice"
+        voice_dir.mkdir(parents=True, exist_ok=True)
+        extra = {"engine": self.engine_info(), "preset": o.preset, "steps": steps,
+                 "base_weights": o.base, "postfilter": 0.0}
+        save_voice(voice_dir, ck["model"], arch, mean, std, language, extra)
+        voice = Voice.load(voice_dir, threads=1)
+        t0 = time.perf_counter()
+        clips = self.heldout_clips(manifest, ds_dir, language)
+        self.rep.phase("evaluate", len(clips) + 8)
+        from voicelane import evaluate as ev
+
+        res = ev.evaluate(voice.synthesize, clips, language=language, on_progress=self.rep.advance)
+        samples = res.pop("_audio")
+        rtf = res.pop("rtf")
+        self.timed("evaluate", t0)
+        res["model_params"] = int(sum(v.numel() for v in ck["model"].values()))
+        gates = dict(DEFAULT_GATES if prod else {}) | (o.gates or {})
+        failed = ev.check_gates(res, gates)
+        res["gates"] = {"thresholds": gates, "failed": failed, "passed": not failed}
+        eval_summary = {k: res[k] for k in ("wer", "wer_floor_real_audio", "content_word_recall", "mcd_db",
+                                            "f0_median_hz", "f0_median_real_hz", "f0_rmse_hz",
+                                            "duration_ratio", "prompts_wer", "n_heldout")}
+        self.status.doc["perf"] = {"rtf": rtf}
+        self.tick(steps + 3, {"phase": "evaluate", **eval_summary, "gates_passed": not failed})
+
+        # 5. bundle
+        files = self.stage_bundle_files(voice_dir, res, samples, voice, o.profile_id)
+        created_at = fixed_created_at(manifest)
+        extra_manifest = {
+            "lane": self.lane,
+            "promotable": prod and not failed,
+            "language": language,
+            "engine": {"name": "voicelane-forwardtts-world", "version": __version__,
+                       "model_type": "coqui-tts ForwardTTS (SpeedySpeech) + WORLD vocoder",
+                       "library": f"coqui-tts {self.engine_info()['coqui_tts']}",
+                       "sample_rate": 16000},
+            "provenance": {
+                "commit": git_commit(),
+                "config_sha256": sha256_text(canonical_json({"arch": arch, "train": tcfg.__dict__,
+                                                             "preset": o.preset})),
+                "dataset_sha256": manifest["dataset_sha256"],
+                "base_weights": base_gate.provenance() if base_gate else None,
+                "license_override": bool(base_gate and base_gate.override),
+            },
+            "consent": consent,
+            "eval": eval_summary | {"gates_passed": not failed},
+        }
+        result = bundle.export_bundle(o.out, o.profile_id, o.display_name or o.profile_id, files,
+                                      created_at, extra_manifest)
+        shutil.rmtree(o.out / "work" / "staging", ignore_errors=True)
+        bdir = bundle.bundle_dir_for(o.out, o.profile_id)
+        perf = {"rtf_pytorch": rtf, "timings_s": self.timings, "threads": o.threads,
+                "note": "machine-dependent; not covered by the manifest checksums"}
+        atomic_write_json(bdir / "perf.json", perf)
+        if not result.ok:
+            raise VoicelaneError("bundle_invalid", "the exported bundle failed validation", result.error or {})
+        self.status.doc["bundle"] = str(bdir)
+        if failed:
+            self.tick(steps + 4, {"phase": "bundle", "bundle_valid": True, "promotable": False},
+                      (self.rel(bdir / "manifest.json"),))
+            raise VoicelaneError("eval_gate_failed", "the voice did not pass the evaluation gates: " + ", ".join(
+                f"{f['gate']}={f['value']} (limit {f['limit']})" for f in failed),
+                {"failed": failed, "bundle": self.rel(bdir)})
+        self.tick(steps + 4, {"phase": "bundle", "bundle_valid": True, "files_validated": result.files_validated,
+                              "promotable": extra_manifest["promotable"]},
+                  (self.rel(bdir / "manifest.json"),))
+        return {"bundle": str(bdir), "eval": eval_summary, "rtf": rtf}
+
+    def engine_info(self) -> dict[str, str]:
+        import importlib.metadata as md
+
+        return {"coqui_tts": md.version("coqui-tts"), "torch": md.version("torch"),
+                "pyworld": md.version("pyworld"), "gruut": md.version("gruut")}
+
+    def heldout_clips(self, manifest: dict[str, Any], ds_dir: Path, language: str):
+        import soundfile as sf
+
+        from voicelane.evaluate import Clip
+
+        if self.o.heldout:
+            cfg = dataset.DatasetConfig(language=language, min_total_minutes=0.0, val_fraction=0.0, val_min=0)
+            hman = dataset.prepare_dataset(self.o.heldout, self.o.out / "heldout", cfg)
+            root, entries = self.o.out / "heldout", hman["entries"]
+        else:
+            root, entries = ds_dir, [e for e in manifest["entries"] if e["split"] == "val"]
+        entries = sorted(entries, key=lambda e: e["id"])[: self.o.eval_max or None]
+        return [Clip(e["id"], e["text"], sf.read(root / e["path"], dtype="float32")[0]) for e in entries]
+
+    def stage_bundle_files(self, voice_dir: Path, res: dict[str, Any], samples, voice, profile_id: str
+                           ) -> dict[str, Path]:
+        import soundfile as sf
+
+        staging = self.o.out / "work" / "staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        files: dict[str, Path] = {"model.safetensors": voice_dir / "model.safetensors",
+                                  "voice_config.json": voice_dir / "voice_config.json"}
+        atomic_write_json(staging / "eval.json", res)
+        files["eval.json"] = staging / "eval.json"
+        sample = voice.synthesize(SAMPLE_TEXT)
+        sf.write(staging / "sample.wav", sample.audio, sample.sample_rate, subtype="PCM_16")
+        files["sample.wav"] = staging / "sample.wav"
+        for clip_id, _text, audio in samples:
+            name = f"samples/{clip_id}.wav"
+            (staging / "samples").mkdir(exist_ok=True)
+            sf.write(staging / name, audio, 16000, subtype="PCM_16")
+            files[name] = staging / name
+        if self.o.onnx:
+            from voicelane.engine import onnx_export
+
+            try:
+                onnx_path = onnx_export.export(voice, staging / "model.onnx")
+                files["model.onnx"] = onnx_path
+            except onnx_export.ExportUnavailable as exc:
+                self.rep.log(f"onnx export skipped: {exc}")
+        return files
+
+
+SAMPLE_TEXT = "Hello. This voice was trained on your own recordings, and it runs entirely on this machine."
+
+
+def run_lane(opts: LaneOptions, emitter: Emitter, reporter: Reporter | None = None) -> dict[str, Any]:
+    return Lane(opts, emitter, reporter).run()
