@@ -208,6 +208,17 @@ def test_resampled_to_engine_rate_mono_pcm16(ds_good_manifest):
     assert abs(freqs[np.argmax(spec)] - 150) < 8
 
 
+def test_stereo_downmixed_not_first_channel(tmp_path):
+    sr = 22050
+    left, right = voiced(1.0, sr, 150), voiced(1.0, sr, 190, seed=1)
+    z = np.zeros_like(left)
+    stereo = np.stack([np.concatenate([left, z]), np.concatenate([z, right])], axis=1)
+    write(tmp_path / "d" / "st.flac", stereo, sr, "FLAC")
+    (tmp_path / "d" / "st.txt").write_text(text_for(2.0))
+    r = inspect_dataset(tmp_path / "d", CFG)
+    assert 2.0 <= r["entries"][0]["duration_s"] <= 2.1  # speech from both channels kept
+
+
 def test_loudness_normalised_to_target(ds_good_manifest):
     m, out = ds_good_manifest
     for e in m["entries"]:
@@ -378,7 +389,8 @@ def test_reasons_report_shape(ds_reasons_report):
     rej = {x["id"]: x for x in r["rejected"]}
     assert rej["missing"]["line"] == 3 and rej["missing"]["source"] == "wavs/missing.wav"
     assert rej["dup_copy"]["source"] == "wavs/dup_copy.wav"
-    assert "good1" in rej["dup_copy"]["detail"] and "good1" in rej["dup_pcm"]["detail"]
+    assert rej["dup_copy"]["detail"] == "same file bytes as good1"
+    assert rej["dup_pcm"]["detail"] == "same decoded audio as good1"
     assert r["rejected"] == sorted(r["rejected"], key=lambda x: (x["source"], x["id"]))
     t = r["totals"]
     assert t["candidates"] == 15 and t["kept"] == 2 and t["rejected"] == 13

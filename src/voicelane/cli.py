@@ -152,7 +152,7 @@ def cmd_base(a: argparse.Namespace) -> int:
         return EXIT_OK
     _sigterm_to_interrupt()
     return base_voice.train_base(out=a.out, steps=a.steps, threads=a.threads, protocol=a.protocol,
-                                 install=a.install)
+                                 do_install=a.install)
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
@@ -228,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except VoicelaneError as err:
+        if os.environ.get("VOICELANE_DEBUG") and err.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(err.__cause__)
         _print_error(err)
         return _exit_code(err)
     except KeyboardInterrupt:

@@ -202,15 +202,28 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
         "f0_rmse_hz": round(float(np.mean(f0rmses)), 2) if f0rmses else None,
         "f0_median_hz": round(syn_med, 2),
         "f0_median_real_hz": round(real_med, 2),
-        "f0_median_rel_error": round(abs(syn_med - real_med) / real_med, 4) if real_med == real_med else None,
+        "f0_median_rel_error": round(abs(syn_med - real_med) / real_med, 4)
+        if math.isfinite(syn_med) and math.isfinite(real_med) else None,
         "duration_ratio": round(float(np.mean(ratios)), 4) if ratios else None,
         "prompts_wer": round(p_err / max(p_n, 1), 4),
         "rtf": round(compute_s / max(audio_s, 1e-9), 4),
         "per_clip": per,
         "prompts": prompt_rows,
     }
+    result = _finite(result)
     result["_audio"] = audio_keep
     return result
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf (e.g. the median F0 of a voice that produced no voiced frame) become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _sha(text: str) -> str:

@@ -56,6 +56,7 @@ class LaneOptions:
     status_path: Path | None = None
     threads: int = 2
     onnx: bool = True
+    snapshot_every: int = 0
     extra_stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -231,8 +232,10 @@ class Lane:
         entries = [dict(e, abs_path=ds_dir / e["path"]) for e in manifest["entries"]]
         items, align_errors = data_mod.prepare_all(entries, o.out / "work" / "cache", language,
                                                    workers=o.threads, on_done=self.rep.advance)
-        train_items = [it for it, e in zip(items, [e for e in entries if e["id"] not in align_errors])
-                       if e["split"] == "train"] or items
+        aligned = [e for e in entries if e["id"] not in align_errors]
+        # with a separate held-out set, the validation split is not needed for evaluation
+        train_items = items if o.heldout else [it for it, e in zip(items, aligned) if e["split"] == "train"]
+        train_items = train_items or items
         if not train_items:
             raise VoicelaneError("dataset_empty", "no clip could be aligned to its transcript",
                                  {"alignment_failures": len(align_errors)})
@@ -257,7 +260,8 @@ class Lane:
             mean, std = data_mod.feature_stats(train_items)
         tcfg = train_mod.TrainConfig(steps=steps, batch_size=p["batch_size"], lr=p["lr"] * (0.5 if base_dir else 1.0),
                                      warmup=p["warmup"] if base_dir is None else min(p["warmup"], 50),
-                                     checkpoint_every=p["checkpoint_every"], seed=o.seed, threads=o.threads)
+                                     checkpoint_every=p["checkpoint_every"], seed=o.seed, threads=o.threads,
+                                     snapshot_every=o.snapshot_every)
         t0 = time.perf_counter()
         self.rep.phase("train", steps)
         run_dir = o.out / "work" / "train"
@@ -287,7 +291,8 @@ class Lane:
         self.rep.phase("evaluate", len(clips) + 8)
         from voicelane import evaluate as ev
 
-        res = ev.evaluate(voice.synthesize, clips, language=language, on_progress=self.rep.advance)
+        prompts = ev.REGRESSION_PROMPTS[: o.eval_max] if o.eval_max else None
+        res = ev.evaluate(voice.synthesize, clips, prompts, language=language, on_progress=self.rep.advance)
         samples = res.pop("_audio")
         rtf = res.pop("rtf")
         self.timed("evaluate", t0)
@@ -323,10 +328,12 @@ class Lane:
             "consent": consent,
             "eval": eval_summary | {"gates_passed": not failed},
         }
-        result = bundle.export_bundle(o.out, o.profile_id, o.display_name or o.profile_id, files,
+        # a voice that failed its gates never replaces the served bundle: it lands in candidates/
+        export_root = o.out / "candidates" if failed else o.out
+        result = bundle.export_bundle(export_root, o.profile_id, o.display_name or o.profile_id, files,
                                       created_at, extra_manifest)
         shutil.rmtree(o.out / "work" / "staging", ignore_errors=True)
-        bdir = bundle.bundle_dir_for(o.out, o.profile_id)
+        bdir = bundle.bundle_dir_for(export_root, o.profile_id)
         perf = {"rtf_pytorch": rtf, "timings_s": self.timings, "threads": o.threads,
                 "note": "machine-dependent; not covered by the manifest checksums"}
         atomic_write_json(bdir / "perf.json", perf)
@@ -338,7 +345,7 @@ class Lane:
                       (self.rel(bdir / "manifest.json"),))
             raise VoicelaneError("eval_gate_failed", "the voice did not pass the evaluation gates: " + ", ".join(
                 f"{f['gate']}={f['value']} (limit {f['limit']})" for f in failed),
-                {"failed": failed, "bundle": self.rel(bdir)})
+                {"failed": failed, "candidate_bundle": self.rel(bdir)})
         self.tick(steps + 4, {"phase": "bundle", "bundle_valid": True, "files_validated": result.files_validated,
                               "promotable": extra_manifest["promotable"]},
                   (self.rel(bdir / "manifest.json"),))

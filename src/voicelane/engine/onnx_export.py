@@ -25,33 +25,6 @@ class ExportUnavailable(Exception):
     pass
 
 
-def _modules(net):
-    import torch
-
-    class Enc(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            x_mask = torch.ones(1, 1, x.shape[1], dtype=torch.float32)
-            o_en, x_mask, _, _ = self.m._forward_encoder(x, x_mask, None)
-            o_dr_log = self.m.duration_predictor(o_en, x_mask)
-            return o_en, o_dr_log
-
-    class Dec(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, o_en_ex):
-            y_mask = torch.ones(1, 1, o_en_ex.shape[2], dtype=torch.float32)
-            h = self.m.pos_encoder(o_en_ex, y_mask) if hasattr(self.m, "pos_encoder") else o_en_ex
-            return self.m.decoder(h, y_mask, g=None).transpose(1, 2)
-
-    return Enc(net).eval(), Dec(net).eval()
-
-
 def export(voice, out_path: Path) -> Path:
     """Write `model.onnx`: a zip (stored, fixed dates) holding encoder.onnx and decoder.onnx."""
     try:
@@ -59,16 +32,23 @@ def export(voice, out_path: Path) -> Path:
         import torch
     except ImportError as exc:  # pragma: no cover
         raise ExportUnavailable(str(exc)) from exc
-    enc, dec = _modules(voice.net)
-    x = torch.tensor([frontend.phonemize("Export check sentence.").ids], dtype=torch.long)
-    blobs = {}
+    from voicelane.engine import infer
+
+    enc, dec = infer.torch_modules(voice.net)
+    x = torch.zeros((1, infer.MIN_TOKENS + 8), dtype=torch.long)
+    ids = frontend.phonemize("Export check sentence.").ids
+    x[0, : len(ids)] = torch.tensor(ids)
+    xm = torch.ones((1, 1, x.shape[1]))
     with torch.inference_mode():
-        o_en, _ = enc(x)
+        o_en, _ = enc(x, xm)
         ex = o_en.repeat_interleave(3, dim=2)
+    ym = torch.ones((1, 1, ex.shape[2]))
+    blobs = {}
     for name, mod, args, inputs, outputs, axes in (
-        ("encoder.onnx", enc, (x,), ["tokens"], ["encodings", "log_durations"],
-         {"tokens": {1: "T"}, "encodings": {2: "T"}, "log_durations": {2: "T"}}),
-        ("decoder.onnx", dec, (ex,), ["expanded"], ["frames"], {"expanded": {2: "F"}, "frames": {1: "F"}}),
+        ("encoder.onnx", enc, (x, xm), ["tokens", "mask"], ["encodings", "log_durations"],
+         {"tokens": {1: "T"}, "mask": {2: "T"}, "encodings": {2: "T"}, "log_durations": {2: "T"}}),
+        ("decoder.onnx", dec, (ex, ym), ["expanded", "mask"], ["frames"],
+         {"expanded": {2: "F"}, "mask": {2: "F"}, "frames": {1: "F"}}),
     ):
         buf = io.BytesIO()
         try:
@@ -105,14 +85,16 @@ class OnnxVoice:
         self.postfilter = float(cfg.get("postfilter", 0.0))
 
     def frames_for(self, utt: frontend.Utterance, length_scale: float = 1.0) -> np.ndarray:
-        x = np.asarray([utt.ids], dtype=np.int64)
-        o_en, o_dr_log = self.enc.run(None, {"tokens": x})
-        dr = (np.exp(o_dr_log[0, 0]) - 1.0) * length_scale
-        dr[dr < 1] = 1.0
-        dr = np.round(dr).astype(np.int64)
-        ex = np.repeat(o_en, dr, axis=2).astype(np.float32)
-        (frames,) = self.dec.run(None, {"expanded": ex})
-        return frames[0] * self.std + self.mean
+        from voicelane.engine import infer
+
+        def encode(x, m):
+            a, b = self.enc.run(None, {"tokens": x, "mask": m})
+            return a, b
+
+        def decode(e, m):
+            return self.dec.run(None, {"expanded": e, "mask": m})[0]
+
+        return infer.frames(utt.ids, encode, decode, length_scale) * self.std + self.mean
 
     def synthesize(self, text: str, length_scale: float = 1.0):
         from voicelane.engine.voice import Synthesis, join_sentences

@@ -11,6 +11,7 @@ import io
 import math
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,7 @@ import numpy as np
 
 from voicelane.engine import data, model as model_mod
 from voicelane.errors import VoicelaneError
-from voicelane.fsutil import atomic_write_bytes
+from voicelane.fsutil import atomic_write_bytes, atomic_write_json
 
 CKPT_NAME = "checkpoint.pt"
 
@@ -34,6 +35,7 @@ class TrainConfig:
     seed: int = 1234
     threads: int = 2
     grad_clip: float = 1.0
+    snapshot_every: int = 0  # >0: also keep weights-only snapshots (learning curves)
 
 
 def seed_everything(seed: int) -> None:
@@ -120,6 +122,10 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
             "train_config": cfg.__dict__, **(extra or {}),
         }
 
+    # wall-clock training time lives in a sidecar so checkpoint bytes stay reproducible
+    time_file = run_dir / "train_time.json"
+    elapsed0 = _read_elapsed(time_file) if step else 0.0
+    t_start = time.perf_counter()
     net.train()
     while step < cfg.steps:
         epoch, pos = divmod(step, per_epoch)
@@ -140,9 +146,31 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
             on_step(step, {k: float(v) for k, v in losses.items()})
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_checkpoint(ckpt_path, payload())
+            atomic_write_json(time_file, {"step": step, "train_seconds": round(
+                time.perf_counter() - t_start + elapsed0, 3)})
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+            save_snapshot(run_dir, step, net, time.perf_counter() - t_start + elapsed0)
     if not ckpt_path.exists():
         save_checkpoint(ckpt_path, payload())
     return payload()
+
+
+def _read_elapsed(path: Path) -> float:
+    import json
+
+    try:
+        return float(json.loads(path.read_text("utf-8"))["train_seconds"])
+    except (OSError, ValueError, KeyError):
+        return 0.0
+
+
+def save_snapshot(run_dir: Path, step: int, net, seconds: float) -> None:
+    """Weights + training seconds at `step` (for learning curves; not used for resuming)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"step": step, "train_seconds": round(seconds, 3), "model": net.state_dict()}, buf)
+    atomic_write_bytes(run_dir / "snapshots" / f"step_{step:06d}.pt", buf.getvalue())
 
 
 def weights_only(ck: dict[str, Any]) -> dict[str, Any]:

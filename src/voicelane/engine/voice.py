@@ -65,6 +65,7 @@ class Voice:
         self.postfilter = float(cfg.get("postfilter", 0.0))
         self.threads = threads
         self._torch = torch
+        self._halves = None
 
     @classmethod
     def load(cls, voice_dir: str | Path, threads: int = 1) -> "Voice":
@@ -94,13 +95,24 @@ class Voice:
 
     def frames_for(self, utt: frontend.Utterance, length_scale: float = 1.0) -> np.ndarray:
         torch = self._torch
-        x = torch.tensor([utt.ids], dtype=torch.long)
+        from voicelane.engine import infer
+
+        if self._halves is None:
+            self._halves = infer.torch_modules(self.net)
+        enc, dec = self._halves
+
+        def encode(x, m):
+            a, b = enc(torch.from_numpy(x), torch.from_numpy(m))
+            return a.numpy(), b.numpy()
+
+        def decode(e, m):
+            return dec(torch.from_numpy(e), torch.from_numpy(m)).numpy()
+
         prev = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            self.net.length_scale = float(length_scale)
             with torch.inference_mode():
-                out = self.net.inference(x)["model_outputs"][0].numpy()
+                out = infer.frames(utt.ids, encode, decode, length_scale)
         finally:
             torch.set_num_threads(prev)
         return out * self.std + self.mean

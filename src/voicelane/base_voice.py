@@ -1,0 +1,95 @@
+"""The shipped base voice: trained on the embedded `slt` corpus, every input licence-clean.
+
+`voicelane base train` reproduces it; `--install` copies the weights into `weights/<id>/`,
+writes the weights manifest and updates the allowlist.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from voicelane import weights
+from voicelane.demo import BASE_ID, corpus
+from voicelane.fsutil import atomic_write_json, sha256_file
+from voicelane.lane import REPO_ROOT, LaneOptions, run_lane
+from voicelane.protocol import Emitter
+
+BASE_STEPS = 6000
+
+
+def print_allowlist() -> None:
+    entries = weights.load_allowlist()
+    for wid, e in sorted(entries.items()):
+        gate = {w: weights.classify(e.get(f"{w}_license")) for w in ("code", "weights", "data")}
+        print(f"{wid}\tcode={e.get('code_license')}\tweights={e.get('weights_license')}\t"
+              f"data={e.get('data_license')}\tcommercial={e.get('commercial_use_allowed')}\tgate={gate}")
+
+
+def base_options(out: Path, steps: int | None, threads: int) -> LaneOptions:
+    return LaneOptions(
+        job_type="tts_prod_train", data=corpus("slt"), profile_id="slt_base", out=out, preset="cpu",
+        consent_statement=corpus("slt") / "CONSENT.txt", heldout=corpus("slt_heldout"),
+        display_name="voicelane base voice (slt)", steps=steps or BASE_STEPS, threads=threads,
+        gates={"wer_max": 0.15}, snapshot_every=500,
+    )
+
+
+def install_base(bundle_dir: Path, eval_summary: dict, steps: int, minutes: float) -> Path:
+    dest = REPO_ROOT / "weights" / BASE_ID
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "voice_config.json"):
+        shutil.copyfile(bundle_dir / name, dest / name)
+    digest, size = sha256_file(dest / "model.safetensors")
+    cfg_digest, _ = sha256_file(dest / "voice_config.json")
+    manifest = json.loads((bundle_dir / "manifest.json").read_text("utf-8"))
+    entry = {
+        "id": BASE_ID,
+        "path": f"weights/{BASE_ID}",
+        "file": "model.safetensors",
+        "engine": "voicelane-forwardtts-world (coqui-tts ForwardTTS/SpeedySpeech + WORLD)",
+        "engine_version": manifest.get("engine", {}).get("library"),
+        "model_type": "ForwardTTS (SpeedySpeech conv encoder/decoder, external durations)",
+        "config_sha256": cfg_digest,
+        "dataset_sha256": manifest["provenance"]["dataset_sha256"],
+        "steps": steps,
+        "sha256": digest,
+        "bytes": size,
+        "code_license": "MPL-2.0",
+        "weights_license": "MIT",
+        "data_license": "LicenseRef-Festival-EST-BSD-style",
+        "commercial_use_allowed": True,
+        "license_url": "https://www.cstr.ed.ac.uk/projects/festival/ (festvox-us-slt-hts COPYING); "
+                       "https://github.com/idiap/coqui-ai-TTS/blob/main/LICENSE.txt",
+        "notes": "Trained by voicelane on corpora/slt (sentences written for voicelane, rendered with "
+                 "Festival's cmu_us_slt_arctic_hts voice). Code: coqui-tts (MPL-2.0); weights: MIT.",
+        "training": {"hardware": "2-core CPU (no GPU)", "minutes": round(minutes, 1), "eval": eval_summary},
+    }
+    atomic_write_json(dest / "weights_manifest.json", entry)
+    allow_path = weights.PACKAGE_DATA / "weights_allowlist.json"
+    doc = json.loads(allow_path.read_text("utf-8")) if allow_path.exists() else {"weights": []}
+    doc["weights"] = [w for w in doc["weights"] if w["id"] != BASE_ID] + [entry]
+    doc["weights"].sort(key=lambda w: w["id"])
+    atomic_write_json(allow_path, doc)
+    return dest
+
+
+def train_base(out: Path, steps: int | None, threads: int, protocol: bool, do_install: bool) -> int:
+    from voicelane.progress import make_reporter
+
+    t0 = time.perf_counter()
+    opts = base_options(Path(out), steps, threads)
+    rep = make_reporter(protocol=protocol)
+    try:
+        result = run_lane(opts, Emitter(sys.stdout), rep)
+    finally:
+        rep.close()
+    minutes = (time.perf_counter() - t0) / 60
+    rep.summary(result)
+    if do_install:
+        dest = install_base(Path(result["bundle"]), result["eval"], opts.steps, minutes)
+        print(f"installed base weights in {dest}", file=sys.stderr)
+    return 0

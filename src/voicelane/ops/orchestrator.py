@@ -1,0 +1,281 @@
+"""The one-command production orchestrator (SPEC §10): ``scripts/voice/train_production_voice.sh``
+execs ``python -m voicelane.ops.orchestrator``; all logic lives here.
+
+Environment (all optional except AUDIO_PATH):
+
+    TRAIN_BACKEND      local (default) | local_docker | managed_job
+    AUDIO_PATH         dataset input (folder or long recording)          -> missing_audio_path
+    EXPECTED_HEAD      refuse unless the checkout's HEAD starts with it   -> deterministic_head_mismatch
+    TRAIN_LANE         tts_prod_train (default) | tts_voice_train | train | dataset
+    VOICE_PROFILE_ID   default prod_voice
+    BASE_WEIGHTS_ID    allowlisted base weights id (fine-tuning)
+    LOG_PATH           default artifacts/logs/train_production_voice.<lane>.log
+    OUT_DIR            default runs/<VOICE_PROFILE_ID>
+    TRAIN_STATUS_PATH  default artifacts/train_status.<lane>.json
+    CONSENT_STATEMENT  default AUDIO_PATH/CONSENT.txt when present
+    TRAIN_PRESET, TRAIN_STEPS, TRAIN_MIN_MINUTES, TRAIN_EVAL_MAX, TRAIN_GATES (JSON), TRAIN_NO_ONNX,
+    TRAIN_THREADS, HELDOUT_PATH, SPEAKER_NAME, TRAIN_EXTRA_ARGS (split like a shell, never run by one)
+    local_docker:  DOCKER (client, default docker), DOCKER_IMAGE, DOCKER_SKIP_BUILD, DOCKER_BASE_IMAGE,
+                   DOCKER_TORCH_INDEX_URL, DOCKER_GPUS
+    managed_job:   RAY_ADDRESS (default http://127.0.0.1:8265), VOICELANE_RAY_TRANSFER auto|shared|upload
+
+Output (stdout): ``[tts-prod] head=<sha8>`` first; progress lines; on success
+``[tts-prod] status=done backend=<backend>`` last (exit 0). On failure the last 120 log lines, then
+``[tts-prod][error] <code> key=value ...`` and ``[tts-prod] next: <unblock action>``; the exit code is
+the lane's own (1 error, 2 blocked, 130 cancelled) or 1/2 for the orchestrator's own refusals.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Mapping, TextIO
+
+from voicelane.errors import VoicelaneError
+from voicelane.ops.common import (PREFIX, REPO_ROOT, LaneConfig, LineLog, error_line, exit_code_for, git_head,
+                                  head_matches, info_line, lane_config_from_env, read_json, tail_file)
+from voicelane.protocol import JobView, parse_line
+
+BACKENDS = ("local", "local_docker", "managed_job")
+
+
+class LaneFailed(VoicelaneError):
+    """The lane ran and failed: its own status JSON names the code, its exit code is kept."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any], exit_code: int):
+        super().__init__(code if code in _known_codes() else "internal_error", message, details)
+        self.exit_code = exit_code
+
+
+def _known_codes() -> set[str]:
+    from voicelane.errors import NEXT_ACTIONS
+
+    return set(NEXT_ACTIONS)
+
+
+class Orchestrator:
+    def __init__(self, env: Mapping[str, str], out: TextIO, cwd: Path | None = None):
+        self.env = dict(env)
+        self.out = out
+        self.cwd = cwd or Path.cwd()
+        self.backend = (self.env.get("TRAIN_BACKEND") or "local").strip()
+        self.lane = (self.env.get("TRAIN_LANE") or "tts_prod_train").strip() or "tts_prod_train"
+        self.log_path = self._path("LOG_PATH", REPO_ROOT / "artifacts" / "logs" /
+                                   f"train_production_voice.{_safe(self.lane)}.log")
+        self.status_path = self._path("TRAIN_STATUS_PATH", REPO_ROOT / "artifacts" /
+                                      f"train_status.{_safe(self.lane)}.json")
+        self.log: LineLog | None = None
+        self.head = git_head()
+
+    def _path(self, name: str, default: Path) -> Path:
+        raw = (self.env.get(name) or "").strip()
+        if not raw:
+            return default
+        p = Path(raw)
+        return p if p.is_absolute() else (self.cwd / p).resolve()
+
+    # --- output ---------------------------------------------------------------------------
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+        if self.log is not None:
+            self.log.write(line)
+
+    # --- the run ----------------------------------------------------------------------------
+    def run(self) -> int:
+        sha8 = self.head[:8] if self.head else "unknown"
+        try:
+            self.log = LineLog(self.log_path)
+        except OSError as exc:
+            print(f"{PREFIX} head={sha8}", file=self.out, flush=True)
+            print(error_line("invalid_argument", log_path=str(self.log_path), error=str(exc)), file=self.out)
+            return 1
+        self.log.write(f"{PREFIX} ---- new run backend={self.backend} lane={self.lane}")
+        self.say(f"{PREFIX} head={sha8}")
+        try:
+            expected = (self.env.get("EXPECTED_HEAD") or "").strip()
+            if expected and not head_matches(self.head, expected):
+                raise VoicelaneError("deterministic_head_mismatch",
+                                     f"the checkout is at {sha8}, EXPECTED_HEAD is {expected}",
+                                     {"expected": expected, "actual": sha8})
+            if self.backend not in BACKENDS:
+                raise VoicelaneError("invalid_backend", f"TRAIN_BACKEND={self.backend!r} is not a backend",
+                                     {"backend": self.backend, "allowed": ",".join(BACKENDS)})
+            cfg = lane_config_from_env(self.env, cwd=self.cwd)
+            self.say(info_line(backend=self.backend, lane=cfg.lane, profile=cfg.profile, audio_path=str(cfg.data),
+                               out=str(cfg.out), log=str(self.log_path)))
+            if self.backend == "local":
+                result = self.run_local(cfg)
+            elif self.backend == "local_docker":
+                result = self.run_docker(cfg)
+            else:
+                result = self.run_managed(cfg)
+            self.finish_ok(cfg, result)
+            return 0
+        except LaneFailed as err:
+            return self.fail(err, err.exit_code, write_status=False)
+        except VoicelaneError as err:
+            return self.fail(err, exit_code_for(err.code), write_status=True)
+        except KeyboardInterrupt:
+            return self.fail(VoicelaneError("cancelled", "interrupted"), 130, write_status=True)
+        finally:
+            if self.log is not None:
+                self.log.close()
+                self.log = None
+
+    def fail(self, err: VoicelaneError, code: int, write_status: bool) -> int:
+        if write_status:
+            self.write_failed_status(err)
+        tail = tail_file(self.log_path)
+        print(f"{PREFIX} log tail (last {len(tail)} lines of {self.log_path}):", file=self.out)
+        for line in tail:
+            print(line, file=self.out)
+        details = {k: v for k, v in err.details.items() if not isinstance(v, (dict, list))}
+        details.setdefault("backend", self.backend)
+        line = error_line(err.code, **details)
+        self.say(line)
+        self.say(f"{PREFIX} next: {err.next_action}")
+        return code if code else 1
+
+    def write_failed_status(self, err: VoicelaneError) -> None:
+        """Fail closed: a refused run still leaves a train_status/1 saying why."""
+        from voicelane.lane import JOB_TYPES
+        from voicelane.status import StatusWriter
+
+        lane = self.lane if self.lane in JOB_TYPES else "tts_prod_train"
+        try:
+            w = StatusWriter(self.status_path, lane, JOB_TYPES[lane])
+            w.doc["orchestrator"] = {"backend": self.backend, "head": self.head}
+            w.failed(err)
+        except OSError:
+            pass
+
+    # --- shared by the backends -----------------------------------------------------------------
+    def drive(self, handle) -> tuple[int, JobView]:
+        """Stream a run's lines into the log and through the one parser; returns (exit code, view)."""
+        view = JobView()
+        try:
+            for stream, line in handle.lines():
+                assert self.log is not None
+                self.log.write(line)
+                if stream != "stdout":
+                    continue
+                ev = parse_line(line)
+                view.apply(ev)
+                if ev.kind == "PROGRESS":
+                    print(f"{PREFIX} progress={ev.current}/{ev.total}", file=self.out, flush=True)
+                elif ev.kind == "STATS" and ev.stats and "phase" in ev.stats:
+                    print(f"{PREFIX} phase={ev.stats['phase']}", file=self.out, flush=True)
+                elif ev.kind == "ARTIFACT":
+                    print(f"{PREFIX} artifact={ev.path}", file=self.out, flush=True)
+        except KeyboardInterrupt:
+            handle.terminate(10.0)
+            raise
+        rc = handle.wait()
+        return (1 if rc is None else rc), view
+
+    def lane_failure(self, rc: int, status: dict[str, Any] | None, **extra: Any) -> LaneFailed:
+        if status and isinstance(status.get("error"), dict):
+            e = status["error"]
+            details = {"exit_code": rc, "train_status": str(self.status_path), **extra}
+            return LaneFailed(str(e.get("code") or "internal_error"), str(e.get("message") or ""), details, rc)
+        code = "cancelled" if rc in (130, -2, -15) else "internal_error"
+        return LaneFailed(code, f"the lane exited with {rc} without a status", {"exit_code": rc, **extra},
+                          rc if rc > 0 else 1)
+
+    def check_result(self, cfg: LaneConfig, rc: int, **extra: Any) -> dict[str, Any]:
+        status = read_json(self.status_path)
+        if rc != 0:
+            raise self.lane_failure(rc, status, **extra)
+        if not status or status.get("state") != "completed":
+            raise LaneFailed("internal_error", "the lane exited 0 but its status is not completed",
+                             {"train_status": str(self.status_path),
+                              "state": (status or {}).get("state")}, 1)
+        result: dict[str, Any] = {"status": status}
+        if cfg.lane == "dataset":
+            return result
+        from voicelane.bundle import validate_voice_bundle
+        from voicelane.ops.common import bundle_dir_of
+
+        bdir = bundle_dir_of(cfg.out, cfg.profile)
+        res = validate_voice_bundle(bdir)
+        if not res.ok:
+            err = res.error or {}
+            raise VoicelaneError("bundle_invalid", "the bundle does not validate here: " + str(err.get("message")),
+                                 {"bundle": str(bdir), "validator_code": err.get("code")})
+        result.update(bundle=str(bdir), files_validated=res.files_validated)
+        return result
+
+    def finish_ok(self, cfg: LaneConfig, result: dict[str, Any]) -> None:
+        if result.get("bundle"):
+            self.say(info_line(bundle=result["bundle"], files_validated=result.get("files_validated")))
+        self.say(info_line(train_status=str(self.status_path), log=str(self.log_path)))
+        self.say(f"{PREFIX} status=done backend={self.backend}")
+
+    def lane_env(self) -> dict[str, str]:
+        env = dict(self.env)
+        env["TRAIN_STATUS_PATH"] = str(self.status_path)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("PYTHONIOENCODING", "utf-8")
+        return env
+
+    # --- backends ----------------------------------------------------------------------------
+    def run_local(self, cfg: LaneConfig) -> dict[str, Any]:
+        from voicelane.ops.runners import LocalRunner
+
+        argv = [sys.executable, "-m", "voicelane", *cfg.cli_args()]
+        self.status_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = LocalRunner().start(argv, self.lane_env(), self.cwd)
+        rc, _view = self.drive(handle)
+        return self.check_result(cfg, rc)
+
+    def run_docker(self, cfg: LaneConfig) -> dict[str, Any]:
+        from voicelane.ops import docker_lane
+
+        dk = docker_lane.DockerLane(self.env, self.head, self.say)
+        image = dk.build()
+        handle = dk.run(image, cfg)
+        rc, _view = self.drive(handle)
+        report = handle.report
+        if report is None:
+            raise VoicelaneError("docker_run_failed", "the container ended without its report block",
+                                 {"exit_code": rc, "image": image, "docker_error": handle.last_stderr()})
+        status_file = cfg.out / cfg.status_name
+        if report.get("train_status_present") == "true" and status_file.is_file():
+            from voicelane.fsutil import atomic_write_bytes
+
+            atomic_write_bytes(self.status_path, status_file.read_bytes())
+        elif rc != 0:
+            raise VoicelaneError("docker_run_failed", "the container failed before the lane wrote a status",
+                                 {"exit_code": report.get("exit_code", rc), "image": image,
+                                  "docker_error": handle.last_stderr()})
+        lane_rc = int(report.get("exit_code", rc)) if str(report.get("exit_code", "")).lstrip("-").isdigit() else rc
+        return self.check_result(cfg, lane_rc, image=image)
+
+    def run_managed(self, cfg: LaneConfig) -> dict[str, Any]:
+        from voicelane.ops.ray_backend import RayRunner
+
+        runner = RayRunner.from_env(self.env)
+        argv = [sys.executable, "-m", "voicelane", *cfg.cli_args()]
+        self.status_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = runner.start(argv, self.lane_env(), self.cwd)
+        self.say(info_line(ray_address=runner.address, ray_job_id=handle.job_id, transfer=handle.mode))
+        rc, _view = self.drive(handle)
+        self.say(info_line(ray_state=handle.ray_status, state=handle.state))
+        return self.check_result(cfg, rc, ray_job_id=handle.job_id, ray_address=runner.address)
+
+
+def _safe(name: str) -> str:
+    return "".join(c for c in name if c.isalnum() or c in "_-") or "lane"
+
+
+def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    return Orchestrator(os.environ if env is None else env, out or sys.stdout).run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main(sys.argv[1:]))

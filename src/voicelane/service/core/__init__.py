@@ -1,0 +1,1 @@
+"""Service internals: configuration, job store and runner, voice registry, speak policy."""

@@ -1,0 +1,241 @@
+"""Request and response models of the HTTP API (they also make the OpenAPI document).
+
+Request models are flat (no nested models) so their JSON Schemas can be inlined in OpenAPI.
+Unknown keys are ignored everywhere (existing clients send extra fields).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
+
+PROFILE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+MODES = ("callout", "briefing", "debrief")
+PRIORITIES = ("info", "warn", "critical", "action")
+WATERMARK_MODES = ("none", "off")
+
+
+def _int_to_str(v: Any) -> Any:
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+Ident = Annotated[str, BeforeValidator(_int_to_str), Field(min_length=1, max_length=128, pattern=NO_CONTROL)]
+ShortText = Annotated[str, Field(max_length=32, pattern=NO_CONTROL)]
+
+
+# ----------------------------------------------------------------------------------------------
+# errors
+
+
+class ErrorEnvelope(BaseModel):
+    error: str = Field(description="stable error code")
+    message: str
+    details: dict[str, Any] | None = None
+    traceId: str | None = None
+
+
+class Suppressed(BaseModel):
+    ok: bool = True
+    suppressed: Literal[True] = True
+    reason: Literal["voice_context_ineligible", "dedupe_cooldown"]
+    details: dict[str, Any] | None = None
+    traceId: str | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# speak
+
+
+class SpeakRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: str = Field(min_length=1, max_length=600, description="what to say (1-600 characters)")
+    mode: Literal["callout", "briefing", "debrief"] = "callout"
+    priority: Literal["info", "warn", "critical", "action"] = "info"
+    voiceProfile: str | None = Field(default=None, pattern=PROFILE_PATTERN)
+    voice_profile_id: str | None = Field(default=None, pattern=PROFILE_PATTERN)
+    format: Literal["wav"] = "wav"
+    consent_asserted: StrictBool = False
+    watermark_mode: str = Field(default="none", max_length=32, pattern=NO_CONTROL,
+                                description="only `none` (alias `off`): the local provider applies no watermark")
+    traceId: Ident | None = None
+    missionId: Ident | None = None
+    eventId: Ident | None = None
+    referenceAudioHash: Ident | None = None
+    dedupe_key: Ident | None = None
+    provider: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
+    contextTier: ShortText | None = None
+    sessionState: ShortText | None = None
+    voiceMode: ShortText | None = None
+    tenantId: Ident | None = Field(default=None, description="additive: budget scope (default `default`)")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("text is blank")
+        if "\x00" in v:
+            raise ValueError("text contains NUL")
+        return v
+
+    @field_validator("watermark_mode")
+    @classmethod
+    def _watermark(cls, v: str) -> str:
+        if v.strip().lower() not in WATERMARK_MODES:
+            raise ValueError(f"watermark mode {v!r} is not supported by the local provider (supported: none)")
+        return "none"
+
+
+class VoiceProfile(BaseModel):
+    profileId: str
+    displayName: str | None = None
+    lane: str | None = None
+    promotable: bool | None = None
+    language: str | None = None
+    createdAt: str | None = None
+    engine: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
+    consentRecorded: bool
+    baseWeights: str | None = None
+    bundleVersion: str | None = None
+    manifestSha256: str
+    filesValidated: int
+    runtime: str
+    default: bool
+
+
+class RefusedProfile(BaseModel):
+    profileId: str
+    code: str
+    message: str
+
+
+class ProfilesReply(BaseModel):
+    ok: bool = True
+    defaultProfile: str | None
+    profiles: list[VoiceProfile]
+    refused: list[RefusedProfile]
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+
+
+def _aliases(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+PathStr = Annotated[str, Field(min_length=1, max_length=4096, pattern=NO_CONTROL)]
+
+
+class TrainStartRequest(BaseModel):
+    """Options of ``voicelane train``. Paths are resolved inside the configured data roots."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    jobType: str | None = Field(default=None, description="train (default) | tts_voice_train | tts_prod_train")
+    dataPath: PathStr = Field(validation_alias=_aliases("dataPath", "data", "datasetPath", "audioPath",
+                                                        "data_path", "dataset_path", "audio_path"))
+    profile: str = Field(pattern=PROFILE_PATTERN,
+                         validation_alias=_aliases("profile", "voiceProfile", "voice_profile_id", "profileId",
+                                                   "profile_id", "voiceProfileId"))
+    preset: Literal["tiny", "cpu", "gpu"] = "cpu"
+    base: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    steps: int | None = Field(default=None, ge=1, le=10_000_000)
+    language: str | None = Field(default=None, max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    displayName: str | None = Field(default=None, min_length=1, max_length=128, pattern=NO_CONTROL,
+                                    validation_alias=_aliases("displayName", "display_name"))
+    minMinutes: float | None = Field(default=None, ge=0, le=100000,
+                                     validation_alias=_aliases("minMinutes", "min_minutes"))
+    evalMax: int | None = Field(default=None, ge=1, le=100000, validation_alias=_aliases("evalMax", "eval_max"))
+    gates: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")], float] | None = Field(
+        default=None, max_length=32)
+    onnx: StrictBool = True
+    consentStatement: PathStr | None = Field(
+        default=None, validation_alias=_aliases("consentStatement", "consent_statement"))
+    speakerName: str | None = Field(default=None, min_length=1, max_length=128, pattern=NO_CONTROL,
+                                    validation_alias=_aliases("speakerName", "speaker_name"))
+    heldout: PathStr | None = None
+    acceptLicenseRisk: StrictBool = Field(default=False,
+                                          validation_alias=_aliases("acceptLicenseRisk", "accept_license_risk"))
+
+
+class DatasetRequest(BaseModel):
+    """``voicelane dataset prepare`` (mode `prepare`, default) or ``dataset check`` (mode `check`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    mode: Literal["prepare", "check"] = "prepare"
+    dataPath: PathStr = Field(validation_alias=_aliases("dataPath", "data", "datasetPath", "audioPath",
+                                                        "data_path", "dataset_path", "audio_path"))
+    profile: str | None = Field(default=None, pattern=PROFILE_PATTERN,
+                                validation_alias=_aliases("profile", "voiceProfile", "voice_profile_id",
+                                                          "profileId", "profile_id", "voiceProfileId"))
+    language: str | None = Field(default=None, max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+    minMinutes: float | None = Field(default=None, ge=0, le=100000,
+                                     validation_alias=_aliases("minMinutes", "min_minutes"))
+
+
+class StartReply(BaseModel):
+    ok: bool = True
+    started: bool = True
+    jobId: str
+    state: str
+
+
+class Progress(BaseModel):
+    current: int
+    total: int
+
+
+class Job(BaseModel):
+    id: str
+    type: str
+    lane: str
+    state: Literal["pending", "running", "done", "error", "cancelled"]
+    message: str
+    progress: Progress
+    metadata: dict[str, Any]
+    artifactRefs: list[str]
+    logs: list[str]
+    startedAt: str | None
+    endedAt: str | None
+    createdAt: str
+    exitCode: int | None = None
+    error: dict[str, Any] | None = None
+    warnings: list[str] = []
+    cancelRequested: bool = False
+    options: dict[str, Any] = {}
+    outDir: str | None = None
+    events: int = 0
+
+
+class JobList(BaseModel):
+    ok: bool = True
+    jobs: list[Job]
+    total: int
+
+
+class CancelReply(BaseModel):
+    ok: bool = True
+    cancelled: bool
+    jobId: str
+    state: str
+    job: Job
+
+
+def job_out(row: dict[str, Any], logs: bool = True) -> dict[str, Any]:
+    return {
+        "id": row["id"], "type": row["type"], "lane": row["lane"], "state": row["state"],
+        "message": row.get("message") or "",
+        "progress": {"current": int(row.get("progress_current") or 0), "total": int(row.get("progress_total") or 0)},
+        "metadata": row.get("metadata") or {}, "artifactRefs": row.get("artifacts") or [],
+        "logs": (row.get("logs") or []) if logs else [],
+        "startedAt": row.get("started_at"), "endedAt": row.get("ended_at"), "createdAt": row["created_at"],
+        "exitCode": row.get("exit_code"), "error": row.get("error"), "warnings": row.get("warnings") or [],
+        "cancelRequested": bool(row.get("cancel_requested")), "options": row.get("options") or {},
+        "outDir": row.get("out_dir"), "events": int(row.get("seq") or 0),
+    }

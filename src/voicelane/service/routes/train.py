@@ -1,0 +1,282 @@
+"""Training routes (SPEC §9): backward compatible with existing clients, plus additive routes
+to list jobs, cancel a job, stream its lines (SSE) and fetch its full log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import ValidationError
+
+from voicelane.protocol import parse_line
+from voicelane.service.core.errors import ApiError, pydantic_issues
+from voicelane.service.core.jobs import FINAL_STATES, TRAIN_JOB_TYPES
+from voicelane.service.core.paths import confine
+from voicelane.service.deps import ctx_of, read_json_object, require_admin
+from voicelane.service.models import (
+    CancelReply,
+    DatasetRequest,
+    ErrorEnvelope,
+    Job,
+    JobList,
+    StartReply,
+    TrainStartRequest,
+    job_out,
+)
+from voicelane.status import read_status
+
+router = APIRouter(tags=["training"], dependencies=[Depends(require_admin)])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorEnvelope, "description": "invalid request"},
+    401: {"model": ErrorEnvelope, "description": "bearer token required (non-loopback bind)"},
+    404: {"model": ErrorEnvelope, "description": "not found"},
+    413: {"model": ErrorEnvelope, "description": "body too large"},
+}
+SSE_POLL_S = 0.25
+SSE_KEEPALIVE_S = 15.0
+RESET_KEY = "status_reset_rowid"
+
+
+def body_schema(model) -> dict[str, Any]:
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+def _validate(model, obj: dict[str, Any]):
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        issues = pydantic_issues(exc)
+        if any(i["field"] == "profile" and i["code"] == "string_pattern_mismatch" for i in issues):
+            raise ApiError(400, "profile_id_invalid",
+                           "invalid voice profile id: use 1-64 characters from a-z, 0-9, '_' and '-', "
+                           "starting with a letter or digit", {"issues": issues}) from None
+        raise ApiError(400, "invalid_request", "the request does not match the schema", {"issues": issues}) from None
+
+
+def _not_found(job_id: str) -> ApiError:
+    return ApiError(404, "job_not_found", f"no job {job_id[:80]!r}", {"jobId": job_id[:80]})
+
+
+@router.post("/api/train/start", response_model=StartReply, responses=ERRORS,
+             openapi_extra=body_schema(TrainStartRequest),
+             summary="Start a training job (jobType train | tts_voice_train | tts_prod_train)")
+async def train_start(request: Request) -> Any:
+    ctx = ctx_of(request)
+    obj = await read_json_object(request, "invalid_request")
+    job_type = obj.get("jobType", obj.get("job_type"))
+    if job_type is None:
+        job_type = "train"
+    if not isinstance(job_type, str) or job_type not in TRAIN_JOB_TYPES:
+        raise ApiError(400, "invalid_job_type", f"unknown jobType {str(job_type)[:64]!r}",
+                       {"jobType": str(job_type)[:64], "allowed": sorted(TRAIN_JOB_TYPES)})
+    req: TrainStartRequest = _validate(TrainStartRequest, obj)
+    roots = ctx.settings.data_roots or []
+    data = confine(req.dataPath, roots, "dataPath")
+    consent = confine(req.consentStatement, roots, "consentStatement", "consent_missing") \
+        if req.consentStatement else None
+    heldout = confine(req.heldout, roots, "heldout") if req.heldout else None
+
+    argv = ["train", "--lane", job_type, f"--data={data}", f"--profile={req.profile}", f"--preset={req.preset}",
+            "--out", "{out}", "--protocol", f"--threads={ctx.settings.train_threads}"]
+    options: dict[str, Any] = {"jobType": job_type, "dataPath": str(data), "profile": req.profile,
+                               "preset": req.preset}
+    for flag, key, val in (("--base", "base", req.base), ("--steps", "steps", req.steps),
+                           ("--language", "language", req.language), ("--seed", "seed", req.seed),
+                           ("--display-name", "displayName", req.displayName),
+                           ("--min-minutes", "minMinutes", req.minMinutes), ("--eval-max", "evalMax", req.evalMax),
+                           ("--consent-statement", "consentStatement", consent),
+                           ("--speaker-name", "speakerName", req.speakerName), ("--heldout", "heldout", heldout)):
+        if val is not None:
+            argv.append(f"{flag}={val}")
+            options[key] = str(val) if isinstance(val, Path) else val
+    if req.gates is not None:
+        argv.append("--gates=" + json.dumps(req.gates, sort_keys=True))
+        options["gates"] = req.gates
+    if not req.onnx:
+        argv.append("--no-onnx")
+        options["onnx"] = False
+    if req.acceptLicenseRisk:
+        argv.append("--accept-license-risk")
+        options["acceptLicenseRisk"] = True
+    try:
+        row = await run_in_threadpool(ctx.jobs.submit, job_type, TRAIN_JOB_TYPES[job_type], "train", argv, options)
+    except RuntimeError as exc:
+        raise ApiError(503, "service_unavailable", str(exc)) from None
+    return {"ok": True, "started": True, "jobId": row["id"], "state": row["state"]}
+
+
+@router.post("/api/train/dataset", response_model=StartReply, responses=ERRORS,
+             openapi_extra=body_schema(DatasetRequest), summary="Start a dataset-only job")
+async def train_dataset(request: Request) -> Any:
+    ctx = ctx_of(request)
+    obj = await read_json_object(request, "invalid_request")
+    req: DatasetRequest = _validate(DatasetRequest, obj)
+    data = confine(req.dataPath, ctx.settings.data_roots or [], "dataPath")
+    options: dict[str, Any] = {"mode": req.mode, "dataPath": str(data)}
+    if req.mode == "check":
+        argv = ["dataset", "check", str(data), "--json"]
+    else:
+        profile = req.profile or "dataset"
+        argv = ["dataset", "prepare", f"--data={data}", f"--profile={profile}", "--out", "{out}"]
+        options["profile"] = profile
+    if req.language:
+        argv.append(f"--language={req.language}")
+        options["language"] = req.language
+    if req.minMinutes is not None:
+        argv.append(f"--min-minutes={req.minMinutes}")
+        options["minMinutes"] = req.minMinutes
+    try:
+        row = await run_in_threadpool(ctx.jobs.submit, "dataset", "data", "dataset", argv, options)
+    except RuntimeError as exc:
+        raise ApiError(503, "service_unavailable", str(exc)) from None
+    return {"ok": True, "started": True, "jobId": row["id"], "state": row["state"]}
+
+
+@router.get("/api/train/jobs", response_model=JobList, responses=ERRORS, summary="List jobs (newest first)")
+def list_jobs(request: Request,
+              state: Literal["pending", "running", "done", "error", "cancelled"] | None = Query(default=None),
+              type: str | None = Query(default=None, max_length=64),  # noqa: A002 - the API's name
+              limit: int = Query(default=50, ge=1, le=500), offset: int = Query(default=0, ge=0, le=10**9)) -> Any:
+    ctx = ctx_of(request)
+    rows, total = ctx.store.list(state=state, job_type=type, limit=limit, offset=offset)
+    return {"ok": True, "jobs": [job_out(r, logs=False) for r in rows], "total": total}
+
+
+@router.get("/api/train/job/{job_id}", response_model=Job, responses=ERRORS, summary="One job")
+def get_job(job_id: str, request: Request) -> Any:
+    row = ctx_of(request).jobs.get(job_id)
+    if row is None:
+        raise _not_found(job_id)
+    return job_out(row)
+
+
+@router.post("/api/train/job/{job_id}/cancel", response_model=CancelReply,
+             responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "already finished"}},
+             summary="Cancel a job: SIGTERM to its process group, SIGKILL after the grace period")
+def cancel_job(job_id: str, request: Request) -> Any:
+    try:
+        row = ctx_of(request).jobs.cancel(job_id)
+    except ValueError as exc:
+        raise ApiError(409, "job_not_cancellable", f"the job already ended ({exc})",
+                       {"jobId": job_id, "state": str(exc)}) from None
+    if row is None:
+        raise _not_found(job_id)
+    return {"ok": True, "cancelled": row["state"] == "cancelled", "jobId": row["id"], "state": row["state"],
+            "job": job_out(row)}
+
+
+def _sse(seq: int, kind: str, data: dict[str, Any]) -> str:
+    return f"id: {seq}\nevent: {kind}\ndata: {json.dumps(data, sort_keys=True, separators=(',', ':'))}\n\n"
+
+
+def _event_data(e: dict[str, Any]) -> dict[str, Any]:
+    ev = parse_line(e["raw"])
+    data: dict[str, Any] = {"seq": e["seq"], "kind": ev.kind, "line": e["raw"]}
+    if ev.kind == "PROGRESS":
+        data.update(current=ev.current, total=ev.total)
+    elif ev.kind == "STATS":
+        data["stats"] = ev.stats
+    elif ev.kind == "ARTIFACT":
+        data["path"] = ev.path
+    if ev.warning:
+        data["warning"] = ev.warning
+    return data
+
+
+@router.get("/api/train/job/{job_id}/events", responses={**ERRORS, 200: {
+    "description": "Server-Sent Events: one event per stdout line of the job (`id` = sequence number, "
+                   "`event` = progress|stats|artifact|other), then `event: end` with the final state. "
+                   "Resumable with the `Last-Event-ID` header (or `lastEventId`).",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}}, summary="Stream a job's lines (SSE)")
+async def job_events(job_id: str, request: Request,
+                     last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
+                     lastEventId: int | None = Query(default=None, ge=0, le=2**62)) -> Any:
+    ctx = ctx_of(request)
+    if await run_in_threadpool(ctx.store.get, job_id) is None:
+        raise _not_found(job_id)
+    start = lastEventId or 0
+    if last_event_id and last_event_id.strip().isdigit():
+        start = int(last_event_id.strip())
+
+    async def stream():
+        last = start
+        last_sent = time.monotonic()
+        yield "retry: 2000\n\n"
+        while not ctx.closing:
+            evs = await run_in_threadpool(ctx.store.events, job_id, last, 500)
+            for e in evs:
+                yield _sse(e["seq"], e["kind"].lower(), _event_data(e))
+                last = e["seq"]
+            if evs:
+                last_sent = time.monotonic()
+                continue
+            row = await run_in_threadpool(ctx.store.get, job_id)
+            if row is None:
+                return
+            if row["state"] in FINAL_STATES:
+                evs = await run_in_threadpool(ctx.store.events, job_id, last, 100000)
+                for e in evs:
+                    yield _sse(e["seq"], e["kind"].lower(), _event_data(e))
+                    last = e["seq"]
+                yield (f"event: end\ndata: {json.dumps({'jobId': job_id, 'state': row['state'], 'lastSeq': last})}"
+                       "\n\n")
+                return
+            if await request.is_disconnected():
+                return
+            if time.monotonic() - last_sent > SSE_KEEPALIVE_S:
+                last_sent = time.monotonic()
+                yield ": keepalive\n\n"
+            await asyncio.sleep(SSE_POLL_S)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/api/train/job/{job_id}/log", responses={**ERRORS, 200: {
+    "description": "the job's full log (stdout and stderr lines, capped)",
+    "content": {"text/plain": {"schema": {"type": "string"}}}}}, summary="A job's full log file")
+def job_log(job_id: str, request: Request) -> Any:
+    row = ctx_of(request).store.get(job_id)
+    if row is None:
+        raise _not_found(job_id)
+    path = Path(row["log_path"]) if row.get("log_path") else None
+    if path is None or not path.is_file():
+        return PlainTextResponse("", media_type="text/plain; charset=utf-8")
+    return FileResponse(path, media_type="text/plain; charset=utf-8")
+
+
+@router.get("/api/train/status", responses={**ERRORS, 200: {
+    "description": "the train_status/1 JSON of the latest job (or of `jobId`)",
+    "content": {"application/json": {"schema": {"type": "object"}}}}}, summary="Latest train_status/1 JSON")
+def train_status(request: Request, jobType: str | None = Query(default=None, max_length=64),
+                 jobId: str | None = Query(default=None, max_length=128)) -> Any:
+    ctx = ctx_of(request)
+    if jobId:
+        row = ctx.store.get(jobId)
+        if row is None:
+            raise _not_found(jobId)
+    else:
+        after = int(ctx.store.meta_get(RESET_KEY) or 0)
+        row = ctx.store.latest_with_status(jobType, after)
+    doc = read_status(row["status_path"]) if row and row.get("status_path") else None
+    if not isinstance(doc, dict):
+        raise ApiError(404, "status_not_found", "no train_status JSON yet" + (" since the last reset" if not jobId
+                                                                                else " for this job"))
+    doc = dict(doc)
+    doc.setdefault("jobId", row["id"])  # type: ignore[index]
+    return JSONResponse(doc)
+
+
+@router.post("/api/train/status/reset", responses=ERRORS, summary="Forget the latest status (records are kept)")
+def train_status_reset(request: Request) -> Any:
+    ctx = ctx_of(request)
+    ctx.store.meta_set(RESET_KEY, str(ctx.store.max_rowid()))
+    return {"ok": True, "reset": True}

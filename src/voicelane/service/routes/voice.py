@@ -1,0 +1,241 @@
+"""Voice routes (SPEC §9): ``POST /api/voice/speak``, ``GET /api/voice/profiles``, health.
+
+Speak applies, in this order: validate -> context gate -> consent -> provider policy ->
+budgets -> rate limit -> dedupe -> cache -> synthesis (bounded priority queue, time budget).
+Every request, whatever its outcome, writes one audit line (never the text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from voicelane import __version__
+from voicelane.errors import VoicelaneError
+from voicelane.service.core.audit import ts_now
+from voicelane.service.core.errors import ApiError, pydantic_issues
+from voicelane.service.core.speak_policy import PRIORITY_RANK, CachedAudio, check_consent, context_gate
+from voicelane.service.core.synth import QueueFull
+from voicelane.service.core.voices import ServedVoice
+from voicelane.service.deps import ServiceContext, ctx_of, read_json_object, require_admin, require_speak, trace_of
+from voicelane.service.models import ErrorEnvelope, ProfilesReply, SpeakRequest, Suppressed
+
+router = APIRouter(tags=["voice"])
+TEXT_ERRORS = ("text_unvoiceable", "language_unsupported")
+
+
+def _err(desc: str) -> dict[str, Any]:
+    return {"model": ErrorEnvelope, "description": desc}
+
+
+SPEAK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "audio/wav bytes (headers x-voice-provider, x-voice-profile, x-voice-cache, "
+                         "x-watermark-mode), or a suppression `{ok, suppressed, reason}`",
+          "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}},
+                      "application/json": {"schema": Suppressed.model_json_schema()}}},
+    400: _err("voice_invalid_request | voice_consent_required"),
+    401: _err("unauthorized (only when speak requires a token)"),
+    403: _err("voice_provider_not_allowed"),
+    404: _err("voice_profile_not_found"),
+    413: _err("request_too_large"),
+    429: _err("voice_budget_exceeded | voice_rate_limited"),
+    502: _err("voice_backend_error"),
+    503: _err("voice_unavailable | voice_queue_full"),
+    504: _err("voice_backend_timeout"),
+}
+
+
+def _resolve(ctx: ServiceContext, requested: str | None) -> ServedVoice:
+    served, refused = ctx.voices.snapshot()
+    if not served:
+        raise ApiError(503, "voice_unavailable", "no voice is served: no valid production bundle is loaded",
+                       {"refused": [r.public() for r in refused.values()][:20]})
+    profile = requested or ctx.settings.default_profile or sorted(served)[0]
+    voice = served.get(profile)
+    if voice is not None:
+        return voice
+    if profile in refused:
+        r = refused[profile]
+        raise ApiError(503, "voice_unavailable", f"the bundle of profile {profile!r} is not served: {r.message}",
+                       {"profile": profile, "reason": r.code})
+    raise ApiError(404, "voice_profile_not_found", f"no served voice for profile {profile!r}",
+                   {"profile": profile, "defaulted": requested is None, "available": sorted(served)[:50]})
+
+
+def _render(ctx: ServiceContext, served: ServedVoice, text: str, key: tuple) -> CachedAudio:
+    from voicelane.speak import wav_bytes
+
+    syn = served.voice.synthesize(text)
+    out = CachedAudio(wav_bytes(syn.audio, syn.sample_rate), float(syn.seconds), int(syn.sample_rate))
+    ctx.cache.put(key, out)  # even when the caller timed out: its retry will hit
+    return out
+
+
+def _suppressed(reason: str, details: dict[str, Any], trace: str) -> JSONResponse:
+    return JSONResponse({"ok": True, "suppressed": True, "reason": reason, "details": details, "traceId": trace})
+
+
+@router.post("/api/voice/speak", responses=SPEAK_RESPONSES, response_class=Response,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": SpeakRequest.model_json_schema()}}}},
+             summary="Speak text with a served voice (audio/wav)")
+async def speak(request: Request) -> Any:
+    ctx = ctx_of(request)
+    t0 = time.perf_counter()
+    trace = trace_of(request)
+    audit: dict[str, Any] = {"ts": ts_now(), "traceId": trace, "outcome": "error", "status": 500,
+                             "consent_asserted": None}
+    undo: list = []
+    delivered = False
+    try:
+        require_speak(request)
+        obj = await read_json_object(request, "voice_invalid_request")
+        try:
+            req = SpeakRequest.model_validate(obj)
+        except ValidationError as exc:
+            raise ApiError(400, "voice_invalid_request", "the speak request does not match the schema",
+                           {"issues": pydantic_issues(exc)}) from None
+        if req.traceId:
+            trace = req.traceId
+            request.state.trace_id = trace
+        profile = req.voiceProfile or req.voice_profile_id
+        tenant = req.tenantId or "default"
+        audit.update(traceId=trace, missionId=req.missionId, eventId=req.eventId, voiceProfile=profile,
+                     mode=req.mode, priority=req.priority, consent_asserted=req.consent_asserted,
+                     referenceAudioHash=req.referenceAudioHash, tenant=tenant, textChars=len(req.text))
+        if req.voiceProfile and req.voice_profile_id and req.voiceProfile != req.voice_profile_id:
+            raise ApiError(400, "voice_invalid_request", "voiceProfile and voice_profile_id differ",
+                           {"issues": [{"field": "voiceProfile", "code": "conflict",
+                                        "message": "voiceProfile and voice_profile_id name different profiles"}]})
+
+        # 1. context gate
+        why = context_gate(req.priority, req.contextTier, req.sessionState, req.voiceMode)
+        if why is not None:
+            audit.update(outcome="suppressed:voice_context_ineligible", status=200)
+            return _suppressed("voice_context_ineligible", why, trace)
+        # 2. consent
+        check_consent(req.referenceAudioHash, req.consent_asserted)
+        # 3. provider policy
+        decision = ctx.providers.decide(req.provider, req.priority)
+        audit["provider"] = decision.provider
+        if decision.provider != "local":
+            raise ApiError(503, "voice_unavailable",
+                           f"remote provider {decision.provider!r} is enabled but no adapter for it is installed",
+                           {"provider": decision.provider, "reason": "provider_adapter_missing"})
+        # 4. budgets (reserved now, given back if no audio is delivered)
+        reservation = ctx.budgets.reserve(tenant, req.missionId, len(req.text))
+        undo.append(reservation.release)
+        # 5. rate limit
+        ctx.limiter.take((tenant, "mission", req.missionId) if req.missionId else (tenant, "tenant"))
+        # 6. dedupe
+        mark, dup = ctx.dedupe.check_and_mark(tenant, req.missionId, req.dedupe_key or req.eventId, req.priority)
+        if dup is not None:
+            audit.update(outcome="suppressed:dedupe_cooldown", status=200)
+            return _suppressed("dedupe_cooldown", dup, trace)
+        if mark is not None:
+            undo.append(mark.undo)
+        # 7. cache, 8. synthesis
+        served = _resolve(ctx, profile)
+        audit["voiceProfile"] = served.profile_id
+        key = ctx.cache.key(served.profile_id, served.manifest_sha256, req.text, req.format, req.mode)
+        cached = ctx.cache.get(key)
+        cache_state = "hit" if cached is not None else "miss"
+        synth_ms = 0.0
+        if cached is None:
+            try:
+                fut = ctx.pool.submit(PRIORITY_RANK[req.priority], lambda: _render(ctx, served, req.text, key))
+            except QueueFull as exc:
+                raise ApiError(503, "voice_queue_full", "the synthesis queue is full; retry shortly",
+                               {"queueSize": ctx.settings.speak_queue_size, "reason": str(exc)},
+                               headers={"Retry-After": "1"}) from None
+            t_syn = time.perf_counter()
+            try:
+                cached = await asyncio.wait_for(asyncio.wrap_future(fut), ctx.settings.speak_timeout_s)
+            except asyncio.TimeoutError:
+                fut.cancel()
+                raise ApiError(504, "voice_backend_timeout",
+                               f"synthesis did not finish within {ctx.settings.speak_timeout_s:g} s",
+                               {"timeoutS": ctx.settings.speak_timeout_s}) from None
+            except VoicelaneError as err:
+                if err.code in TEXT_ERRORS:
+                    raise ApiError(400, "voice_invalid_request", err.message,
+                                   {"issues": [{"field": "text", "code": err.code, "message": err.message}]}) from None
+                raise ApiError(502, "voice_backend_error", f"synthesis failed: {err.code}",
+                               {"code": err.code}) from None
+            except Exception as exc:  # noqa: BLE001 - the backend's failure, not the request's
+                raise ApiError(502, "voice_backend_error", f"synthesis failed: {type(exc).__name__}",
+                               {"profile": served.profile_id}) from None
+            synth_ms = (time.perf_counter() - t_syn) * 1000.0
+        headers = {
+            "x-voice-provider": "local",
+            "x-voice-profile": served.profile_id,
+            "x-voice-cache": cache_state,
+            "x-watermark-mode": "none",
+            "x-trace-id": trace,
+            "x-voice-audio-seconds": f"{cached.seconds:.3f}",
+            "x-voice-sample-rate": str(cached.sample_rate),
+            "x-voice-synthesis-ms": f"{synth_ms:.1f}",
+            "cache-control": "no-store",
+        }
+        if decision.rerouted:
+            headers["x-voice-provider-requested"] = decision.requested
+        delivered = True
+        audit.update(outcome="ok", status=200, cache=cache_state)
+        return Response(cached.wav, media_type="audio/wav", headers=headers)
+    except ApiError as exc:
+        audit.update(outcome=exc.code, status=exc.status)
+        raise
+    finally:
+        if not delivered:
+            for fn in undo:
+                fn()
+        audit["latencyMs"] = round((time.perf_counter() - t0) * 1000.0, 2)
+        try:
+            ctx.audit.write(audit)
+        except OSError:
+            pass
+
+
+@router.get("/api/voice/profiles", response_model=ProfilesReply, responses={401: _err("unauthorized")},
+            summary="Served voices with their bundle metadata (and refused bundles with the reason)")
+def profiles(request: Request, _=Depends(require_speak)) -> Any:
+    ctx = ctx_of(request)
+    served, refused = ctx.voices.snapshot()
+    default = ctx.settings.default_profile or (sorted(served)[0] if served else None)
+    return {"ok": True, "defaultProfile": default,
+            "profiles": [served[k].public(default=(k == default)) for k in sorted(served)],
+            "refused": [refused[k].public() for k in sorted(refused)]}
+
+
+@router.post("/api/voice/reload", responses={401: _err("unauthorized")}, tags=["admin"],
+             summary="Rescan the bundle roots now (admin)")
+async def reload_voices(request: Request, _=Depends(require_admin)) -> Any:
+    ctx = ctx_of(request)
+    changes = await run_in_threadpool(ctx.voices.refresh)
+    return {"ok": True, **changes, "served": len(ctx.voices)}
+
+
+@router.get("/health", tags=["health"], responses={503: _err("not ready: no voice loaded")},
+            summary="Readiness: 200 only when at least one voice is loaded")
+def health(request: Request) -> Any:
+    ctx = ctx_of(request)
+    n = len(ctx.voices)
+    body = {"ok": n > 0, "ready": n > 0, "status": "ready" if n else "not_ready", "version": __version__,
+            "voices": n, "jobs": ctx.jobs.counts(),
+            "speakQueue": {"queued": ctx.pool.queued, "running": ctx.pool.running,
+                           "size": ctx.settings.speak_queue_size}}
+    if n:
+        return body
+    body.update(error="voice_unavailable", message="no voice is loaded (no valid production bundle found)")
+    return JSONResponse(body, status_code=503)
+
+
+@router.get("/health/live", tags=["health"], summary="Liveness: 200 while the process serves HTTP")
+def live() -> Any:
+    return {"ok": True, "live": True}

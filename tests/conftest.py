@@ -1,0 +1,164 @@
+"""Shared fixtures. Service fixtures are prefixed ``svc_`` (tests/test_service*.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers import CORPORA, consent_file, mini_corpus  # noqa: E402
+
+SVC_PROD_PROFILE = "svc_prod"
+
+
+# ----------------------------------------------------------------------------------------------
+# service: real servers (uvicorn via `python -m voicelane serve`) on free loopback ports
+
+
+def svc_free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class SvcServer:
+    """A `voicelane serve` child process. ``restart()`` keeps the data dir (and the port)."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], host: str = "127.0.0.1"):
+        self.workdir = workdir
+        self.env = env
+        self.host = host
+        self.port = svc_free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / "server.log"
+        self._client = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def client(self):
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.Client(base_url=self.url, timeout=120)
+        return self._client
+
+    def start(self, timeout: float = 120.0) -> "SvcServer":
+        import httpx
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "voicelane", "serve", "--host", self.host,
+                                      "--port", str(self.port)], env=self.env, cwd=str(self.workdir),
+                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/health/live", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"server did not come up:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text("utf-8", "replace")[-20000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def restart(self, kill: bool = False) -> "SvcServer":
+        self.stop(signal.SIGKILL if kill else signal.SIGTERM)
+        return self.start()
+
+
+@pytest.fixture(scope="session")
+def svc_start_server():
+    """Factory: ``svc_start_server(workdir, **VOICELANE_env)`` -> a started SvcServer (stopped at the end)."""
+    servers: list[SvcServer] = []
+
+    def start(workdir: Path, host: str = "127.0.0.1", **env_vars: str) -> SvcServer:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VOICELANE_")}
+        env.update({"VOICELANE_DATA_DIR": str(workdir / "var"), "VOICELANE_TRAIN_THREADS": "1",
+                    "VOICELANE_CANCEL_GRACE_S": "5", "VOICELANE_VOICE_RESCAN_S": "0",
+                    "VOICELANE_LOG_LEVEL": "INFO"})
+        env.update({k: str(v) for k, v in env_vars.items()})
+        srv = SvcServer(workdir, env, host)
+        servers.append(srv)
+        return srv.start()
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+# ----------------------------------------------------------------------------------------------
+# service: data
+
+
+@pytest.fixture(scope="session")
+def svc_kal_corpus(tmp_path_factory) -> Path:
+    """12 real clips of the embedded kal corpus (waits for the corpus to finish rendering)."""
+    meta = CORPORA / "kal" / "metadata.csv"
+    deadline = time.monotonic() + 900
+    while not meta.is_file():
+        if time.monotonic() > deadline:
+            pytest.skip("corpora/kal is not rendered")
+        time.sleep(5)
+    root = tmp_path_factory.mktemp("svc_data")
+    mini_corpus(root / "kal12", n=12)
+    consent_file(root / "consent.txt")
+    return root / "kal12"
+
+
+@dataclass
+class SvcBundle:
+    root: Path  # holds bundles/<profile>/voice_bundle
+    profile: str
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.root / "bundles" / self.profile / "voice_bundle"
+
+
+@pytest.fixture(scope="session")
+def svc_prod_bundle(tmp_path_factory, svc_kal_corpus) -> SvcBundle:
+    """A real production-lane bundle from the tiny preset (built once per session, ~1 min)."""
+    out = tmp_path_factory.mktemp("svc_prod_run")
+    env = dict(os.environ, TRAIN_STATUS_PATH=str(out / "train_status.json"))
+    cmd = [sys.executable, "-m", "voicelane", "train", "--lane", "tts_prod_train", "--data", str(svc_kal_corpus),
+           "--profile", SVC_PROD_PROFILE, "--preset", "tiny", "--out", str(out), "--min-minutes", "0",
+           "--eval-max", "2", "--no-onnx", "--protocol", "--threads", "1",
+           "--consent-statement", str(svc_kal_corpus.parent / "consent.txt"), "--gates", '{"wer_max": 1.5}']
+    res = subprocess.run(cmd, env=env, cwd=str(out), capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stderr[-4000:]
+    b = SvcBundle(out, SVC_PROD_PROFILE)
+    assert (b.bundle_dir / "manifest.json").is_file()
+    return b

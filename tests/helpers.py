@@ -1,0 +1,27 @@
+"""Shared test helpers: small real datasets cut from the embedded corpora."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CORPORA = REPO / "corpora"
+
+
+def mini_corpus(dest: Path, name: str = "kal", n: int = 12, start: int = 0) -> Path:
+    """Copy the first n clips of an embedded corpus into dest (LJSpeech layout)."""
+    src = CORPORA / name
+    rows = (src / "metadata.csv").read_text("utf-8").splitlines()[start:start + n]
+    (dest / "wavs").mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        clip_id = row.split("|", 1)[0]
+        shutil.copyfile(src / "wavs" / f"{clip_id}.flac", dest / "wavs" / f"{clip_id}.flac")
+    (dest / "metadata.csv").write_text("\n".join(rows) + "\n", "utf-8")
+    return dest
+
+
+def consent_file(dest: Path) -> Path:
+    dest.write_text("speaker_name: test speaker\nasserted_by: voicelane tests\n"
+                    "I consent to my voice being used to train a synthetic voice.\n", "utf-8")
+    return dest
