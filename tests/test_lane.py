@@ -30,8 +30,8 @@ def lane_cmd(data, out, *extra, lane="tts_prod_train", steps=4, consent=None):
     return cmd
 
 
-def run(cmd, tmp_path, name="status.json", timeout=600):
-    env = dict(os.environ, TRAIN_STATUS_PATH=str(tmp_path / name), SOURCE_DATE_EPOCH="1767225600")
+def run(cmd, tmp_path, name="status.json", timeout=600, **env_extra):
+    env = dict(os.environ, TRAIN_STATUS_PATH=str(tmp_path / name), SOURCE_DATE_EPOCH="1767225600", **env_extra)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -189,3 +189,39 @@ def test_kill_9_then_rerun_resumes_and_finishes(corpus, tmp_path):
     assert train_steps[-1] == 400
     assert validate_voice_bundle(out / "bundles" / "t1" / "voice_bundle").ok
     assert json.loads((tmp_path / "s.json").read_text())["state"] == "completed"
+
+
+def test_licence_gate_and_finetune_provenance(prod_runs, corpus, tmp_path):
+    """Fine-tune from an allowlisted base: refused on a non-commercial weights licence, then run
+    with an explicit override, which the bundle records."""
+    import hashlib
+    import shutil
+
+    _, out0, _ = prod_runs[0]
+    src = out0 / "bundles" / "t1" / "voice_bundle"
+    wdir = tmp_path / "tiny-base"
+    wdir.mkdir()
+    for name in ("model.safetensors", "voice_config.json"):
+        shutil.copyfile(src / name, wdir / name)
+    allow = tmp_path / "allow.json"
+    allow.write_text(json.dumps({"weights": [{
+        "id": "tiny-base", "path": str(wdir), "file": "model.safetensors",
+        "sha256": hashlib.sha256((wdir / "model.safetensors").read_bytes()).hexdigest(),
+        "code_license": "MPL-2.0", "weights_license": "CC-BY-NC-4.0", "data_license": "CC0-1.0",
+        "commercial_use_allowed": False, "license_url": "https://example.invalid/nc"}]}))
+    consent = consent_file(tmp_path / "c.txt")
+    out = tmp_path / "out"
+    cmd = lane_cmd(corpus, out, "--base", "tiny-base", "--gates", RELAXED, "--no-onnx", consent=consent)
+    r = run(cmd, tmp_path, VOICELANE_WEIGHTS_ALLOWLIST=str(allow))
+    assert r.returncode == 2 and "license_noncommercial" in r.stderr
+    assert not (out / "dataset").exists(), "the gate runs before any data is processed"
+    r = run(cmd + ["--accept-license-risk"], tmp_path, VOICELANE_WEIGHTS_ALLOWLIST=str(allow))
+    assert r.returncode == 0, r.stderr[-2000:]
+    manifest = json.loads((out / "bundles" / "t1" / "voice_bundle" / "manifest.json").read_text())
+    base = manifest["provenance"]["base_weights"]
+    assert base["id"] == "tiny-base" and base["override"] is True and base["commercial_use_allowed"] is False
+    assert base["weights_license"] == "CC-BY-NC-4.0" and base["code_license"] == "MPL-2.0"
+    assert manifest["provenance"]["license_override"] is True
+    r = run(lane_cmd(corpus, tmp_path / "o2", "--base", "no-such-weights", consent=consent), tmp_path,
+            VOICELANE_WEIGHTS_ALLOWLIST=str(allow))
+    assert r.returncode == 2 and "allowlist_rejected" in r.stderr

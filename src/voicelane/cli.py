@@ -59,6 +59,8 @@ def _lane_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gates", default=None, help='JSON, e.g. {"wer_max": 0.3}')
     p.add_argument("--eval-max", type=int, default=None, help="evaluate at most N held-out clips")
     p.add_argument("--threads", type=int, default=int(os.environ.get("VOICELANE_THREADS", "2")))
+    p.add_argument("--finetune-scope", choices=["all", "decoder"], default=None,
+                   help="layers adapted when fine-tuning from --base (default: the preset's)")
     p.add_argument("--no-onnx", action="store_true")
     p.add_argument("--protocol", action="store_true", help="stdout carries only the line protocol")
 
@@ -76,7 +78,7 @@ def _lane_options(a: argparse.Namespace):
         consent_statement=a.consent_statement, speaker_name=a.speaker_name, heldout=a.heldout,
         language=a.language, seed=a.seed, steps=a.steps, display_name=a.display_name,
         min_minutes=a.min_minutes, gates=gates, eval_max=a.eval_max, threads=a.threads,
-        onnx=not a.no_onnx,
+        onnx=not a.no_onnx, finetune_scope=a.finetune_scope,
     )
 
 
@@ -108,6 +110,10 @@ def cmd_dataset_check(a: argparse.Namespace) -> int:
         from voicelane.progress import print_dataset_report
 
         print_dataset_report(report)
+    err = report.get("error")
+    if err:
+        print(f"error: {err['code']}: {err['message']}\nnext: {err.get('next_action', '')}", file=sys.stderr)
+        return EXIT_BLOCKED
     return EXIT_OK
 
 
@@ -159,6 +165,20 @@ def cmd_serve(a: argparse.Namespace) -> int:
     from voicelane.service.main import serve
 
     return serve(host=a.host, port=a.port)
+
+
+def cmd_verify(a: argparse.Namespace) -> int:
+    from voicelane.ops import verify
+
+    if a.verify_cmd == "export":
+        return verify.run_export_cli(a)
+    return verify.run_verify_cli(a)
+
+
+def cmd_readiness(a: argparse.Namespace) -> int:
+    from voicelane.ops import readiness
+
+    return readiness.run_readiness_cli(a)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,6 +235,39 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--protocol", action="store_true")
     c.add_argument("--install", action="store_true", help="copy the result into weights/ and update the allowlist")
     c.set_defaults(func=cmd_base)
+
+    p = sub.add_parser("verify", help="verification gate: pack voicelane-lane/1 -> PASS/FAIL + certificate "
+                                      "(exit 0 PASS, 2 FAIL, 1 error)")
+    p.add_argument("--bundle", type=Path, default=None, help="bundle dir (default: the one the status names)")
+    p.add_argument("--status", type=Path, default=None,
+                   help="train_status JSON (default TRAIN_STATUS_PATH or artifacts/train_status.tts_prod_train.json)")
+    p.add_argument("--url", default=None, help="running service to replay the train routes against "
+                                               "(default: start one on loopback)")
+    p.add_argument("--token", default=None, help="bearer token for --url (default VOICELANE_API_TOKEN)")
+    p.add_argument("--trace", type=Path, default=Path("reports/training-trace.jsonl"))
+    p.add_argument("--junit", type=Path, default=None, help="junit XML of the test run")
+    p.add_argument("--tests-cmd", default=None, help="test command to run (split like a shell, no shell)")
+    p.add_argument("--skip-determinism", action="store_true", help="do not run the lane twice (fails the constraint)")
+    p.add_argument("--determinism-data", type=Path, default=None)
+    p.add_argument("--determinism-steps", type=int, default=2)
+    p.add_argument("--consent-statement", type=Path, default=None, help="re-hash and bind the consent statement")
+    p.add_argument("--trace-id", default=None)
+    p.add_argument("--rtf-max", type=float, default=None)
+    p.add_argument("--latency-ms-max", type=float, default=None)
+    p.add_argument("--json-out", type=Path, default=None, help="also write the verdict JSON here")
+    p.set_defaults(func=cmd_verify, verify_cmd=None)
+    vsub = p.add_subparsers(dest="verify_cmd")
+    c = vsub.add_parser("export", help="write the training-trace records")
+    c.add_argument("--out", type=Path, required=True, help="FILE.jsonl (or .json for an array)")
+    c.add_argument("--trace", type=Path, default=Path("reports/training-trace.jsonl"))
+    c.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("readiness", help="write reports/readiness.md from real checks (exit 0 GO, 2 NO-GO)")
+    p.add_argument("--bundle", type=Path, default=None)
+    p.add_argument("--status", type=Path, default=None)
+    p.add_argument("--trace", type=Path, default=Path("reports/training-trace.jsonl"))
+    p.add_argument("--out", type=Path, default=Path("reports/readiness.md"))
+    p.set_defaults(func=cmd_readiness)
 
     p = sub.add_parser("serve", help="run the HTTP service")
     p.add_argument("--host", default="127.0.0.1")

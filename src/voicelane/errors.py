@@ -49,6 +49,7 @@ NEXT_ACTIONS: dict[str, str] = {
     "base_weights_missing": "Restore the base weights file from the repository (git checkout) or train it with `voicelane base train`.",
     "bundle_invalid": "Re-export the bundle; see the validator code in details.",
     "internal_error": "Rerun with the log attached to a bug report.",
+    "orphaned": "The service stopped while this job ran; start the job again (training resumes from its last checkpoint).",
 }
 
 

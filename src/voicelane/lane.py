@@ -57,6 +57,7 @@ class LaneOptions:
     threads: int = 2
     onnx: bool = True
     snapshot_every: int = 0
+    finetune_scope: str | None = None
     extra_stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -181,7 +182,8 @@ class Lane:
         language = check_language(o.language)
         prod = o.job_type == "tts_prod_train"
         p = model_mod.preset(o.preset)
-        steps = int(o.steps if o.steps is not None else p["steps"])
+        finetune = bool(o.base) and o.job_type != "dataset"
+        steps = int(o.steps if o.steps is not None else p["finetune_steps" if finetune else "steps"])
         if o.job_type == "dataset":
             total = 1
         else:
@@ -258,10 +260,11 @@ class Lane:
             std = np.asarray(base_cfg["feat_std"], dtype=np.float32)
         else:
             mean, std = data_mod.feature_stats(train_items)
-        tcfg = train_mod.TrainConfig(steps=steps, batch_size=p["batch_size"], lr=p["lr"] * (0.5 if base_dir else 1.0),
-                                     warmup=p["warmup"] if base_dir is None else min(p["warmup"], 50),
-                                     checkpoint_every=p["checkpoint_every"], seed=o.seed, threads=o.threads,
-                                     snapshot_every=o.snapshot_every)
+        ft = "finetune_" if base_dir is not None else ""
+        tcfg = train_mod.TrainConfig(steps=steps, batch_size=p["batch_size"], lr=p[f"{ft}lr"],
+                                     warmup=p[f"{ft}warmup"], checkpoint_every=p["checkpoint_every"],
+                                     seed=o.seed, threads=o.threads, snapshot_every=o.snapshot_every,
+                                     finetune_scope=(o.finetune_scope or p["finetune_scope"]) if ft else "all")
         t0 = time.perf_counter()
         self.rep.phase("train", steps)
         run_dir = o.out / "work" / "train"
@@ -319,8 +322,8 @@ class Lane:
                        "sample_rate": 16000},
             "provenance": {
                 "commit": git_commit(),
-                "config_sha256": sha256_text(canonical_json({"arch": arch, "train": tcfg.__dict__,
-                                                             "preset": o.preset})),
+                "config_sha256": sha256_text(canonical_json({"arch": arch, "preset": o.preset, "train": {
+                    k: v for k, v in tcfg.__dict__.items() if k not in ("threads", "snapshot_every")}})),
                 "dataset_sha256": manifest["dataset_sha256"],
                 "base_weights": base_gate.provenance() if base_gate else None,
                 "license_override": bool(base_gate and base_gate.override),

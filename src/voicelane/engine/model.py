@@ -19,14 +19,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "hidden": 32, "enc_blocks": 3, "dec_blocks": 3, "dur_hidden": 32,
         "batch_size": 4, "lr": 2e-3, "warmup": 5, "steps": 6, "checkpoint_every": 2,
+        "finetune_steps": 6, "finetune_lr": 1e-3, "finetune_warmup": 2, "finetune_scope": "all",
     },
     "cpu": {
         "hidden": 128, "enc_blocks": 13, "dec_blocks": 9, "dur_hidden": 128,
-        "batch_size": 16, "lr": 1e-3, "warmup": 300, "steps": 1200, "checkpoint_every": 100,
+        "batch_size": 16, "lr": 1e-3, "warmup": 300, "steps": 6000, "checkpoint_every": 100,
+        "finetune_steps": 800, "finetune_lr": 5e-4, "finetune_warmup": 50, "finetune_scope": "all",
     },
     "gpu": {
         "hidden": 256, "enc_blocks": 13, "dec_blocks": 17, "dur_hidden": 256,
         "batch_size": 32, "lr": 1e-3, "warmup": 1000, "steps": 40000, "checkpoint_every": 1000,
+        "finetune_steps": 4000, "finetune_lr": 3e-4, "finetune_warmup": 200, "finetune_scope": "all",
     },
 }
 

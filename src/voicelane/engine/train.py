@@ -36,6 +36,7 @@ class TrainConfig:
     threads: int = 2
     grad_clip: float = 1.0
     snapshot_every: int = 0  # >0: also keep weights-only snapshots (learning curves)
+    finetune_scope: str = "all"  # all | decoder (freeze phoneme embeddings and encoder)
 
 
 def seed_everything(seed: int) -> None:
@@ -53,6 +54,22 @@ def lr_lambda_factory(warmup: int, total: int) -> Callable[[int], float]:
         progress = (step - warmup) / max(1, total - warmup)
         return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return f
+
+
+FROZEN_PREFIXES = {"all": (), "decoder": ("emb.", "encoder.")}
+
+
+def trainable_parameters(net, scope: str) -> list:
+    if scope not in FROZEN_PREFIXES:
+        raise VoicelaneError("invalid_argument", f"unknown fine-tune scope {scope!r}",
+                             {"scope": scope, "choices": sorted(FROZEN_PREFIXES)})
+    frozen = FROZEN_PREFIXES[scope]
+    params = []
+    for name, p in net.named_parameters():
+        p.requires_grad_(not name.startswith(frozen) if frozen else True)
+        if p.requires_grad:
+            params.append(p)
+    return params
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -94,7 +111,8 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
     net, criterion = model_mod.build_model(arch)
     if init_state is not None:
         net.load_state_dict(init_state)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=1e-6)
+    params = trainable_parameters(net, cfg.finetune_scope)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=1e-6)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda_factory(cfg.warmup, cfg.steps))
     step = 0
     if ckpt_path.exists():
@@ -138,7 +156,7 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
                                  {"step": step + 1})
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
         step += 1

@@ -15,6 +15,7 @@ OPS_CODES: dict[str, str] = {
     # verify / readiness
     "status_not_found": "Run the production lane first (scripts/voice/train_production_voice.sh), or pass "
                         "--status with the run's train_status JSON.",
+    "status_not_completed": "The run has not completed: wait for it, or rerun the lane and read its status' error.",
     "verify_missing": "Run `voicelane verify --bundle DIR --status FILE --tests-cmd ...` to record a verdict.",
     "verify_failed": "Fix the constraint named by firstFail in the latest verify record, then rerun `voicelane verify`.",
     "certificate_stale": "A bound artifact changed after the last verify; rerun `voicelane verify` on the "

@@ -92,10 +92,10 @@ def exit_code_for(code: str) -> int:
 class LineLog:
     """Appends every line of a run to the log file (the operator's `LOG_PATH`)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, mode: str = "w"):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh: TextIO = open(path, "a", encoding="utf-8")
+        self.fh: TextIO = open(path, mode, encoding="utf-8")
 
     def write(self, line: str) -> None:
         self.fh.write(line.rstrip("\n") + "\n")

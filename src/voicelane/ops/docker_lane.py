@@ -35,7 +35,7 @@ import sys
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from voicelane.errors import VoicelaneError
 from voicelane.ops.common import (REPO_ROOT, TAIL_LINES, LaneConfig, LineLog, lane_config_from_env, read_json,

@@ -28,7 +28,6 @@ the lane's own (1 error, 2 blocked, 130 cancelled) or 1/2 for the orchestrator's
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Mapping, TextIO
@@ -119,6 +118,14 @@ class Orchestrator:
             return self.fail(err, exit_code_for(err.code), write_status=True)
         except KeyboardInterrupt:
             return self.fail(VoicelaneError("cancelled", "interrupted"), 130, write_status=True)
+        except Exception as exc:  # noqa: BLE001 - an operator gets a code, never a bare traceback
+            import traceback
+
+            if self.log is not None:
+                for line in traceback.format_exc().splitlines():
+                    self.log.write(line)
+            err = VoicelaneError("internal_error", f"{type(exc).__name__}: {exc}", {"error": type(exc).__name__})
+            return self.fail(err, 1, write_status=True)
         finally:
             if self.log is not None:
                 self.log.close()
@@ -178,7 +185,8 @@ class Orchestrator:
     def lane_failure(self, rc: int, status: dict[str, Any] | None, **extra: Any) -> LaneFailed:
         if status and isinstance(status.get("error"), dict):
             e = status["error"]
-            details = {"exit_code": rc, "train_status": str(self.status_path), **extra}
+            details = {"exit_code": rc, "train_status": str(self.status_path),
+                       "message": str(e.get("message") or "")[:300] or None, **extra}
             return LaneFailed(str(e.get("code") or "internal_error"), str(e.get("message") or ""), details, rc)
         code = "cancelled" if rc in (130, -2, -15) else "internal_error"
         return LaneFailed(code, f"the lane exited with {rc} without a status", {"exit_code": rc, **extra},
@@ -243,15 +251,27 @@ class Orchestrator:
                                  {"exit_code": rc, "image": image, "docker_error": handle.last_stderr()})
         status_file = cfg.out / cfg.status_name
         if report.get("train_status_present") == "true" and status_file.is_file():
-            from voicelane.fsutil import atomic_write_bytes
-
-            atomic_write_bytes(self.status_path, status_file.read_bytes())
+            self.import_container_status(status_file, cfg.out, docker_lane.CONTAINER_OUT, image)
         elif rc != 0:
             raise VoicelaneError("docker_run_failed", "the container failed before the lane wrote a status",
                                  {"exit_code": report.get("exit_code", rc), "image": image,
                                   "docker_error": handle.last_stderr()})
         lane_rc = int(report.get("exit_code", rc)) if str(report.get("exit_code", "")).lstrip("-").isdigit() else rc
         return self.check_result(cfg, lane_rc, image=image)
+
+    def import_container_status(self, status_file: Path, out: Path, container_out: str, image: str) -> None:
+        """Copy the container's status to TRAIN_STATUS_PATH with its /out paths mapped to the host's."""
+        from voicelane.fsutil import atomic_write_json
+
+        doc = read_json(status_file)
+        if doc is None:
+            return
+        for key in ("bundle", "dataset_manifest"):
+            val = doc.get(key)
+            if isinstance(val, str) and (val == container_out or val.startswith(container_out + "/")):
+                doc[key] = str(out) + val[len(container_out):]
+        doc["docker"] = {"image": image, "container_status_path": str(status_file)}
+        atomic_write_json(self.status_path, doc)
 
     def run_managed(self, cfg: LaneConfig) -> dict[str, Any]:
         from voicelane.ops.ray_backend import RayRunner

@@ -124,14 +124,16 @@ def build_context(settings: Settings, *, voices: VoiceRegistry | None = None, ru
     lock_fh = _lock_data_dir(s.data_dir)
     try:
         store = JobStore(s.db_path)  # type: ignore[arg-type]
-        jobs = JobManager(store, runner or make_runner(s.runner), s.data_dir, max_train_jobs=s.max_train_jobs,
+        jobs = JobManager(store, runner if runner is not None else make_runner(s.runner), s.data_dir,
+                          max_train_jobs=s.max_train_jobs,
                           max_dataset_jobs=s.max_dataset_jobs, cancel_grace_s=s.cancel_grace_s,
                           log_tail_lines=s.log_tail_lines, max_log_bytes=s.max_log_bytes,
                           max_events_per_job=s.max_events_per_job, child_env=child_env)
         clock = clock or Clock()
         ctx = ServiceContext(
             settings=s, store=store, jobs=jobs,
-            voices=voices or VoiceRegistry(s.bundle_roots or [], s.speak_engine, s.speak_threads),
+            voices=voices if voices is not None else VoiceRegistry(s.bundle_roots or [], s.speak_engine,
+                                                                   s.speak_threads),
             pool=SynthPool(s.speak_workers, s.speak_queue_size),
             cache=ResponseCache(s.speak_cache_entries, s.speak_cache_bytes),
             budgets=Budgets(s.mission_budget_chars, s.tenant_daily_budget_chars, clock),

@@ -1,5 +1,9 @@
 """One JSON line per speak request (SPEC §9). Never the text itself: only its length.
 
+Fields: ts, traceId, missionId, eventId, voiceProfile, mode, priority, consent_asserted,
+referenceAudioHash, outcome (`ok`, `suppressed:<reason>` or the error code), status (HTTP),
+latency (milliseconds), cache (hit|miss), provider, tenant, textChars.
+
 The file is bounded: past ``max_bytes`` it is rotated once (``audit.jsonl.1``)."""
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 AUDIT_FIELDS = ("ts", "traceId", "missionId", "eventId", "voiceProfile", "mode", "priority", "consent_asserted",
-                "referenceAudioHash", "outcome", "status", "latencyMs", "cache", "provider", "tenant", "textChars")
+                "referenceAudioHash", "outcome", "status", "latency", "cache", "provider", "tenant", "textChars")
 
 
 def ts_now() -> str:

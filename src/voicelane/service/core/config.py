@@ -60,7 +60,8 @@ class Settings(BaseModel):
     # --- speak -----------------------------------------------------------------------------
     speak_engine: str = Field(default="auto", description="VOICELANE_SPEAK_ENGINE: auto | pytorch | onnx")
     speak_workers: int = Field(default=1, ge=1, le=64, description="VOICELANE_SPEAK_WORKERS")
-    speak_threads: int = Field(default=1, ge=1, le=64, description="VOICELANE_SPEAK_THREADS (torch threads per synthesis)")
+    speak_threads: int = Field(default=1, ge=1, le=64,
+                               description="VOICELANE_SPEAK_THREADS (torch threads per synthesis)")
     speak_queue_size: int = Field(default=16, ge=1, description="VOICELANE_SPEAK_QUEUE_SIZE")
     speak_timeout_s: float = Field(default=15.0, gt=0, description="VOICELANE_SPEAK_TIMEOUT_S")
     speak_cache_entries: int = Field(default=256, ge=0, description="VOICELANE_SPEAK_CACHE_ENTRIES (0 = off)")

@@ -65,9 +65,17 @@ def envelope(code: str, message: str, details: dict[str, Any] | None = None,
 
 
 def pydantic_issues(exc: Any) -> list[dict[str, Any]]:
-    """Turn a pydantic ``ValidationError`` into ``[{field, code, message}]`` (no input echo)."""
+    """Turn a pydantic ``ValidationError`` (or FastAPI's ``RequestValidationError``) into
+    ``[{field, code, message}]``; the offending input is never echoed."""
     issues = []
-    for e in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+    try:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    except TypeError:  # fastapi's RequestValidationError.errors() takes no options
+        errors = exc.errors()
+    for e in errors:
+        parts = list(e.get("loc", ()))
+        if parts and parts[0] in ("body", "query", "path", "header"):
+            parts = parts[1:]
+        loc = ".".join(str(p) for p in parts) or "body"
         issues.append({"field": loc, "code": e.get("type", "invalid"), "message": e.get("msg", "invalid")})
     return issues[:50]

@@ -47,8 +47,8 @@ TRAIN_JOB_TYPES = {"train": "experimental", "tts_voice_train": "experimental", "
 MAX_LINE_CHARS = 8192
 MAX_WARNINGS = 50
 CHECK_REPORT_MAX_CHARS = 2_000_000
-ORPHANED_ACTION = ("The service stopped while this job ran; start the job again "
-                   "(training resumes from its last checkpoint).")
+ORPHANED_ACTION = NEXT_ACTIONS.get("orphaned", "The service stopped while this job ran; start the job again "
+                                              "(training resumes from its last checkpoint).")
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -319,11 +319,11 @@ class JobManager:
     def submit(self, job_type: str, lane: str, kind: str, argv_tail: list[str], options: dict[str, Any],
                out_dir_in_argv: bool = True) -> dict[str, Any]:
         """Create a pending job. ``argv_tail`` follows ``python -m voicelane``; the literal
-        ``{out}`` in it is replaced by the job's output folder."""
+        ``"{out}"`` (a whole argument) is replaced by the job's output folder."""
         job_id = "job-" + uuid.uuid4().hex[:16]
         job_dir = self.data_dir / "jobs" / job_id
         out_dir = job_dir / "out"
-        argv = [sys.executable, "-m", "voicelane", *[a.replace("{out}", str(out_dir)) for a in argv_tail]]
+        argv = [sys.executable, "-m", "voicelane", *[str(out_dir) if a == "{out}" else a for a in argv_tail]]
         rec = {
             "id": job_id, "type": job_type, "lane": lane, "kind": kind, "state": "pending",
             "message": "Queued", "options": options, "argv": argv, "job_dir": str(job_dir),
@@ -367,7 +367,8 @@ class JobManager:
         try:
             handle = self.runner.start(list(job["argv"]), self._child_env(status_path), job_dir)
         except Exception as exc:  # noqa: BLE001 - recorded on the job
-            err = {"code": "runtime_dependency_missing" if isinstance(exc, (OSError, RuntimeError)) else "internal_error",
+            code = "runtime_dependency_missing" if isinstance(exc, (OSError, RuntimeError)) else "internal_error"
+            err = {"code": code,
                    "message": f"the job process could not start: {exc}", "details": {}}
             self.store.update(job_id, state="error", error=err, started_at=now_iso(), ended_at=now_iso(),
                               message=f"{err['code']}: {err['message']}")
@@ -475,8 +476,8 @@ class JobManager:
                              "blocked": status.get("state") == "blocked"}
                 else:
                     sig = -rc if isinstance(rc, int) and rc < 0 else None
-                    error = {"code": "internal_error",
-                             "message": f"the job process exited with {'signal ' + str(sig) if sig else 'code ' + str(rc)}",
+                    how = f"signal {sig}" if sig else f"code {rc}"
+                    error = {"code": "internal_error", "message": f"the job process exited with {how}",
                              "details": {"exitCode": rc}, "next_action": NEXT_ACTIONS["internal_error"]}
             if state == "done" and job.get("options", {}).get("mode") == "check" and aj.stdout_other:
                 try:

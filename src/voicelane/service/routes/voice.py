@@ -68,13 +68,16 @@ def _resolve(ctx: ServiceContext, requested: str | None) -> ServedVoice:
                    {"profile": profile, "defaulted": requested is None, "available": sorted(served)[:50]})
 
 
-def _render(ctx: ServiceContext, served: ServedVoice, text: str, key: tuple) -> CachedAudio:
+def _render(ctx: ServiceContext, served: ServedVoice, text: str, key: tuple,
+            submitted: float) -> tuple[CachedAudio, float, float]:
+    """Runs in a synthesis worker: (audio, queue wait ms, synthesis + encoding ms)."""
     from voicelane.speak import wav_bytes
 
+    t0 = time.perf_counter()
     syn = served.voice.synthesize(text)
     out = CachedAudio(wav_bytes(syn.audio, syn.sample_rate), float(syn.seconds), int(syn.sample_rate))
     ctx.cache.put(key, out)  # even when the caller timed out: its retry will hit
-    return out
+    return out, (t0 - submitted) * 1000.0, (time.perf_counter() - t0) * 1000.0
 
 
 def _suppressed(reason: str, details: dict[str, Any], trace: str) -> JSONResponse:
@@ -146,17 +149,19 @@ async def speak(request: Request) -> Any:
         key = ctx.cache.key(served.profile_id, served.manifest_sha256, req.text, req.format, req.mode)
         cached = ctx.cache.get(key)
         cache_state = "hit" if cached is not None else "miss"
-        synth_ms = 0.0
+        synth_ms = queue_ms = 0.0
         if cached is None:
+            submitted = time.perf_counter()
             try:
-                fut = ctx.pool.submit(PRIORITY_RANK[req.priority], lambda: _render(ctx, served, req.text, key))
+                fut = ctx.pool.submit(PRIORITY_RANK[req.priority],
+                                      lambda: _render(ctx, served, req.text, key, submitted))
             except QueueFull as exc:
                 raise ApiError(503, "voice_queue_full", "the synthesis queue is full; retry shortly",
                                {"queueSize": ctx.settings.speak_queue_size, "reason": str(exc)},
                                headers={"Retry-After": "1"}) from None
-            t_syn = time.perf_counter()
             try:
-                cached = await asyncio.wait_for(asyncio.wrap_future(fut), ctx.settings.speak_timeout_s)
+                cached, queue_ms, synth_ms = await asyncio.wait_for(asyncio.wrap_future(fut),
+                                                                    ctx.settings.speak_timeout_s)
             except asyncio.TimeoutError:
                 fut.cancel()
                 raise ApiError(504, "voice_backend_timeout",
@@ -171,7 +176,6 @@ async def speak(request: Request) -> Any:
             except Exception as exc:  # noqa: BLE001 - the backend's failure, not the request's
                 raise ApiError(502, "voice_backend_error", f"synthesis failed: {type(exc).__name__}",
                                {"profile": served.profile_id}) from None
-            synth_ms = (time.perf_counter() - t_syn) * 1000.0
         headers = {
             "x-voice-provider": "local",
             "x-voice-profile": served.profile_id,
@@ -181,6 +185,7 @@ async def speak(request: Request) -> Any:
             "x-voice-audio-seconds": f"{cached.seconds:.3f}",
             "x-voice-sample-rate": str(cached.sample_rate),
             "x-voice-synthesis-ms": f"{synth_ms:.1f}",
+            "x-voice-queue-ms": f"{queue_ms:.1f}",
             "cache-control": "no-store",
         }
         if decision.rerouted:
@@ -195,7 +200,7 @@ async def speak(request: Request) -> Any:
         if not delivered:
             for fn in undo:
                 fn()
-        audit["latencyMs"] = round((time.perf_counter() - t0) * 1000.0, 2)
+        audit["latency"] = round((time.perf_counter() - t0) * 1000.0, 2)
         try:
             ctx.audit.write(audit)
         except OSError:
@@ -203,8 +208,9 @@ async def speak(request: Request) -> Any:
 
 
 @router.get("/api/voice/profiles", response_model=ProfilesReply, responses={401: _err("unauthorized")},
+            dependencies=[Depends(require_speak)],
             summary="Served voices with their bundle metadata (and refused bundles with the reason)")
-def profiles(request: Request, _=Depends(require_speak)) -> Any:
+def profiles(request: Request) -> Any:
     ctx = ctx_of(request)
     served, refused = ctx.voices.snapshot()
     default = ctx.settings.default_profile or (sorted(served)[0] if served else None)
@@ -214,8 +220,8 @@ def profiles(request: Request, _=Depends(require_speak)) -> Any:
 
 
 @router.post("/api/voice/reload", responses={401: _err("unauthorized")}, tags=["admin"],
-             summary="Rescan the bundle roots now (admin)")
-async def reload_voices(request: Request, _=Depends(require_admin)) -> Any:
+             dependencies=[Depends(require_admin)], summary="Rescan the bundle roots now (admin)")
+async def reload_voices(request: Request) -> Any:
     ctx = ctx_of(request)
     changes = await run_in_threadpool(ctx.voices.refresh)
     return {"ok": True, **changes, "served": len(ctx.voices)}

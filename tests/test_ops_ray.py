@@ -1,0 +1,91 @@
+"""Managed jobs on Ray: the pure mapping pieces, and ONE tiny real job through a real Ray head on
+loopback (1 CPU), submitted by the orchestrator with the dataset uploaded as the job's
+working_dir and the bundle shipped back and validated here."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from test_ops_support import TINY, RayHead, base_env, consent_of, quick_data, run_script
+
+from voicelane.bundle import validate_voice_bundle
+from voicelane.errors import VoicelaneError
+from voicelane.ops import ray_backend as rb
+from voicelane.ops.ray_job import decode_spec, encode_spec
+from voicelane.protocol import fold
+
+
+def test_ray_states_map_to_ours():
+    assert rb.map_ray_state("PENDING") == "running"
+    assert rb.map_ray_state("RUNNING") == "running"
+    assert rb.map_ray_state("SUCCEEDED", 0) == "completed"
+    assert rb.map_ray_state("STOPPED") == "cancelled"
+    assert rb.map_ray_state("FAILED", 1) == "error"
+    assert rb.map_ray_state("FAILED", 2) == "blocked"
+    assert rb.map_ray_state("FAILED", 130) == "cancelled"
+
+
+def test_argv_paths_and_env_handling():
+    argv = [sys.executable, "-m", "voicelane", "train", "--data", "d", "--out=o", "--profile", "p"]
+    args = rb.cli_args_of(argv)
+    assert args[0] == "train" and rb.get_flag(args, "--out") == "o" and rb.get_flag(args, "--data") == "d"
+    moved = rb.set_flag(rb.set_flag(args, "--out", "out"), "--data", "inputs/data")
+    assert rb.get_flag(moved, "--out") == "out" and rb.get_flag(moved, "--data") == "inputs/data"
+    assert rb.get_flag(rb.set_flag(args, "--heldout", "h"), "--heldout") == "h"
+    with pytest.raises(VoicelaneError):
+        rb.cli_args_of(["bash", "-c", "rm -rf /"])
+    env = rb.forwarded_env({"VOICELANE_API_TOKEN": "secret", "VOICELANE_THREADS": "2", "AWS_SECRET": "x",
+                            "VOICELANE_RAY_TRANSFER": "upload", "SOURCE_DATE_EPOCH": "1"})
+    assert env == {"VOICELANE_THREADS": "2", "SOURCE_DATE_EPOCH": "1", "PYTHONUNBUFFERED": "1"}
+    spec = {"args": ["train", "--data", "a b; rm -rf /"], "fetch": True}
+    assert decode_spec(encode_spec(spec)) == spec and " " not in encode_spec(spec)
+    assert rb.RayRunner(address="http://127.0.0.1:8265").mode == "shared"
+    assert rb.RayRunner(address="http://ray-head.internal:8265").mode == "upload"
+
+
+def test_runner_unavailable_is_a_stable_code():
+    runner = rb.RayRunner(address="http://127.0.0.1:9")
+    with pytest.raises(VoicelaneError) as exc:
+        runner.start([sys.executable, "-m", "voicelane", "train", "--data", "x"], {}, None)
+    assert exc.value.code == "managed_job_unavailable" and exc.value.details["address"] == "http://127.0.0.1:9"
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    pytest.importorskip("ray.job_submission", reason="ray[default] is not installed (pip install 'voicelane[ray]')")
+    head = RayHead().start()
+    yield head
+    head.stop()
+
+
+def test_managed_job_real_tiny_run_on_loopback(ray_head, tmp_path):
+    data = quick_data(tmp_path / "data")
+    out, status, log = tmp_path / "out", tmp_path / "status.json", tmp_path / "train.log"
+    env = base_env(TRAIN_BACKEND="managed_job", RAY_ADDRESS=ray_head.address, VOICELANE_RAY_TRANSFER="upload",
+                   VOICELANE_RAY_PYTHON=sys.executable, AUDIO_PATH=str(data), CONSENT_STATEMENT=str(consent_of(data)),
+                   VOICE_PROFILE_ID="ray_tiny", OUT_DIR=str(out), TRAIN_STATUS_PATH=str(status), LOG_PATH=str(log),
+                   SOURCE_DATE_EPOCH="315532800", **TINY)
+    run = run_script(env, timeout=900)
+    assert run.rc == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    lines = run.lines
+    assert lines[0].startswith("[tts-prod] head=")
+    assert lines[-1] == "[tts-prod] status=done backend=managed_job"
+    assert "[tts-prod] ray_state=SUCCEEDED state=completed" in lines
+    job_line = next(x for x in lines if "ray_job_id=" in x)
+    assert "transfer=upload" in job_line
+    # PROGRESS/STATS/ARTIFACT came through the Ray log and the one parser
+    progress = [x for x in lines if x.startswith("[tts-prod] progress=")]
+    assert progress and progress[-1].split("=")[1].split("/")[0] == progress[-1].split("/")[-1]
+    view = fold(log.read_text("utf-8").splitlines())
+    assert view.current == view.total > 0 and "bundles/ray_tiny/voice_bundle/manifest.json" in view.artifacts
+    # the bundle was fetched back here and validates; the status says where it ran
+    bundle = out / "bundles" / "ray_tiny" / "voice_bundle"
+    assert validate_voice_bundle(bundle).ok
+    doc = json.loads(status.read_text("utf-8"))
+    assert doc["state"] == "completed" and doc["bundle"] == str(bundle)
+    assert doc["managed_job"]["backend"] == "ray" and doc["managed_job"]["ray_status"] == "SUCCEEDED"
+    assert doc["managed_job"]["job_id"] in job_line
+    assert (out / "dataset" / "dataset_manifest.json").is_file()

@@ -1,0 +1,268 @@
+"""Shared helpers for the tests/test_ops_*.py modules (no tests here).
+
+Expensive real runs are made once per test session and shared through ``functools.cache``:
+``local_run()`` (the orchestrator's local backend on a tiny real dataset) and ``verified_run()``
+(``voicelane verify`` PASS on that bundle). ``RayHead`` starts a real Ray head on loopback.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers import CORPORA, REPO, consent_file, mini_corpus  # noqa: E402
+
+SCRIPT = REPO / "scripts" / "voice" / "train_production_voice.sh"
+ENTRYPOINT = REPO / "docker" / "voice-train-prod" / "entrypoint.sh"
+OPS_ENV = ("TRAIN_BACKEND", "AUDIO_PATH", "EXPECTED_HEAD", "TRAIN_LANE", "VOICE_PROFILE_ID", "BASE_WEIGHTS_ID",
+           "LOG_PATH", "OUT_DIR", "TRAIN_STATUS_PATH", "CONSENT_STATEMENT", "HELDOUT_PATH", "TRAIN_PRESET",
+           "TRAIN_STEPS", "TRAIN_MIN_MINUTES", "TRAIN_EVAL_MAX", "TRAIN_GATES", "TRAIN_NO_ONNX", "TRAIN_THREADS",
+           "SPEAKER_NAME", "TRAIN_EXTRA_ARGS", "RAY_ADDRESS", "DOCKER", "DOCKER_IMAGE", "DOCKER_SKIP_BUILD")
+TINY = {"TRAIN_PRESET": "tiny", "TRAIN_STEPS": "2", "TRAIN_MIN_MINUTES": "0", "TRAIN_EVAL_MAX": "1",
+        "TRAIN_NO_ONNX": "1", "TRAIN_GATES": '{"wer_max": 1.5}', "TRAIN_THREADS": "1"}
+
+_session_dir = Path(tempfile.mkdtemp(prefix="voicelane-ops-tests-"))
+atexit.register(shutil.rmtree, _session_dir, True)
+
+
+def session_dir(name: str) -> Path:
+    p = _session_dir / name
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def corpus_name() -> str:
+    return "kal" if (CORPORA / "kal" / "metadata.csv").is_file() else "slt"
+
+
+def quick_data(dest: Path, n: int = 8, with_consent: bool = True) -> Path:
+    """n real clips of an embedded corpus (+ a consent statement beside them when asked)."""
+    mini_corpus(dest, name=corpus_name(), n=n)
+    if with_consent:
+        consent_file(dest.parent / f"{dest.name}.consent.txt")
+    return dest
+
+
+def consent_of(data: Path) -> Path:
+    return data.parent / f"{data.name}.consent.txt"
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in OPS_ENV and not k.startswith("VOICELANE_RAY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@dataclass
+class Run:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.stdout.splitlines()
+
+
+def run_script(env: dict[str, str], timeout: float = 900, script: Path = SCRIPT, cwd: Path | None = None) -> Run:
+    proc = subprocess.run(["nice", "-n", "10", str(script)], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=str(cwd) if cwd else None)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def error_line(run: Run) -> str:
+    errs = [line for line in run.lines if line.startswith("[tts-prod][error] ")]
+    assert errs, run.stdout + run.stderr
+    return errs[-1]
+
+
+def kv_of(line: str) -> dict[str, str]:
+    import shlex
+
+    out = {}
+    for tok in shlex.split(line.split("] ", 1)[1]):
+        k, sep, v = tok.partition("=")
+        if sep:
+            out[k] = v
+    return out
+
+
+def git_sha() -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+# --------------------------------------------------------------------------------------------
+# shared real runs
+
+
+@dataclass
+class LocalRun:
+    run: Run
+    root: Path
+    data: Path
+    out: Path
+    status: Path
+    log: Path
+    profile: str
+
+    @property
+    def bundle(self) -> Path:
+        return self.out / "bundles" / self.profile / "voice_bundle"
+
+
+@functools.cache
+def local_run() -> LocalRun:
+    """TRAIN_BACKEND=local through the real script on a tiny real dataset (~1 min, once)."""
+    root = session_dir("local_run")
+    data = quick_data(root / "data")
+    r = LocalRun(None, root, data, root / "out", root / "train_status.json", root / "train.log", "ops_local")  # type: ignore[arg-type]
+    env = base_env(TRAIN_BACKEND="local", AUDIO_PATH=str(data), VOICE_PROFILE_ID=r.profile, OUT_DIR=str(r.out),
+                   TRAIN_STATUS_PATH=str(r.status), LOG_PATH=str(r.log), CONSENT_STATEMENT=str(consent_of(data)),
+                   SOURCE_DATE_EPOCH="315532800", **TINY)
+    r.run = run_script(env)
+    return r
+
+
+@dataclass
+class Verified:
+    local: LocalRun
+    doc: dict
+    rc: int
+    trace: Path
+    junit: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@functools.cache
+def junit_evidence() -> Path:
+    """A real junit XML from a small real test run (the evidence `verify --junit` binds)."""
+    path = session_dir("junit") / "junit.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={path}",
+                    str(REPO / "tests" / "test_protocol.py")], capture_output=True, text=True, timeout=600,
+                   cwd=str(REPO))
+    return path
+
+
+@functools.cache
+def verified_run() -> Verified:
+    """`voicelane verify` on the local run's bundle: determinism runs, routes, tests (~2 min, once)."""
+    lr = local_run()
+    assert lr.run.rc == 0, lr.run.stdout[-3000:]
+    trace = session_dir("verify") / "training-trace.jsonl"
+    junit = junit_evidence()
+    proc = subprocess.run(
+        ["nice", "-n", "10", sys.executable, "-m", "voicelane", "verify", "--bundle", str(lr.bundle), "--status",
+         str(lr.status), "--trace", str(trace), "--junit", str(junit), "--consent-statement",
+         str(consent_of(lr.data)), "--trace-id", "ops-test-trace"],
+        capture_output=True, text=True, timeout=1800, env=base_env(), cwd=str(session_dir("verify")))
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    return Verified(lr, json.loads(proc.stdout), proc.returncode, trace, junit)
+
+
+def copy_run(lr: LocalRun, dest: Path) -> tuple[Path, Path]:
+    """A private copy of a run's bundle and status (to tamper with)."""
+    bundle = dest / "bundles" / lr.profile / "voice_bundle"
+    shutil.copytree(lr.bundle, bundle)
+    status = dest / "train_status.json"
+    doc = json.loads(lr.status.read_text("utf-8"))
+    doc["bundle"] = str(bundle)
+    status.write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n", "utf-8")
+    return bundle, status
+
+
+# --------------------------------------------------------------------------------------------
+# a real Ray head on loopback
+
+
+class RayHead:
+    """`ray start --head --block` (1 CPU, dashboard = the job API on 127.0.0.1) in its own process
+    group; every process it starts carries a unique tag in its environment, so ``stop`` ends
+    exactly those, by pid."""
+
+    def __init__(self):
+        self.tag = uuid.uuid4().hex
+        self.temp = Path(tempfile.mkdtemp(prefix="vlray", dir="/tmp"))
+        self.dashboard_port = free_port()
+        self.address = f"http://127.0.0.1:{self.dashboard_port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> "RayHead":
+        import urllib.request
+
+        ray_bin = str(Path(sys.executable).parent / "ray")
+        env = base_env(RAY_USAGE_STATS_ENABLED="0", VOICELANE_TEST_RAY_TAG=self.tag,
+                       PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+        log = open(self.temp / "head.log", "wb")
+        self.proc = subprocess.Popen(
+            ["nice", "-n", "10", ray_bin, "start", "--head", "--block", "--port", str(free_port()), "--num-cpus", "1",
+             "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
+             "--ray-client-server-port", str(free_port()), "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+             "--temp-dir", str(self.temp)],
+            env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("ray head exited: " + (self.temp / "head.log").read_text("utf-8", "replace")[-3000:])
+            try:
+                with urllib.request.urlopen(self.address + "/api/version", timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(1)
+        self.stop()
+        raise RuntimeError("ray head did not come up")
+
+    def tagged_pids(self) -> list[int]:
+        pids = []
+        needle = f"VOICELANE_TEST_RAY_TAG={self.tag}".encode()
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    if needle in (d / "environ").read_bytes():
+                        pids.append(int(d.name))
+                except OSError:
+                    pass
+        return [p for p in pids if p != os.getpid()]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        for pid in self.tagged_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+        shutil.rmtree(self.temp, ignore_errors=True)
