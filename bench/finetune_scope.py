@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--scopes", default="all,decoder")
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--renorm", default="base,speaker", help="feature normalisation: base stats, target-speaker stats")
+    ap.add_argument("--no-base-row", action="store_true")
     a = ap.parse_args()
     state, arch, mean, std = load_base(a.base, a.ckpt)
     work = Path(tempfile.gettempdir()) / "voicelane-ft-bench"
@@ -61,25 +63,40 @@ def main() -> None:
     items, _ = data.prepare_all(entries, work / "cache", workers=2)
     clips = heldout_clips(REPO / "corpora/kal_heldout", a.n)
     rows = []
-    v = Voice.from_state(state, arch, mean, std)
-    r = evaluate(v.synthesize, clips, prompts=[])
-    rows.append({"scope": "base (no fine-tune)", "train_s": 0, "wer": r["wer"], "floor": r["wer_floor_real_audio"],
-                 "recall": r["content_word_recall"], "mcd_db": r["mcd_db"], "f0": r["f0_median_hz"],
-                 "f0_real": r["f0_median_real_hz"]})
+    spk_mean, spk_std = data.feature_stats(items)
+    from voicelane.engine.features import LF0_IDX
+
+    pitch_mean, pitch_std = mean.copy(), std.copy()
+    pitch_mean[LF0_IDX], pitch_std[LF0_IDX] = spk_mean[LF0_IDX], spk_std[LF0_IDX]
+
+    def stats(norm):
+        return {"base": (mean, std), "speaker": (spk_mean, spk_std), "pitch": (pitch_mean, pitch_std)}[norm]
+    for norm in a.renorm.split(","):
+        if a.no_base_row:
+            break
+        m, sd = stats(norm)
+        v = Voice.from_state(state, arch, m, sd)
+        r = evaluate(v.synthesize, clips, prompts=[])
+        rows.append({"scope": f"base (no fine-tune), {norm} stats", "train_s": 0, "wer": r["wer"],
+                     "floor": r["wer_floor_real_audio"], "recall": r["content_word_recall"], "mcd_db": r["mcd_db"],
+                     "f0": r["f0_median_hz"], "f0_real": r["f0_median_real_hz"]})
+        print(json.dumps(rows[-1]), flush=True)
     p = model.preset("cpu")
-    for scope in a.scopes.split(","):
-        run = work / f"run_{scope}_{a.steps}"
+    combos = [(sc, nm) for sc in a.scopes.split(",") for nm in a.renorm.split(",")]
+    for scope, norm in combos:
+        m, sd = stats(norm)
+        run = work / f"run_{scope}_{norm}_{a.steps}"
         cfg = train.TrainConfig(steps=a.steps, batch_size=p["batch_size"], lr=a.lr, warmup=50,
                                 checkpoint_every=10**9, threads=a.threads, finetune_scope=scope)
         t0 = time.perf_counter()
         import shutil
 
         shutil.rmtree(run, ignore_errors=True)
-        ck = train.train(items, arch, cfg, run, mean, std, init_state=state)
+        ck = train.train(items, arch, cfg, run, m, sd, init_state=state)
         dt = time.perf_counter() - t0
-        v = Voice.from_state(ck["model"], arch, mean, std)
+        v = Voice.from_state(ck["model"], arch, m, sd)
         r = evaluate(v.synthesize, clips, prompts=[], with_floor=False)
-        rows.append({"scope": scope, "train_s": round(dt, 1), "wer": r["wer"], "recall": r["content_word_recall"],
+        rows.append({"scope": f"{scope}, {norm} stats", "steps": a.steps, "train_s": round(dt, 1), "wer": r["wer"], "recall": r["content_word_recall"],
                      "mcd_db": r["mcd_db"], "f0": r["f0_median_hz"], "f0_real": r["f0_median_real_hz"]})
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps(rows, indent=1))

@@ -13,5 +13,5 @@ fi
 [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade "pip>=24" >/dev/null
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -c requirements.lock -e ".[test]"
+.venv/bin/python -m pip install -q -c requirements.lock -e ".[test,ray]"
 echo "$REQ_HASH" > "$STAMP"

@@ -147,3 +147,27 @@ def test_local_backend_real_run():
     assert view.total > 0 and view.current == view.total
     assert "bundles/ops_local/voice_bundle/manifest.json" in view.artifacts
     assert consent_of(r.data).is_file()
+
+
+def test_sigterm_cancels_the_run(tmp_path):
+    """SIGTERM to the orchestrator stops the lane it started: exit 130, status `cancelled`."""
+    import signal
+    import time
+
+    data = quick_data(tmp_path / "data", n=4)
+    env = _env(tmp_path, TRAIN_BACKEND="local", AUDIO_PATH=str(data), CONSENT_STATEMENT=str(consent_of(data)),
+               **dict(TINY, TRAIN_STEPS="400"))
+    proc = subprocess.Popen([str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line.rstrip("\n"))
+        if line.startswith("[tts-prod] progress=2/"):  # features done, training under way
+            break
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    lines = seen + rest.splitlines()
+    assert proc.returncode == 130, "\n".join(lines[-30:])
+    assert any(x.startswith("[tts-prod][error] cancelled ") for x in lines)
+    status = json.loads((tmp_path / "status.json").read_text("utf-8"))
+    assert status["state"] == "cancelled" and status["error"]["code"] == "cancelled"

@@ -251,7 +251,7 @@ class RayHead:
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(15)
+                self.proc.wait(5)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
         for pid in self.tagged_pids():

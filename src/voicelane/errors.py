@@ -48,6 +48,14 @@ NEXT_ACTIONS: dict[str, str] = {
     "checkpoint_invalid": "Delete the run folder's checkpoint and rerun from scratch.",
     "base_weights_missing": "Restore the base weights file from the repository (git checkout) or train it with `voicelane base train`.",
     "bundle_invalid": "Re-export the bundle; see the validator code in details.",
+    # operations (verify / readiness / managed jobs)
+    "managed_job_failed": "Read the Ray job log named in the error (`ray job logs <id>`): the job failed before the lane wrote its status; fix the cluster's Python environment and rerun.",
+    "status_not_found": "Run the production lane first (scripts/voice/train_production_voice.sh), or pass --status with the run's train_status JSON.",
+    "status_not_completed": "The run has not completed: wait for it, or rerun the lane and read its status' error.",
+    "verify_missing": "Run `voicelane verify --bundle DIR --status FILE --tests-cmd ...` to record a verdict.",
+    "verify_failed": "Fix the constraint named by firstFail in the latest verify record, then rerun `voicelane verify`.",
+    "certificate_stale": "A bound artifact changed after the last verify; rerun `voicelane verify` on the current bundle.",
+    "ops_artifact_missing": "Restore the named file from the repository (git checkout -- PATH).",
     "internal_error": "Rerun with the log attached to a bug report.",
     "orphaned": "The service stopped while this job ran; start the job again (training resumes from its last checkpoint).",
 }

@@ -80,12 +80,14 @@ class Reporter:
 
 
 def git_commit() -> str:
+    """The code's commit: git, else VOICELANE_BUILD_COMMIT (set in the Docker image), else unknown."""
+    env = os.environ.get("VOICELANE_BUILD_COMMIT")
     try:
         out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10, check=False)
-        return out.stdout.strip() or "unknown"
+        return out.stdout.strip() or env or "unknown"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return env or "unknown"
 
 
 def fixed_created_at(dataset_manifest: dict[str, Any]) -> str:
@@ -258,6 +260,12 @@ class Lane:
             init_state = load_file(str(base_dir / WEIGHTS_FILE))
             mean = np.asarray(base_cfg["feat_mean"], dtype=np.float32)
             std = np.asarray(base_cfg["feat_std"], dtype=np.float32)
+            # Pitch is normalised per speaker: the base's F0 contours land in the new speaker's
+            # range from step 0 (measured: docs/model-choice.md); spectra keep the base's statistics.
+            spk_mean, spk_std = data_mod.feature_stats(train_items)
+            from voicelane.engine.features import LF0_IDX
+
+            mean[LF0_IDX], std[LF0_IDX] = spk_mean[LF0_IDX], spk_std[LF0_IDX]
         else:
             mean, std = data_mod.feature_stats(train_items)
         ft = "finetune_" if base_dir is not None else ""
@@ -343,6 +351,7 @@ class Lane:
         if not result.ok:
             raise VoicelaneError("bundle_invalid", "the exported bundle failed validation", result.error or {})
         self.status.doc["bundle"] = str(bdir)
+        self.status.doc["bundle_manifest_sha256"] = sha256_file(bdir / "manifest.json")[0]
         if failed:
             self.tick(steps + 4, {"phase": "bundle", "bundle_valid": True, "promotable": False},
                       (self.rel(bdir / "manifest.json"),))

@@ -20,6 +20,9 @@ def load_bundle_voice(bundle_dir: str | Path, engine: str = "auto", threads: int
 
     bundle_dir = Path(bundle_dir)
     result = require_valid(bundle_dir)
+    import torch
+
+    torch.set_num_threads(max(1, threads))
     listed = {f["path"] for f in (result.manifest or {}).get("files", [])}
     if engine == "onnx" or (engine == "auto" and "model.onnx" in listed):
         if "model.onnx" not in listed:

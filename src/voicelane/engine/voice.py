@@ -108,13 +108,10 @@ class Voice:
         def decode(e, m):
             return dec(torch.from_numpy(e), torch.from_numpy(m)).numpy()
 
-        prev = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                out = infer.frames(utt.ids, encode, decode, length_scale)
-        finally:
-            torch.set_num_threads(prev)
+        # torch's thread count is process-global: it is set once by the caller (CLI, service,
+        # lane), never per call, so concurrent synthesis workers do not fight over it.
+        with torch.inference_mode():
+            out = infer.frames(utt.ids, encode, decode, length_scale)
         return out * self.std + self.mean
 
     def synthesize(self, text: str, length_scale: float = 1.0) -> Synthesis:

@@ -117,7 +117,9 @@ class Orchestrator:
         except VoicelaneError as err:
             return self.fail(err, exit_code_for(err.code), write_status=True)
         except KeyboardInterrupt:
-            return self.fail(VoicelaneError("cancelled", "interrupted"), 130, write_status=True)
+            lane_doc = read_json(self.status_path)  # the lane records `cancelled` itself when it ran
+            return self.fail(VoicelaneError("cancelled", "interrupted", {"exit_code": 130}), 130,
+                             write_status=not (lane_doc and lane_doc.get("state") == "cancelled"))
         except Exception as exc:  # noqa: BLE001 - an operator gets a code, never a bare traceback
             import traceback
 
@@ -294,6 +296,12 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None, ou
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
+    import signal
+
+    def on_term(signum, frame):  # SIGTERM like Ctrl-C: stop the run (lane, container or Ray job) cleanly
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     return Orchestrator(os.environ if env is None else env, out or sys.stdout).run()
 
 

@@ -367,9 +367,15 @@ class JobManager:
         try:
             handle = self.runner.start(list(job["argv"]), self._child_env(status_path), job_dir)
         except Exception as exc:  # noqa: BLE001 - recorded on the job
-            code = "runtime_dependency_missing" if isinstance(exc, (OSError, RuntimeError)) else "internal_error"
+            from voicelane.errors import VoicelaneError
+
+            if isinstance(exc, VoicelaneError):  # e.g. managed_job_unavailable from the Ray runner
+                code, details = exc.code, exc.details
+            else:
+                code = "runtime_dependency_missing" if isinstance(exc, (OSError, RuntimeError)) else "internal_error"
+                details = {}
             err = {"code": code,
-                   "message": f"the job process could not start: {exc}", "details": {}}
+                   "message": f"the job process could not start: {exc}", "details": details}
             self.store.update(job_id, state="error", error=err, started_at=now_iso(), ended_at=now_iso(),
                               message=f"{err['code']}: {err['message']}")
             finalize_status(status_path, job["type"], job["lane"], "error", err)
