@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from voicelane.errors import VoicelaneError
 from voicelane.protocol import Emitter

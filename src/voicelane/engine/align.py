@@ -15,7 +15,7 @@ import logging
 import numpy as np
 
 from voicelane.engine import frontend
-from voicelane.engine.features import HOP, SAMPLE_RATE
+from voicelane.engine.features import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 ASR_RATE = 16000

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 import uuid
 from collections import deque
@@ -98,7 +97,7 @@ def parse_report(lines: Iterable[str]) -> dict[str, str] | None:
 
 
 def entrypoint_main(args: list[str], env: Mapping[str, str] | None = None) -> int:
-    from voicelane.ops.runners import LocalRunner
+    from voicelane.ops.runners import LocalRunner, forward_signals
 
     env = dict(os.environ if env is None else env)
     env.setdefault("AUDIO_PATH", CONTAINER_DATA)
@@ -125,14 +124,7 @@ def entrypoint_main(args: list[str], env: Mapping[str, str] | None = None) -> in
             log.write("[voicelane-docker] run: " + " ".join(argv[1:]))
         handle = LocalRunner().start(argv, child_env, None)
 
-        def forward(signum, frame):  # docker stop -> the lane records `cancelled`
-            try:
-                os.killpg(handle.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError, TypeError):
-                pass
-
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
+        forward_signals(handle)
         for stream, line in handle.lines():
             if log:
                 log.write(line)

@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import os
-import signal
 import socket
 import sys
 import tarfile
@@ -73,7 +72,7 @@ def pack_outputs(out: Path, status_path: Path) -> bytes:
 
 def run(spec: dict) -> int:
     from voicelane.lane import git_commit
-    from voicelane.ops.runners import LocalRunner
+    from voicelane.ops.runners import LocalRunner, forward_signals
 
     status_path = Path(spec["status_path"]).resolve()
     out = Path(spec["out"]).resolve()
@@ -84,14 +83,7 @@ def run(spec: dict) -> int:
                                          "commit": git_commit(), "cwd": os.getcwd()}))
     handle = LocalRunner().start([sys.executable, "-m", "voicelane", *spec["args"]], env, None)
 
-    def forward(signum, frame):
-        try:
-            os.killpg(handle.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError, TypeError):
-            pass
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    forward_signals(handle)
     for stream, line in handle.lines():
         _emit("VLRAY_OUT" if stream == "stdout" else "VLRAY_ERR", line)
     rc = handle.wait()
