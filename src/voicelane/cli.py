@@ -60,6 +60,8 @@ def _lane_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=int(os.environ.get("VOICELANE_THREADS", "2")))
     p.add_argument("--finetune-scope", choices=["all", "decoder"], default=None,
                    help="layers adapted when fine-tuning from --base (default: the preset's)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="training device (auto: cuda when available)")
     p.add_argument("--no-onnx", action="store_true")
     p.add_argument("--protocol", action="store_true", help="stdout carries only the line protocol")
 
@@ -77,7 +79,7 @@ def _lane_options(a: argparse.Namespace):
         consent_statement=a.consent_statement, speaker_name=a.speaker_name, heldout=a.heldout,
         language=a.language, seed=a.seed, steps=a.steps, display_name=a.display_name,
         min_minutes=a.min_minutes, gates=gates, eval_max=a.eval_max, threads=a.threads,
-        onnx=not a.no_onnx, finetune_scope=a.finetune_scope,
+        onnx=not a.no_onnx, finetune_scope=a.finetune_scope, device=a.device,
     )
 
 

@@ -58,6 +58,7 @@ class LaneOptions:
     onnx: bool = True
     snapshot_every: int = 0
     finetune_scope: str | None = None
+    device: str = "auto"
     extra_stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -272,7 +273,8 @@ class Lane:
         tcfg = train_mod.TrainConfig(steps=steps, batch_size=p["batch_size"], lr=p[f"{ft}lr"],
                                      warmup=p[f"{ft}warmup"], checkpoint_every=p["checkpoint_every"],
                                      seed=o.seed, threads=o.threads, snapshot_every=o.snapshot_every,
-                                     finetune_scope=(o.finetune_scope or p["finetune_scope"]) if ft else "all")
+                                     finetune_scope=(o.finetune_scope or p["finetune_scope"]) if ft else "all",
+                                     device=o.device)
         t0 = time.perf_counter()
         self.rep.phase("train", steps)
         run_dir = o.out / "work" / "train"

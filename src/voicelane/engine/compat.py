@@ -11,6 +11,13 @@ Why this module exists (measured on the target machine, see shared/MEASUREMENTS.
   A real, loadable torchaudio always wins: the stand-in is only installed when the real
   package cannot be imported.
 * coqui imports ``six`` without declaring it; pyproject.toml declares it for us.
+* ``BaseTTS._set_model_args`` overwrites ``num_chars`` with the size of coqui's own default
+  tokenizer; voicelane feeds its own fixed phoneme inventory, so ``forward_tts_class`` returns a
+  ForwardTTS that keeps the configured vocabulary size.
+* pyworld 0.3.5 imports ``pkg_resources`` (removed in setuptools 81): pyproject pins
+  ``setuptools<81``.
+* coqui's SpeedySpeech convolutions pad *after* an unpadded convolution, so inputs shorter than
+  the widest dilated kernel fail; ``engine/infer.py`` pads (masked) at inference time.
 
 Everything is isolated here; ``tests/test_compat.py`` fails if any of it stops working.
 """
@@ -105,3 +112,21 @@ def import_tts():
     import TTS as tts_pkg
 
     return tts_pkg
+
+
+_FORWARD_TTS = None
+
+
+def forward_tts_class():
+    """coqui's ForwardTTS, keeping voicelane's vocabulary size (see the module docstring)."""
+    global _FORWARD_TTS
+    if _FORWARD_TTS is None:
+        install()
+        from TTS.tts.models.forward_tts import ForwardTTS
+
+        class VoicelaneForwardTTS(ForwardTTS):
+            def _set_model_args(self) -> None:
+                self.args = self.config.model_args
+
+        _FORWARD_TTS = VoicelaneForwardTTS
+    return _FORWARD_TTS

@@ -1,9 +1,8 @@
 """The acoustic model: coqui-tts ``ForwardTTS`` configured as SpeedySpeech, fed external durations.
 
 coqui's ForwardTTS supports pre-computed durations (``use_aligner=False``) and any number of
-output channels; we feed it our phoneme ids and WORLD parameter frames. The only override is
-``_set_model_args``: coqui's base class replaces ``num_chars`` with the size of its own
-tokenizer, while voicelane brings its own fixed token inventory (``frontend.SYMBOLS``).
+output channels; we feed it our phoneme ids and WORLD parameter frames. The one override it
+needs (keep our vocabulary size) lives with the other workarounds in ``compat.py``.
 """
 
 from __future__ import annotations
@@ -82,14 +81,8 @@ def build_config(arch: dict[str, Any]):
 def build_model(arch: dict[str, Any]):
     """Build the coqui ForwardTTS model for an architecture dict. Seed torch before calling."""
     cfg = build_config(arch)
-    from TTS.tts.models.forward_tts import ForwardTTS
-
-    class VoicelaneForwardTTS(ForwardTTS):
-        def _set_model_args(self) -> None:  # keep our own num_chars (see module docstring)
-            self.args = self.config.model_args
-
     import logging
 
     logging.getLogger("TTS").setLevel(logging.ERROR)
-    model = VoicelaneForwardTTS(cfg)
+    model = compat.forward_tts_class()(cfg)
     return model, model.get_criterion()

@@ -37,6 +37,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     snapshot_every: int = 0  # >0: also keep weights-only snapshots (learning curves)
     finetune_scope: str = "all"  # all | decoder (freeze phoneme embeddings and encoder)
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda
 
 
 def seed_everything(seed: int) -> None:
@@ -54,6 +55,30 @@ def lr_lambda_factory(warmup: int, total: int) -> Callable[[int], float]:
         progress = (step - warmup) / max(1, total - warmup)
         return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return f
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VoicelaneError("runtime_dependency_missing", "--device cuda requested but no CUDA device is visible",
+                             {"device": name})
+    if name not in ("cpu", "cuda"):
+        raise VoicelaneError("invalid_argument", f"unknown device {name!r}", {"choices": ["auto", "cpu", "cuda"]})
+    return torch.device(name)
+
+
+def to_device(batch: dict[str, Any], device) -> dict[str, Any]:
+    if device.type == "cpu":
+        return batch
+    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
+def cpu_state(net) -> dict[str, Any]:
+    """State dict on the CPU: checkpoints and bundles load anywhere."""
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
 
 
 FROZEN_PREFIXES = {"all": (), "decoder": ("emb.", "encoder.")}
@@ -111,6 +136,8 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
     net, criterion = model_mod.build_model(arch)
     if init_state is not None:
         net.load_state_dict(init_state)
+    device = resolve_device(cfg.device)
+    net.to(device)
     params = trainable_parameters(net, cfg.finetune_scope)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=1e-6)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda_factory(cfg.warmup, cfg.steps))
@@ -122,7 +149,7 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
                                  "the run folder holds a checkpoint of a different configuration",
                                  {"path": str(ckpt_path)})
         net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        opt.load_state_dict(ck["optimizer"])  # moves optimiser state onto the parameters' device
         sched.load_state_dict(ck["scheduler"])
         step = int(ck["step"])
         torch.set_rng_state(ck["torch_rng"])
@@ -134,7 +161,7 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
 
     def payload() -> dict[str, Any]:
         return {
-            "format": "voicelane-ckpt/1", "arch": arch, "model": net.state_dict(),
+            "format": "voicelane-ckpt/1", "arch": arch, "model": cpu_state(net),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
             "torch_rng": torch.get_rng_state(), "feat_mean": mean, "feat_std": std,
             "train_config": cfg.__dict__, **(extra or {}),
@@ -148,7 +175,7 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
     while step < cfg.steps:
         epoch, pos = divmod(step, per_epoch)
         batch_idx = data.batches_for_epoch(lengths, batch_size, cfg.seed, epoch)[pos]
-        batch = data.collate([items[i] for i in batch_idx], mean, std)
+        batch = to_device(data.collate([items[i] for i in batch_idx], mean, std), device)
         _, losses = net.train_step(batch, criterion)
         loss = losses["loss"]
         if not torch.isfinite(loss):
@@ -187,7 +214,7 @@ def save_snapshot(run_dir: Path, step: int, net, seconds: float) -> None:
     import torch
 
     buf = io.BytesIO()
-    torch.save({"step": step, "train_seconds": round(seconds, 3), "model": net.state_dict()}, buf)
+    torch.save({"step": step, "train_seconds": round(seconds, 3), "model": cpu_state(net)}, buf)
     atomic_write_bytes(run_dir / "snapshots" / f"step_{step:06d}.pt", buf.getvalue())
 
 
