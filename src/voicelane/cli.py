@@ -62,6 +62,8 @@ def _lane_args(p: argparse.ArgumentParser) -> None:
                    help="layers adapted when fine-tuning from --base (default: the preset's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="training device (auto: cuda when available)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel training processes under torchrun (one per GPU)")
     p.add_argument("--no-onnx", action="store_true")
     p.add_argument("--protocol", action="store_true", help="stdout carries only the line protocol")
 
@@ -80,6 +82,7 @@ def _lane_options(a: argparse.Namespace):
         language=a.language, seed=a.seed, steps=a.steps, display_name=a.display_name,
         min_minutes=a.min_minutes, gates=gates, eval_max=a.eval_max, threads=a.threads,
         onnx=not a.no_onnx, finetune_scope=a.finetune_scope, device=a.device,
+        nproc=a.nproc,
     )
 
 

@@ -59,6 +59,7 @@ class LaneOptions:
     snapshot_every: int = 0
     finetune_scope: str | None = None
     device: str = "auto"
+    nproc: int = 1
     extra_stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -286,7 +287,18 @@ class Lane:
                                      **{k: round(v, 4) for k, v in sorted(losses.items())
                                         if k in ("loss", "loss_spec", "loss_dur")}})
 
-        ck = train_mod.train(train_items, arch, tcfg, run_dir, mean, std, init_state, on_step)
+        if o.nproc > 1:
+            from voicelane.engine import ddp
+            from voicelane.engine.voice import WEIGHTS_FILE
+
+            train_ids = {it.id for it in train_items}
+            spec = ddp.write_spec(o.out / "work" / "ddp_spec.json", [e for e in aligned if e["id"] in train_ids],
+                                  o.out / "work" / "cache", language, arch, tcfg, run_dir, mean, std,
+                                  (base_dir / WEIGHTS_FILE) if base_dir is not None else None)
+            ddp.launch(spec, o.nproc, on_step)
+            ck = train_mod.load_checkpoint(run_dir / train_mod.CKPT_NAME)
+        else:
+            ck = train_mod.train(train_items, arch, tcfg, run_dir, mean, std, init_state, on_step)
         self.timed("train", t0)
         self.status.doc["train_s_per_step"] = round(self.timings["train"] / max(1, steps), 4)
 

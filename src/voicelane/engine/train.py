@@ -57,6 +57,68 @@ def lr_lambda_factory(warmup: int, total: int) -> Callable[[int], float]:
     return f
 
 
+class Distributed:
+    """Data parallelism under PyTorch's launcher (torchrun sets WORLD_SIZE/RANK/LOCAL_RANK).
+
+    Every rank takes its share of each deterministic global batch; gradients are averaged with
+    all_reduce (coqui's ``train_step`` calls ``forward`` itself, so the DDP wrapper's hooks
+    would never run). NCCL on GPUs, gloo on CPUs (which is how the tests exercise it). Only
+    rank 0 reports steps and writes checkpoints.
+    """
+
+    def __init__(self, world_size: int = 1, rank: int = 0, device=None):
+        self.world_size, self.rank, self.device = world_size, rank, device
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device_name: str) -> "Distributed":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch
+        import torch.distributed as tdist
+
+        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        device = resolve_device(device_name)
+        if device.type == "cuda":
+            torch.cuda.set_device(local)
+            device = torch.device("cuda", local)
+        if not tdist.is_initialized():
+            tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(world, rank, device)
+
+    def shard(self, batch_idx: list[int]) -> list[int]:
+        if not self.active:
+            return batch_idx
+        if len(batch_idx) < self.world_size:  # a short tail batch: every rank still needs an item
+            batch_idx = (batch_idx * self.world_size)[: self.world_size]
+        return batch_idx[self.rank::self.world_size]
+
+    def average_gradients(self, params) -> None:
+        if not self.active:
+            return
+        import torch.distributed as tdist
+
+        for p in params:
+            if p.grad is not None:
+                tdist.all_reduce(p.grad, op=tdist.ReduceOp.SUM)
+                p.grad /= self.world_size
+
+    def close(self) -> None:
+        if self.active:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+            tdist.destroy_process_group()
+
+
 def resolve_device(name: str):
     import torch
 
@@ -132,11 +194,12 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CKPT_NAME
 
+    dist = Distributed.from_env(cfg.device)
     seed_everything(cfg.seed)
     net, criterion = model_mod.build_model(arch)
     if init_state is not None:
         net.load_state_dict(init_state)
-    device = resolve_device(cfg.device)
+    device = dist.device if dist.active else resolve_device(cfg.device)
     net.to(device)
     params = trainable_parameters(net, cfg.finetune_scope)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=1e-6)
@@ -155,7 +218,7 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
         torch.set_rng_state(ck["torch_rng"])
 
     lengths = [len(it.feats) for it in items]
-    batch_size = min(cfg.batch_size, len(items))
+    batch_size = max(min(cfg.batch_size, len(items)), dist.world_size)
     epoch_batches = data.batches_for_epoch(lengths, batch_size, cfg.seed, 0)
     per_epoch = len(epoch_batches)
 
@@ -175,6 +238,7 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
     while step < cfg.steps:
         epoch, pos = divmod(step, per_epoch)
         batch_idx = data.batches_for_epoch(lengths, batch_size, cfg.seed, epoch)[pos]
+        batch_idx = dist.shard(batch_idx)
         batch = to_device(data.collate([items[i] for i in batch_idx], mean, std), device)
         _, losses = net.train_step(batch, criterion)
         loss = losses["loss"]
@@ -183,10 +247,13 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
                                  {"step": step + 1})
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        dist.average_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
         step += 1
+        if not dist.is_main:
+            continue
         if on_step:
             on_step(step, {k: float(v) for k, v in losses.items()})
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -195,8 +262,9 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
                 time.perf_counter() - t_start + elapsed0, 3)})
         if cfg.snapshot_every and step % cfg.snapshot_every == 0:
             save_snapshot(run_dir, step, net, time.perf_counter() - t_start + elapsed0)
-    if not ckpt_path.exists():
+    if dist.is_main and not ckpt_path.exists():
         save_checkpoint(ckpt_path, payload())
+    dist.close()
     return payload()
 
 
