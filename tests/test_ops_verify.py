@@ -104,9 +104,18 @@ def test_tampering_fails_with_the_tampered_constraint(tmp_path):
     m["eval"]["wer"] = 0.01
     (bundle / "manifest.json").write_text(json.dumps(m, indent=2))
     rc, doc = _verify(["--bundle", str(bundle), "--status", str(status), *common], tmp_path)
+    # the status binds the manifest's sha256, so the edit alone is caught as a bundle change
+    assert rc == 2 and doc["firstFail"] == "bundle_valid"
+    # a forger who also rewrites the status' manifest hash is caught by eval.json disagreeing
+    import hashlib
+
+    s = json.loads(status.read_text())
+    s["bundle_manifest_sha256"] = hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
+    status.write_text(json.dumps(s))
+    rc, doc = _verify(["--bundle", str(bundle), "--status", str(status), *common], tmp_path)
     assert rc == 2 and doc["firstFail"] == "eval_gates_passed"
     assert doc["certificate"]["certificateHash"] != pass_hash
-    assert len(V.read_trace(trace)) == 3 and [r["seq"] for r in V.read_trace(trace)] == [1, 2, 3]
+    assert len(V.read_trace(trace)) == 4 and [r["seq"] for r in V.read_trace(trace)] == [1, 2, 3, 4]
 
 
 def test_missing_evidence_is_a_failure(tmp_path):

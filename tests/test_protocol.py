@@ -72,3 +72,20 @@ def test_iter_lines_splits_real_lines_across_chunks():
 def test_metadata_merges_in_order():
     view = fold(["STATS " + json.dumps({"a": 1, "b": 1}), "STATS " + json.dumps({"b": 2})])
     assert view.metadata == {"a": 1, "b": 2}
+
+
+def test_emitter_survives_a_reader_that_went_away():
+    """A killed service closes the job's stdout pipe; the run must go on (status JSON is the record)."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)
+    stream = os.fdopen(w, "w")
+    em = Emitter(stream, total=2)
+    em.progress(1)  # EPIPE (Python ignores SIGPIPE) -> swallowed
+    em.stats({"a": 1})
+    assert em.reader_gone
+    try:
+        stream.close()
+    except OSError:
+        pass

@@ -38,11 +38,30 @@ def base_options(out: Path, steps: int | None, threads: int) -> LaneOptions:
     )
 
 
+def base_on_demo_speaker(voice_dir: Path) -> dict:
+    """The base voice, not fine-tuned, measured against the kal held-out recordings: the
+    reference point that shows a fine-tuned demo voice moved to the new speaker."""
+    import soundfile as sf
+
+    from voicelane.engine.voice import Voice
+    from voicelane.evaluate import Clip, evaluate
+
+    folder = corpus("kal_heldout")
+    clips = []
+    for row in (folder / "metadata.csv").read_text("utf-8").splitlines():
+        cid, text = row.split("|")[:2]
+        clips.append(Clip(cid, text, sf.read(folder / "wavs" / f"{cid}.flac", dtype="float32")[0]))
+    res = evaluate(Voice.load(voice_dir).synthesize, clips, prompts=[])
+    return {k: res[k] for k in ("wer", "wer_floor_real_audio", "content_word_recall", "mcd_db",
+                                "f0_median_hz", "f0_median_real_hz", "n_heldout")}
+
+
 def install_base(bundle_dir: Path, eval_summary: dict, steps: int, minutes: float) -> Path:
     dest = REPO_ROOT / "weights" / BASE_ID
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("model.safetensors", "voice_config.json"):
         shutil.copyfile(bundle_dir / name, dest / name)
+    eval_on_kal = base_on_demo_speaker(dest)
     digest, size = sha256_file(dest / "model.safetensors")
     cfg_digest, _ = sha256_file(dest / "voice_config.json")
     manifest = json.loads((bundle_dir / "manifest.json").read_text("utf-8"))
@@ -66,7 +85,8 @@ def install_base(bundle_dir: Path, eval_summary: dict, steps: int, minutes: floa
                        "https://github.com/idiap/coqui-ai-TTS/blob/main/LICENSE.txt",
         "notes": "Trained by voicelane on corpora/slt (sentences written for voicelane, rendered with "
                  "Festival's cmu_us_slt_arctic_hts voice). Code: coqui-tts (MPL-2.0); weights: MIT.",
-        "training": {"hardware": "2-core CPU (no GPU)", "minutes": round(minutes, 1), "eval": eval_summary},
+        "training": {"hardware": "2-core CPU (no GPU)", "minutes": round(minutes, 1), "eval": eval_summary,
+                     "eval_on_kal": eval_on_kal},
     }
     atomic_write_json(dest / "weights_manifest.json", entry)
     allow_path = weights.PACKAGE_DATA / "weights_allowlist.json"

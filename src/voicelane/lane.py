@@ -75,7 +75,10 @@ class Reporter:
     def log(self, msg: str) -> None:
         import sys
 
-        print(msg, file=sys.stderr, flush=True)
+        try:
+            print(msg, file=sys.stderr, flush=True)
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # the reader is gone; the status JSON remains the record
 
     def close(self) -> None:
         pass

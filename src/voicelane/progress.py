@@ -8,6 +8,13 @@ from typing import Any, TextIO
 from voicelane.lane import Reporter
 
 
+def _safe_print(msg: str, stream) -> None:
+    try:
+        print(msg, file=stream, flush=True)
+    except (BrokenPipeError, ValueError, OSError):
+        pass  # nobody is reading our logs any more; the run itself goes on
+
+
 class PlainReporter(Reporter):
     def __init__(self, stream: TextIO | None = None, quiet: bool = False):
         self.stream = stream or sys.stderr
@@ -17,16 +24,16 @@ class PlainReporter(Reporter):
     def phase(self, name: str, total: int | None = None) -> None:
         self.name = name
         if not self.quiet:
-            print(f"[voicelane] {name} ...", file=self.stream, flush=True)
+            _safe_print(f"[voicelane] {name} ...", self.stream)
 
     def log(self, msg: str) -> None:
         if not self.quiet:
-            print(f"[voicelane] {msg}", file=self.stream, flush=True)
+            _safe_print(f"[voicelane] {msg}", self.stream)
 
     def summary(self, result: dict[str, Any]) -> None:
         if not self.quiet and result:
-            print("[voicelane] result " + " ".join(f"{k}={v}" for k, v in sorted(result.items())
-                                                  if not isinstance(v, dict)), file=self.stream, flush=True)
+            _safe_print("[voicelane] result " + " ".join(f"{k}={v}" for k, v in sorted(result.items())
+                                                         if not isinstance(v, dict)), self.stream)
 
 
 class RichReporter(PlainReporter):

@@ -25,6 +25,7 @@ class Emitter:
         self.stream = stream if stream is not None else sys.stdout
         self.total = total
         self.current = 0
+        self.reader_gone = False
 
     def set_total(self, total: int) -> None:
         if self.total is not None and self.total != total:
@@ -36,8 +37,15 @@ class Emitter:
     def _write(self, line: str) -> None:
         if "\n" in line or "\r" in line:
             raise ValueError("protocol lines are single lines")
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        if self.reader_gone:
+            return
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            # The reader went away (e.g. the service was killed). The run goes on: its status
+            # JSON and artifacts are the record; whoever restarts the service decides its fate.
+            self.reader_gone = True
 
     def progress(self, current: int) -> None:
         if self.total is None:
