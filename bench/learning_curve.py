@@ -37,21 +37,26 @@ def heldout_clips(folder: Path, n: int):
     return clips
 
 
-def evaluate_snapshot(snap: Path, ck_meta: dict, clips) -> dict:
+def evaluate_snapshot(snap: Path, ck_meta: dict, clips, with_prompts: bool) -> dict:
     import torch
 
     from voicelane.engine.voice import Voice
     from voicelane.evaluate import evaluate
 
-    cache = snap.with_suffix(f".eval{len(clips)}.json")
+    s = torch.load(snap, map_location="cpu", weights_only=False)
+    tag = "p" if with_prompts else ""
+    cache = snap.parent / "snapshots" / f"step_{s['step']:06d}.eval{len(clips)}{tag}.json" \
+        if snap.name == "checkpoint.pt" else snap.with_suffix(f".eval{len(clips)}{tag}.json")
     if cache.exists():
         return json.loads(cache.read_text())
-    s = torch.load(snap, map_location="cpu", weights_only=False)
     v = Voice.from_state(s["model"], ck_meta["arch"], ck_meta["feat_mean"], ck_meta["feat_std"])
-    res = evaluate(v.synthesize, clips, prompts=[], with_floor=False)
-    row = {"step": s["step"], "train_minutes": round(s["train_seconds"] / 60, 2), "wer": res["wer"],
+    res = evaluate(v.synthesize, clips, prompts=None if with_prompts else [], with_floor=False)
+    seconds = s.get("train_seconds") or json.loads((snap.parent / "train_time.json").read_text())["train_seconds"]
+    row = {"step": s["step"], "train_minutes": round(seconds / 60, 2), "wer": res["wer"],
            "content_word_recall": res["content_word_recall"], "mcd_db": res["mcd_db"],
            "f0_median_hz": res["f0_median_hz"], "f0_median_real_hz": res["f0_median_real_hz"]}
+    if with_prompts:
+        row["prompts_wer"] = res["prompts_wer"]
     cache.write_text(json.dumps(row, sort_keys=True))
     return row
 
@@ -65,17 +70,23 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--png", type=Path, default=None)
     ap.add_argument("--label", default="run")
+    ap.add_argument("--prompts", action="store_true",
+                    help="also score the regression prompts (text-only; a selection signal that is not the held-out set)")
     a = ap.parse_args()
     ck = torch.load(a.run / "checkpoint.pt", map_location="cpu", weights_only=False)
     meta = {"arch": ck["arch"], "feat_mean": np.asarray(ck["feat_mean"]), "feat_std": np.asarray(ck["feat_std"])}
     clips = heldout_clips(a.heldout, a.n)
-    rows = [evaluate_snapshot(p, meta, clips) for p in sorted((a.run / "snapshots").glob("step_*.pt"))]
+    snaps = sorted((a.run / "snapshots").glob("step_*.pt"))
+    if f"step_{ck['step']:06d}.pt" not in {p.name for p in snaps}:
+        snaps.append(a.run / "checkpoint.pt")  # the final state, when no snapshot holds it
+    del ck
+    rows = [evaluate_snapshot(p, meta, clips, a.prompts) for p in snaps]
     print(json.dumps(rows, indent=1))
-    print("| step | train min | WER | content recall | MCD dB | median F0 (real) |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| step | train min | WER | content recall | MCD dB | median F0 (real) | prompts WER |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['step']} | {r['train_minutes']} | {r['wer']:.3f} | {r['content_word_recall']:.3f} | "
-              f"{r['mcd_db']:.2f} | {r['f0_median_hz']} ({r['f0_median_real_hz']}) |")
+              f"{r['mcd_db']:.2f} | {r['f0_median_hz']} ({r['f0_median_real_hz']}) | {r.get('prompts_wer', '')} |")
     if a.png and rows:
         import matplotlib
 

@@ -236,3 +236,32 @@ def test_data_parallel_training_under_torchrun(corpus, tmp_path):
     assert "torch.distributed" in r.stderr or "OMP_NUM_THREADS" in r.stderr  # the launcher really ran
     assert (out / "work" / "train" / "checkpoint.pt").exists()
     assert validate_voice_bundle(out / "bundles" / "t1" / "voice_bundle").ok
+
+
+def test_snapshot_selection_bundles_the_best_prompt_snapshot(corpus, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    consent = consent_file(tmp_path / "consent.txt")
+    out = tmp_path / "out"
+    r = run(lane_cmd(corpus, out, "--gates", RELAXED, "--snapshot-every", "2", "--select-snapshot",
+                     consent=consent), tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    status = json.loads((tmp_path / "status.json").read_text())
+    table = status["snapshot_selection"]
+    assert [row["step"] for row in table] == [2, 4]
+    best = min(row["prompts_wer"] for row in table)
+    chosen = max(row["step"] for row in table if row["prompts_wer"] == best)
+    select = [json.loads(line[6:]) for line in r.stdout.splitlines() if '"phase":"select"' in line]
+    assert select and select[0]["selected_step"] == chosen
+    bundle = out / "bundles" / "t1" / "voice_bundle"
+    assert validate_voice_bundle(bundle).ok
+    assert json.loads((bundle / "voice_config.json").read_text())["selected_step"] == chosen
+    shipped = load_file(str(bundle / "model.safetensors"))
+    snap = torch.load(out / "work" / "train" / "snapshots" / f"step_{chosen:06d}.pt", weights_only=False)["model"]
+    assert all(torch.equal(shipped[k], snap[k]) for k in snap)
+
+
+def test_select_snapshot_needs_snapshots(corpus, tmp_path):
+    r = run(lane_cmd(corpus, tmp_path / "out", "--select-snapshot", consent=consent_file(tmp_path / "c.txt")), tmp_path)
+    assert r.returncode != 0 and "invalid_argument" in r.stderr

@@ -34,7 +34,7 @@ def base_options(out: Path, steps: int | None, threads: int) -> LaneOptions:
         job_type="tts_prod_train", data=corpus("slt"), profile_id="slt_base", out=out, preset="cpu",
         consent_statement=corpus("slt") / "CONSENT.txt", heldout=corpus("slt_heldout"),
         display_name="voicelane base voice (slt)", steps=steps or BASE_STEPS, threads=threads,
-        gates={"wer_max": 0.15}, snapshot_every=500,
+        gates={"wer_max": 0.15}, snapshot_every=500, select_snapshot=True,
     )
 
 
@@ -75,6 +75,7 @@ def install_base(bundle_dir: Path, eval_summary: dict, steps: int, minutes: floa
         "config_sha256": cfg_digest,
         "dataset_sha256": manifest["provenance"]["dataset_sha256"],
         "steps": steps,
+        "selected_step": json.loads((dest / "voice_config.json").read_text("utf-8")).get("selected_step"),
         "sha256": digest,
         "bytes": size,
         "code_license": "MPL-2.0",
@@ -85,7 +86,8 @@ def install_base(bundle_dir: Path, eval_summary: dict, steps: int, minutes: floa
                        "https://github.com/idiap/coqui-ai-TTS/blob/main/LICENSE.txt",
         "notes": "Trained by voicelane on corpora/slt (sentences written for voicelane, rendered with "
                  "Festival's cmu_us_slt_arctic_hts voice). Code: coqui-tts (MPL-2.0); weights: MIT.",
-        "training": {"hardware": "2-core CPU (no GPU)", "minutes": round(minutes, 1), "eval": eval_summary,
+        "training": {"hardware": "2-core CPU (no GPU)", "train_minutes": round(minutes, 1),
+                     "selection": "snapshot every 500 steps; the one with the lowest regression-prompt WER", "eval": eval_summary,
                      "eval_on_kal": eval_on_kal},
     }
     atomic_write_json(dest / "weights_manifest.json", entry)
@@ -108,6 +110,9 @@ def train_base(out: Path, steps: int | None, threads: int, protocol: bool, do_in
     finally:
         rep.close()
     minutes = (time.perf_counter() - t0) / 60
+    time_file = Path(out) / "work" / "train" / "train_time.json"
+    if time_file.exists():  # a resumed run: the training time of all its sessions, not this one
+        minutes = json.loads(time_file.read_text("utf-8"))["train_seconds"] / 60
     rep.summary(result)
     if do_install:
         dest = install_base(Path(result["bundle"]), result["eval"], opts.steps, minutes)

@@ -65,11 +65,18 @@ def _lane_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel training processes under torchrun (one per GPU)")
     p.add_argument("--no-onnx", action="store_true")
+    p.add_argument("--snapshot-every", type=int, default=0, help="keep a weights snapshot every N steps")
+    p.add_argument("--select-snapshot", action="store_true",
+                   help="bundle the snapshot with the lowest regression-prompt WER (needs --snapshot-every)")
     p.add_argument("--protocol", action="store_true", help="stdout carries only the line protocol")
 
 
 def _lane_options(a: argparse.Namespace):
     from voicelane.lane import LaneOptions
+
+    if a.select_snapshot and a.snapshot_every <= 0:
+        raise VoicelaneError("invalid_argument", "--select-snapshot needs --snapshot-every N",
+                             {"snapshot_every": a.snapshot_every})
 
     try:
         gates = json.loads(a.gates) if a.gates else None
@@ -82,7 +89,7 @@ def _lane_options(a: argparse.Namespace):
         language=a.language, seed=a.seed, steps=a.steps, display_name=a.display_name,
         min_minutes=a.min_minutes, gates=gates, eval_max=a.eval_max, threads=a.threads,
         onnx=not a.no_onnx, finetune_scope=a.finetune_scope, device=a.device,
-        nproc=a.nproc,
+        nproc=a.nproc, snapshot_every=a.snapshot_every, select_snapshot=a.select_snapshot,
     )
 
 

@@ -57,6 +57,7 @@ class LaneOptions:
     threads: int = 2
     onnx: bool = True
     snapshot_every: int = 0
+    select_snapshot: bool = False  # pick the snapshot with the lowest regression-prompt WER
     finetune_scope: str | None = None
     device: str = "auto"
     nproc: int = 1
@@ -312,7 +313,17 @@ class Lane:
         voice_dir.mkdir(parents=True, exist_ok=True)
         extra = {"engine": self.engine_info(), "preset": o.preset, "steps": steps,
                  "base_weights": o.base, "postfilter": 0.0}
-        save_voice(voice_dir, ck["model"], arch, mean, std, language, extra)
+        weights_state = ck["model"]
+        if o.select_snapshot and o.snapshot_every:
+            from voicelane.engine.select import select_snapshot
+
+            chosen = select_snapshot(run_dir, ck, arch, mean, std, language)
+            weights_state = chosen.state
+            extra["selected_step"] = chosen.step
+            self.status.doc["snapshot_selection"] = chosen.table
+            self.em.stats({"phase": "select", "selected_step": chosen.step,
+                           "selected_prompts_wer": chosen.prompts_wer})
+        save_voice(voice_dir, weights_state, arch, mean, std, language, extra)
         voice = Voice.load(voice_dir, threads=1)
         t0 = time.perf_counter()
         clips = self.heldout_clips(manifest, ds_dir, language)
