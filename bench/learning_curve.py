@@ -100,7 +100,7 @@ def main() -> None:
                  label="1 - content-word recall")
         ax1.set_xlabel("training minutes (2-core CPU)")
         ax1.set_ylabel("error rate")
-        ax1.set_ylim(0, 1.05)
+        ax1.set_ylim(0, max(0.5, 1.2 * max(max(r["wer"], 1 - r["content_word_recall"]) for r in rows)))
         ax2 = ax1.twinx()
         ax2.plot(mins, [r["mcd_db"] for r in rows], "^-", color="tab:red", label="MCD-DTW (dB)")
         ax2.set_ylabel("MCD (dB)")

@@ -23,7 +23,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "hidden": 128, "enc_blocks": 13, "dec_blocks": 9, "dur_hidden": 128,
         "batch_size": 16, "lr": 1e-3, "warmup": 300, "steps": 6000, "checkpoint_every": 100,
-        "finetune_steps": 800, "finetune_lr": 5e-4, "finetune_warmup": 50, "finetune_scope": "all",
+        "finetune_steps": 1000, "finetune_lr": 5e-4, "finetune_warmup": 50, "finetune_scope": "all",
     },
     "gpu": {
         "hidden": 256, "enc_blocks": 13, "dec_blocks": 17, "dur_hidden": 256,
