@@ -7,6 +7,7 @@ full demo (~15 minutes) is behind `-m slow`.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -23,8 +24,9 @@ pytestmark = pytest.mark.skipif(BASE_ID not in weights.load_allowlist(), reason=
 
 
 def _run_demo(out, *flags, timeout=1800):
+    env = dict(os.environ, TRAIN_STATUS_PATH=str(out.parent / "status.json"))  # never the repo's artifacts/
     return subprocess.run([sys.executable, "-m", "voicelane", "demo", "--out", str(out), "--protocol", *flags],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _check_bundle(out):
@@ -49,6 +51,7 @@ def test_demo_quick_runs_the_whole_path(tmp_path):
     assert view.current == view.total
     assert view.artifacts[-1] == f"bundles/{DEMO_PROFILE}/voice_bundle/manifest.json"
     _check_bundle(tmp_path / "demo")
+    assert json.loads((tmp_path / "status.json").read_text())["state"] == "completed"
 
 
 @pytest.mark.slow
