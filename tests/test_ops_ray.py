@@ -89,3 +89,43 @@ def test_managed_job_real_tiny_run_on_loopback(ray_head, tmp_path):
     assert doc["managed_job"]["backend"] == "ray" and doc["managed_job"]["ray_status"] == "SUCCEEDED"
     assert doc["managed_job"]["job_id"] in job_line
     assert (out / "dataset" / "dataset_manifest.json").is_file()
+
+
+def test_service_runs_jobs_on_ray_and_stops_them_when_orphaned(ray_head, tmp_path, svc_start_server, svc_kal_corpus):
+    """VOICELANE_RUNNER=ray: a job runs to done through Ray with progress and artifacts in its
+    record; after the service is killed, the restarted one marks the job orphaned and stops the
+    Ray job its predecessor left running."""
+    import time
+
+    from ray.job_submission import JobSubmissionClient
+
+    from test_service_jobs import start_job, wait_job
+
+    srv = svc_start_server(tmp_path / "svc", VOICELANE_RUNNER="ray", RAY_ADDRESS=ray_head.address,
+                           VOICELANE_RAY_TRANSFER="shared", VOICELANE_RAY_PYTHON=sys.executable,
+                           VOICELANE_DATA_ROOTS=str(svc_kal_corpus.parent),
+                           VOICELANE_BUNDLE_ROOTS=str(tmp_path / "no_bundles"))
+    tiny = {"preset": "tiny", "minMinutes": 0, "evalMax": 2, "onnx": False}
+    c = srv.client
+    done_id = start_job(c, jobType="tts_voice_train", dataPath=str(svc_kal_corpus), profile="ray_svc", **(tiny | {"steps": 4}))
+    job = wait_job(c, done_id, lambda j: j["state"] in ("done", "error", "cancelled"), timeout=900)
+    assert job["state"] == "done", job
+    assert job["progress"]["current"] == job["progress"]["total"] > 0
+    assert "bundles/ray_svc/voice_bundle/manifest.json" in job["artifactRefs"]
+
+    run_id = start_job(c, jobType="tts_voice_train", dataPath=str(svc_kal_corpus), profile="ray_orphan",
+                       **(tiny | {"steps": 5000}))
+    wait_job(c, run_id, lambda j: j["state"] == "running" and j["progress"]["current"] >= 3, timeout=600)
+    client = JobSubmissionClient(ray_head.address)
+    running = [j for j in client.list_jobs() if str(j.status).endswith("RUNNING")]
+    assert len(running) == 1
+    srv.restart(kill=True)
+    job = srv.client.get(f"/api/train/job/{run_id}").json()
+    assert job["state"] == "error" and job["error"]["code"] == "orphaned", job
+    details = job["error"]["details"]
+    assert details["ray_job_id"] == running[0].submission_id
+    deadline = time.monotonic() + 60
+    while str(client.get_job_status(details["ray_job_id"])).split(".")[-1] != "STOPPED":
+        assert time.monotonic() < deadline, "the orphaned Ray job is still running"
+        time.sleep(0.5)
+    assert srv.client.get(f"/api/train/job/{done_id}").json()["state"] == "done"

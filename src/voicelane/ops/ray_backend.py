@@ -250,6 +250,24 @@ def make_runner() -> RayRunner:
     return RayRunner()
 
 
+def stop_orphan(ref: Mapping[str, Any]) -> str:
+    """Stop a Ray job whose service died (the job record says `orphaned`). Returns the Ray
+    status seen after the stop request, or ``unreachable``."""
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        client = JobSubmissionClient(str(ref["address"]))
+        client.stop_job(str(ref["job_id"]))
+        deadline = time.monotonic() + 15
+        while True:
+            status = str(client.get_job_status(str(ref["job_id"]))).split(".")[-1]
+            if status in TERMINAL or time.monotonic() > deadline:
+                return status
+            time.sleep(0.5)
+    except Exception:  # noqa: BLE001 - the cluster is gone: nothing left running to stop
+        return "unreachable"
+
+
 class RayJobHandle:
     pid = None
 
@@ -265,6 +283,8 @@ class RayJobHandle:
         self.job_type = job_type
         self.is_train = job_type != "dataset"
         self.poll_s = poll_s
+        # kept in the service's job record: a restarted service stops what its predecessor left
+        self.runner_ref = {"kind": "ray", "address": address, "job_id": job_id}
         self.ray_status: str | None = "PENDING"
         self.state = "running"
         self.result: dict[str, Any] | None = None

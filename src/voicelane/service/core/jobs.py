@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     status_path TEXT,
     log_path TEXT,
     pid INTEGER,
+    runner_ref TEXT,
     exit_code INTEGER,
     error TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
@@ -90,7 +91,7 @@ CREATE TABLE IF NOT EXISTS job_events (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-JSON_COLS = ("metadata", "artifacts", "warnings", "logs", "options", "argv", "error")
+JSON_COLS = ("metadata", "artifacts", "warnings", "logs", "options", "argv", "error", "runner_ref")
 
 
 class JobStore:
@@ -107,6 +108,9 @@ class JobStore:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=30000")
             self.db.executescript(SCHEMA_SQL)
+            cols = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+            if "runner_ref" not in cols:  # a database written before the column existed
+                self.db.execute("ALTER TABLE jobs ADD COLUMN runner_ref TEXT")
 
     def close(self) -> None:
         with self.lock:
@@ -282,8 +286,15 @@ class JobManager:
             if pid and row.get("out_dir"):
                 if kill_orphan(int(pid), str(row["out_dir"])):
                     log.warning("killed orphaned process group %s of job %s", pid, row["id"])
+            details: dict[str, Any] = {"pid": pid}
+            ref = row.get("runner_ref")
+            if isinstance(ref, dict) and ref.get("kind") == "ray":
+                from voicelane.ops.ray_backend import stop_orphan
+
+                details |= {"ray_job_id": ref.get("job_id"), "ray_status_after_stop": stop_orphan(ref)}
+                log.warning("stopped orphaned Ray job %s of job %s", ref.get("job_id"), row["id"])
             err = {"code": "orphaned", "message": "the service stopped while this job was running",
-                   "details": {"pid": pid}, "next_action": ORPHANED_ACTION}
+                   "details": details, "next_action": ORPHANED_ACTION}
             self.store.update(row["id"], state="error", error=err, ended_at=now_iso(),
                               message="orphaned: the service stopped while this job was running")
             if row.get("status_path"):
@@ -386,7 +397,7 @@ class JobManager:
         aj.log_bytes = log_path.stat().st_size
         self.active[job_id] = aj
         self.store.update(job_id, state="running", started_at=now_iso(), pid=getattr(handle, "pid", None),
-                          message="Step 0/0")
+                          runner_ref=getattr(handle, "runner_ref", None), message="Step 0/0")
         threading.Thread(target=self._pump, args=(aj, job), name=f"voicelane-{job_id}", daemon=True).start()
         self.changed.notify_all()
 
