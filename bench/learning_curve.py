@@ -38,20 +38,19 @@ def heldout_clips(folder: Path, n: int):
 
 
 def evaluate_snapshot(snap: Path, ck_meta: dict, clips, with_prompts: bool) -> dict:
-    import torch
-
+    from voicelane.engine.train import load_checkpoint, read_train_seconds, snapshot_path
     from voicelane.engine.voice import Voice
     from voicelane.evaluate import evaluate
 
-    s = torch.load(snap, map_location="cpu", weights_only=False)
-    tag = "p" if with_prompts else ""
-    cache = snap.parent / "snapshots" / f"step_{s['step']:06d}.eval{len(clips)}{tag}.json" \
-        if snap.name == "checkpoint.pt" else snap.with_suffix(f".eval{len(clips)}{tag}.json")
+    s = load_checkpoint(snap)
+    # results sit next to the snapshot of the same step (for the final checkpoint: where it would be)
+    named = snapshot_path(snap.parent, s["step"]) if snap.name == "checkpoint.pt" else snap
+    cache = named.with_suffix(f".eval{len(clips)}{'p' if with_prompts else ''}.json")
     if cache.exists():
         return json.loads(cache.read_text())
     v = Voice.from_state(s["model"], ck_meta["arch"], ck_meta["feat_mean"], ck_meta["feat_std"])
     res = evaluate(v.synthesize, clips, prompts=None if with_prompts else [], with_floor=False)
-    seconds = s.get("train_seconds") or json.loads((snap.parent / "train_time.json").read_text())["train_seconds"]
+    seconds = s.get("train_seconds") or read_train_seconds(snap.parent / "train_time.json")
     row = {"step": s["step"], "train_minutes": round(seconds / 60, 2), "wer": res["wer"],
            "content_word_recall": res["content_word_recall"], "mcd_db": res["mcd_db"],
            "f0_median_hz": res["f0_median_hz"], "f0_median_real_hz": res["f0_median_real_hz"]}
@@ -62,7 +61,7 @@ def evaluate_snapshot(snap: Path, ck_meta: dict, clips, with_prompts: bool) -> d
 
 
 def main() -> None:
-    import torch
+    from voicelane.engine.train import load_checkpoint, snapshot_paths
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, required=True, help="training run dir (holds checkpoint.pt, snapshots/)")
@@ -73,11 +72,12 @@ def main() -> None:
     ap.add_argument("--prompts", action="store_true",
                     help="also score the regression prompts (text-only; a selection signal that is not the held-out set)")
     a = ap.parse_args()
-    ck = torch.load(a.run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ck = load_checkpoint(a.run / "checkpoint.pt")
     meta = {"arch": ck["arch"], "feat_mean": np.asarray(ck["feat_mean"]), "feat_std": np.asarray(ck["feat_std"])}
     clips = heldout_clips(a.heldout, a.n)
-    snaps = sorted((a.run / "snapshots").glob("step_*.pt"))
-    if f"step_{ck['step']:06d}.pt" not in {p.name for p in snaps}:
+    found = snapshot_paths(a.run)
+    snaps = [p for _, p in found]
+    if ck["step"] not in {step for step, _ in found}:
         snaps.append(a.run / "checkpoint.pt")  # the final state, when no snapshot holds it
     del ck
     rows = [evaluate_snapshot(p, meta, clips, a.prompts) for p in snaps]

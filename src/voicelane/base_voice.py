@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from voicelane import weights
@@ -100,19 +99,17 @@ def install_base(bundle_dir: Path, eval_summary: dict, steps: int, minutes: floa
 
 
 def train_base(out: Path, steps: int | None, threads: int, protocol: bool, do_install: bool) -> int:
+    from voicelane.engine.train import read_train_seconds
     from voicelane.progress import make_reporter
 
-    t0 = time.perf_counter()
     opts = base_options(Path(out), steps, threads)
     rep = make_reporter(protocol=protocol)
     try:
         result = run_lane(opts, Emitter(sys.stdout), rep)
     finally:
         rep.close()
-    minutes = (time.perf_counter() - t0) / 60
-    time_file = Path(out) / "work" / "train" / "train_time.json"
-    if time_file.exists():  # a resumed run: the training time of all its sessions, not this one
-        minutes = json.loads(time_file.read_text("utf-8"))["train_seconds"] / 60
+    # the training time of every session of a resumed run, not just this one
+    minutes = read_train_seconds(Path(out) / "work" / "train" / "train_time.json") / 60
     rep.summary(result)
     if do_install:
         dest = install_base(Path(result["bundle"]), result["eval"], opts.steps, minutes)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from voicelane.engine import train as train_mod
+
 
 @dataclass
 class Chosen:
@@ -24,36 +26,23 @@ class Chosen:
     table: list[dict[str, Any]]
 
 
-def _candidates(run_dir: Path, final: dict[str, Any]) -> list[tuple[int, dict[str, Any] | None, Path | None]]:
-    snaps = sorted((run_dir / "snapshots").glob("step_*.pt"))
-    out: list[tuple[int, dict[str, Any] | None, Path | None]] = [
-        (int(p.stem.split("_")[1]), None, p) for p in snaps]
-    steps = {s for s, _, _ in out}
-    if int(final["step"]) not in steps:
-        out.append((int(final["step"]), final["model"], None))
-    return sorted(out, key=lambda c: c[0])
-
-
-def _load_state(path: Path) -> dict[str, Any]:
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
-
-
 def select_snapshot(run_dir: Path, final: dict[str, Any], arch: dict[str, Any], mean: np.ndarray,
                     std: np.ndarray, language: str) -> Chosen:
+    """Score every snapshot (and the final weights, when no snapshot holds them) on the prompts."""
     from voicelane.engine.voice import Voice
     from voicelane.evaluate import evaluate
 
-    best: Chosen | None = None
+    candidates: list[tuple[int, Path | None]] = list(train_mod.snapshot_paths(run_dir))
+    if int(final["step"]) not in {step for step, _ in candidates}:
+        candidates.append((int(final["step"]), None))
+    best: tuple[int, float, dict[str, Any]] | None = None
     table = []
-    for step, state, path in _candidates(run_dir, final):
-        state = state if state is not None else _load_state(path)
+    for step, path in candidates:
+        state = final["model"] if path is None else train_mod.load_checkpoint(path)["model"]
         voice = Voice.from_state(state, arch, mean, std, language)
         wer = float(evaluate(voice.synthesize, [], None, language=language, with_floor=False)["prompts_wer"])
         table.append({"step": step, "prompts_wer": round(wer, 4)})
-        if best is None or wer <= best.prompts_wer:
-            best = Chosen(step, wer, state, table)
-    assert best is not None
-    best.table = table
-    return best
+        if best is None or wer <= best[1]:
+            best = (step, wer, state)
+    assert best is not None  # the final weights are always a candidate
+    return Chosen(best[0], best[1], best[2], table)

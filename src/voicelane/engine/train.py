@@ -232,7 +232,7 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
 
     # wall-clock training time lives in a sidecar so checkpoint bytes stay reproducible
     time_file = run_dir / "train_time.json"
-    elapsed0 = _read_elapsed(time_file) if step else 0.0
+    elapsed0 = read_train_seconds(time_file) if step else 0.0
     t_start = time.perf_counter()
     net.train()
     while step < cfg.steps:
@@ -268,7 +268,8 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
     return payload()
 
 
-def _read_elapsed(path: Path) -> float:
+def read_train_seconds(path: Path) -> float:
+    """Wall-clock training seconds recorded in a run's train_time.json (0 when absent)."""
     import json
 
     try:
@@ -277,13 +278,22 @@ def _read_elapsed(path: Path) -> float:
         return 0.0
 
 
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "snapshots" / f"step_{step:06d}.pt"
+
+
+def snapshot_paths(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every snapshot in a run folder, by step."""
+    return sorted((int(p.stem.split("_")[1]), p) for p in (run_dir / "snapshots").glob("step_*.pt"))
+
+
 def save_snapshot(run_dir: Path, step: int, net, seconds: float) -> None:
-    """Weights + training seconds at `step` (for learning curves; not used for resuming)."""
+    """Weights + training seconds at `step` (learning curves, checkpoint selection; not resuming)."""
     import torch
 
     buf = io.BytesIO()
     torch.save({"step": step, "train_seconds": round(seconds, 3), "model": cpu_state(net)}, buf)
-    atomic_write_bytes(run_dir / "snapshots" / f"step_{step:06d}.pt", buf.getvalue())
+    atomic_write_bytes(snapshot_path(run_dir, step), buf.getvalue())
 
 
 def weights_only(ck: dict[str, Any]) -> dict[str, Any]:

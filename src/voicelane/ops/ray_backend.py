@@ -72,6 +72,11 @@ FORWARD_ENV = ("SOURCE_DATE_EPOCH", "PYTHONIOENCODING", "OMP_NUM_THREADS", "MKL_
 SECRET_ENV = ("VOICELANE_API_TOKEN",)
 
 
+def job_status(client, job_id: str) -> str:
+    """The Ray job's status as a bare name (``JobStatus.RUNNING`` -> ``RUNNING``)."""
+    return str(client.get_job_status(job_id)).split(".")[-1]
+
+
 def map_ray_state(ray_status: str | None, exit_code: int | None = None) -> str:
     """Ray's job status -> the train_status/1 state."""
     state = RAY_STATE_MAP.get(str(ray_status or "").upper(), "error")
@@ -260,7 +265,7 @@ def stop_orphan(ref: Mapping[str, Any]) -> str:
         client.stop_job(str(ref["job_id"]))
         deadline = time.monotonic() + 15
         while True:
-            status = str(client.get_job_status(str(ref["job_id"]))).split(".")[-1]
+            status = job_status(client, str(ref["job_id"]))
             if status in TERMINAL or time.monotonic() > deadline:
                 return status
             time.sleep(0.5)
@@ -325,12 +330,12 @@ class RayJobHandle:
             yield item
         # fallback: poll the whole log and hand over what is new
         while True:
-            status = str(self.client.get_job_status(self.job_id))
+            status = job_status(self.client, self.job_id)
             text = self.client.get_job_logs(self.job_id)
             if len(text) > received:
                 yield text[received:]
                 received = len(text)
-            if status.split(".")[-1] in TERMINAL:
+            if status in TERMINAL:
                 return
             time.sleep(1.0)
 
@@ -383,7 +388,7 @@ class RayJobHandle:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
-                status = str(self.client.get_job_status(self.job_id)).split(".")[-1]
+                status = job_status(self.client, self.job_id)
             except Exception as exc:  # noqa: BLE001 - the cluster went away
                 self.message = f"lost the Ray job API: {exc}"
                 status = "FAILED"
