@@ -39,73 +39,37 @@ def _sigterm_to_interrupt() -> None:
 
 
 def _lane_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lane", dest="job_type", default="tts_prod_train",
-                   choices=["tts_prod_train", "tts_voice_train", "train"])
-    p.add_argument("--data", required=True, type=Path, help="dataset folder or long recording")
-    p.add_argument("--profile", required=True, help="voice profile id (a-z0-9_-)")
-    p.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "gpu"])
-    p.add_argument("--out", type=Path, default=None, help="output root (default runs/<profile>)")
-    p.add_argument("--base", default=None, help="base weights id from the allowlist (fine-tuning)")
-    p.add_argument("--accept-license-risk", action="store_true")
-    p.add_argument("--consent-statement", type=Path, default=None)
-    p.add_argument("--speaker-name", default=None)
-    p.add_argument("--heldout", type=Path, default=None, help="held-out recordings for evaluation")
-    p.add_argument("--language", default="en-us")
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--display-name", default=None)
-    p.add_argument("--min-minutes", type=float, default=None)
-    p.add_argument("--gates", default=None, help='JSON, e.g. {"wer_max": 0.3}')
-    p.add_argument("--eval-max", type=int, default=None, help="evaluate at most N held-out clips")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("VOICELANE_THREADS", "2")))
-    p.add_argument("--finetune-scope", choices=["all", "decoder"], default=None,
-                   help="layers adapted when fine-tuning from --base (default: the preset's)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="training device (auto: cuda when available)")
-    p.add_argument("--nproc", type=int, default=1,
-                   help="data-parallel training processes under torchrun (one per GPU)")
-    p.add_argument("--no-onnx", action="store_true")
-    p.add_argument("--snapshot-every", type=int, default=0, help="keep a weights snapshot every N steps")
-    p.add_argument("--select-snapshot", action="store_true",
-                   help="bundle the snapshot with the lowest regression-prompt WER (needs --snapshot-every)")
+    from voicelane.runspec import add_cli_arguments
+
+    add_cli_arguments(p)
     p.add_argument("--protocol", action="store_true", help="stdout carries only the line protocol")
 
 
-def _lane_options(a: argparse.Namespace):
-    from voicelane.lane import LaneOptions
-
-    if a.select_snapshot and a.snapshot_every <= 0:
-        raise VoicelaneError("invalid_argument", "--select-snapshot needs --snapshot-every N",
-                             {"snapshot_every": a.snapshot_every})
-
-    try:
-        gates = json.loads(a.gates) if a.gates else None
-    except ValueError as exc:
-        raise VoicelaneError("invalid_argument", f"--gates is not JSON: {exc}", {"flag": "--gates"}) from exc
-    return LaneOptions(
-        job_type=a.job_type, data=a.data, profile_id=a.profile, out=a.out or Path("runs") / a.profile,
-        preset=a.preset, base=a.base, accept_license_risk=a.accept_license_risk,
-        consent_statement=a.consent_statement, speaker_name=a.speaker_name, heldout=a.heldout,
-        language=a.language, seed=a.seed, steps=a.steps, display_name=a.display_name,
-        min_minutes=a.min_minutes, gates=gates, eval_max=a.eval_max, threads=a.threads,
-        onnx=not a.no_onnx, finetune_scope=a.finetune_scope, device=a.device,
-        nproc=a.nproc, snapshot_every=a.snapshot_every, select_snapshot=a.select_snapshot,
-    )
-
-
-def cmd_train(a: argparse.Namespace) -> int:
+def _run_spec(spec, protocol: bool) -> int:
     from voicelane.lane import run_lane
     from voicelane.progress import make_reporter
 
     _sigterm_to_interrupt()
-    opts = _lane_options(a)
-    rep = make_reporter(protocol=a.protocol)
+    rep = make_reporter(protocol=protocol)
     try:
-        result = run_lane(opts, Emitter(sys.stdout), rep)
+        result = run_lane(spec, Emitter(sys.stdout), rep)
     finally:
         rep.close()
     rep.summary(result)
     return EXIT_OK
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from voicelane.runspec import from_namespace
+
+    return _run_spec(from_namespace(a), a.protocol)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    """What a runner's child runs: the lane for one RunSpec JSON file, stdout = the line protocol."""
+    from voicelane.runspec import RunSpec
+
+    return _run_spec(RunSpec.read(a.spec), protocol=True)
 
 
 def cmd_dataset_check(a: argparse.Namespace) -> int:
@@ -129,12 +93,13 @@ def cmd_dataset_check(a: argparse.Namespace) -> int:
 
 
 def cmd_dataset_prepare(a: argparse.Namespace) -> int:
-    from voicelane.lane import LaneOptions, run_lane
+    from voicelane.lane import run_lane
+    from voicelane.runspec import RunSpec
 
     _sigterm_to_interrupt()
-    opts = LaneOptions(job_type="dataset", data=a.data, profile_id=a.profile, out=a.out or Path("runs") / a.profile,
-                       language=a.language, min_minutes=a.min_minutes)
-    run_lane(opts, Emitter(sys.stdout))
+    spec = RunSpec.build(job_type="dataset", data=a.data, profile_id=a.profile,
+                         out=a.out or Path("runs") / a.profile, language=a.language, min_minutes=a.min_minutes)
+    run_lane(spec, Emitter(sys.stdout))
     return EXIT_OK
 
 
@@ -199,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="run a training lane on a dataset")
     _lane_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", help="run the lane for a RunSpec JSON file (what the service and runners start)")
+    p.add_argument("spec", type=Path, help="spec.json (voicelane.runspec.RunSpec)")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("dataset", help="dataset checks and preparation")
     dsub = p.add_subparsers(dest="dataset_cmd", required=True)

@@ -19,49 +19,18 @@ import numpy as np
 from voicelane import __version__, bundle, dataset
 from voicelane.errors import VoicelaneError
 from voicelane.fsutil import atomic_write_json, canonical_json, sha256_file, sha256_text
+from voicelane.paths import REPO_ROOT
 from voicelane.protocol import Emitter
+from voicelane.runspec import LANES, RunSpec
 from voicelane.status import StatusWriter, default_status_path
 
-JOB_TYPES = {
-    "tts_prod_train": "production",
-    "tts_voice_train": "experimental",
-    "train": "experimental",
-    "dataset": "data",
-}
+JOB_TYPES = LANES  # job type -> lane, defined in runspec
 # Gates of the production lane (overridable with --gates JSON). Metric names from eval.json.
 DEFAULT_GATES = {"wer_max": 0.35, "mcd_db_max": 12.0}
 LOG_EVERY = 10
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class LaneOptions:
-    job_type: str
-    data: Path
-    profile_id: str
-    out: Path
-    preset: str = "cpu"
-    base: str | None = None
-    accept_license_risk: bool = False
-    consent_statement: Path | None = None
-    speaker_name: str | None = None
-    heldout: Path | None = None
-    language: str = "en-us"
-    seed: int = 1234
-    steps: int | None = None
-    display_name: str | None = None
-    min_minutes: float | None = None
-    gates: dict[str, float] | None = None
-    eval_max: int | None = None
-    status_path: Path | None = None
-    threads: int = 2
-    onnx: bool = True
-    snapshot_every: int = 0
-    select_snapshot: bool = False  # pick the snapshot with the lowest regression-prompt WER
-    finetune_scope: str | None = None
-    device: str = "auto"
-    nproc: int = 1
-    extra_stats: dict[str, Any] = field(default_factory=dict)
+LaneOptions = RunSpec  # the lane's options are the run spec
 
 
 class Reporter:
