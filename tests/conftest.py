@@ -1,4 +1,13 @@
-"""Shared fixtures. Service fixtures are prefixed ``svc_`` (tests/test_service*.py)."""
+"""Shared fixtures. Service fixtures are prefixed ``svc_`` (tests/test_service*.py).
+
+Auth (docs/security.md): a service makes a per-install token at first start
+(``<VOICELANE_DATA_DIR>/api_token``) and its training/admin routes need it even on loopback.
+``SvcServer.client`` carries it automatically (``Authorization: Bearer``); ``srv.token`` is the
+token and ``srv.auth_headers`` the header dict for clients you build yourself; ``srv.bare_client()``
+sends no token. A test that passes its own ``VOICELANE_API_TOKEN`` manages auth itself: its
+``srv.client`` carries no token (``srv.token`` is still set). ``VOICELANE_AUTH="off"`` turns the
+token off on loopback.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +50,25 @@ class SvcServer:
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "server.log"
         self._client = None
+        self.token: str | None = None
+        self.client_carries_token = "VOICELANE_API_TOKEN" not in env
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def bare_client(self, **kw):
+        """An httpx client without the token (the caller closes it)."""
+        import httpx
+
+        return httpx.Client(base_url=self.url, timeout=kw.pop("timeout", 120), **kw)
+
+    def _load_token(self) -> None:
+        if "VOICELANE_API_TOKEN" in self.env:
+            self.token = self.env["VOICELANE_API_TOKEN"]
+            return
+        path = Path(self.env.get("VOICELANE_DATA_DIR", self.workdir / "var")) / "api_token"
+        self.token = path.read_text().strip() if path.is_file() else None
 
     @property
     def url(self) -> str:
@@ -51,7 +79,8 @@ class SvcServer:
         import httpx
 
         if self._client is None:
-            self._client = httpx.Client(base_url=self.url, timeout=120)
+            headers = self.auth_headers if self.client_carries_token else {}
+            self._client = httpx.Client(base_url=self.url, timeout=120, headers=headers)
         return self._client
 
     def start(self, timeout: float = 120.0) -> "SvcServer":
@@ -69,6 +98,7 @@ class SvcServer:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 if httpx.get(self.url + "/health/live", timeout=2).status_code == 200:
+                    self._load_token()
                     return self
             except httpx.HTTPError:
                 pass

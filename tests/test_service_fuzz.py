@@ -46,7 +46,7 @@ def test_openapi_fuzz_no_server_errors(svc_fuzz_schema, svc_fuzz_server):
                       phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
             @given(case=op.as_strategy(generation_mode=mode))
             def run(case):
-                resp = case.call(base_url=svc_fuzz_server.url, timeout=150)
+                resp = case.call(base_url=svc_fuzz_server.url, headers=svc_fuzz_server.auth_headers, timeout=150)
                 if resp.status_code >= 500:
                     failures.append(f"{case.operation.label} -> {resp.status_code} {resp.text[:300]}\n"
                                     f"{case.as_curl_command(base_url=svc_fuzz_server.url)}")

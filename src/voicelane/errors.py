@@ -57,6 +57,11 @@ NEXT_ACTIONS: dict[str, str] = {
     "certificate_stale": "A bound artifact changed after the last verify; rerun `voicelane verify` on the current bundle.",
     "ops_artifact_missing": "Restore the named file from the repository (git checkout -- PATH).",
     "internal_error": "Rerun with the log attached to a bug report.",
+    # local-service protection (docs/security.md)
+    "unsupported_media_type": "Send JSON bodies with `Content-Type: application/json`.",
+    "host_not_allowed": "Call the service by a loopback name, or add the name you use to VOICELANE_ALLOWED_HOSTS.",
+    "origin_not_allowed": "Call the service from its own page, or add the calling page's origin to VOICELANE_CORS_ORIGINS.",
+    "unauthorized": "Send `Authorization: Bearer <token>`: the token is printed when the service starts and stored in <data dir>/api_token (or set VOICELANE_API_TOKEN).",
     "orphaned": "The service stopped while this job ran; start the job again (training resumes from its last checkpoint).",
 }
 

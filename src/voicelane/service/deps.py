@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +12,7 @@ from voicelane.service.core.audit import AuditLog
 from voicelane.service.core.config import Settings
 from voicelane.service.core.errors import ApiError
 from voicelane.service.core.jobs import JobManager, JobStore
+from voicelane.service.core.security import presented_token, require_json_content_type, strict_json_loads, token_matches
 from voicelane.service.core.speak_policy import Budgets, Clock, Dedupe, ProviderPolicy, RateLimiter, ResponseCache
 from voicelane.service.core.synth import SynthPool
 from voicelane.service.core.voices import VoiceRegistry
@@ -54,20 +53,20 @@ def trace_of(request: Request) -> str:
 
 
 def _check_token(request: Request, ctx: ServiceContext) -> None:
-    expected = ctx.settings.api_token
-    got = request.headers.get("authorization", "")
-    scheme, _, token = got.partition(" ")
+    expected = getattr(request.app.state, "api_token", None) or ctx.settings.api_token
     if not expected:
         raise ApiError(401, "unauthorized",
-                       "this route needs a bearer token, and the server has none configured (VOICELANE_API_TOKEN)",
+                       "this route needs a token, and the server has none configured (VOICELANE_API_TOKEN)",
                        headers={"WWW-Authenticate": "Bearer"})
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "missing or wrong bearer token",
-                       headers={"WWW-Authenticate": "Bearer"})
+    given = presented_token(request.headers, request.cookies)
+    if not token_matches(given, expected):
+        raise ApiError(401, "unauthorized",
+                       "missing or wrong token: send `Authorization: Bearer <token>` (the token is printed at "
+                       "start and stored in <data dir>/api_token)", headers={"WWW-Authenticate": "Bearer"})
 
 
 def require_admin(request: Request) -> None:
-    """Training and admin routes: a bearer token when bound beyond loopback (or when forced)."""
+    """Training and admin routes: the token, unless the operator turned auth off on loopback."""
     ctx = ctx_of(request)
     if ctx.settings.admin_token_required:
         _check_token(request, ctx)
@@ -81,11 +80,13 @@ def require_speak(request: Request) -> None:
 
 async def read_json_object(request: Request, code: str) -> dict[str, Any]:
     body = await request.body()
+    if body.strip():
+        require_json_content_type(request.headers.get("content-type"))
     if not body.strip():
         raise ApiError(400, code, "the request body is empty; send a JSON object",
                        {"issues": [{"field": "body", "code": "missing", "message": "body required"}]})
     try:
-        obj = json.loads(body)
+        obj = strict_json_loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, code, "the request body is not valid JSON",
                        {"issues": [{"field": "body", "code": "json_invalid", "message": str(exc)[:200]}]}) from None

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,7 +28,8 @@ from voicelane.service.core.audit import AuditLog
 from voicelane.service.core.config import Settings, SettingsError
 from voicelane.service.core.errors import ApiError, envelope, pydantic_issues
 from voicelane.service.core.jobs import JobManager, JobStore
-from voicelane.service.core.runner import Runner, make_runner
+from voicelane.runner import Runner, make_runner
+from voicelane.service.core.security import SecurityMiddleware, effective_token
 from voicelane.service.core.speak_policy import Budgets, Clock, Dedupe, ProviderPolicy, RateLimiter, ResponseCache
 from voicelane.service.core.synth import SynthPool
 from voicelane.service.core.voices import VoiceRegistry
@@ -163,9 +165,6 @@ def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None
             ctx.voices.refresh()
             ctx.voices.start_polling(settings.voice_rescan_s)
             ctx.jobs.start()
-            if settings.admin_token_required and not settings.api_token:
-                log.warning("bound to %s without VOICELANE_API_TOKEN: training and admin routes will answer 401",
-                            settings.bind_host)
             app.state.ctx = ctx
             yield
         finally:
@@ -184,6 +183,7 @@ def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None
     )
     app.state.settings = settings
     app.state.ctx = None
+    app.state.api_token = effective_token(settings)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -213,6 +213,14 @@ def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None
 
     app.include_router(train.router)
     app.include_router(voice.router)
+    app.add_middleware(SecurityMiddleware, settings=settings, token=app.state.api_token)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type", "X-Trace-Id", "X-Voicelane-Token",
+                                          "X-Tenant-Id", "Last-Event-ID"],
+                           expose_headers=["x-trace-id", "x-voice-provider", "x-voice-profile", "x-voice-cache",
+                                           "x-watermark-mode", "retry-after"])
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 
@@ -228,12 +236,25 @@ def serve(host: str = "127.0.0.1", port: int = 8765) -> int:
     except SettingsError as exc:
         print(f"error: invalid_argument: {exc}", file=sys.stderr)
         return 1
-    if not settings.loopback and not settings.api_token:
-        print(f"warning: binding {host} beyond loopback without VOICELANE_API_TOKEN: training and admin routes "
-              "will refuse every request (401)", file=sys.stderr)
     app = create_app(settings)
+    _announce(settings, host, port, app.state.api_token)
     config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
                             lifespan="on")
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _announce(settings: Settings, host: str, port: int, token: str | None) -> None:
+    """Print the URL and, like Jupyter, the token (stderr: the operator's terminal, not a log file)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{shown}:{port}"
+    if token:
+        where = "VOICELANE_API_TOKEN" if settings.api_token else str(settings.data_dir / "api_token")
+        print(f"voicelane service: {url}/studio?token={token}\n"
+              f"  training/admin routes need `Authorization: Bearer {token}` (stored in {where})", file=sys.stderr)
+    else:
+        print(f"voicelane service: {url} (VOICELANE_AUTH=off: training routes need no token on loopback)",
+              file=sys.stderr)
+    if "*" in settings.cors_origins:
+        print("warning: VOICELANE_CORS_ORIGINS=* lets any web page call this service", file=sys.stderr)

@@ -45,6 +45,14 @@ class Settings(BaseModel):
     api_token: str | None = Field(default=None, description="VOICELANE_API_TOKEN")
     require_token: bool = Field(default=False, description="VOICELANE_REQUIRE_TOKEN: require it even on loopback")
     speak_require_token: bool = Field(default=False, description="VOICELANE_SPEAK_REQUIRE_TOKEN")
+    auth: str = Field(default="on", description="VOICELANE_AUTH: on (training/admin routes need the token, "
+                                                "even on loopback) | off (loopback only: no token)")
+    allowed_hosts: list[str] = Field(default_factory=list,
+                                     description="VOICELANE_ALLOWED_HOSTS: Host names accepted besides the "
+                                                 "loopback names (comma list; '*' = any)")
+    cors_origins: list[str] = Field(default_factory=list,
+                                    description="VOICELANE_CORS_ORIGINS: origins allowed cross-origin requests "
+                                                "(comma list; empty = CORS off; '*' = any)")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="VOICELANE_MAX_BODY_BYTES")
 
     # --- jobs ------------------------------------------------------------------------------
@@ -88,6 +96,16 @@ class Settings(BaseModel):
             raise ValueError("runner must be local or ray")
         return v
 
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auth(cls, v: Any) -> str:
+        text = str(v).strip().lower()
+        if text in ("on", "token", "true", "1", "yes"):
+            return "on"
+        if text in ("off", "none", "false", "0", "no"):
+            return "off"
+        raise ValueError("auth must be on or off")
+
     @field_validator("speak_engine")
     @classmethod
     def _engine(cls, v: str) -> str:
@@ -124,7 +142,7 @@ class Settings(BaseModel):
 
     @property
     def admin_token_required(self) -> bool:
-        return self.require_token or not self.loopback
+        return self.require_token or self.auth == "on" or not self.loopback
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -152,6 +170,7 @@ class Settings(BaseModel):
             "VOICELANE_TENANT_DAILY_BUDGET_CHARS": "tenant_daily_budget_chars",
             "VOICELANE_RATE_LIMIT_PER_MIN": "rate_limit_per_min", "VOICELANE_RATE_LIMIT_BURST": "rate_limit_burst",
             "VOICELANE_VOICE_RESCAN_S": "voice_rescan_s", "VOICELANE_AUDIT_MAX_BYTES": "audit_max_bytes",
+            "VOICELANE_AUTH": "auth",
         }
         for var, key in simple.items():
             v = get(var)
@@ -161,6 +180,9 @@ class Settings(BaseModel):
             values["data_roots"] = _split_paths(v)
         if (v := get("VOICELANE_BUNDLE_ROOTS")) is not None:
             values["bundle_roots"] = _split_paths(v)
+        for var, key in (("VOICELANE_ALLOWED_HOSTS", "allowed_hosts"), ("VOICELANE_CORS_ORIGINS", "cors_origins")):
+            if (v := get(var)) is not None:
+                values[key] = [p.strip() for p in v.split(",") if p.strip()]
         if (v := get("VOICELANE_REMOTE_PROVIDERS")) is not None:
             values["remote_providers"] = [p.strip().lower() for p in v.split(",") if p.strip()]
         if (v := get("VOICELANE_DEDUPE_COOLDOWN_S")) is not None:

@@ -22,6 +22,8 @@ SERVICE_CODES: dict[str, str] = {
     "method_not_allowed": "method not allowed on this route",
     "request_too_large": "request body over the configured limit",
     "unsupported_media_type": "the body must be application/json",
+    "host_not_allowed": "the Host header names a host the service does not answer (DNS rebinding guard)",
+    "origin_not_allowed": "a cross-origin request tried to change state",
     "internal_error": "unexpected failure",
     "service_unavailable": "the service is starting or stopping",
     # voice
