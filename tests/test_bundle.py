@@ -220,7 +220,7 @@ def test_manifest_invalid_duplicate_key(bundle_dir: Path):
     (lambda m: m.pop("display_name"), ""),
     (lambda m: m.pop("files"), ""),
     (lambda m: m.update(bundle_version="voice_bundle/2"), "/bundle_version"),
-    (lambda m: m["files"][0].update(sha256="AB" * 32), "/files/0/sha256"),
+    (lambda m: m["files"][0].update(sha256="GG" * 32), "/files/0/sha256"),
     (lambda m: m["files"][0].update(sha256="ab" * 31), "/files/0/sha256"),
     (lambda m: m["files"][0].update(sha256="ab" * 32 + "\n"), "/files/0/sha256"),
     (lambda m: m["files"][1].update(bytes=-1), "/files/1/bytes"),
@@ -279,12 +279,17 @@ def test_listed_folder_is_not_a_file(bundle_dir: Path):
 def test_bytes_mismatch_is_reported_without_hashing(bundle_dir: Path, monkeypatch):
     with open(bundle_dir / "model.safetensors", "ab") as fh:
         fh.write(b"!")
+    listed = [f["path"] for f in read_manifest(bundle_dir)["files"]]
+    hashed = []
+    real_hash = B._hash_fd
 
-    def no_hashing(fd):
-        raise AssertionError("size must be checked before hashing")
+    def counting(fd):
+        hashed.append(fd)
+        return real_hash(fd)
 
-    monkeypatch.setattr(B, "_hash_fd", no_hashing)
+    monkeypatch.setattr(B, "_hash_fd", counting)
     res = B.validate_voice_bundle(bundle_dir)
+    assert len(hashed) == listed.index("model.safetensors")  # only the files listed before it
     assert res.error["code"] == "bytes_mismatch"
     assert res.error["details"]["actual_bytes"] == res.error["details"]["expected_bytes"] + 1
 
@@ -368,10 +373,82 @@ def test_fifo_is_refused_without_blocking(bundle_dir: Path):
     assert code(bundle_dir) == "path_unsafe"
 
 
-def test_path_checks_run_before_any_file_is_read(bundle_dir: Path):
-    (bundle_dir / "eval.json").write_bytes(b"tampered")  # bytes_mismatch at files[0]
-    add_entry(bundle_dir, "../x")
-    assert code(bundle_dir) == "path_unsafe"
+def test_first_failure_follows_manifest_order(bundle_dir: Path):
+    """The old validator's order: the manifest, then each file in manifest order (all its checks)."""
+    listed = [f["path"] for f in read_manifest(bundle_dir)["files"]]
+    first, second = listed[0], listed[1]
+    data = bytearray((bundle_dir / first).read_bytes())
+    data[-1] ^= 0x01
+    (bundle_dir / first).write_bytes(bytes(data))  # checksum_mismatch at files[0]
+    (bundle_dir / second).unlink()  # required_file_missing at files[1]
+    add_entry(bundle_dir, "../x")  # path_unsafe at the end
+    res = B.validate_voice_bundle(bundle_dir)
+    assert (res.error["code"], res.error["details"]["index"]) == ("checksum_mismatch", 0)
+    (bundle_dir / first).write_bytes(b"short")
+    assert code(bundle_dir) == "bytes_mismatch"
+    m = read_manifest(bundle_dir)
+    m["created_at"] = "yesterday"  # a manifest fault wins over every file fault
+    write_manifest(bundle_dir, m)
+    assert code(bundle_dir) == "manifest_invalid"
+
+
+def test_upper_case_sha256_is_accepted(bundle_dir: Path):
+    m = read_manifest(bundle_dir)
+    for f in m["files"]:
+        f["sha256"] = f["sha256"].upper()
+    write_manifest(bundle_dir, m)
+    assert B.validate_voice_bundle(bundle_dir).ok
+    p = bundle_dir / m["files"][0]["path"]
+    data = bytearray(p.read_bytes())
+    data[0] ^= 0x01
+    p.write_bytes(bytes(data))
+    assert code(bundle_dir) == "checksum_mismatch"
+
+
+def _minimal_bundle(tmp_path: Path) -> Path:
+    """A bundle in the old minimal layout: the five required manifest fields and its files."""
+    d = tmp_path / "old" / "bundles" / "old_voice" / "voice_bundle"
+    d.mkdir(parents=True)
+    files = []
+    for name, data in (("model.pth", b"old-model" * 100), ("config.json", b'{"x": 1}')):
+        (d / name).write_bytes(data)
+        files.append({"path": name, "sha256": hashlib.sha256(data).hexdigest().upper(), "bytes": len(data)})
+    write_manifest(d, {"bundle_version": "voice_bundle/1", "voice_profile_id": "old_voice",
+                       "display_name": "Old Voice", "created_at": CREATED, "files": files})
+    return d
+
+
+def test_old_minimal_layout_validates_only_under_compat_level(tmp_path: Path):
+    d = _minimal_bundle(tmp_path)
+    strict = B.validate_voice_bundle(d)
+    assert strict.error["code"] == "required_file_missing" and "compat" in strict.error["message"]
+    res = B.validate_voice_bundle(d, level="compat")
+    assert res.ok and res.level == "compat" and res.files_validated == 2
+    assert res.to_dict() == {"ok": True, "profile_id": "old_voice", "files_validated": 2, "level": "compat"}
+    assert B.validate_voice_bundle(d, legacy=True) == {"ok": True, "profileId": "old_voice", "filesValidated": 2}
+    (d / "config.json").write_bytes(b'{"x": 2}')
+    assert B.validate_voice_bundle(d, legacy=True) == {
+        "ok": False, "failure": {"code": "checksum_mismatch", "message": "files[1]: 'config.json' sha256 differs "
+                                 "from the manifest", "details": {
+                                     "index": 1, "path": "config.json",
+                                     "expected_sha256": hashlib.sha256(b'{"x": 1}').hexdigest().upper(),
+                                     "actual_sha256": hashlib.sha256(b'{"x": 2}').hexdigest()}}}
+    # a voicelane manifest (additive fields present) that lacks a role never passes as compat
+    m = read_manifest(d)
+    m["lane"] = "production"
+    write_manifest(d, m)
+    (d / "config.json").write_bytes(b'{"x": 1}')
+    assert B.validate_voice_bundle(d, level="compat").error["code"] == "required_file_missing"
+
+
+def test_legacy_shape_of_a_full_bundle(bundle_dir: Path):
+    res = B.validate_voice_bundle(bundle_dir)
+    assert res.level == "full"
+    assert res.to_legacy() == {"ok": True, "profileId": "demo_voice", "filesValidated": 4}
+    (bundle_dir / "manifest.json").unlink()
+    legacy = B.validate_voice_bundle(bundle_dir, legacy=True)
+    assert legacy["ok"] is False and legacy["failure"]["code"] == "manifest_missing"
+    assert set(legacy["failure"]) == {"code", "message", "details"}
 
 
 @pytest.mark.parametrize("dup", ["sample.wav", "./sample.wav"])

@@ -39,7 +39,8 @@ def test_context_gate_allows():
     assert context_gate("info", "tier1", "active", "on") is None
     assert context_gate("info", None, None, None) is None
     assert context_gate("critical", None, "active", "critical_only") is None
-    assert context_gate("action", None, None, "critical_only") is not None  # only `critical` passes
+    assert context_gate("action", None, None, "critical_only") is None  # the old contract: action passes too
+    assert context_gate("warn", None, None, "critical_only") is not None
 
 
 def test_consent():
@@ -55,6 +56,9 @@ def test_provider_policy():
     local_only = ProviderPolicy()
     assert local_only.decide(None, "info").provider == "local"
     assert local_only.decide("local", "info").provider == "local"
+    # any `local*` name is local (`local-chatterbox` was the old default)
+    for name in ("local-chatterbox", "LOCAL-piper", "local_x"):
+        assert local_only.decide(name, "info").provider == "local"
     with pytest.raises(ApiError) as ei:
         local_only.decide("acme-cloud", "info")
     assert (ei.value.status, ei.value.code, ei.value.details["reason"]) == (
@@ -215,9 +219,9 @@ def test_speak_request_model():
     assert r.mode == "callout" and r.priority == "info" and r.format == "wav" and r.eventId == "42"
     assert r.watermark_mode == "none"
     for bad in ({"text": ""}, {"text": "   "}, {"text": "x" * 601}, {"text": "hi", "mode": "shout"},
-                {"text": "hi", "priority": "urgent"}, {"text": "hi", "format": "mp3"},
+                {"text": "hi", "priority": "urgent"}, {"text": "hi", "format": "ogg"},
                 {"text": "hi", "consent_asserted": "yes"}, {"text": "hi", "voiceProfile": "Bad Id"},
-                {"text": "hi", "watermark_mode": "audible"}, {"text": "hi", "missionId": "x" * 200}):
+                {"text": "hi", "missionId": "x" * 200}):
         with pytest.raises(ValueError):
             SpeakRequest.model_validate(bad)
 
@@ -299,3 +303,50 @@ def test_local_runner_terminates_process_group(tmp_path):
     assert not Path(f"/proc/{grandchild}/cmdline").exists() or not Path(f"/proc/{grandchild}/cmdline").read_bytes()
     with pytest.raises(TypeError):
         LocalRunner().start("echo hi", {}, tmp_path)  # type: ignore[arg-type]
+
+# --- compatibility with the old speak callers ------------------------------------------------------
+
+
+def test_tenant_from_headers():
+    from voicelane.service.core.speak_policy import tenant_of
+
+    assert tenant_of({}, None) == "single-tenant"
+    assert tenant_of({}, "body-t") == "body-t"
+    assert tenant_of({"x-customer-id": "cust"}, "body-t") == "cust"
+    assert tenant_of({"x-tenant-id": "ten", "x-customer-id": "cust"}, None) == "ten"
+    with pytest.raises(ApiError) as ei:
+        tenant_of({"x-tenant-id": "x" * 129}, None)
+    assert ei.value.code == "voice_invalid_request"
+
+
+def test_watermark_modes():
+    from voicelane.service.core.speak_policy import check_watermark
+
+    assert [check_watermark(m) for m in ("none", "off", "metadata")] == ["none", "off", "metadata"]
+    with pytest.raises(ApiError) as ei:
+        check_watermark("audible")
+    assert (ei.value.status, ei.value.code) == (400, "voice_watermark_unsupported")
+    r = SpeakRequest.model_validate({"text": "hi", "watermark_mode": " OFF ", "format": "MP3",
+                                     "voiceProfile": "Demo_Voice"})
+    assert (r.watermark_mode, r.format, r.voiceProfile) == ("off", "mp3", "Demo_Voice")
+
+
+def test_mp3_encoding_is_real_mp3():
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from voicelane.service.core import audio_out
+
+    assert audio_out.mp3_available()
+    x = (0.3 * np.sin(np.arange(22050) * 2 * np.pi * 220 / 22050)).astype(np.float32)
+    data = audio_out.encode(x, 22050, "mp3", tag="synthetic speech; voicelane profile=p")
+    assert data[:3] == b"ID3" and b"voicelane profile=p" in data
+    with sf.SoundFile(io.BytesIO(data)) as f:
+        assert f.format == "MP3" and f.samplerate == 22050
+        y = f.read(dtype="float32")
+    assert abs(len(y) - len(x)) < 2400  # encoder delay/padding only
+    spec = np.abs(np.fft.rfft(y[2000:18000]))
+    assert abs(np.argmax(spec) * 22050 / 16000 - 220) < 5  # the tone survives the codec
+    assert audio_out.encode(x, 22050, "wav")[:4] == b"RIFF"

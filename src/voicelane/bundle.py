@@ -7,16 +7,23 @@ never served and never reported as success. ``export_bundle`` builds a bundle in
 staging directory, validates it there and only then swaps it into place, so readers see either
 the previous valid bundle or the new valid one, never a partial one.
 
-Validation order (the first failure wins):
+Validation order (the first failure wins; the same first failure as the validator this one
+replaces: the manifest, then the files in manifest order):
 
 1. ``manifest_missing`` - no ``manifest.json`` (or no bundle directory at all);
 2. ``manifest_invalid`` - unreadable, not UTF-8 JSON, or not matching the JSON Schema;
-3. for every file entry, in listing order: ``path_unsafe`` then ``duplicate_path``
-   (pure path checks, before any file is read);
-4. for every entry, in listing order: ``required_file_missing`` then ``bytes_mismatch``
-   (``stat`` only - a truncated or padded file is reported without hashing it);
-5. for every entry, in listing order: ``checksum_mismatch`` (streamed sha256, constant memory);
-6. every file of ``REQUIRED_ROLES`` is listed, else ``required_file_missing``.
+3. for every file entry, in listing order, all its checks before the next entry's:
+   ``path_unsafe``, ``duplicate_path``, ``required_file_missing``, ``bytes_mismatch``
+   (``fstat`` - a truncated or padded file is reported without hashing it), then
+   ``checksum_mismatch`` (streamed sha256, constant memory; upper-case hex is accepted);
+4. every file of ``REQUIRED_ROLES`` is listed, else ``required_file_missing`` - except under
+   ``level="compat"`` for a manifest in the old minimal layout (only the five required fields),
+   which then validates with ``level: "compat"``. Such a bundle is never served (it has no
+   voicelane model/config); the service refuses it with ``bundle_compat_only``.
+
+``ValidationResult.to_legacy()`` (or ``validate_voice_bundle(dir, legacy=True)``) gives the old
+result shape ``{ok: true, profileId, filesValidated}`` / ``{ok: false, failure: {code, message,
+details}}``.
 
 Files are opened component by component below the bundle's real path with ``O_NOFOLLOW``
 (where the platform supports ``dir_fd``), after checking that the resolved real path stays
@@ -56,6 +63,7 @@ REQUIRED_ROLES: dict[str, str] = {
     "eval": "eval.json",
 }
 REQUIRED_FIELDS = ("bundle_version", "voice_profile_id", "display_name", "created_at", "files")
+LEVELS = ("full", "compat")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 _PROFILE_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -77,12 +85,23 @@ class ValidationResult:
     files_validated: int = 0
     manifest: dict | None = None
     error: dict | None = None  # {code, message, details}
+    level: str | None = None  # "full", or "compat" (old minimal layout, never served)
 
     def to_dict(self) -> dict:
         if self.ok:
-            return {"ok": True, "profile_id": self.profile_id,
-                    "files_validated": self.files_validated}
+            out = {"ok": True, "profile_id": self.profile_id, "files_validated": self.files_validated}
+            if self.level == "compat":
+                out["level"] = "compat"
+            return out
         return {"ok": False, "error": dict(self.error or {})}
+
+    def to_legacy(self) -> dict:
+        """The old validator's result shape (drop-in for existing callers)."""
+        if self.ok:
+            return {"ok": True, "profileId": self.profile_id, "filesValidated": self.files_validated}
+        err = self.error or {}
+        return {"ok": False, "failure": {"code": err.get("code"), "message": err.get("message"),
+                                         "details": dict(err.get("details") or {})}}
 
     @property
     def code(self) -> str | None:
@@ -380,12 +399,61 @@ def _hash_fd(fd: int) -> tuple[str, int]:
 # validation
 
 
-def validate_voice_bundle(bundle_dir: str | os.PathLike) -> ValidationResult:
+def is_minimal_layout(manifest: Any) -> bool:
+    """The old minimal manifest: only the five required fields (no voicelane additions)."""
+    return isinstance(manifest, dict) and set(manifest) <= set(REQUIRED_FIELDS)
+
+
+def _check_entry(bundle: _Bundle, index: int, entry: dict, seen: dict[str, int]) -> str:
+    """Every check of one listed file, in the old validator's order; returns its path."""
+    norm, rel_real = bundle.resolve(index, entry["path"])
+    if norm in seen:
+        raise _Fail("duplicate_path", f"files[{index}]: {norm!r} is already listed at files[{seen[norm]}]",
+                    index=index, path=norm, first_index=seen[norm])
+    seen[norm] = index
+    with bundle.open_file(index, norm, rel_real) as fd:
+        size = os.fstat(fd).st_size
+        if size != entry["bytes"]:
+            raise _Fail("bytes_mismatch", f"files[{index}]: {norm!r} has {size} bytes, manifest says "
+                        f"{entry['bytes']}", index=index, path=norm,
+                        expected_bytes=entry["bytes"], actual_bytes=size)
+        digest, size = _hash_fd(fd)
+    if size != entry["bytes"]:
+        raise _Fail("bytes_mismatch", f"files[{index}]: {norm!r} changed size during validation "
+                    f"({size} bytes, manifest says {entry['bytes']})", index=index,
+                    path=norm, expected_bytes=entry["bytes"], actual_bytes=size)
+    if digest != entry["sha256"].lower():
+        raise _Fail("checksum_mismatch", f"files[{index}]: {norm!r} sha256 differs from the manifest",
+                    index=index, path=norm, expected_sha256=entry["sha256"], actual_sha256=digest)
+    return norm
+
+
+def _check_roles(manifest: dict, seen: dict[str, int], level: str) -> str:
+    missing = [(role, path) for role, path in REQUIRED_ROLES.items() if path not in seen]
+    if not missing:
+        return "full"
+    if level == "compat" and is_minimal_layout(manifest):
+        return "compat"
+    role, path = missing[0]
+    hint = " (old minimal layout: it validates with level='compat' but is never served)" \
+        if is_minimal_layout(manifest) else ""
+    raise _Fail("required_file_missing", f"the bundle does not list its {role} file {path!r}{hint}",
+                role=role, path=path)
+
+
+def validate_voice_bundle(bundle_dir: str | os.PathLike, level: str = "full",
+                          legacy: bool = False) -> ValidationResult | dict:
     """Validate a voice_bundle/1 directory; never raises for a bad bundle.
 
-    Returns ``ValidationResult(ok=True, profile_id, files_validated)`` or the first failure
-    as ``ValidationResult(ok=False, error={code, message, details})``.
+    Returns ``ValidationResult(ok=True, profile_id, files_validated, level)`` or the first failure
+    as ``ValidationResult(ok=False, error={code, message, details})``. ``level="compat"`` also
+    accepts the old minimal layout. ``legacy=True`` returns the old result shape as a dict (and
+    implies ``level="compat"``, as the old validator accepted minimal bundles).
     """
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}")
+    if legacy:
+        return validate_voice_bundle(bundle_dir, level="compat").to_legacy()
     manifest: Any = None
     try:
         bundle = _Bundle(bundle_dir)
@@ -395,50 +463,10 @@ def validate_voice_bundle(bundle_dir: str | os.PathLike) -> ValidationResult:
         manifest = bundle.read_manifest()
         _check_manifest_schema(manifest)
         entries = manifest["files"]
-
-        # 3. path checks for all entries, before any file is read
-        resolved: list[tuple[str, str]] = []
         seen: dict[str, int] = {}
         for index, entry in enumerate(entries):
-            norm, rel_real = bundle.resolve(index, entry["path"])
-            if norm in seen:
-                raise _Fail("duplicate_path",
-                            f"files[{index}]: {norm!r} is already listed at files[{seen[norm]}]",
-                            index=index, path=norm, first_index=seen[norm])
-            seen[norm] = index
-            resolved.append((norm, rel_real))
-
-        # 4. presence and size (stat only; nothing is hashed yet)
-        for index, (entry, (norm, rel_real)) in enumerate(zip(entries, resolved)):
-            with bundle.open_file(index, norm, rel_real) as fd:
-                size = os.fstat(fd).st_size
-            if size != entry["bytes"]:
-                raise _Fail("bytes_mismatch",
-                            f"files[{index}]: {norm!r} has {size} bytes, manifest says "
-                            f"{entry['bytes']}", index=index, path=norm,
-                            expected_bytes=entry["bytes"], actual_bytes=size)
-
-        # 5. checksums, streamed
-        for index, (entry, (norm, rel_real)) in enumerate(zip(entries, resolved)):
-            with bundle.open_file(index, norm, rel_real) as fd:
-                digest, size = _hash_fd(fd)
-            if size != entry["bytes"]:
-                raise _Fail("bytes_mismatch",
-                            f"files[{index}]: {norm!r} changed size during validation "
-                            f"({size} bytes, manifest says {entry['bytes']})", index=index,
-                            path=norm, expected_bytes=entry["bytes"], actual_bytes=size)
-            if digest != entry["sha256"]:
-                raise _Fail("checksum_mismatch",
-                            f"files[{index}]: {norm!r} sha256 differs from the manifest",
-                            index=index, path=norm, expected_sha256=entry["sha256"],
-                            actual_sha256=digest)
-
-        # 6. required roles
-        for role, path in REQUIRED_ROLES.items():
-            if path not in seen:
-                raise _Fail("required_file_missing",
-                            f"the bundle does not list its {role} file {path!r}",
-                            role=role, path=path)
+            _check_entry(bundle, index, entry, seen)
+        got_level = _check_roles(manifest, seen, level)
     except _Fail as fail:
         ok_manifest = manifest if isinstance(manifest, dict) else None
         pid = ok_manifest.get("voice_profile_id") if ok_manifest else None
@@ -446,7 +474,7 @@ def validate_voice_bundle(bundle_dir: str | os.PathLike) -> ValidationResult:
             ok=False, profile_id=pid if isinstance(pid, str) else None, manifest=ok_manifest,
             error={"code": fail.code, "message": fail.message, "details": fail.details})
     return ValidationResult(ok=True, profile_id=manifest["voice_profile_id"],
-                            files_validated=len(entries), manifest=manifest)
+                            files_validated=len(entries), manifest=manifest, level=got_level)
 
 
 def require_valid(bundle_dir: str | os.PathLike) -> ValidationResult:

@@ -106,7 +106,11 @@ def cmd_dataset_prepare(a: argparse.Namespace) -> int:
 def cmd_validate(a: argparse.Namespace) -> int:
     from voicelane.bundle import validate_voice_bundle
 
-    res = validate_voice_bundle(a.bundle)
+    if a.json:  # the old validator's CLI: its result shape, minimal bundles accepted
+        legacy = validate_voice_bundle(a.bundle, legacy=True)
+        print(json.dumps(legacy, sort_keys=True, separators=(",", ":")))
+        return EXIT_OK if legacy["ok"] else EXIT_ERROR
+    res = validate_voice_bundle(a.bundle, level=a.level)
     print(json.dumps(res.to_dict(), sort_keys=True, indent=2))
     return EXIT_OK if res.ok else EXIT_ERROR
 
@@ -187,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate a voice_bundle/1 directory")
     p.add_argument("bundle", type=Path)
+    p.add_argument("--json", action="store_true",
+                   help="print the old validator's result shape {ok, profileId, filesValidated} | "
+                        "{ok: false, failure: {code, message, details}} (level compat)")
+    p.add_argument("--level", choices=("full", "compat"), default="full",
+                   help="compat also accepts the old minimal layout (five manifest fields + files)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("speak", help="synthesise text with a validated bundle")

@@ -48,6 +48,7 @@ NEXT_ACTIONS: dict[str, str] = {
     "checkpoint_invalid": "Delete the run folder's checkpoint and rerun from scratch.",
     "base_weights_missing": "Restore the base weights file from the repository (git checkout) or train it with `voicelane base train`.",
     "bundle_invalid": "Re-export the bundle; see the validator code in details.",
+    "bundle_compat_only": "This bundle is in the old minimal layout (five manifest fields, no voicelane model/config/eval): it validates with level compat but cannot be served; retrain or re-export it with `voicelane train`.",
     # operations (verify / readiness / managed jobs)
     "managed_job_failed": "Read the Ray job log named in the error (`ray job logs <id>`): the job failed before the lane wrote its status; fix the cluster's Python environment and rerun.",
     "status_not_found": "Run the production lane first (scripts/voice/train_production_voice.sh), or pass --status with the run's train_status JSON.",

@@ -11,10 +11,18 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
 PROFILE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# speak looks profiles up case-insensitively (old clients send `Demo_Voice`); ids stay lower-case
+SPEAK_PROFILE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 MODES = ("callout", "briefing", "debrief")
 PRIORITIES = ("info", "warn", "critical", "action")
-WATERMARK_MODES = ("none", "off")
+# values the local provider can honour (see service/core/speak_policy.watermark); others -> 400
+WATERMARK_MODES = ("none", "off", "metadata")
+AUDIO_FORMATS = ("wav", "mp3")
+
+
+def _lower(v: Any) -> Any:
+    return v.strip().lower() if isinstance(v, str) else v
 
 
 def _int_to_str(v: Any) -> Any:
@@ -54,12 +62,15 @@ class SpeakRequest(BaseModel):
     text: str = Field(min_length=1, max_length=600, description="what to say (1-600 characters)")
     mode: Literal["callout", "briefing", "debrief"] = "callout"
     priority: Literal["info", "warn", "critical", "action"] = "info"
-    voiceProfile: str | None = Field(default=None, pattern=PROFILE_PATTERN)
-    voice_profile_id: str | None = Field(default=None, pattern=PROFILE_PATTERN)
-    format: Literal["wav"] = "wav"
+    voiceProfile: str | None = Field(default=None, pattern=SPEAK_PROFILE_PATTERN,
+                                     description="case-insensitive profile id")
+    voice_profile_id: str | None = Field(default=None, pattern=SPEAK_PROFILE_PATTERN)
+    format: Annotated[Literal["wav", "mp3"], BeforeValidator(_lower)] = "wav"
     consent_asserted: StrictBool = False
-    watermark_mode: str = Field(default="none", max_length=32, pattern=NO_CONTROL,
-                                description="only `none` (alias `off`): the local provider applies no watermark")
+    watermark_mode: Annotated[str, BeforeValidator(_lower)] = Field(
+        default="none", max_length=32, pattern=NO_CONTROL,
+        description="`none`/`off` (no watermark) or `metadata` (a provenance tag in the audio container); "
+                    "echoed in x-watermark-mode; other values -> 400 voice_watermark_unsupported")
     traceId: Ident | None = None
     missionId: Ident | None = None
     eventId: Ident | None = None
@@ -69,7 +80,8 @@ class SpeakRequest(BaseModel):
     contextTier: ShortText | None = None
     sessionState: ShortText | None = None
     voiceMode: ShortText | None = None
-    tenantId: Ident | None = Field(default=None, description="additive: budget scope (default `default`)")
+    tenantId: Ident | None = Field(default=None, description="additive: budget scope; the x-tenant-id / "
+                                                             "x-customer-id headers win (default `single-tenant`)")
 
     @field_validator("text")
     @classmethod
@@ -80,12 +92,6 @@ class SpeakRequest(BaseModel):
             raise ValueError("text contains NUL")
         return v
 
-    @field_validator("watermark_mode")
-    @classmethod
-    def _watermark(cls, v: str) -> str:
-        if v.strip().lower() not in WATERMARK_MODES:
-            raise ValueError(f"watermark mode {v!r} is not supported by the local provider (supported: none)")
-        return "none"
 
 
 class VoiceProfile(BaseModel):

@@ -39,6 +39,8 @@ SERVICE_CODES: dict[str, str] = {
     "voice_queue_full": "the synthesis queue is full",
     "voice_backend_timeout": "synthesis did not finish within the time budget",
     "voice_backend_error": "synthesis failed",
+    "voice_watermark_unsupported": "the requested watermark_mode cannot be honoured (supported: none, off, metadata)",
+    "voice_format_unavailable": "the requested audio format cannot be encoded by the installed libsndfile",
 }
 
 

@@ -19,7 +19,12 @@ from typing import Any, Generic, Hashable, TypeVar
 from voicelane.service.core.errors import ApiError
 
 LOCAL_PROVIDERS = ("local", "auto", "")
+LOCAL_PREFIX = "local"  # `local-chatterbox` (the old default), `local-piper`, ...: all local
 ALWAYS_LOCAL_PRIORITIES = ("critical", "action")
+CRITICAL_ONLY_PRIORITIES = ("critical", "action")  # what `voiceMode: critical_only` lets through
+DEFAULT_TENANT = "single-tenant"
+TENANT_HEADERS = ("x-tenant-id", "x-customer-id")
+HONOURED_WATERMARKS = ("none", "off", "metadata")
 PRIORITY_RANK = {"critical": 0, "action": 0, "warn": 1, "info": 2}
 MAX_KEYS = 100_000
 
@@ -93,7 +98,7 @@ def context_gate(priority: str, context_tier: str | None, session_state: str | N
         return {"rule": "session_state", "sessionState": session_state}
     if mode in ("off", "dnd"):
         return {"rule": "voice_mode", "voiceMode": voice_mode}
-    if mode == "critical_only" and priority != "critical":
+    if mode == "critical_only" and priority not in CRITICAL_ONLY_PRIORITIES:
         return {"rule": "voice_mode_critical_only", "voiceMode": voice_mode, "priority": priority}
     return None
 
@@ -103,6 +108,28 @@ def check_consent(reference_audio_hash: str | None, consent_asserted: bool | Non
         raise ApiError(400, "voice_consent_required",
                        "a referenceAudioHash (voice reference) needs consent_asserted: true",
                        {"field": "consent_asserted"})
+
+
+def tenant_of(headers: Any, body_tenant: str | None) -> str:
+    """The tenant from ``x-tenant-id`` (else ``x-customer-id``, else the body's ``tenantId``)."""
+    for name in TENANT_HEADERS:
+        value = (headers.get(name) or "").strip()
+        if value:
+            if len(value) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise ApiError(400, "voice_invalid_request", f"the {name} header is not a valid tenant id",
+                               {"issues": [{"field": name, "code": "invalid",
+                                            "message": "1-128 printable characters"}]})
+            return value
+    return body_tenant or DEFAULT_TENANT
+
+
+def check_watermark(mode: str) -> str:
+    """The (normalised) mode to echo in ``x-watermark-mode``; refuses what the local provider cannot do."""
+    if mode not in HONOURED_WATERMARKS:
+        raise ApiError(400, "voice_watermark_unsupported",
+                       f"watermark mode {mode!r} cannot be honoured by the local provider",
+                       {"watermarkMode": mode, "supported": list(HONOURED_WATERMARKS)})
+    return mode
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,7 +152,7 @@ class ProviderPolicy:
 
     def decide(self, provider: str | None, priority: str) -> ProviderDecision:
         requested = (provider or "local").strip().lower()
-        if requested in LOCAL_PROVIDERS:
+        if requested in LOCAL_PROVIDERS or requested.startswith(LOCAL_PREFIX):
             return ProviderDecision("local", requested or "local")
         if priority in ALWAYS_LOCAL_PRIORITIES:
             return ProviderDecision("local", requested, rerouted=True)

@@ -2,7 +2,9 @@
 
 Scans every bundle root for ``bundles/<profile>/voice_bundle``. A bundle is served only when
 
-1. ``validate_voice_bundle`` passes (every file hashed against the manifest),
+1. ``validate_voice_bundle`` passes (every file hashed against the manifest) at the full level
+   (a bundle in the old minimal layout validates only at the compat level and is refused with
+   ``bundle_compat_only``),
 2. its manifest says ``lane: "production"`` (experimental outputs are never served) and not
    ``promotable: false`` (a production run whose evaluation gates failed),
 3. the manifest's ``voice_profile_id`` equals the folder name, and
@@ -41,7 +43,7 @@ def _default_loader(bundle_dir: Path, engine: str, threads: int):
 def _default_validator(bundle_dir: Path):
     from voicelane.bundle import validate_voice_bundle
 
-    return validate_voice_bundle(bundle_dir)
+    return validate_voice_bundle(bundle_dir, level="compat")  # so old minimal bundles get their own reason
 
 
 @dataclass
@@ -194,6 +196,11 @@ class VoiceRegistry:
             if not res.ok:
                 err = res.error or {}
                 return refuse(err.get("code", "bundle_invalid"), err.get("message", "bundle is invalid"))
+            if getattr(res, "level", None) == "compat":
+                return refuse("bundle_compat_only",
+                              "old minimal voice_bundle/1 layout (only the five required manifest fields): it "
+                              "validates under the compatibility level, but has no voicelane model, config, "
+                              "sample and eval, so it is never served")
             why = self._servable(name, res.manifest or {})
             if why:
                 return refuse(*why)

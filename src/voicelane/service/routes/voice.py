@@ -20,7 +20,15 @@ from voicelane import __version__
 from voicelane.errors import VoicelaneError
 from voicelane.service.core.audit import ts_now
 from voicelane.service.core.errors import ApiError, pydantic_issues
-from voicelane.service.core.speak_policy import PRIORITY_RANK, CachedAudio, check_consent, context_gate
+from voicelane.service.core import audio_out
+from voicelane.service.core.speak_policy import (
+    PRIORITY_RANK,
+    CachedAudio,
+    check_consent,
+    check_watermark,
+    context_gate,
+    tenant_of,
+)
 from voicelane.service.core.synth import QueueFull
 from voicelane.service.core.voices import ServedVoice
 from voicelane.service.deps import ServiceContext, ctx_of, read_json_object, require_admin, require_speak, trace_of
@@ -35,18 +43,21 @@ def _err(desc: str) -> dict[str, Any]:
 
 
 SPEAK_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "audio/wav bytes (headers x-voice-provider, x-voice-profile, x-voice-cache, "
-                         "x-watermark-mode), or a suppression `{ok, suppressed, reason}`",
+    200: {"description": "audio/wav (or audio/mpeg for `format: mp3`) bytes (headers x-voice-provider, "
+                         "x-voice-profile, x-voice-cache, x-watermark-mode, x-voice-tenant, "
+                         "x-voice-meter-request-count, x-voice-meter-char-count, x-voice-meter-duration-ms), "
+                         "or a suppression `{ok, suppressed, reason}`",
           "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}},
+                      "audio/mpeg": {"schema": {"type": "string", "format": "binary"}},
                       "application/json": {"schema": Suppressed.model_json_schema()}}},
-    400: _err("voice_invalid_request | voice_consent_required"),
+    400: _err("voice_invalid_request | voice_consent_required | voice_watermark_unsupported"),
     401: _err("unauthorized (only when speak requires a token)"),
     403: _err("voice_provider_not_allowed"),
     404: _err("voice_profile_not_found"),
     413: _err("request_too_large"),
     429: _err("voice_budget_exceeded | voice_rate_limited"),
     502: _err("voice_backend_error"),
-    503: _err("voice_unavailable | voice_queue_full"),
+    503: _err("voice_unavailable | voice_queue_full | voice_format_unavailable"),
     504: _err("voice_backend_timeout"),
 }
 
@@ -57,9 +68,10 @@ def _resolve(ctx: ServiceContext, requested: str | None) -> ServedVoice:
         raise ApiError(503, "voice_unavailable", "no voice is served: no valid production bundle is loaded",
                        {"refused": [r.public() for r in refused.values()][:20]})
     profile = requested or ctx.settings.default_profile or sorted(served)[0]
-    voice = served.get(profile)
+    voice = served.get(profile) or _casefold_match(served, profile)
     if voice is not None:
         return voice
+    profile = _casefold_key(refused, profile) or profile
     if profile in refused:
         r = refused[profile]
         raise ApiError(503, "voice_unavailable", f"the bundle of profile {profile!r} is not served: {r.message}",
@@ -68,20 +80,48 @@ def _resolve(ctx: ServiceContext, requested: str | None) -> ServedVoice:
                    {"profile": profile, "defaulted": requested is None, "available": sorted(served)[:50]})
 
 
-def _render(ctx: ServiceContext, served: ServedVoice, text: str, key: tuple,
+def _casefold_key(d: dict[str, Any], profile: str) -> str | None:
+    """Profile ids are case-insensitive for speak (old clients send `Demo_Voice`)."""
+    want = profile.casefold()
+    return next((k for k in sorted(d) if k.casefold() == want), None)
+
+
+def _casefold_match(served: dict[str, ServedVoice], profile: str) -> ServedVoice | None:
+    key = _casefold_key(served, profile)
+    return served[key] if key is not None else None
+
+
+def engine_provider(voice: Any) -> str:
+    """The ``x-voice-provider`` value: which local engine spoke (`local-onnx` or `local-pytorch`)."""
+    return "local-onnx" if "onnx" in type(voice).__name__.lower() else "local-pytorch"
+
+
+def _provenance_tag(served: ServedVoice) -> str:
+    return (f"synthetic speech; voicelane profile={served.profile_id}; "
+            f"manifest_sha256={served.manifest_sha256}")
+
+
+def _render(ctx: ServiceContext, served: ServedVoice, text: str, key: tuple, fmt: str, watermark: str,
             submitted: float) -> tuple[CachedAudio, float, float]:
     """Runs in a synthesis worker: (audio, queue wait ms, synthesis + encoding ms)."""
-    from voicelane.speak import wav_bytes
-
     t0 = time.perf_counter()
     syn = served.voice.synthesize(text)
-    out = CachedAudio(wav_bytes(syn.audio, syn.sample_rate), float(syn.seconds), int(syn.sample_rate))
+    tag = _provenance_tag(served) if watermark == "metadata" else None
+    data = audio_out.encode(syn.audio, int(syn.sample_rate), fmt, tag)
+    out = CachedAudio(data, float(syn.seconds), int(syn.sample_rate))
     ctx.cache.put(key, out)  # even when the caller timed out: its retry will hit
     return out, (t0 - submitted) * 1000.0, (time.perf_counter() - t0) * 1000.0
 
 
-def _suppressed(reason: str, details: dict[str, Any], trace: str) -> JSONResponse:
-    return JSONResponse({"ok": True, "suppressed": True, "reason": reason, "details": details, "traceId": trace})
+def _meter(tenant: str, chars: int, seconds: float) -> dict[str, str]:
+    """Metering headers (what the old provider billed on): requests, characters, audio duration."""
+    return {"x-voice-tenant": tenant, "x-voice-meter-request-count": "1",
+            "x-voice-meter-char-count": str(chars), "x-voice-meter-duration-ms": str(round(seconds * 1000.0))}
+
+
+def _suppressed(reason: str, details: dict[str, Any], trace: str, tenant: str) -> JSONResponse:
+    return JSONResponse({"ok": True, "suppressed": True, "reason": reason, "details": details, "traceId": trace},
+                        headers=_meter(tenant, 0, 0.0))
 
 
 @router.post("/api/voice/speak", responses=SPEAK_RESPONSES, response_class=Response,
@@ -108,11 +148,12 @@ async def speak(request: Request) -> Any:
             trace = req.traceId
             request.state.trace_id = trace
         profile = req.voiceProfile or req.voice_profile_id
-        tenant = req.tenantId or "default"
+        tenant = tenant_of(request.headers, req.tenantId)
         audit.update(traceId=trace, missionId=req.missionId, eventId=req.eventId, voiceProfile=profile,
                      mode=req.mode, priority=req.priority, consent_asserted=req.consent_asserted,
                      referenceAudioHash=req.referenceAudioHash, tenant=tenant, textChars=len(req.text))
-        if req.voiceProfile and req.voice_profile_id and req.voiceProfile != req.voice_profile_id:
+        if (req.voiceProfile and req.voice_profile_id
+                and req.voiceProfile.casefold() != req.voice_profile_id.casefold()):
             raise ApiError(400, "voice_invalid_request", "voiceProfile and voice_profile_id differ",
                            {"issues": [{"field": "voiceProfile", "code": "conflict",
                                         "message": "voiceProfile and voice_profile_id name different profiles"}]})
@@ -121,9 +162,13 @@ async def speak(request: Request) -> Any:
         why = context_gate(req.priority, req.contextTier, req.sessionState, req.voiceMode)
         if why is not None:
             audit.update(outcome="suppressed:voice_context_ineligible", status=200)
-            return _suppressed("voice_context_ineligible", why, trace)
-        # 2. consent
+            return _suppressed("voice_context_ineligible", why, trace, tenant)
+        # 2. consent (and what the caller asked of the audio)
         check_consent(req.referenceAudioHash, req.consent_asserted)
+        watermark = check_watermark(req.watermark_mode)
+        if req.format == "mp3" and not audio_out.mp3_available():
+            raise ApiError(503, "voice_format_unavailable", "this installation's libsndfile cannot encode MP3",
+                           {"format": "mp3", "supported": ["wav"]})
         # 3. provider policy
         decision = ctx.providers.decide(req.provider, req.priority)
         audit["provider"] = decision.provider
@@ -140,13 +185,14 @@ async def speak(request: Request) -> Any:
         mark, dup = ctx.dedupe.check_and_mark(tenant, req.missionId, req.dedupe_key or req.eventId, req.priority)
         if dup is not None:
             audit.update(outcome="suppressed:dedupe_cooldown", status=200)
-            return _suppressed("dedupe_cooldown", dup, trace)
+            return _suppressed("dedupe_cooldown", dup, trace, tenant)
         if mark is not None:
             undo.append(mark.undo)
         # 7. cache, 8. synthesis
         served = _resolve(ctx, profile)
         audit["voiceProfile"] = served.profile_id
-        key = ctx.cache.key(served.profile_id, served.manifest_sha256, req.text, req.format, req.mode)
+        fmt_key = req.format + (":metadata" if watermark == "metadata" else "")
+        key = ctx.cache.key(served.profile_id, served.manifest_sha256, req.text, fmt_key, req.mode)
         cached = ctx.cache.get(key)
         cache_state = "hit" if cached is not None else "miss"
         synth_ms = queue_ms = 0.0
@@ -154,7 +200,8 @@ async def speak(request: Request) -> Any:
             submitted = time.perf_counter()
             try:
                 fut = ctx.pool.submit(PRIORITY_RANK[req.priority],
-                                      lambda: _render(ctx, served, req.text, key, submitted))
+                                      lambda: _render(ctx, served, req.text, key, req.format, watermark,
+                                                      submitted))
             except QueueFull as exc:
                 raise ApiError(503, "voice_queue_full", "the synthesis queue is full; retry shortly",
                                {"queueSize": ctx.settings.speak_queue_size, "reason": str(exc)},
@@ -177,10 +224,11 @@ async def speak(request: Request) -> Any:
                 raise ApiError(502, "voice_backend_error", f"synthesis failed: {type(exc).__name__}",
                                {"profile": served.profile_id}) from None
         headers = {
-            "x-voice-provider": "local",
+            "x-voice-provider": engine_provider(served.voice),
             "x-voice-profile": served.profile_id,
             "x-voice-cache": cache_state,
-            "x-watermark-mode": "none",
+            "x-watermark-mode": watermark,
+            **_meter(tenant, len(req.text), cached.seconds),
             "x-trace-id": trace,
             "x-voice-audio-seconds": f"{cached.seconds:.3f}",
             "x-voice-sample-rate": str(cached.sample_rate),
@@ -188,11 +236,11 @@ async def speak(request: Request) -> Any:
             "x-voice-queue-ms": f"{queue_ms:.1f}",
             "cache-control": "no-store",
         }
-        if decision.rerouted:
+        if decision.requested not in ("local", "auto"):
             headers["x-voice-provider-requested"] = decision.requested
         delivered = True
         audit.update(outcome="ok", status=200, cache=cache_state)
-        return Response(cached.wav, media_type="audio/wav", headers=headers)
+        return Response(cached.wav, media_type=audio_out.MEDIA_TYPES[req.format], headers=headers)
     except ApiError as exc:
         audit.update(outcome=exc.code, status=exc.status)
         raise
