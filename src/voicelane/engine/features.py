@@ -62,8 +62,10 @@ def continuous_log_f0(f0: np.ndarray) -> np.ndarray:
     return np.interp(idx, idx[voiced], np.log(f0[voiced]))
 
 
-def synthesize(feats: np.ndarray, postfilter: float = 0.0) -> np.ndarray:
+def synthesize(feats: np.ndarray, postfilter: float = 0.0, fft_size: int = FFT_SIZE) -> np.ndarray:
     """Features [frames, FEAT_DIM] -> float32 waveform in [-1, 1] at SAMPLE_RATE."""
+    if fft_size < 128 or fft_size & (fft_size - 1):
+        raise ValueError(f"fft_size must be a power of two >= 128 (WORLD crashes otherwise): {fft_size}")
     feats = np.asarray(feats, dtype=np.float64)
     mgc = np.ascontiguousarray(feats[:, :MGC_DIM])
     if postfilter:
@@ -72,8 +74,8 @@ def synthesize(feats: np.ndarray, postfilter: float = 0.0) -> np.ndarray:
     f0 = np.exp(feats[:, LF0_IDX]) * (feats[:, VUV_IDX] > 0.5)
     f0 = np.clip(f0, 0.0, F0_CEIL)
     bap = np.ascontiguousarray(np.minimum(feats[:, BAP_IDX:BAP_IDX + N_BAP], 0.0))
-    sp = pyworld.decode_spectral_envelope(mgc, SAMPLE_RATE, FFT_SIZE)
-    ap = pyworld.decode_aperiodicity(bap, SAMPLE_RATE, FFT_SIZE)
+    sp = pyworld.decode_spectral_envelope(mgc, SAMPLE_RATE, fft_size)
+    ap = pyworld.decode_aperiodicity(bap, SAMPLE_RATE, fft_size)
     y = pyworld.synthesize(np.ascontiguousarray(f0), sp, ap, SAMPLE_RATE, FRAME_MS)
     peak = float(np.max(np.abs(y))) if len(y) else 0.0
     if peak > 0.99:

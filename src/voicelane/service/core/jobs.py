@@ -35,6 +35,7 @@ from typing import Any
 from voicelane.errors import NEXT_ACTIONS
 from voicelane.fsutil import atomic_write_json
 from voicelane.protocol import JobView, parse_line
+from voicelane.runspec import SPEC_FILE, TRAIN_JOB_TYPES, RunSpec, child_argv
 from voicelane.service.core.runner import RunHandle, Runner, kill_orphan
 from voicelane.status import SCHEMA as STATUS_SCHEMA
 from voicelane.status import now_iso, read_status
@@ -43,7 +44,6 @@ log = logging.getLogger("voicelane.service.jobs")
 
 STATES = ("pending", "running", "done", "error", "cancelled")
 FINAL_STATES = ("done", "error", "cancelled")
-TRAIN_JOB_TYPES = {"train": "experimental", "tts_voice_train": "experimental", "tts_prod_train": "production"}
 MAX_LINE_CHARS = 8192
 MAX_WARNINGS = 50
 CHECK_REPORT_MAX_CHARS = 2_000_000
@@ -238,6 +238,15 @@ def finalize_status(path: Path, job_type: str, lane: str, state: str, error: dic
     atomic_write_json(path, doc)
 
 
+@dataclass(frozen=True)
+class JobPaths:
+    id: str
+    job_dir: Path
+    out_dir: Path
+    status_path: Path
+    log_path: Path
+
+
 @dataclass
 class ActiveJob:
     id: str
@@ -327,25 +336,35 @@ class JobManager:
                 self.changed.wait(0.2)
 
     # --- submitting -------------------------------------------------------------------------
-    def submit(self, job_type: str, lane: str, kind: str, argv_tail: list[str], options: dict[str, Any],
-               out_dir_in_argv: bool = True) -> dict[str, Any]:
-        """Create a pending job. ``argv_tail`` follows ``python -m voicelane``; the literal
-        ``"{out}"`` (a whole argument) is replaced by the job's output folder."""
+    def new_job_paths(self) -> JobPaths:
         job_id = "job-" + uuid.uuid4().hex[:16]
         job_dir = self.data_dir / "jobs" / job_id
-        out_dir = job_dir / "out"
-        argv = [sys.executable, "-m", "voicelane", *[str(out_dir) if a == "{out}" else a for a in argv_tail]]
+        return JobPaths(job_id, job_dir, job_dir / "out", job_dir / "train_status.json", job_dir / "job.log")
+
+    def submit(self, job_type: str, lane: str, kind: str, options: dict[str, Any], *, spec: RunSpec | None = None,
+               argv_tail: list[str] | None = None, paths: JobPaths | None = None) -> dict[str, Any]:
+        """Create a pending job: a lane run (``spec``, whose out and status path must be the job's,
+        see ``new_job_paths``) started as ``python -m voicelane run spec.json``, or another command
+        (``argv_tail`` after ``python -m voicelane``)."""
+        p = paths or self.new_job_paths()
+        if spec is not None and (spec.out != p.out_dir or spec.status_path != p.status_path):
+            raise ValueError("the run spec must write into the job's own folder (new_job_paths)")
+        argv = child_argv(p.job_dir / SPEC_FILE) if spec is not None else [sys.executable, "-m", "voicelane",
+                                                                            *(argv_tail or [])]
         rec = {
-            "id": job_id, "type": job_type, "lane": lane, "kind": kind, "state": "pending",
-            "message": "Queued", "options": options, "argv": argv, "job_dir": str(job_dir),
-            "out_dir": str(out_dir), "status_path": str(job_dir / "train_status.json"),
-            "log_path": str(job_dir / "job.log"), "created_at": now_iso(),
+            "id": p.id, "type": job_type, "lane": lane, "kind": kind, "state": "pending",
+            "message": "Queued", "options": options, "argv": argv, "job_dir": str(p.job_dir),
+            "out_dir": str(p.out_dir), "status_path": str(p.status_path),
+            "log_path": str(p.log_path), "created_at": now_iso(),
         }
         with self.lock:
             if self.closing:
                 raise RuntimeError("the service is shutting down")
-            job_dir.mkdir(parents=True, exist_ok=True)
+            p.job_dir.mkdir(parents=True, exist_ok=True)
+            if spec is not None:
+                spec.write(p.job_dir / SPEC_FILE)
             self.store.insert(rec)
+        job_id = p.id
         self.schedule()
         return self.store.get(job_id)  # type: ignore[return-value]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,9 +15,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 
+from voicelane.errors import VoicelaneError
 from voicelane.protocol import parse_line
 from voicelane.service.core.errors import ApiError, pydantic_issues
-from voicelane.service.core.jobs import FINAL_STATES, TRAIN_JOB_TYPES
+from voicelane.runspec import TRAIN_JOB_TYPES, RunSpec
+from voicelane.service.core.jobs import FINAL_STATES
 from voicelane.service.core.paths import confine
 from voicelane.service.deps import ctx_of, read_json_object, require_admin
 from voicelane.service.models import (
@@ -65,6 +68,44 @@ def _not_found(job_id: str) -> ApiError:
     return ApiError(404, "job_not_found", f"no job {job_id[:80]!r}", {"jobId": job_id[:80]})
 
 
+# request key -> RunSpec field (paths are confined to the data roots first)
+HTTP_FIELDS: dict[str, str] = {
+    "dataPath": "data", "profile": "profile_id", "preset": "preset", "base": "base", "steps": "steps",
+    "language": "language", "seed": "seed", "displayName": "display_name", "minMinutes": "min_minutes",
+    "evalMax": "eval_max", "gates": "gates", "onnx": "onnx", "consentStatement": "consent_statement",
+    "speakerName": "speaker_name", "heldout": "heldout", "acceptLicenseRisk": "accept_license_risk",
+    "threads": "threads", "finetuneScope": "finetune_scope", "device": "device", "nproc": "nproc",
+    "snapshotEvery": "snapshot_every", "selectSnapshot": "select_snapshot",
+}
+# set by the service, never by a client: the job's own folder and status file
+SERVICE_FIELDS = ("job_type", "out", "status_path")
+
+
+def _build_spec(**values: Any) -> RunSpec:
+    try:
+        return RunSpec.build(**values)
+    except VoicelaneError as err:
+        raise ApiError(400, "invalid_request", err.message, err.details) from None
+
+
+def run_spec_from_request(req: TrainStartRequest, job_type: str, roots: list[Path], default_threads: int,
+                          out: Path, status_path: Path) -> tuple[RunSpec, dict[str, Any]]:
+    """The RunSpec of a /api/train/start body, and the options recorded on the job (what the client set)."""
+    given = {key: getattr(req, key) for key in HTTP_FIELDS if key in req.model_fields_set or key in
+             ("dataPath", "profile", "preset")}
+    given = {k: v for k, v in given.items() if v is not None}
+    given["dataPath"] = confine(req.dataPath, roots, "dataPath")
+    if req.consentStatement:
+        given["consentStatement"] = confine(req.consentStatement, roots, "consentStatement", "consent_missing")
+    if req.heldout:
+        given["heldout"] = confine(req.heldout, roots, "heldout")
+    values = {HTTP_FIELDS[k]: v for k, v in given.items()}
+    values.setdefault("threads", default_threads)
+    spec = _build_spec(job_type=job_type, out=out, status_path=status_path, **values)
+    options = {"jobType": job_type} | {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}
+    return spec, options
+
+
 @router.post("/api/train/start", response_model=StartReply, responses=ERRORS,
              openapi_extra=body_schema(TrainStartRequest),
              summary="Start a training job (jobType train | tts_voice_train | tts_prod_train)")
@@ -78,36 +119,12 @@ async def train_start(request: Request) -> Any:
         raise ApiError(400, "invalid_job_type", f"unknown jobType {str(job_type)[:64]!r}",
                        {"jobType": str(job_type)[:64], "allowed": sorted(TRAIN_JOB_TYPES)})
     req: TrainStartRequest = _validate(TrainStartRequest, obj)
-    roots = ctx.settings.data_roots or []
-    data = confine(req.dataPath, roots, "dataPath")
-    consent = confine(req.consentStatement, roots, "consentStatement", "consent_missing") \
-        if req.consentStatement else None
-    heldout = confine(req.heldout, roots, "heldout") if req.heldout else None
-
-    argv = ["train", "--lane", job_type, f"--data={data}", f"--profile={req.profile}", f"--preset={req.preset}",
-            "--out", "{out}", "--protocol", f"--threads={ctx.settings.train_threads}"]
-    options: dict[str, Any] = {"jobType": job_type, "dataPath": str(data), "profile": req.profile,
-                               "preset": req.preset}
-    for flag, key, val in (("--base", "base", req.base), ("--steps", "steps", req.steps),
-                           ("--language", "language", req.language), ("--seed", "seed", req.seed),
-                           ("--display-name", "displayName", req.displayName),
-                           ("--min-minutes", "minMinutes", req.minMinutes), ("--eval-max", "evalMax", req.evalMax),
-                           ("--consent-statement", "consentStatement", consent),
-                           ("--speaker-name", "speakerName", req.speakerName), ("--heldout", "heldout", heldout)):
-        if val is not None:
-            argv.append(f"{flag}={val}")
-            options[key] = str(val) if isinstance(val, Path) else val
-    if req.gates is not None:
-        argv.append("--gates=" + json.dumps(req.gates, sort_keys=True))
-        options["gates"] = req.gates
-    if not req.onnx:
-        argv.append("--no-onnx")
-        options["onnx"] = False
-    if req.acceptLicenseRisk:
-        argv.append("--accept-license-risk")
-        options["acceptLicenseRisk"] = True
+    paths = ctx.jobs.new_job_paths()
+    spec, options = run_spec_from_request(req, job_type, ctx.settings.data_roots or [], ctx.settings.train_threads,
+                                          paths.out_dir, paths.status_path)
     try:
-        row = await run_in_threadpool(ctx.jobs.submit, job_type, TRAIN_JOB_TYPES[job_type], "train", argv, options)
+        row = await run_in_threadpool(partial(ctx.jobs.submit, job_type, spec.lane, "train", options, spec=spec,
+                                              paths=paths))
     except RuntimeError as exc:
         raise ApiError(503, "service_unavailable", str(exc)) from None
     return {"ok": True, "started": True, "jobId": row["id"], "state": row["state"]}
@@ -121,20 +138,22 @@ async def train_dataset(request: Request) -> Any:
     req: DatasetRequest = _validate(DatasetRequest, obj)
     data = confine(req.dataPath, ctx.settings.data_roots or [], "dataPath")
     options: dict[str, Any] = {"mode": req.mode, "dataPath": str(data)}
+    options |= {"language": req.language} if req.language else {}
+    options |= {"minMinutes": req.minMinutes} if req.minMinutes is not None else {}
+    paths = ctx.jobs.new_job_paths()
     if req.mode == "check":
         argv = ["dataset", "check", str(data), "--json"]
+        argv += [f"--language={req.language}"] if req.language else []
+        argv += [f"--min-minutes={req.minMinutes}"] if req.minMinutes is not None else []
+        submit = partial(ctx.jobs.submit, "dataset", "data", "dataset", options, argv_tail=argv, paths=paths)
     else:
-        profile = req.profile or "dataset"
-        argv = ["dataset", "prepare", f"--data={data}", f"--profile={profile}", "--out", "{out}"]
-        options["profile"] = profile
-    if req.language:
-        argv.append(f"--language={req.language}")
-        options["language"] = req.language
-    if req.minMinutes is not None:
-        argv.append(f"--min-minutes={req.minMinutes}")
-        options["minMinutes"] = req.minMinutes
+        options["profile"] = req.profile or "dataset"
+        spec = _build_spec(job_type="dataset", data=data, profile_id=options["profile"], out=paths.out_dir,
+                           status_path=paths.status_path, language=req.language or "en-us",
+                           min_minutes=req.minMinutes)
+        submit = partial(ctx.jobs.submit, "dataset", "data", "dataset", options, spec=spec, paths=paths)
     try:
-        row = await run_in_threadpool(ctx.jobs.submit, "dataset", "data", "dataset", argv, options)
+        row = await run_in_threadpool(submit)
     except RuntimeError as exc:
         raise ApiError(503, "service_unavailable", str(exc)) from None
     return {"ok": True, "started": True, "jobId": row["id"], "state": row["state"]}
