@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,9 +14,10 @@ from test_ops_support import TINY, RayHead, base_env, consent_of, quick_data, ru
 
 from voicelane.bundle import validate_voice_bundle
 from voicelane.errors import VoicelaneError
-from voicelane.ops import ray_backend as rb
-from voicelane.ops.ray_job import decode_spec, encode_spec
 from voicelane.protocol import fold
+from voicelane.runner import ray as rb
+from voicelane.runner.ray_job import decode_spec, encode_spec
+from voicelane.runspec import RunSpec
 
 
 def test_ray_states_map_to_ours():
@@ -28,22 +30,36 @@ def test_ray_states_map_to_ours():
     assert rb.map_ray_state("FAILED", 130) == "cancelled"
 
 
-def test_argv_paths_and_env_handling():
-    argv = [sys.executable, "-m", "voicelane", "train", "--data", "d", "--out=o", "--profile", "p"]
-    args = rb.cli_args_of(argv)
-    assert args[0] == "train" and rb.get_flag(args, "--out") == "o" and rb.get_flag(args, "--data") == "d"
-    moved = rb.set_flag(rb.set_flag(args, "--out", "out"), "--data", "inputs/data")
-    assert rb.get_flag(moved, "--out") == "out" and rb.get_flag(moved, "--data") == "inputs/data"
-    assert rb.get_flag(rb.set_flag(args, "--heldout", "h"), "--heldout") == "h"
+def test_the_run_spec_travels_as_json_with_its_paths_mapped(tmp_path):
+    data = quick_data(tmp_path / "data", n=2)
+    spec = RunSpec.build(job_type="tts_voice_train", data=data, profile_id="p", out="o", heldout=data,
+                         consent_statement=tmp_path / "data.consent.txt")
+    path = spec.write(tmp_path / "spec.json")
+    args = rb.cli_args_of([sys.executable, "-m", "voicelane", "run", str(path)])
+    assert rb.spec_of(args, tmp_path) == spec and rb.spec_of(["dataset", "check", "x"], tmp_path) is None
     with pytest.raises(VoicelaneError):
         rb.cli_args_of(["bash", "-c", "rm -rf /"])
+    runner = rb.RayRunner(address="http://127.0.0.1:8265")
+    payload, out, status = runner._shared_payload(spec, {}, tmp_path)
+    shipped = RunSpec.build(**decode_spec(encode_spec(payload))["spec"])
+    assert out == tmp_path / "o" and status == out / "train_status.json" and not payload["fetch"]
+    assert shipped.out == out and shipped.data == data and shipped.status_path == status
+    staging = tmp_path / "staging"
+    payload, out, status = runner._upload_payload(spec, {"TRAIN_STATUS_PATH": "s.json"}, tmp_path, staging)
+    shipped = RunSpec.build(**payload["spec"])
+    assert (shipped.out, shipped.status_path) == (Path("out"), Path("out/train_status.json")) and payload["fetch"]
+    assert shipped.data == Path("inputs/data") and (staging / shipped.data / "metadata.csv").is_file()
+    assert (staging / shipped.consent_statement).read_text() == (tmp_path / "data.consent.txt").read_text()
+    assert status == tmp_path / "s.json"
     env = rb.forwarded_env({"VOICELANE_API_TOKEN": "secret", "VOICELANE_THREADS": "2", "AWS_SECRET": "x",
                             "VOICELANE_RAY_TRANSFER": "upload", "SOURCE_DATE_EPOCH": "1"})
     assert env == {"VOICELANE_THREADS": "2", "SOURCE_DATE_EPOCH": "1", "PYTHONUNBUFFERED": "1"}
-    spec = {"args": ["train", "--data", "a b; rm -rf /"], "fetch": True}
-    assert decode_spec(encode_spec(spec)) == spec and " " not in encode_spec(spec)
+    assert " " not in encode_spec({"args": ["a b; rm -rf /"]})
     assert rb.RayRunner(address="http://127.0.0.1:8265").mode == "shared"
     assert rb.RayRunner(address="http://ray-head.internal:8265").mode == "upload"
+    with pytest.raises(VoicelaneError) as exc:
+        rb.RayRunner(address="http://ray-head.internal:8265")._command_payload(["dataset", "check", "x"], {}, tmp_path)
+    assert exc.value.code == "invalid_argument"
 
 
 def test_runner_unavailable_is_a_stable_code():

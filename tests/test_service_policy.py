@@ -12,7 +12,7 @@ import pytest
 from voicelane.service.core.config import Settings, SettingsError, is_loopback
 from voicelane.service.core.errors import ApiError
 from voicelane.service.core.paths import confine
-from voicelane.service.core.runner import LocalRunner, decoded_chunks
+from voicelane.runner import LocalRunner, decoded_chunks
 from voicelane.service.core.speak_policy import (Budgets, CachedAudio, Dedupe, FakeClock, ProviderPolicy,
                                                  RateLimiter, ResponseCache, check_consent, context_gate)
 from voicelane.service.core.synth import QueueFull, SynthPool
@@ -303,6 +303,7 @@ def test_local_runner_terminates_process_group(tmp_path):
     assert not Path(f"/proc/{grandchild}/cmdline").exists() or not Path(f"/proc/{grandchild}/cmdline").read_bytes()
     with pytest.raises(TypeError):
         LocalRunner().start("echo hi", {}, tmp_path)  # type: ignore[arg-type]
+
 
 # --- compatibility with the old speak callers ------------------------------------------------------
 

@@ -57,3 +57,14 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_text(text: str) -> str:
     return sha256_bytes(text.encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """A JSON object from a file; None when absent, unreadable or not an object."""
+    if path is None:
+        return None
+    try:
+        doc = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None

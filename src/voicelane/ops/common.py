@@ -9,18 +9,16 @@ import re
 import shlex
 import subprocess
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, TextIO
 
 from voicelane.errors import VoicelaneError
-from voicelane.ops import codes  # noqa: F401  (registers the ops error codes)
+from voicelane.fsutil import read_json  # noqa: F401  (the ops modules read JSON through here)
+from voicelane.paths import REPO_ROOT
+from voicelane.runspec import LANES, PRESETS, RunSpec, with_cli_overrides
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 PREFIX = "[tts-prod]"
 TAIL_LINES = 120
-TRAIN_LANES = ("tts_prod_train", "tts_voice_train", "train", "dataset")
-PRESETS = ("tiny", "cpu", "gpu")
 EXIT_OK, EXIT_ERROR, EXIT_BLOCKED, EXIT_CANCELLED = 0, 1, 2, 130
 
 
@@ -114,161 +112,100 @@ def _env(env: Mapping[str, str], name: str) -> str | None:
     return v.strip() if v is not None and v.strip() != "" else None
 
 
-def _int_env(env: Mapping[str, str], name: str) -> int | None:
-    v = _env(env, name)
-    if v is None:
-        return None
-    try:
-        return int(v)
-    except ValueError:
-        raise VoicelaneError("invalid_argument", f"{name} must be an integer, got {v!r}", {"variable": name}) from None
-
-
-def _float_env(env: Mapping[str, str], name: str) -> float | None:
-    v = _env(env, name)
-    if v is None:
-        return None
-    try:
-        return float(v)
-    except ValueError:
-        raise VoicelaneError("invalid_argument", f"{name} must be a number, got {v!r}", {"variable": name}) from None
-
-
 def _truthy(v: str | None) -> bool:
     return (v or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-@dataclass
-class LaneConfig:
-    """What one production run needs, read from the operator's environment variables."""
-
-    lane: str
-    data: Path
-    out: Path
-    profile: str
-    base: str | None = None
-    consent: Path | None = None
-    preset: str = "cpu"
-    steps: int | None = None
-    heldout: Path | None = None
-    min_minutes: float | None = None
-    eval_max: int | None = None
-    gates: str | None = None
-    no_onnx: bool = False
-    threads: int | None = None
-    speaker_name: str | None = None
-    extra: list[str] = field(default_factory=list)
-
-    @property
-    def status_name(self) -> str:
-        return f"train_status.{self.lane}.json"
-
-    def cli_args(self, data: str | None = None, out: str | None = None, consent: str | None = None,
-                 heldout: str | None = None) -> list[str]:
-        """Arguments after `python -m voicelane` (paths can be remapped, e.g. inside a container)."""
-        data = data or str(self.data)
-        out = out or str(self.out)
-        if self.lane == "dataset":
-            args = ["dataset", "prepare", "--data", data, "--profile", self.profile, "--out", out]
-            if self.min_minutes is not None:
-                args += ["--min-minutes", repr(self.min_minutes)]
-            return args + list(self.extra)
-        args = ["train", "--lane", self.lane, "--data", data, "--profile", self.profile, "--out", out,
-                "--preset", self.preset, "--protocol"]
-        if self.base:
-            args += ["--base", self.base]
-        if self.consent is not None:
-            args += ["--consent-statement", consent or str(self.consent)]
-        if self.speaker_name:
-            args += ["--speaker-name", self.speaker_name]
-        if self.heldout is not None:
-            args += ["--heldout", heldout or str(self.heldout)]
-        if self.steps is not None:
-            args += ["--steps", str(self.steps)]
-        if self.min_minutes is not None:
-            args += ["--min-minutes", repr(self.min_minutes)]
-        if self.eval_max is not None:
-            args += ["--eval-max", str(self.eval_max)]
-        if self.gates is not None:
-            args += ["--gates", self.gates]
-        if self.threads is not None:
-            args += ["--threads", str(self.threads)]
-        if self.no_onnx:
-            args.append("--no-onnx")
-        return args + list(self.extra)
+# RunSpec field <- environment variable (TRAIN_NO_ONNX is the one inverted flag)
+ENV_FIELDS: dict[str, str] = {
+    "job_type": "TRAIN_LANE", "data": "AUDIO_PATH", "profile_id": "VOICE_PROFILE_ID", "out": "OUT_DIR",
+    "preset": "TRAIN_PRESET", "base": "BASE_WEIGHTS_ID", "accept_license_risk": "TRAIN_ACCEPT_LICENSE_RISK",
+    "consent_statement": "CONSENT_STATEMENT", "speaker_name": "SPEAKER_NAME", "heldout": "HELDOUT_PATH",
+    "language": "TRAIN_LANGUAGE", "seed": "TRAIN_SEED", "steps": "TRAIN_STEPS",
+    "display_name": "TRAIN_DISPLAY_NAME", "min_minutes": "TRAIN_MIN_MINUTES", "gates": "TRAIN_GATES",
+    "eval_max": "TRAIN_EVAL_MAX", "status_path": "TRAIN_STATUS_PATH", "threads": "TRAIN_THREADS",
+    "onnx": "TRAIN_NO_ONNX", "snapshot_every": "TRAIN_SNAPSHOT_EVERY", "select_snapshot": "TRAIN_SELECT_SNAPSHOT",
+    "finetune_scope": "TRAIN_FINETUNE_SCOPE", "device": "TRAIN_DEVICE", "nproc": "TRAIN_NPROC",
+}
+PATH_FIELDS = ("out", "consent_statement", "heldout", "status_path")
+BOOL_FIELDS = ("accept_license_risk", "select_snapshot")
 
 
-def lane_config_from_env(env: Mapping[str, str], data: Path | None = None, out: Path | None = None,
-                         cwd: Path | None = None) -> LaneConfig:
-    """Build the run from TRAIN_LANE, AUDIO_PATH, VOICE_PROFILE_ID, BASE_WEIGHTS_ID, OUT_DIR, ...
+def _abs_path(raw: str, cwd: Path) -> Path:
+    return Path(raw) if Path(raw).is_absolute() else (cwd / raw).resolve()
 
-    Raises ``invalid_argument`` for a malformed value and ``missing_audio_path`` when the
-    dataset input is unset or does not exist."""
+
+def _gates_of(raw: str) -> dict[str, Any]:
+    try:
+        gates = json.loads(raw)
+        if not isinstance(gates, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        raise VoicelaneError("invalid_argument", f"TRAIN_GATES is not a JSON object: {exc}",
+                             {"variable": "TRAIN_GATES"}) from None
+    return gates
+
+
+def _data_of(env: Mapping[str, str], cwd: Path) -> Path:
+    raw = _env(env, "AUDIO_PATH")
+    if raw is None:
+        raise VoicelaneError("missing_audio_path", "AUDIO_PATH is not set", {"audio_path": None})
+    data = _abs_path(raw, cwd)
+    if not data.exists():
+        raise VoicelaneError("missing_audio_path", f"AUDIO_PATH {raw} does not exist", {"audio_path": str(data)})
+    return data
+
+
+def _check_choice(env: Mapping[str, str], name: str, value: str, allowed: Iterable[str]) -> None:
+    if value not in allowed:
+        raise VoicelaneError("invalid_argument", f"{name}={value!r} is not allowed; use one of " + ", ".join(allowed),
+                             {"variable": name, "value": value})
+
+
+def run_spec_from_env(env: Mapping[str, str], cwd: Path | None = None) -> RunSpec:
+    """The run from TRAIN_LANE, AUDIO_PATH, VOICE_PROFILE_ID, BASE_WEIGHTS_ID, OUT_DIR, ... (ENV_FIELDS),
+    then TRAIN_EXTRA_ARGS (``train`` flags, split like a shell, never run by one).
+
+    Raises ``invalid_argument`` for a malformed value (naming the variable) and ``missing_audio_path``
+    when the dataset input is unset or does not exist."""
     cwd = cwd or Path.cwd()
-    lane = _env(env, "TRAIN_LANE") or "tts_prod_train"
-    if lane not in TRAIN_LANES:
-        raise VoicelaneError("invalid_argument", f"TRAIN_LANE={lane!r} is not a lane; use one of "
-                             + ", ".join(TRAIN_LANES), {"variable": "TRAIN_LANE", "value": lane})
-    profile = _env(env, "VOICE_PROFILE_ID") or "prod_voice"
+    _check_choice(env, "TRAIN_LANE", _env(env, "TRAIN_LANE") or "tts_prod_train", LANES)
+    _check_choice(env, "TRAIN_PRESET", _env(env, "TRAIN_PRESET") or "cpu", PRESETS)
+    values: dict[str, Any] = {f: v for f, name in ENV_FIELDS.items() if (v := _env(env, name)) is not None}
+    values["profile_id"] = values.get("profile_id") or "prod_voice"
     from voicelane.bundle import validate_profile_id
 
-    validate_profile_id(profile)
-    preset = _env(env, "TRAIN_PRESET") or "cpu"
-    if preset not in PRESETS:
-        raise VoicelaneError("invalid_argument", f"TRAIN_PRESET={preset!r}; use one of " + ", ".join(PRESETS),
-                             {"variable": "TRAIN_PRESET", "value": preset})
-    if data is None:
-        raw = _env(env, "AUDIO_PATH")
-        if raw is None:
-            raise VoicelaneError("missing_audio_path", "AUDIO_PATH is not set", {"audio_path": None})
-        data = (cwd / raw).resolve() if not Path(raw).is_absolute() else Path(raw)
-        if not data.exists():
-            raise VoicelaneError("missing_audio_path", f"AUDIO_PATH {raw} does not exist", {"audio_path": str(data)})
-    if out is None:
-        raw_out = _env(env, "OUT_DIR")
-        out = Path(raw_out) if raw_out else REPO_ROOT / "runs" / profile
-        out = out if out.is_absolute() else (cwd / out).resolve()
-    consent = None
-    raw_consent = _env(env, "CONSENT_STATEMENT")
-    if raw_consent:
-        consent = Path(raw_consent) if Path(raw_consent).is_absolute() else (cwd / raw_consent).resolve()
-    elif data.is_dir() and (data / "CONSENT.txt").is_file():
-        consent = data / "CONSENT.txt"
-    heldout = None
-    if raw_h := _env(env, "HELDOUT_PATH"):
-        heldout = Path(raw_h) if Path(raw_h).is_absolute() else (cwd / raw_h).resolve()
-    gates = _env(env, "TRAIN_GATES")
-    if gates is not None:
-        try:
-            if not isinstance(json.loads(gates), dict):
-                raise ValueError("not an object")
-        except ValueError as exc:
-            raise VoicelaneError("invalid_argument", f"TRAIN_GATES is not a JSON object: {exc}",
-                                 {"variable": "TRAIN_GATES"}) from None
-    extra = shlex.split(_env(env, "TRAIN_EXTRA_ARGS") or "")
-    return LaneConfig(
-        lane=lane, data=data, out=out, profile=profile, base=_env(env, "BASE_WEIGHTS_ID"), consent=consent,
-        preset=preset, steps=_int_env(env, "TRAIN_STEPS"), heldout=heldout,
-        min_minutes=_float_env(env, "TRAIN_MIN_MINUTES"), eval_max=_int_env(env, "TRAIN_EVAL_MAX"),
-        gates=gates, no_onnx=_truthy(env.get("TRAIN_NO_ONNX")), threads=_int_env(env, "TRAIN_THREADS"),
-        speaker_name=_env(env, "SPEAKER_NAME"), extra=extra,
-    )
+    validate_profile_id(values["profile_id"])
+    values["data"] = _data_of(env, cwd)
+    for f in PATH_FIELDS:
+        if f in values:
+            values[f] = _abs_path(values[f], cwd)
+    values.setdefault("out", REPO_ROOT / "runs" / values["profile_id"])
+    if "consent_statement" not in values and values["data"].is_dir() and (values["data"] / "CONSENT.txt").is_file():
+        values["consent_statement"] = values["data"] / "CONSENT.txt"
+    if "gates" in values:
+        values["gates"] = _gates_of(values["gates"])
+    values["onnx"] = not _truthy(values.get("onnx"))
+    for f in BOOL_FIELDS:
+        values[f] = _truthy(values.get(f))
+    values.setdefault("threads", _env(env, "VOICELANE_THREADS") or 2)
+    try:
+        spec = RunSpec.build(**values)
+    except VoicelaneError as err:
+        field_name = (err.details.get("issues") or [{}])[0].get("field", "")
+        raise VoicelaneError("invalid_argument", f"{ENV_FIELDS.get(field_name, field_name)}: {err.message}",
+                             dict(err.details, variable=ENV_FIELDS.get(field_name))) from None
+    return with_cli_overrides(spec, shlex.split(_env(env, "TRAIN_EXTRA_ARGS") or ""))
+
+
+def status_name(spec: RunSpec) -> str:
+    return f"train_status.{spec.job_type}.json"
 
 
 def bundle_dir_of(out: Path, profile: str) -> Path:
     from voicelane.bundle import bundle_dir_for
 
     return bundle_dir_for(out, profile)
-
-
-def read_json(path: Path | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    try:
-        doc = json.loads(Path(path).read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def print_lines(lines: Iterable[str], stream: TextIO) -> None:

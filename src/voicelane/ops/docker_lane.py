@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from voicelane.errors import VoicelaneError
-from voicelane.ops.common import (REPO_ROOT, TAIL_LINES, LaneConfig, LineLog, lane_config_from_env, read_json,
+from voicelane.ops.common import (ENV_FIELDS, PATH_FIELDS, TAIL_LINES, LineLog, read_json, run_spec_from_env,
                                   tail_file)
+from voicelane.paths import REPO_ROOT
+from voicelane.runspec import SPEC_FILE, RunSpec, child_argv, with_cli_overrides
 
 REPORT_BEGIN = "=== DOCKER PROD TRAIN REPORT ==="
 REPORT_END = "=== END DOCKER PROD TRAIN REPORT ==="
@@ -47,9 +49,8 @@ DOCKER_DIR = REPO_ROOT / "docker" / "voice-train-prod"
 DOCKERFILE = DOCKER_DIR / "Dockerfile"
 CONTAINER_DATA, CONTAINER_OUT, CONTAINER_CONSENT, CONTAINER_HELDOUT = "/data", "/out", "/consent", "/heldout"
 # variables forwarded into the container (paths are remapped to the mounts)
-FORWARD = ("TRAIN_LANE", "VOICE_PROFILE_ID", "BASE_WEIGHTS_ID", "TRAIN_PRESET", "TRAIN_STEPS", "TRAIN_MIN_MINUTES",
-           "TRAIN_EVAL_MAX", "TRAIN_GATES", "TRAIN_NO_ONNX", "TRAIN_THREADS", "SPEAKER_NAME", "TRAIN_EXTRA_ARGS",
-           "SOURCE_DATE_EPOCH")
+FORWARD = (*(name for f, name in ENV_FIELDS.items() if f not in ("data", *PATH_FIELDS)),
+           "TRAIN_EXTRA_ARGS", "SOURCE_DATE_EPOCH")
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,7 +98,7 @@ def parse_report(lines: Iterable[str]) -> dict[str, str] | None:
 
 
 def entrypoint_main(args: list[str], env: Mapping[str, str] | None = None) -> int:
-    from voicelane.ops.runners import LocalRunner, forward_signals
+    from voicelane.runner import LocalRunner, forward_signals
 
     env = dict(os.environ if env is None else env)
     env.setdefault("AUDIO_PATH", CONTAINER_DATA)
@@ -114,10 +115,8 @@ def entrypoint_main(args: list[str], env: Mapping[str, str] | None = None) -> in
         print(f"[voicelane-docker] cannot open the log {log_path}: {exc}", file=sys.stderr, flush=True)
         log = None
     try:
-        cfg = lane_config_from_env(env)
-        if args:
-            cfg.extra = list(cfg.extra) + list(args)
-        argv = [sys.executable, "-m", "voicelane", *cfg.cli_args()]
+        spec = with_cli_overrides(run_spec_from_env(env), list(args)).updated(status_path=status_path)
+        argv = child_argv(spec.write(spec.out / SPEC_FILE))
         child_env = dict(env, TRAIN_STATUS_PATH=str(status_path), PYTHONUNBUFFERED="1")
         status_path.parent.mkdir(parents=True, exist_ok=True)
         if log:
@@ -221,7 +220,7 @@ class DockerLane:
 
     def build(self) -> str:
         from voicelane.ops.common import info_line
-        from voicelane.ops.runners import LocalRunner
+        from voicelane.runner import LocalRunner
 
         self._client()
         image = self.image()
@@ -238,14 +237,14 @@ class DockerLane:
                                  {"exit_code": rc, "image": image, "docker_error": handle.last_stderr()})
         return image
 
-    def run_argv(self, image: str, cfg: LaneConfig) -> list[str]:
+    def run_argv(self, image: str, cfg: RunSpec) -> list[str]:
         name = f"voicelane-train-{uuid.uuid4().hex[:8]}"
         argv = [self.docker, "run", "--rm", "--name", name, "--user", f"{os.getuid()}:{os.getgid()}",
                 "-v", f"{cfg.data}:{CONTAINER_DATA}:ro", "-v", f"{cfg.out}:{CONTAINER_OUT}",
                 "-e", f"AUDIO_PATH={CONTAINER_DATA}", "-e", f"OUT_DIR={CONTAINER_OUT}"]
-        if cfg.consent is not None:
-            target = f"{CONTAINER_CONSENT}/{cfg.consent.name}"
-            argv += ["-v", f"{cfg.consent}:{target}:ro", "-e", f"CONSENT_STATEMENT={target}"]
+        if cfg.consent_statement is not None:
+            target = f"{CONTAINER_CONSENT}/{cfg.consent_statement.name}"
+            argv += ["-v", f"{cfg.consent_statement}:{target}:ro", "-e", f"CONSENT_STATEMENT={target}"]
         if cfg.heldout is not None:
             argv += ["-v", f"{cfg.heldout}:{CONTAINER_HELDOUT}:ro", "-e", f"HELDOUT_PATH={CONTAINER_HELDOUT}"]
         for name_ in FORWARD:
@@ -255,9 +254,9 @@ class DockerLane:
             argv += ["--gpus", gpus]
         return argv + [image]
 
-    def run(self, image: str, cfg: LaneConfig) -> DockerHandle:
+    def run(self, image: str, cfg: RunSpec) -> DockerHandle:
         from voicelane.ops.common import info_line
-        from voicelane.ops.runners import LocalRunner
+        from voicelane.runner import LocalRunner
 
         cfg.out.mkdir(parents=True, exist_ok=True)
         self.say(info_line(docker_run=image))

@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any, Mapping, TextIO
 
 from voicelane.errors import VoicelaneError
-from voicelane.ops.common import (PREFIX, REPO_ROOT, LaneConfig, LineLog, error_line, exit_code_for, git_head,
-                                  head_matches, info_line, lane_config_from_env, read_json, tail_file)
+from voicelane.ops.common import (PREFIX, LineLog, error_line, exit_code_for, git_head, head_matches, info_line,
+                                  read_json, run_spec_from_env, status_name, tail_file)
+from voicelane.paths import REPO_ROOT
 from voicelane.protocol import JobView, parse_line
+from voicelane.runspec import SPEC_FILE, RunSpec, child_argv
 
 BACKENDS = ("local", "local_docker", "managed_job")
 
@@ -101,9 +103,9 @@ class Orchestrator:
             if self.backend not in BACKENDS:
                 raise VoicelaneError("invalid_backend", f"TRAIN_BACKEND={self.backend!r} is not a backend",
                                      {"backend": self.backend, "allowed": ",".join(BACKENDS)})
-            cfg = lane_config_from_env(self.env, cwd=self.cwd)
-            self.say(info_line(backend=self.backend, lane=cfg.lane, profile=cfg.profile, audio_path=str(cfg.data),
-                               out=str(cfg.out), log=str(self.log_path)))
+            cfg = run_spec_from_env(self.env, cwd=self.cwd).updated(status_path=self.status_path)
+            self.say(info_line(backend=self.backend, lane=cfg.job_type, profile=cfg.profile_id,
+                               audio_path=str(cfg.data), out=str(cfg.out), log=str(self.log_path)))
             if self.backend == "local":
                 result = self.run_local(cfg)
             elif self.backend == "local_docker":
@@ -194,7 +196,7 @@ class Orchestrator:
         return LaneFailed(code, f"the lane exited with {rc} without a status", {"exit_code": rc, **extra},
                           rc if rc > 0 else 1)
 
-    def check_result(self, cfg: LaneConfig, rc: int, **extra: Any) -> dict[str, Any]:
+    def check_result(self, cfg: RunSpec, rc: int, **extra: Any) -> dict[str, Any]:
         status = read_json(self.status_path)
         if rc != 0:
             raise self.lane_failure(rc, status, **extra)
@@ -203,12 +205,12 @@ class Orchestrator:
                              {"train_status": str(self.status_path),
                               "state": (status or {}).get("state")}, 1)
         result: dict[str, Any] = {"status": status}
-        if cfg.lane == "dataset":
+        if cfg.job_type == "dataset":
             return result
         from voicelane.bundle import validate_voice_bundle
         from voicelane.ops.common import bundle_dir_of
 
-        bdir = bundle_dir_of(cfg.out, cfg.profile)
+        bdir = bundle_dir_of(cfg.out, cfg.profile_id)
         res = validate_voice_bundle(bdir)
         if not res.ok:
             err = res.error or {}
@@ -217,7 +219,7 @@ class Orchestrator:
         result.update(bundle=str(bdir), files_validated=res.files_validated)
         return result
 
-    def finish_ok(self, cfg: LaneConfig, result: dict[str, Any]) -> None:
+    def finish_ok(self, cfg: RunSpec, result: dict[str, Any]) -> None:
         if result.get("bundle"):
             self.say(info_line(bundle=result["bundle"], files_validated=result.get("files_validated")))
         self.say(info_line(train_status=str(self.status_path), log=str(self.log_path)))
@@ -231,16 +233,16 @@ class Orchestrator:
         return env
 
     # --- backends ----------------------------------------------------------------------------
-    def run_local(self, cfg: LaneConfig) -> dict[str, Any]:
-        from voicelane.ops.runners import LocalRunner
+    def run_local(self, cfg: RunSpec) -> dict[str, Any]:
+        from voicelane.runner import LocalRunner
 
-        argv = [sys.executable, "-m", "voicelane", *cfg.cli_args()]
+        argv = child_argv(cfg.write(cfg.out / SPEC_FILE))
         self.status_path.parent.mkdir(parents=True, exist_ok=True)
         handle = LocalRunner().start(argv, self.lane_env(), self.cwd)
         rc, _view = self.drive(handle)
         return self.check_result(cfg, rc)
 
-    def run_docker(self, cfg: LaneConfig) -> dict[str, Any]:
+    def run_docker(self, cfg: RunSpec) -> dict[str, Any]:
         from voicelane.ops import docker_lane
 
         dk = docker_lane.DockerLane(self.env, self.head, self.say)
@@ -251,7 +253,7 @@ class Orchestrator:
         if report is None:
             raise VoicelaneError("docker_run_failed", "the container ended without its report block",
                                  {"exit_code": rc, "image": image, "docker_error": handle.last_stderr()})
-        status_file = cfg.out / cfg.status_name
+        status_file = cfg.out / status_name(cfg)
         if report.get("train_status_present") == "true" and status_file.is_file():
             self.import_container_status(status_file, cfg.out, docker_lane.CONTAINER_OUT, image)
         elif rc != 0:
@@ -275,11 +277,11 @@ class Orchestrator:
         doc["docker"] = {"image": image, "container_status_path": str(status_file)}
         atomic_write_json(self.status_path, doc)
 
-    def run_managed(self, cfg: LaneConfig) -> dict[str, Any]:
-        from voicelane.ops.ray_backend import RayRunner
+    def run_managed(self, cfg: RunSpec) -> dict[str, Any]:
+        from voicelane.runner.ray import RayRunner
 
         runner = RayRunner.from_env(self.env)
-        argv = [sys.executable, "-m", "voicelane", *cfg.cli_args()]
+        argv = child_argv(cfg.write(cfg.out / SPEC_FILE))
         self.status_path.parent.mkdir(parents=True, exist_ok=True)
         handle = runner.start(argv, self.lane_env(), self.cwd)
         self.say(info_line(ray_address=runner.address, ray_job_id=handle.job_id, transfer=handle.mode))

@@ -1,9 +1,9 @@
 """Managed jobs on Ray (SPEC §10, ``TRAIN_BACKEND=managed_job``; the service's ``VOICELANE_RUNNER=ray``).
 
-``RayRunner`` has the runner shape of ``voicelane.ops.runners`` / ``voicelane.service.core.runner``::
+``RayRunner`` has the runner shape of ``voicelane.runner``::
 
-    runner = RayRunner()                         # or RayRunner.from_env(env) / make_runner()
-    handle = runner.start(argv, env, cwd)        # argv: [python, "-m", "voicelane", "train", ...]
+    runner = RayRunner()                         # or RayRunner.from_env(env)
+    handle = runner.start(argv, env, cwd)        # argv: [python, "-m", "voicelane", "run", spec.json]
     for stream, line in handle.lines(): ...      # ("stdout"|"stderr", line); stdout = §3 protocol
     rc = handle.wait(timeout=None)               # the lane's exit code (None while running)
     handle.terminate(grace_s)                    # `ray job stop` -> the lane records `cancelled`
@@ -14,7 +14,7 @@ How a run travels:
 * Submission: ``ray.job_submission.JobSubmissionClient(RAY_ADDRESS)`` (default
   ``http://127.0.0.1:8265``, the Ray dashboard's job API). Unreachable, or ray not installed ->
   ``VoicelaneError("managed_job_unavailable", details={"address": ...})``. The job's entrypoint is
-  ``python -m voicelane.ops.ray_job <base64 spec>`` (``VOICELANE_RAY_PYTHON`` names the cluster's
+  ``python -m voicelane.runner.ray_job <base64 payload>`` carrying the RunSpec as JSON (``VOICELANE_RAY_PYTHON`` names the cluster's
   python; the cluster must have voicelane installed at the same commit). It asks for
   ``VOICELANE_RAY_NUM_CPUS`` (default 1) and ``VOICELANE_RAY_NUM_GPUS`` (default 0).
 * Dataset and output (``VOICELANE_RAY_TRANSFER``):
@@ -24,7 +24,7 @@ How a run travels:
   uploaded as the job's ``working_dir``; the lane writes under it on the cluster, and
   ``ray_job`` ships the bundle, dataset manifest and status back through the job log (a
   checksummed tar.gz in base64 lines, ``VOICELANE_RAY_MAX_FETCH_MB``, default 512), which is
-  unpacked into the local ``--out`` and ``TRAIN_STATUS_PATH``.
+  validated, then swapped into the local ``out`` (never an invalid bundle) and the status path.
   ``auto`` (default) - ``shared`` for a loopback address, else ``upload``.
 * Logs: streamed with ``tail_job_logs`` (polling ``get_job_logs`` as a fallback) and split into
   real lines by ``voicelane.protocol.iter_lines``; the lane's stdout lines come out as
@@ -56,18 +56,16 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import urlparse
 
 from voicelane.errors import VoicelaneError
-from voicelane.fsutil import atomic_write_json
-from voicelane.ops import codes  # noqa: F401
-from voicelane.ops.common import read_json
-from voicelane.ops.ray_job import encode_spec
+from voicelane.fsutil import atomic_write_json, read_json
 from voicelane.protocol import iter_lines
+from voicelane.runner.ray_job import encode_spec
+from voicelane.runspec import RunSpec
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 RAY_STATE_MAP = {"PENDING": "running", "RUNNING": "running", "SUCCEEDED": "completed", "STOPPED": "cancelled",
                  "FAILED": "error"}
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-PATH_FLAGS = ("--data", "--out", "--consent-statement", "--heldout")
-INPUT_FLAGS = {"--data": "data", "--consent-statement": "consent", "--heldout": "heldout"}
+INPUT_FIELDS = {"data": "data", "consent_statement": "consent", "heldout": "heldout"}
 FORWARD_ENV = ("SOURCE_DATE_EPOCH", "PYTHONIOENCODING", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 SECRET_ENV = ("VOICELANE_API_TOKEN",)
 
@@ -105,31 +103,11 @@ def cli_args_of(argv: list[str]) -> list[str]:
                          {"argv0": argv[0] if argv else None})
 
 
-def get_flag(args: list[str], flag: str) -> str | None:
-    for i, a in enumerate(args):
-        if a == flag and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith(flag + "="):
-            return a.split("=", 1)[1]
+def spec_of(args: list[str], cwd: Path) -> RunSpec | None:
+    """The RunSpec of ``run spec.json``; None for any other command (e.g. ``dataset check``)."""
+    if len(args) == 2 and args[0] == "run":
+        return RunSpec.read(_abs(args[1], cwd))
     return None
-
-
-def set_flag(args: list[str], flag: str, value: str) -> list[str]:
-    out, i, done = [], 0, False
-    while i < len(args):
-        a = args[i]
-        if a == flag and i + 1 < len(args):
-            out += [flag, value]
-            i += 2
-            done = True
-            continue
-        if a.startswith(flag + "="):
-            out.append(f"{flag}={value}")
-            done = True
-        else:
-            out.append(a)
-        i += 1
-    return out if done else out + [flag, value]
 
 
 def forwarded_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -210,44 +188,66 @@ class RayRunner:
     def start(self, argv: list[str], env: Mapping[str, str], cwd: Path | str | None = None) -> "RayJobHandle":
         cwd = Path(cwd) if cwd else Path.cwd()
         args = cli_args_of(list(argv))
-        profile = get_flag(args, "--profile")
-        out_raw = get_flag(args, "--out") or str(Path("runs") / (profile or "voice"))
-        out_local = _abs(out_raw, cwd)
-        status_local = _abs(env.get("TRAIN_STATUS_PATH") or str(out_local / "train_status.json"), cwd)
-        mode = self.mode
+        spec = spec_of(args, cwd)
         client = self.client()
         staging: Path | None = None
         runtime_env: dict[str, Any] = {"env_vars": forwarded_env(env)}
         try:
-            if mode == "shared":
-                for flag in PATH_FLAGS:
-                    if (v := get_flag(args, flag)) is not None or flag == "--out":
-                        args = set_flag(args, flag, str(_abs(v, cwd)) if v is not None else str(out_local))
-                spec = {"args": args, "status_path": str(status_local), "out": str(out_local), "fetch": False}
+            if spec is None:
+                payload, out_local, status_local = self._command_payload(args, env, cwd)
+            elif self.mode == "shared":
+                payload, out_local, status_local = self._shared_payload(spec, env, cwd)
             else:
                 staging = Path(tempfile.mkdtemp(prefix="voicelane-ray-"))
-                for flag, name in INPUT_FLAGS.items():
-                    if (v := get_flag(args, flag)) is not None:
-                        args = set_flag(args, flag, _stage_input(_abs(v, cwd), staging / "inputs", name))
-                args = set_flag(args, "--out", "out")
-                spec = {"args": args, "status_path": "out/train_status.json", "out": "out", "fetch": True,
-                        "max_fetch_bytes": self.max_fetch_bytes}
+                payload, out_local, status_local = self._upload_payload(spec, env, cwd, staging)
                 runtime_env["working_dir"] = str(staging)
-            entrypoint = f"{shlex.quote(self.python)} -m voicelane.ops.ray_job {encode_spec(spec)}"
-            submission_id = f"voicelane-{uuid.uuid4().hex[:16]}"
-            try:
-                job_id = client.submit_job(
-                    entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id,
-                    metadata={"voicelane": "lane", "command": " ".join(args[:3])[:100], "profile": profile or ""},
-                    entrypoint_num_cpus=self.num_cpus, entrypoint_num_gpus=self.num_gpus or None)
-            except Exception as exc:  # noqa: BLE001
-                raise self.unavailable("the job could not be submitted", exc) from None
+            job_id = self._submit(client, payload, runtime_env, spec)
         finally:
             if staging is not None:  # submit_job has uploaded the package (or failed)
                 shutil.rmtree(staging, ignore_errors=True)
-        job_type = (get_flag(args, "--lane") or "tts_prod_train") if args[:1] == ["train"] else "dataset"
-        return RayJobHandle(client, job_id, self.address, mode, out_local, status_local, profile,
-                            job_type=job_type)
+        return RayJobHandle(client, job_id, self.address, self.mode, out_local, status_local,
+                            spec.profile_id if spec else None, job_type=spec.job_type if spec else "dataset")
+
+    def _status_local(self, spec: RunSpec | None, env: Mapping[str, str], out_local: Path, cwd: Path) -> Path:
+        chosen = (spec.status_path if spec else None) or env.get("TRAIN_STATUS_PATH") or out_local / "train_status.json"
+        return _abs(str(chosen), cwd)
+
+    def _command_payload(self, args: list[str], env: Mapping[str, str], cwd: Path) -> tuple[dict, Path, Path]:
+        """A command that is not a lane run travels as given: its paths must be the cluster's too."""
+        if self.mode != "shared":
+            raise VoicelaneError("invalid_argument", "only lane runs (`voicelane run spec.json`) can be uploaded to "
+                                 "Ray; use VOICELANE_RAY_TRANSFER=shared", {"command": " ".join(args[:3])})
+        status_local = self._status_local(None, env, cwd, cwd)
+        return {"args": args, "status_path": str(status_local), "out": str(cwd), "fetch": False}, cwd, status_local
+
+    def _shared_payload(self, spec: RunSpec, env: Mapping[str, str], cwd: Path) -> tuple[dict, Path, Path]:
+        out_local = _abs(str(spec.out), cwd)
+        status_local = self._status_local(spec, env, out_local, cwd)
+        paths = {f: _abs(str(v), cwd) for f in INPUT_FIELDS if (v := getattr(spec, f)) is not None}
+        shipped = spec.updated(out=out_local, status_path=status_local, **paths)
+        return {"spec": shipped.model_dump(mode="json"), "status_path": str(status_local), "out": str(out_local),
+                "fetch": False}, out_local, status_local
+
+    def _upload_payload(self, spec: RunSpec, env: Mapping[str, str], cwd: Path,
+                        staging: Path) -> tuple[dict, Path, Path]:
+        out_local = _abs(str(spec.out), cwd)
+        status_local = self._status_local(spec, env, out_local, cwd)
+        staged = {f: Path(_stage_input(_abs(str(v), cwd), staging / "inputs", name))
+                  for f, name in INPUT_FIELDS.items() if (v := getattr(spec, f)) is not None}
+        shipped = spec.updated(out=Path("out"), status_path=Path("out/train_status.json"), **staged)
+        return {"spec": shipped.model_dump(mode="json"), "status_path": "out/train_status.json", "out": "out",
+                "fetch": True, "max_fetch_bytes": self.max_fetch_bytes}, out_local, status_local
+
+    def _submit(self, client, payload: dict, runtime_env: dict[str, Any], spec: RunSpec | None) -> str:
+        entrypoint = f"{shlex.quote(self.python)} -m voicelane.runner.ray_job {encode_spec(payload)}"
+        command = f"run {spec.job_type}" if spec else " ".join(payload["args"][:3])
+        try:
+            return client.submit_job(
+                entrypoint=entrypoint, runtime_env=runtime_env, submission_id=f"voicelane-{uuid.uuid4().hex[:16]}",
+                metadata={"voicelane": "lane", "command": command[:100], "profile": spec.profile_id if spec else ""},
+                entrypoint_num_cpus=self.num_cpus, entrypoint_num_gpus=self.num_gpus or None)
+        except Exception as exc:  # noqa: BLE001
+            raise self.unavailable("the job could not be submitted", exc) from None
 
 
 def make_runner() -> RayRunner:

@@ -1,11 +1,12 @@
-"""What a managed job runs on the Ray cluster: ``python -m voicelane.ops.ray_job <spec>``.
+"""What a managed job runs on the Ray cluster: ``python -m voicelane.runner.ray_job <spec>``.
 
 ``<spec>`` is base64 of a JSON object (so no path ever passes through a shell string)::
 
-    {"args": [...voicelane CLI args...], "status_path": "...", "out": "...",
+    {"spec": {...RunSpec...} | "args": [...voicelane CLI args...], "status_path": "...", "out": "...",
      "fetch": true|false, "max_fetch_bytes": N}
 
-It runs ``python -m voicelane <args>`` and re-emits, on its single stdout (Ray merges a job's
+With ``spec`` it writes the RunSpec to ``<out>/spec.json`` and runs ``python -m voicelane run`` on it
+(``args``: a command that is not a lane run, as given). It runs the lane and re-emits, on its single stdout (Ray merges a job's
 stdout and stderr into one log, so one writer keeps lines whole and tells them apart):
 
     VLRAY_OUT <line>          a line of the lane's stdout (the §3 protocol)
@@ -70,9 +71,17 @@ def pack_outputs(out: Path, status_path: Path) -> bytes:
     return buf.getvalue()
 
 
+def _lane_argv(spec: dict, out: Path) -> list[str]:
+    from voicelane.runspec import SPEC_FILE, RunSpec, child_argv
+
+    if "spec" in spec:
+        return child_argv(RunSpec.build(**spec["spec"]).write(out / SPEC_FILE))
+    return [sys.executable, "-m", "voicelane", *spec["args"]]
+
+
 def run(spec: dict) -> int:
     from voicelane.lane import git_commit
-    from voicelane.ops.runners import LocalRunner, forward_signals
+    from voicelane.runner.local import LocalRunner, forward_signals
 
     status_path = Path(spec["status_path"]).resolve()
     out = Path(spec["out"]).resolve()
@@ -81,7 +90,7 @@ def run(spec: dict) -> int:
     env.setdefault("PYTHONIOENCODING", "utf-8")
     _emit("VLRAY_START", canonical_json({"host": socket.gethostname(), "python": sys.executable,
                                          "commit": git_commit(), "cwd": os.getcwd()}))
-    handle = LocalRunner().start([sys.executable, "-m", "voicelane", *spec["args"]], env, None)
+    handle = LocalRunner().start(_lane_argv(spec, out), env, None)
 
     forward_signals(handle)
     for stream, line in handle.lines():
@@ -109,7 +118,7 @@ def run(spec: dict) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 1:
-        print("usage: python -m voicelane.ops.ray_job <base64 spec>", file=sys.stderr)
+        print("usage: python -m voicelane.runner.ray_job <base64 spec>", file=sys.stderr)
         return 2
     return run(decode_spec(argv[0]))
 

@@ -167,6 +167,17 @@ class TrainStartRequest(BaseModel):
     heldout: PathStr | None = None
     acceptLicenseRisk: StrictBool = Field(default=False,
                                           validation_alias=_aliases("acceptLicenseRisk", "accept_license_risk"))
+    threads: int | None = Field(default=None, ge=1, le=64,
+                                description="torch threads of the run (default VOICELANE_TRAIN_THREADS)")
+    finetuneScope: Literal["all", "decoder"] | None = Field(
+        default=None, validation_alias=_aliases("finetuneScope", "finetune_scope"),
+        description="layers adapted when fine-tuning from base (default: the preset's)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    nproc: int = Field(default=1, ge=1, le=64, description="data-parallel training processes (one per GPU)")
+    snapshotEvery: int = Field(default=0, ge=0, le=10_000_000,
+                               validation_alias=_aliases("snapshotEvery", "snapshot_every"))
+    selectSnapshot: StrictBool = Field(default=False, validation_alias=_aliases("selectSnapshot", "select_snapshot"),
+                                       description="bundle the snapshot with the lowest regression-prompt WER")
 
 
 class DatasetRequest(BaseModel):

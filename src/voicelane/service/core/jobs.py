@@ -36,7 +36,7 @@ from voicelane.errors import NEXT_ACTIONS
 from voicelane.fsutil import atomic_write_json
 from voicelane.protocol import JobView, parse_line
 from voicelane.runspec import SPEC_FILE, TRAIN_JOB_TYPES, RunSpec, child_argv
-from voicelane.service.core.runner import RunHandle, Runner, kill_orphan
+from voicelane.runner import RunHandle, Runner, kill_orphan
 from voicelane.status import SCHEMA as STATUS_SCHEMA
 from voicelane.status import now_iso, read_status
 
@@ -298,7 +298,7 @@ class JobManager:
             details: dict[str, Any] = {"pid": pid}
             ref = row.get("runner_ref")
             if isinstance(ref, dict) and ref.get("kind") == "ray":
-                from voicelane.ops.ray_backend import stop_orphan
+                from voicelane.runner.ray import stop_orphan
 
                 details |= {"ray_job_id": ref.get("job_id"), "ray_status_after_stop": stop_orphan(ref)}
                 log.warning("stopped orphaned Ray job %s of job %s", ref.get("job_id"), row["id"])
