@@ -31,7 +31,7 @@ def demo_options(out: Path, quick: bool, threads: int) -> LaneOptions:
         steps=20 if quick else None, eval_max=4 if quick else None, threads=threads,
         gates={} if quick else None, min_minutes=None,
         # the last optimiser step is not always the best voice: keep a snapshot every 200 steps
-        # and bundle the one that speaks the regression prompts best (engine/select.py)
+        # and bundle the one that speaks the regression prompts best (selection.py)
         snapshot_every=0 if quick else 200, select_snapshot=not quick,
     )
 

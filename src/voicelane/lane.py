@@ -284,7 +284,7 @@ class Lane:
                  "base_weights": o.base, "postfilter": 0.0}
         weights_state = ck["model"]
         if o.select_snapshot and o.snapshot_every:
-            from voicelane.engine.select import select_snapshot
+            from voicelane.selection import select_snapshot
 
             chosen = select_snapshot(run_dir, ck, arch, mean, std, language)
             weights_state = chosen.state
