@@ -35,7 +35,7 @@ def test_phonemize_refuses_what_it_cannot_voice():
         frontend.phonemize("...!!!")
     assert e.value.code == "text_unvoiceable"
     with pytest.raises(VoicelaneError) as e:
-        frontend.phonemize("bonjour", "fr-fr")
+        frontend.phonemize("ni hao", "zh-CN")
     assert e.value.code == "language_unsupported"
 
 

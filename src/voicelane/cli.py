@@ -123,6 +123,20 @@ def cmd_speak(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_languages(a: argparse.Namespace) -> int:
+    from voicelane.engine.frontend import languages_table
+
+    rows = languages_table()
+    if a.json:
+        print(json.dumps(rows, sort_keys=True, ensure_ascii=False))
+        return EXIT_OK
+    for r in rows:
+        numbers = "numbers" if r["numbers"] else "no number rules: write numbers as words"
+        print(f"{r['code']:<6} {r['name']:<32} {r['package']} {r['package_version']}  "
+              f"{r['phonemes']} tokens, {r['script']} script, {numbers}")
+    return EXIT_OK
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from voicelane.demo import run_demo
 
@@ -205,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["auto", "pytorch", "onnx"], default="auto")
     p.add_argument("--length-scale", type=float, default=1.0)
     p.set_defaults(func=cmd_speak)
+
+    p = sub.add_parser("languages", help="list the languages of the front end (--language takes BCP-47: ru, pt-BR...)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_languages)
 
     p = sub.add_parser("demo", help="the main job: fine-tune the shipped base voice to the demo speaker")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))

@@ -48,6 +48,13 @@ NEXT_ACTIONS: dict[str, str] = {
     "checkpoint_invalid": "Delete the run folder's checkpoint and rerun from scratch.",
     "base_weights_missing": "Restore the base weights file from the repository (git checkout) or train it with `voicelane base train`.",
     "bundle_invalid": "Re-export the bundle; see the validator code in details.",
+    # studio uploads and recordings (docs/studio.md)
+    "upload_empty": "The upload or recording arrived empty (0 bytes); pick the file again or re-take the recording.",
+    "upload_invalid": "Upload a .zip of an LJSpeech folder (metadata.csv at the top, audio under wavs/).",
+    "upload_unsafe": "Re-create the zip from the dataset folder itself: entries may not be absolute, contain '..' or be symlinks.",
+    "dataset_exists": "Pick another dataset name, or remove the existing folder first.",
+    "recording_invalid": "Record again: takes must be WAV at 16 kHz or more and last 0.5-20 s.",
+    "recording_silent": "Check that the right microphone is selected and not muted, raise its input level, then re-take.",
     "bundle_compat_only": "This bundle is in the old minimal layout (five manifest fields, no voicelane model/config/eval): it validates with level compat but cannot be served; retrain or re-export it with `voicelane train`.",
     # operations (verify / readiness / managed jobs)
     "managed_job_failed": "Read the Ray job log named in the error (`ray job logs <id>`): the job failed before the lane wrote its status; fix the cluster's Python environment and rerun.",

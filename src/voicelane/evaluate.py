@@ -5,7 +5,14 @@
 * spectral distance: mel-cepstral distortion (pysptk mel-cepstra of WORLD envelopes) along a
   DTW path (librosa);
 * F0: median voiced F0 of synthesis vs the real recordings, and F0 RMSE along the DTW path;
-* duration ratio, synthesis real-time factor.
+* duration ratio, synthesis real-time factor;
+* any language: phone error rate (PER), the language-independent intelligibility proxy.
+  pocketsphinx's en-us acoustic model decodes the audio as a free phone loop (its en-us phone
+  bigram, no words, no lexicon); the reference is the transcript's own tokens mapped onto the
+  same en-us phones (``frontend.arpabet``, nearest base sound by articulatory features for
+  other languages). The same recogniser on the real held-out recordings is the floor. On
+  English it ranks voices as WER does (bench/per_proxy.py, docs/model-choice.md).
+  WER needs an ASR for the language and is reported for English only.
 """
 
 from __future__ import annotations
@@ -62,6 +69,52 @@ class ASR:
         self.dec.end_utt()
         hyp = self.dec.hyp()
         return hyp.hypstr if hyp is not None else ""
+
+
+class PhoneRecognizer:
+    """pocketsphinx en-us acoustic model + en-us phone bigram: audio -> ARPAbet phones."""
+
+    def __init__(self):
+        import os
+
+        from pocketsphinx import Decoder, get_model_path
+
+        lm = os.path.join(get_model_path(), "en-us-phone.lm.bin")
+        self.dec = Decoder(samprate=16000, allphone=lm, lm=None, lw=2.0, beam=1e-20, pbeam=1e-20,
+                           loglevel="FATAL")
+
+    def phones(self, wav: np.ndarray, sample_rate: int) -> list[str]:
+        if sample_rate != 16000:
+            import soxr
+
+            wav = soxr.resample(wav, sample_rate, 16000)
+        pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes()
+        self.dec.start_utt()
+        self.dec.process_raw(pcm, full_utt=True)
+        self.dec.end_utt()
+        return [seg.word for seg in self.dec.seg() if seg.word not in ("SIL", "+NSN+", "+SPN+", "<s>", "</s>")]
+
+
+def reference_phones(text: str, language: str = "en-us") -> list[str]:
+    """The transcript's tokens as en-us phones (what the phone recogniser should hear)."""
+    out = []
+    for utt in frontend.phonemize_sentences(text, language):
+        for tok in utt.tokens:
+            if tok in frontend.PROSODY_TOKENS:
+                continue
+            try:
+                phone = frontend.arpabet(tok)
+            except KeyError:
+                phone = frontend.arpabet(frontend.nearest_base_phoneme(tok))
+            out.append(phone)
+    return out
+
+
+def phone_errors(ref: list[str], hyp: list[str]) -> tuple[int, int]:
+    """(edit distance, reference length) over phone sequences."""
+    import editdistance
+
+    return int(editdistance.eval(ref, hyp)), len(ref)
 
 
 def reference_words(text: str, language: str = "en-us") -> list[str]:
@@ -138,24 +191,37 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
     `synthesize(text)` returns an engine Synthesis. Returns the eval dict (eval.json) and,
     under "_audio", up to `keep_audio` rendered (id, text, waveform) samples.
     """
-    asr = ASR()
-    prompts = REGRESSION_PROMPTS if prompts is None else prompts
+    language = frontend.check_language(language)
+    has_asr = language == "en-us"  # pocketsphinx's stock model is US English
+    asr = ASR() if has_asr else None
+    phone_rec = PhoneRecognizer()
+    prompts = (REGRESSION_PROMPTS if has_asr else []) if prompts is None else prompts
     total = len(clips) + len(prompts)
     err = ref_n = floor_err = floor_n = hit = cnt = floor_hit = floor_cnt = 0
+    ph_e = ph_n = fp_e = fp_n = 0
     mcds, f0rmses, ratios, per = [], [], [], []
     syn_wavs, real_wavs, audio_keep = [], [], []
     compute_s = audio_s = 0.0
     for k, clip in enumerate(clips):
-        ref = reference_words(clip.text, language)
         syn = synthesize(clip.text)
         compute_s += syn.compute_s
         audio_s += syn.seconds
-        hyp = _words(asr.transcribe(syn.audio, syn.sample_rate))
-        e, n = wer_counts(ref, hyp)
-        h, c = content_recall(ref, hyp)
-        err, ref_n, hit, cnt = err + e, ref_n + n, hit + h, cnt + c
-        row = {"id": clip.id, "wer": round(e / max(n, 1), 4), "hyp": " ".join(hyp)}
+        ref_ph = reference_phones(clip.text, language)
+        pe, pn = phone_errors(ref_ph, phone_rec.phones(syn.audio, syn.sample_rate))
+        ph_e, ph_n = ph_e + pe, ph_n + pn
+        row = {"id": clip.id, "per": round(pe / max(pn, 1), 4)}
         if with_floor:
+            fpe, fpn = phone_errors(ref_ph, phone_rec.phones(clip.wav, features.SAMPLE_RATE))
+            fp_e, fp_n = fp_e + fpe, fp_n + fpn
+            row["floor_per"] = round(fpe / max(fpn, 1), 4)
+        if has_asr:
+            ref = reference_words(clip.text, language)
+            hyp = _words(asr.transcribe(syn.audio, syn.sample_rate))
+            e, n = wer_counts(ref, hyp)
+            h, c = content_recall(ref, hyp)
+            err, ref_n, hit, cnt = err + e, ref_n + n, hit + h, cnt + c
+            row.update({"wer": round(e / max(n, 1), 4), "hyp": " ".join(hyp)})
+        if with_floor and has_asr:
             fhyp = _words(asr.transcribe(clip.wav, features.SAMPLE_RATE))
             fe, fn = wer_counts(ref, fhyp)
             fh, fc = content_recall(ref, fhyp)
@@ -176,7 +242,7 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
             on_progress(k + 1, total)
     prompt_rows = []
     p_err = p_n = 0
-    for j, text in enumerate(prompts):
+    for j, text in enumerate(prompts if has_asr else []):  # the prompts are scored by the ASR
         syn = synthesize(text)
         compute_s += syn.compute_s
         audio_s += syn.seconds
@@ -192,12 +258,16 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
     real_med = _median_f0(real_wavs)
     result = {
         "schema": "voice_eval/1",
-        "asr": "pocketsphinx-5.1.1 en-us (stock model)",
+        "language": language,
+        "asr": "pocketsphinx-5.1.1 en-us (stock model)" if has_asr else None,
+        "phone_recognizer": "pocketsphinx-5.1.1 en-us acoustic model, en-us phone bigram (allphone)",
         "n_heldout": len(clips),
-        "wer": round(err / max(ref_n, 1), 4),
-        "content_word_recall": round(hit / max(cnt, 1), 4),
-        "wer_floor_real_audio": round(floor_err / max(floor_n, 1), 4) if with_floor else None,
-        "content_word_recall_floor": round(floor_hit / max(floor_cnt, 1), 4) if with_floor else None,
+        "wer": round(err / max(ref_n, 1), 4) if has_asr else None,
+        "content_word_recall": round(hit / max(cnt, 1), 4) if has_asr else None,
+        "wer_floor_real_audio": round(floor_err / max(floor_n, 1), 4) if with_floor and has_asr else None,
+        "content_word_recall_floor": round(floor_hit / max(floor_cnt, 1), 4) if with_floor and has_asr else None,
+        "per": round(ph_e / max(ph_n, 1), 4) if clips else None,
+        "per_floor_real_audio": round(fp_e / max(fp_n, 1), 4) if with_floor and clips else None,
         "mcd_db": round(float(np.mean(mcds)), 3) if mcds else None,
         "f0_rmse_hz": round(float(np.mean(f0rmses)), 2) if f0rmses else None,
         "f0_median_hz": round(syn_med, 2),
@@ -205,7 +275,7 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
         "f0_median_rel_error": round(abs(syn_med - real_med) / real_med, 4)
         if math.isfinite(syn_med) and math.isfinite(real_med) else None,
         "duration_ratio": round(float(np.mean(ratios)), 4) if ratios else None,
-        "prompts_wer": round(p_err / max(p_n, 1), 4),
+        "prompts_wer": round(p_err / max(p_n, 1), 4) if has_asr and prompts else None,
         "rtf": round(compute_s / max(audio_s, 1e-9), 4),
         "per_clip": per,
         "prompts": prompt_rows,
@@ -232,13 +302,30 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _is_finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def gates_for(language: str) -> dict[str, float]:
+    """The production lane's evaluation gates for a language (data/eval_gates.json): WER where
+    an ASR exists (English), the phone-error-rate proxy elsewhere."""
+    import json
+    from pathlib import Path
+
+    table = json.loads((Path(__file__).parent / "data" / "eval_gates.json").read_text("utf-8"))["gates"]
+    code = frontend.check_language(language)
+    return dict(table.get(code, table["default"]))
+
+
 def check_gates(result: dict[str, Any], gates: dict[str, float]) -> list[dict[str, Any]]:
     """Gates from config: {metric_max: value} / {metric_min: value}. Returns failed gates."""
     failed = []
     for key, limit in sorted(gates.items()):
         metric, _, kind = key.rpartition("_")
         val = result.get(metric)
-        if val is None:
+        if not _is_finite_number(limit) or kind not in ("max", "min"):  # fail closed: a NaN would pass every test
+            failed.append({"gate": key, "value": val, "limit": limit, "reason": "threshold_invalid"})
+        elif val is None or not _is_finite_number(val):
             failed.append({"gate": key, "value": None, "limit": limit})
         elif (kind == "max" and val > limit) or (kind == "min" and val < limit):
             failed.append({"gate": key, "value": val, "limit": limit})

@@ -223,16 +223,22 @@ class Lane:
                       "train_items": len(train_items)})
 
         # 3. train
-        arch = model_mod.architecture(p)
+        from voicelane.engine import crosslingual, frontend
+
+        inventory = frontend.inventory(language)
+        arch = model_mod.architecture(p, len(inventory.symbols))
         init_state = None
         if base_dir is not None:
             from voicelane.engine.voice import CONFIG_FILE, WEIGHTS_FILE
 
             base_cfg = json.loads((base_dir / CONFIG_FILE).read_text("utf-8"))
-            arch = base_cfg["arch"]
+            arch = dict(base_cfg["arch"], num_chars=len(inventory.symbols))
             from safetensors.torch import load_file
 
-            init_state = load_file(str(base_dir / WEIGHTS_FILE))
+            # sounds the base never heard start from their nearest base sound (crosslingual.py)
+            init_state = crosslingual.extend_state(load_file(str(base_dir / WEIGHTS_FILE)), inventory.symbols)
+            if inventory.new_symbols:
+                self.status.doc["crosslingual_init"] = crosslingual.init_table(inventory.symbols)
             mean = np.asarray(base_cfg["feat_mean"], dtype=np.float32)
             std = np.asarray(base_cfg["feat_std"], dtype=np.float32)
             # Pitch is normalised per speaker: the base's F0 contours land in the new speaker's
@@ -292,7 +298,7 @@ class Lane:
             self.status.doc["snapshot_selection"] = chosen.table
             self.em.stats({"phase": "select", "selected_step": chosen.step,
                            "selected_prompts_wer": chosen.prompts_wer})
-        save_voice(voice_dir, weights_state, arch, mean, std, language, extra)
+        save_voice(voice_dir, weights_state, arch, mean, std, language, extra, symbols=inventory.symbols)
         voice = Voice.load(voice_dir, threads=1)
         t0 = time.perf_counter()
         clips = self.heldout_clips(manifest, ds_dir, language)
@@ -305,12 +311,13 @@ class Lane:
         rtf = res.pop("rtf")
         self.timed("evaluate", t0)
         res["model_params"] = int(sum(v.numel() for v in ck["model"].values()))
-        gates = dict(DEFAULT_GATES if prod else {}) | (o.gates or {})
+        gates = dict(ev.gates_for(language) if prod else {}) | (o.gates or {})
         failed = ev.check_gates(res, gates)
         res["gates"] = {"thresholds": gates, "failed": failed, "passed": not failed}
         eval_summary = {k: res[k] for k in ("wer", "wer_floor_real_audio", "content_word_recall", "mcd_db",
                                             "f0_median_hz", "f0_median_real_hz", "f0_rmse_hz",
-                                            "duration_ratio", "prompts_wer", "n_heldout")}
+                                            "duration_ratio", "prompts_wer", "n_heldout", "per",
+                                            "per_floor_real_audio")}
         self.status.doc["perf"] = {"rtf": rtf}
         self.tick(steps + 3, {"phase": "evaluate", **eval_summary, "gates_passed": not failed})
 

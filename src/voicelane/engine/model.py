@@ -47,10 +47,11 @@ def _dilations(blocks: int, cycle: list[int]) -> list[int]:
     return out + [1]
 
 
-def architecture(p: dict[str, Any]) -> dict[str, Any]:
-    """The architecture part of a preset (stored with every checkpoint)."""
+def architecture(p: dict[str, Any], num_chars: int | None = None) -> dict[str, Any]:
+    """The architecture part of a preset (stored with every checkpoint). `num_chars`: the size of
+    the voice's phoneme inventory (default: the English base's)."""
     return {k: p[k] for k in ("hidden", "enc_blocks", "dec_blocks", "dur_hidden")} | {
-        "num_chars": len(frontend.SYMBOLS), "out_channels": features.FEAT_DIM,
+        "num_chars": num_chars or len(frontend.SYMBOLS), "out_channels": features.FEAT_DIM,
     }
 
 

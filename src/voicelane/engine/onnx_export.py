@@ -80,6 +80,7 @@ class OnnxVoice:
             self.dec = ort.InferenceSession(z.read("decoder.onnx"), so, providers=["CPUExecutionProvider"])
         self.cfg = cfg
         self.language = cfg.get("language", "en-us")
+        self.symbols = tuple(cfg.get("symbols") or frontend.inventory(self.language).symbols)
         self.mean = np.asarray(cfg["feat_mean"], dtype=np.float32)
         self.std = np.asarray(cfg["feat_std"], dtype=np.float32)
         self.postfilter = float(cfg.get("postfilter", 0.0))
@@ -101,7 +102,7 @@ class OnnxVoice:
 
         t0 = time.perf_counter()
         parts = [features.synthesize(self.frames_for(u, length_scale), self.postfilter)
-                 for u in frontend.phonemize_sentences(text, self.language)]
+                 for u in frontend.phonemize_sentences(text, self.language, self.symbols)]
         audio = join_sentences(parts)
         dt = time.perf_counter() - t0
         return Synthesis(audio, features.SAMPLE_RATE, len(audio) / features.SAMPLE_RATE, dt)

@@ -20,7 +20,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicelane import __version__
@@ -29,15 +29,18 @@ from voicelane.service.core.config import Settings, SettingsError
 from voicelane.service.core.errors import ApiError, envelope, pydantic_issues
 from voicelane.service.core.jobs import JobManager, JobStore
 from voicelane.runner import Runner, make_runner
+from voicelane.service.core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from voicelane.service.core.metrics import Metrics
 from voicelane.service.core.security import SecurityMiddleware, effective_token
 from voicelane.service.core.speak_policy import Budgets, Clock, Dedupe, ProviderPolicy, RateLimiter, ResponseCache
 from voicelane.service.core.synth import SynthPool
 from voicelane.service.core.voices import VoiceRegistry
-from voicelane.service.deps import ServiceContext, trace_of
+from voicelane.service.deps import ServiceContext, ctx_of, trace_of
 
 log = logging.getLogger("voicelane.service")
 TRACE_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+JOB_STATES = ("pending", "running", "done", "error", "cancelled")
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,6 +147,7 @@ def build_context(settings: Settings, *, voices: VoiceRegistry | None = None, ru
             providers=ProviderPolicy(s.remote_providers),
             audit=AuditLog(s.data_dir / "audit" / "speak.jsonl", s.audit_max_bytes),
             clock=clock, lock_fh=lock_fh)
+        ctx.metrics = Metrics(ctx.pool, lambda: {state: store.count(state) for state in JOB_STATES})
     except BaseException:
         lock_fh.close()
         raise
@@ -185,13 +189,20 @@ def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None
     app.state.ctx = None
     app.state.api_token = effective_token(settings)
 
+    def _count(code: str, status: int) -> None:
+        ctx = app.state.ctx
+        if ctx is not None and ctx.metrics is not None:
+            ctx.metrics.error(code, status)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
+        _count(exc.code, exc.status)
         return JSONResponse(exc.body(trace_of(request)), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
         code = "voice_invalid_request" if request.url.path.startswith("/api/voice/") else "invalid_request"
+        _count(code, 400)
         return JSONResponse(envelope(code, "the request does not match the schema", {"issues": pydantic_issues(exc)},
                                      trace_of(request)), status_code=400)
 
@@ -206,8 +217,14 @@ def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        _count("internal_error", 500)
         return JSONResponse(envelope("internal_error", "unexpected server error", None, trace_of(request)),
                             status_code=500)
+
+    @app.get("/metrics", tags=["health"], response_class=Response,
+             summary="Prometheus metrics: speak outcomes by code, queue depth and wait, jobs by state")
+    def metrics(request: Request) -> Response:
+        return Response(ctx_of(request).metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     from voicelane.service.routes import train, voice
 

@@ -31,6 +31,10 @@ def _int_to_str(v: Any) -> Any:
 
 Ident = Annotated[str, BeforeValidator(_int_to_str), Field(min_length=1, max_length=128, pattern=NO_CONTROL)]
 ShortText = Annotated[str, Field(max_length=32, pattern=NO_CONTROL)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# echoed in the x-trace-id reply header: printable ASCII only (a header cannot carry the rest)
+HeaderIdent = Annotated[str, BeforeValidator(_int_to_str),
+                        Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$")]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -71,7 +75,7 @@ class SpeakRequest(BaseModel):
         default="none", max_length=32, pattern=NO_CONTROL,
         description="`none`/`off` (no watermark) or `metadata` (a provenance tag in the audio container); "
                     "echoed in x-watermark-mode; other values -> 400 voice_watermark_unsupported")
-    traceId: Ident | None = None
+    traceId: HeaderIdent | None = None
     missionId: Ident | None = None
     eventId: Ident | None = None
     referenceAudioHash: Ident | None = None
@@ -80,7 +84,7 @@ class SpeakRequest(BaseModel):
     contextTier: ShortText | None = None
     sessionState: ShortText | None = None
     voiceMode: ShortText | None = None
-    tenantId: Ident | None = Field(default=None, description="additive: budget scope; the x-tenant-id / "
+    tenantId: HeaderIdent | None = Field(default=None, description="additive: budget scope; the x-tenant-id / "
                                                              "x-customer-id headers win (default `single-tenant`)")
 
     @field_validator("text")
@@ -157,7 +161,7 @@ class TrainStartRequest(BaseModel):
     minMinutes: float | None = Field(default=None, ge=0, le=100000,
                                      validation_alias=_aliases("minMinutes", "min_minutes"))
     evalMax: int | None = Field(default=None, ge=1, le=100000, validation_alias=_aliases("evalMax", "eval_max"))
-    gates: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")], float] | None = Field(
+    gates: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")], FiniteFloat] | None = Field(
         default=None, max_length=32)
     onnx: StrictBool = True
     consentStatement: PathStr | None = Field(

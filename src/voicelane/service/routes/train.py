@@ -21,6 +21,7 @@ from voicelane.service.core.errors import ApiError, pydantic_issues
 from voicelane.runspec import TRAIN_JOB_TYPES, RunSpec
 from voicelane.service.core.jobs import FINAL_STATES
 from voicelane.service.core.paths import confine
+from voicelane.service.core.security import parse_event_id
 from voicelane.service.deps import ctx_of, read_json_object, require_admin
 from voicelane.service.models import (
     CancelReply,
@@ -222,8 +223,9 @@ async def job_events(job_id: str, request: Request,
     if await run_in_threadpool(ctx.store.get, job_id) is None:
         raise _not_found(job_id)
     start = lastEventId or 0
-    if last_event_id and last_event_id.strip().isdigit():
-        start = int(last_event_id.strip())
+    header_id = parse_event_id(last_event_id)  # malformed ids (², 5000 digits) are ignored
+    if header_id is not None:
+        start = header_id
 
     async def stream():
         last = start
@@ -245,8 +247,10 @@ async def job_events(job_id: str, request: Request,
                 for e in evs:
                     yield _sse(e["seq"], e["kind"].lower(), _event_data(e))
                     last = e["seq"]
-                yield (f"event: end\ndata: {json.dumps({'jobId': job_id, 'state': row['state'], 'lastSeq': last})}"
-                       "\n\n")
+                end = {"jobId": job_id, "state": row["state"], "lastSeq": last}
+                if row.get("error"):
+                    end["error"] = row["error"]  # the child's stable code and details, unchanged
+                yield f"event: end\ndata: {json.dumps(end, sort_keys=True)}\n\n"
                 return
             if await request.is_disconnected():
                 return

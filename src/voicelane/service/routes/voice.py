@@ -36,6 +36,7 @@ from voicelane.service.models import ErrorEnvelope, ProfilesReply, SpeakRequest,
 
 router = APIRouter(tags=["voice"])
 TEXT_ERRORS = ("text_unvoiceable", "language_unsupported")
+DISCONNECT_POLL_S = 0.1
 
 
 def _err(desc: str) -> dict[str, Any]:
@@ -117,6 +118,32 @@ def _meter(tenant: str, chars: int, seconds: float) -> dict[str, str]:
     """Metering headers (what the old provider billed on): requests, characters, audio duration."""
     return {"x-voice-tenant": tenant, "x-voice-meter-request-count": "1",
             "x-voice-meter-char-count": str(chars), "x-voice-meter-duration-ms": str(round(seconds * 1000.0))}
+
+
+async def _await_synthesis(request: Request, ctx: ServiceContext, fut) -> tuple[CachedAudio, float, float]:
+    """The worker's result. A caller that runs out of time or goes away gives its queue slot back
+    at once (a synthesis that already runs finishes; its audio still lands in the cache)."""
+    waiter = asyncio.wrap_future(fut)
+    waiter.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody may be left to read it
+    deadline = time.monotonic() + ctx.settings.speak_timeout_s
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ApiError(504, "voice_backend_timeout",
+                               f"synthesis did not finish within {ctx.settings.speak_timeout_s:g} s",
+                               {"timeoutS": ctx.settings.speak_timeout_s})
+            done, _ = await asyncio.wait({waiter}, timeout=min(left, DISCONNECT_POLL_S))
+            if done:
+                result = waiter.result()
+                if ctx.metrics is not None:
+                    ctx.metrics.queue_wait.observe(result[1] / 1000.0)
+                return result
+            if await request.is_disconnected():
+                raise ApiError(499, "client_disconnected", "the client went away before the audio was ready")
+    finally:
+        if not fut.done():
+            ctx.pool.cancel(fut)
 
 
 def _suppressed(reason: str, details: dict[str, Any], trace: str, tenant: str) -> JSONResponse:
@@ -207,17 +234,14 @@ async def speak(request: Request) -> Any:
                                {"queueSize": ctx.settings.speak_queue_size, "reason": str(exc)},
                                headers={"Retry-After": "1"}) from None
             try:
-                cached, queue_ms, synth_ms = await asyncio.wait_for(asyncio.wrap_future(fut),
-                                                                    ctx.settings.speak_timeout_s)
-            except asyncio.TimeoutError:
-                fut.cancel()
-                raise ApiError(504, "voice_backend_timeout",
-                               f"synthesis did not finish within {ctx.settings.speak_timeout_s:g} s",
-                               {"timeoutS": ctx.settings.speak_timeout_s}) from None
+                cached, queue_ms, synth_ms = await _await_synthesis(request, ctx, fut)
+            except ApiError:
+                raise
             except VoicelaneError as err:
-                if err.code in TEXT_ERRORS:
-                    raise ApiError(400, "voice_invalid_request", err.message,
-                                   {"issues": [{"field": "text", "code": err.code, "message": err.message}]}) from None
+                if err.code in TEXT_ERRORS:  # the lane's code passes through, with the offending span
+                    raise ApiError(400, err.code, err.message,
+                                   {**err.details, "issues": [{"field": "text", "code": err.code,
+                                                               "message": err.message}]}) from None
                 raise ApiError(502, "voice_backend_error", f"synthesis failed: {err.code}",
                                {"code": err.code}) from None
             except Exception as exc:  # noqa: BLE001 - the backend's failure, not the request's
@@ -238,9 +262,10 @@ async def speak(request: Request) -> Any:
         }
         if decision.requested not in ("local", "auto"):
             headers["x-voice-provider-requested"] = decision.requested
-        delivered = True
+        reply = Response(cached.wav, media_type=audio_out.MEDIA_TYPES[req.format], headers=headers)
+        delivered = True  # only once the reply (headers included) exists: the audit and budget tell the truth
         audit.update(outcome="ok", status=200, cache=cache_state)
-        return Response(cached.wav, media_type=audio_out.MEDIA_TYPES[req.format], headers=headers)
+        return reply
     except ApiError as exc:
         audit.update(outcome=exc.code, status=exc.status)
         raise
@@ -249,6 +274,8 @@ async def speak(request: Request) -> Any:
             for fn in undo:
                 fn()
         audit["latency"] = round((time.perf_counter() - t0) * 1000.0, 2)
+        if ctx.metrics is not None:
+            ctx.metrics.speak_outcome(audit["outcome"])
         try:
             ctx.audit.write(audit)
         except OSError:
@@ -283,7 +310,9 @@ def health(request: Request) -> Any:
     body = {"ok": n > 0, "ready": n > 0, "status": "ready" if n else "not_ready", "version": __version__,
             "voices": n, "jobs": ctx.jobs.counts(),
             "speakQueue": {"queued": ctx.pool.queued, "running": ctx.pool.running,
-                           "size": ctx.settings.speak_queue_size}}
+                           "size": ctx.settings.speak_queue_size,
+                           "oldestWaitMs": round(ctx.pool.oldest_wait_s() * 1000.0, 1),
+                           "lastWaitMs": round(ctx.pool.last_wait_s * 1000.0, 1)}}
     if n:
         return body
     body.update(error="voice_unavailable", message="no voice is loaded (no valid production bundle found)")
