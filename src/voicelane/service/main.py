@@ -36,6 +36,8 @@ from voicelane.service.core.speak_policy import Budgets, Clock, Dedupe, Provider
 from voicelane.service.core.synth import SynthPool
 from voicelane.service.core.voices import VoiceRegistry
 from voicelane.service.deps import ServiceContext, ctx_of, trace_of
+from voicelane.service.studio import BODY_LIMITS as STUDIO_BODY_LIMITS
+from voicelane.service.studio import mount_studio
 
 log = logging.getLogger("voicelane.service")
 TRACE_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
@@ -48,9 +50,13 @@ JOB_STATES = ("pending", "running", "done", "error", "cancelled")
 
 
 class EdgeMiddleware:
-    def __init__(self, app, max_body_bytes: int):
+    def __init__(self, app, max_body_bytes: int, path_limits: dict[str, int] | None = None):
         self.app = app
         self.max = max_body_bytes
+        self.path_limits = path_limits or {}  # path prefix -> limit (the studio's uploads)
+
+    def _limit(self, path: str) -> int:
+        return next((n for prefix, n in self.path_limits.items() if path.startswith(prefix)), self.max)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -71,17 +77,18 @@ class EdgeMiddleware:
 
         if scope.get("method") not in BODY_METHODS:
             return await self.app(scope, receive, send_with_trace)
+        limit = self._limit(scope.get("path", ""))
         cl = headers.get("content-length")
-        if cl is not None and (not cl.strip().isdigit() or int(cl) > self.max):
-            return await self._too_large(send_with_trace, trace)
+        if cl is not None and (not cl.strip().isdigit() or int(cl) > limit):
+            return await self._too_large(send_with_trace, trace, limit)
         body = bytearray()
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
                 return None
             body += msg.get("body", b"")
-            if len(body) > self.max:
-                return await self._too_large(send_with_trace, trace)
+            if len(body) > limit:
+                return await self._too_large(send_with_trace, trace, limit)
             if not msg.get("more_body", False):
                 break
         done = False
@@ -95,9 +102,9 @@ class EdgeMiddleware:
 
         return await self.app(scope, replay, send_with_trace)
 
-    async def _too_large(self, send, trace: str):
-        payload = json.dumps(envelope("request_too_large", f"request bodies are limited to {self.max} bytes",
-                                      {"limitBytes": self.max}, trace)).encode()
+    async def _too_large(self, send, trace: str, limit: int):
+        payload = json.dumps(envelope("request_too_large", f"request bodies are limited to {limit} bytes",
+                                      {"limitBytes": limit}, trace)).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]})
@@ -230,6 +237,7 @@ def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None
 
     app.include_router(train.router)
     app.include_router(voice.router)
+    mount_studio(app)
     app.add_middleware(SecurityMiddleware, settings=settings, token=app.state.api_token)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
@@ -238,7 +246,7 @@ def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None
                                           "X-Tenant-Id", "Last-Event-ID"],
                            expose_headers=["x-trace-id", "x-voice-provider", "x-voice-profile", "x-voice-cache",
                                            "x-watermark-mode", "retry-after"])
-    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, path_limits=STUDIO_BODY_LIMITS)
     return app
 
 

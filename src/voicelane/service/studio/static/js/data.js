@@ -1,0 +1,90 @@
+// Data: pick or upload a dataset, run `dataset check` as a job, show kept/rejected, play clips.
+import { $, api, el, say } from "./api.js";
+
+let current = "";
+
+export async function init() {
+  $("data-refresh").addEventListener("click", refresh);
+  $("data-check").addEventListener("click", check);
+  $("data-upload").addEventListener("submit", upload);
+  await refresh();
+}
+
+export async function refresh() {
+  try {
+    const out = await api("/api/data/datasets");
+    const keep = $("data-select").value;
+    $("data-select").replaceChildren(...out.datasets.map((d) => new Option(`${d.name} (${d.rows} rows) — ${d.path}`, d.path)));
+    if (keep) $("data-select").value = keep;
+  } catch (e) { say("data-error", String(e)); }
+}
+
+export async function waitJob(jobId, onTick) {
+  for (;;) {
+    const job = await api(`/api/train/job/${jobId}`);
+    if (onTick) onTick(job);
+    if (["done", "error", "cancelled"].includes(job.state)) return job;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+async function check() {
+  say("data-error", ""); $("data-report").hidden = true;
+  current = $("data-select").value;
+  if (!current) { say("data-error", "Pick a dataset first."); return; }
+  say("data-status", "Checking…");
+  try {
+    const started = await api("/api/train/dataset", { method: "POST", json: { mode: "check", dataPath: current, minMinutes: 0 } });
+    const job = await waitJob(started.jobId);
+    const report = job.metadata && job.metadata.report;
+    if (job.state !== "done" || !report) {
+      const err = job.error || {};
+      say("data-status", "");
+      say("data-error", `Dataset check failed: ${err.message || job.message} (${err.code || job.state})`);
+      return;
+    }
+    show(report);
+    say("data-status", `Checked: ${report.totals.kept} kept, ${report.totals.rejected} rejected.`);
+  } catch (e) { say("data-status", ""); say("data-error", String(e)); }
+}
+
+function show(report) {
+  const t = report.totals;
+  $("data-totals").textContent = `${t.kept} kept (${t.kept_minutes} min), ${t.rejected} rejected, language ${report.language}. ` +
+    (report.warnings || []).join(" ");
+  $("data-kept").tBodies[0].replaceChildren(...report.entries.map((e) => {
+    const play = el("button", { type: "button", "aria-label": `Play ${e.id}`, text: "Play" });
+    play.addEventListener("click", () => playClip(e.id));
+    return el("tr", { "data-clip": e.id }, el("td", { text: e.id }), el("td", { text: e.text }),
+              el("td", { text: e.duration_s.toFixed(2) }), el("td", { text: e.split || "" }), el("td", {}, play));
+  }));
+  $("data-rejected").tBodies[0].replaceChildren(...report.rejected.map((r) =>
+    el("tr", { "data-reason": r.reason }, el("td", { text: r.id || `line ${r.line}` }), el("td", { text: r.reason }),
+       el("td", { text: typeof r.detail === "string" ? r.detail : JSON.stringify(r.detail || "") }))));
+  $("data-report").hidden = false;
+}
+
+async function playClip(id) {
+  try {
+    const blob = await api(`/api/data/clip?dataPath=${encodeURIComponent(current)}&clipId=${encodeURIComponent(id)}`);
+    const audio = $("data-audio");
+    if (audio.src) URL.revokeObjectURL(audio.src);
+    audio.src = URL.createObjectURL(blob);
+    await audio.play();
+  } catch (e) { say("data-error", String(e)); }
+}
+
+async function upload(ev) {
+  ev.preventDefault();
+  say("data-error", ""); say("data-status", "");
+  const file = $("data-zip").files[0];
+  const name = $("data-zip-name").value.trim();
+  if (!file) { say("data-error", "Choose a zip file first."); return; }
+  say("data-status", `Uploading ${file.name}…`);
+  try {
+    const out = await api(`/api/data/uploads?name=${encodeURIComponent(name)}`, { method: "POST", body: file, contentType: "application/zip" });
+    say("data-status", `Unpacked ${out.files} files into ${out.path}.`);
+    await refresh();
+    $("data-select").value = out.path;
+  } catch (e) { say("data-status", ""); say("data-error", `Upload refused: ${e.message} (${e.code})`); }
+}

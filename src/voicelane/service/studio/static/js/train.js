@@ -1,0 +1,137 @@
+// Train: start a job, watch it over the SSE stream (phase, progress, ETA, loss curve, log tail), cancel; jobs list.
+import { $, api, el, say, sse } from "./api.js";
+
+let datasets = [], bases = [], watching = null;
+
+export async function init() {
+  $("train-form").addEventListener("submit", startJob);
+  $("train-base").addEventListener("change", showVerdict);
+  $("train-data").addEventListener("change", defaultConsent);
+  $("train-cancel").addEventListener("click", cancel);
+  $("jobs-refresh").addEventListener("click", listJobs);
+  $("jobs-filter").addEventListener("change", listJobs);
+  await refresh();
+}
+
+export async function refresh() {
+  try {
+    const [d, b] = await Promise.all([api("/api/data/datasets"), api("/api/train/bases")]);
+    datasets = d.datasets; bases = b.bases;
+    const keep = $("train-data").value;
+    $("train-data").replaceChildren(...datasets.map((x) => new Option(`${x.name} — ${x.path}`, x.path)));
+    if (keep) $("train-data").value = keep;
+    const keepBase = $("train-base").value;
+    $("train-base").replaceChildren(new Option("none (train from scratch)", ""),
+      ...bases.map((x) => new Option(`${x.id} — licence ${x.verdict}`, x.id)));
+    $("train-base").value = keepBase;
+    defaultConsent(); showVerdict();
+  } catch (e) { say("train-error", String(e)); }
+  await listJobs();
+}
+
+function defaultConsent() {
+  const d = datasets.find((x) => x.path === $("train-data").value);
+  if (d && d.consent) $("train-consent").value = `${d.path}/consent.txt`;
+}
+
+function showVerdict() {
+  const b = bases.find((x) => x.id === $("train-base").value);
+  if (!b) { say("train-base-verdict", "No base: the voice is trained from scratch."); return; }
+  const gate = Object.entries(b.gate).map(([k, v]) => `${k} ${v}`).join(", ");
+  say("train-base-verdict", `Licence verdict: ${b.verdict.toUpperCase()} (${gate}). Weights: ${b.weightsLicense}; code: ${b.codeLicense}; data: ${b.dataLicense}.` +
+      (b.verdict === "ok" ? "" : " The production lane refuses it unless you accept the licence risk (recorded in the bundle)."));
+}
+
+async function startJob(ev) {
+  ev.preventDefault();
+  say("train-error", "");
+  const body = { jobType: $("train-lane").value, dataPath: $("train-data").value, profile: $("train-profile").value.trim(),
+                 preset: $("train-preset").value, minMinutes: Number($("train-minmin").value || 0),
+                 acceptLicenseRisk: $("train-accept").checked };
+  if ($("train-base").value) body.base = $("train-base").value;
+  if ($("train-consent").value.trim()) body.consentStatement = $("train-consent").value.trim();
+  try {
+    const out = await api("/api/train/start", { method: "POST", json: body });
+    watch(out.jobId);
+    listJobs();
+  } catch (e) { say("train-error", `Not started: ${e.message} (${e.code})`); }
+}
+
+function watch(jobId) {
+  if (watching) watching.abort.abort();
+  const w = { id: jobId, abort: new AbortController(), steps: [], loss: [], t0: null, plot: null };
+  watching = w;
+  $("train-watch").hidden = false;
+  $("train-watch").dataset.jobId = jobId;
+  say("train-job-id", jobId); say("train-state", "…"); say("train-phase", "-"); say("train-eta", "-");
+  $("train-progress").value = 0; say("train-progress-text", ""); say("train-log", "");
+  $("train-loss").replaceChildren(); $("train-loss").dataset.points = "0"; say("train-loss-points", "No loss points yet.");
+  sse(`/api/train/job/${jobId}/events`, (kind, data) => onEvent(w, kind, data), w.abort.signal)
+    .catch((e) => { if (e.name !== "AbortError") say("train-error", String(e)); });
+  poll(w);
+}
+
+function onEvent(w, kind, data) {
+  if (w !== watching) return;
+  if (kind === "progress" && data.total) {
+    const frac = data.current / data.total;
+    $("train-progress").value = frac;
+    say("train-progress-text", `${data.current} / ${data.total}`);
+    if (data.current > 0 && w.t0 === null) w.t0 = { t: performance.now(), c: data.current };
+    else if (w.t0 && data.current > w.t0.c) {
+      const per = (performance.now() - w.t0.t) / (data.current - w.t0.c);
+      say("train-eta", `${Math.round((per * (data.total - data.current)) / 1000)} s`);
+    }
+  } else if (kind === "stats" && data.stats) {
+    if (data.stats.phase) say("train-phase", data.stats.phase);
+    if (typeof data.stats.loss === "number" && typeof data.stats.step === "number") addLoss(w, data.stats.step, data.stats.loss);
+  } else if (kind === "end") {
+    say("train-state", data.state);
+    $("train-watch").dataset.state = data.state;
+    if (data.state === "done") { $("train-progress").value = 1; say("train-eta", "0 s"); }
+  }
+}
+
+function addLoss(w, step, loss) {
+  w.steps.push(step); w.loss.push(loss);
+  $("train-loss").dataset.points = String(w.steps.length);
+  say("train-loss-points", `${w.steps.length} loss point(s); latest loss ${loss.toFixed(3)} at step ${step}.`);
+  const data = [w.steps, w.loss];
+  if (!w.plot) {
+    const width = Math.max(240, Math.min($("train-loss").clientWidth || 600, 900));
+    w.plot = new uPlot({ width, height: 220, title: "training loss", scales: { x: { time: false } },
+      series: [{ label: "step" }, { label: "loss", stroke: "#0b5cad", width: 2, points: { show: true, size: 6 } }] }, data, $("train-loss"));
+  } else w.plot.setData(data);
+}
+
+async function poll(w) {
+  while (w === watching) {
+    try {
+      const job = await api(`/api/train/job/${w.id}`);
+      say("train-state", job.state);
+      $("train-log").textContent = (job.logs || []).slice(-40).join("\n");
+      if (job.error) say("train-error", `${job.error.message || ""} (${job.error.code || job.state})`);
+      if (["done", "error", "cancelled"].includes(job.state)) { $("train-watch").dataset.state = job.state; listJobs(); return; }
+    } catch (e) { say("train-error", String(e)); }
+    await new Promise((r) => setTimeout(r, 1500));
+  }
+}
+
+async function cancel() {
+  if (!watching) return;
+  try { const out = await api(`/api/train/job/${watching.id}/cancel`, { method: "POST" }); say("train-state", out.state); }
+  catch (e) { say("train-error", `${e.message} (${e.code})`); }
+}
+
+async function listJobs() {
+  try {
+    const state = $("jobs-filter").value;
+    const out = await api(`/api/train/jobs?limit=50${state ? `&state=${state}` : ""}`);
+    $("jobs").tBodies[0].replaceChildren(...out.jobs.map((j) => {
+      const b = el("button", { type: "button", "aria-label": `Watch job ${j.id}`, text: "Watch" });
+      b.addEventListener("click", () => watch(j.id));
+      return el("tr", { "data-state": j.state }, el("td", { text: j.id }), el("td", { text: j.type }), el("td", { text: j.state }),
+                el("td", { text: `${j.progress.current}/${j.progress.total}` }), el("td", { text: j.createdAt || "" }), el("td", {}, b));
+    }));
+  } catch (e) { say("train-error", String(e)); }
+}

@@ -1,0 +1,60 @@
+// Voices: served voices with eval numbers and provenance; type text and hear it; download the bundle.
+import { $, api, el, say } from "./api.js";
+
+const EVAL_KEYS = [["wer", "WER"], ["wer_floor_real_audio", "WER of the real audio (floor)"], ["mcd_db", "MCD (dB)"],
+                   ["f0_rmse_hz", "F0 RMSE (Hz)"], ["duration_ratio", "duration ratio"], ["rtf", "RTF"], ["rtf_cpu", "RTF (CPU)"]];
+
+export async function init() {
+  $("voices-refresh").addEventListener("click", refresh);
+  $("speak-btn").addEventListener("click", speak);
+  $("bundle-btn").addEventListener("click", download);
+  await refresh();
+}
+
+function fmt(v) { return typeof v === "number" ? String(Math.round(v * 1000) / 1000) : v === null || v === undefined ? "-" : String(v); }
+
+export async function refresh() {
+  say("voices-error", "");
+  try {
+    const out = await api("/api/voice/profiles");
+    const profiles = out.profiles || out.voices || [];
+    $("speak-voice").replaceChildren(...profiles.map((p) => new Option(p.displayName ? `${p.displayName} (${p.profileId})` : p.profileId, p.profileId)));
+    $("voices-list").replaceChildren(...profiles.map(card));
+    if (!profiles.length) say("voices-error", "No voice is served yet: train one on the Train page.");
+  } catch (e) { say("voices-error", String(e)); }
+}
+
+function card(p) {
+  const ev = p.eval || {};
+  const rows = [["lane", p.lane], ["language", p.language], ["created", p.createdAt],
+                ["consent recorded", p.consentRecorded ? "yes" : "no"], ["base weights", p.baseWeights || "none (from scratch)"],
+                ...EVAL_KEYS.filter(([k]) => k in ev).map(([k, label]) => [label, fmt(ev[k])]),
+                ["gates passed", fmt(ev.gates_passed)], ["runtime", p.runtime]];
+  const dl = el("dl");
+  for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", { text: fmt(v) }));
+  return el("article", { class: "voice", "data-profile": p.profileId }, el("h3", { text: p.displayName || p.profileId }), dl);
+}
+
+async function speak() {
+  say("speak-status", "Synthesising…");
+  try {
+    const blob = await api("/api/voice/speak", { method: "POST", json: { text: $("speak-text").value, voiceProfile: $("speak-voice").value || undefined } });
+    if (!(blob instanceof Blob)) { say("speak-status", `Suppressed: ${blob.reason}`); return; }
+    const audio = $("speak-audio");
+    if (audio.src) URL.revokeObjectURL(audio.src);
+    audio.src = URL.createObjectURL(blob);
+    await audio.play();
+    say("speak-status", `Playing ${(blob.size / 1024).toFixed(0)} KiB of audio.`);
+  } catch (e) { say("speak-status", `${e.message} (${e.code})`); }
+}
+
+async function download() {
+  const id = $("speak-voice").value;
+  if (!id) return;
+  try {
+    const blob = await api(`/api/voice/profiles/${encodeURIComponent(id)}/bundle`);
+    const a = el("a", { href: URL.createObjectURL(blob), download: `${id}.voice_bundle.zip` });
+    document.body.append(a); a.click(); a.remove();
+    say("speak-status", `Bundle of ${id} downloaded (${(blob.size / 1048576).toFixed(1)} MiB).`);
+  } catch (e) { say("speak-status", `${e.message} (${e.code})`); }
+}

@@ -1,0 +1,296 @@
+"""voicelane studio in a real browser (system Chromium + chromedriver via selenium) against a real
+``voicelane serve`` child: record with Chromium's fake microphone, check the data, train a tiny
+voice from the page, listen to a served voice, and bad input. Screenshots go to docs/img/.
+
+Skipped (with the reason) only where Chromium, chromedriver or selenium are not installed;
+``.ci/run`` installs them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from helpers import CORPORA, REPO
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium / chromedriver not installed "
+                                                                        "(apt-get install chromium chromium-driver)")
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+IMG = REPO / "docs" / "img"
+TAKE_S = 2.2
+
+
+def _wav48k(src: Path, dest: Path, silent: bool = False) -> Path:
+    import soxr
+
+    audio, rate = sf.read(str(src), dtype="float32")
+    audio = soxr.resample(audio, rate, 48000)
+    if silent:
+        audio = np.zeros_like(audio)
+    sf.write(str(dest), audio, 48000, subtype="PCM_16")
+    return dest
+
+
+def _driver(fake_wav: Path):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
+                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={fake_wav}", "--autoplay-policy=no-user-gesture-required",
+                "--disable-background-networking", "--no-first-run"):
+        opts.add_argument(arg)
+    from selenium.webdriver.chrome.service import Service
+
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    drv.set_script_timeout(60)
+    return drv
+
+
+@pytest.fixture(scope="module")
+def studio(svc_start_server, svc_kal_corpus, tmp_path_factory):
+    """One service for the module; voices appear under ``<work>/served`` (see test_voices...)."""
+    work = tmp_path_factory.mktemp("studio")
+    roots = f"{svc_kal_corpus.parent}:{work / 'var'}"
+    (work / "served").mkdir()
+    srv = svc_start_server(work, VOICELANE_DATA_ROOTS=roots, VOICELANE_BUNDLE_ROOTS=str(work / "served"))
+    assert srv.token, "the service made no per-install token"
+    return srv
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    wav = _wav48k(CORPORA / "kal" / "wavs" / "kal_0001.flac", tmp_path_factory.mktemp("fake") / "mic.wav")
+    drv = _driver(wav)
+    yield drv
+    drv.quit()
+
+
+def _open(drv, srv, page: str) -> None:
+    drv.get(f"{srv.url}/studio?token={srv.token}#{page}")
+    _wait(drv, lambda d: d.execute_script("return document.body.dataset.page") == page, 20)
+
+
+def _wait(drv, cond, timeout: float = 30, what: str = ""):
+    try:
+        return WebDriverWait(drv, timeout, poll_frequency=0.2).until(cond)
+    except Exception as exc:
+        logs = drv.get_log("browser") if hasattr(drv, "get_log") else []
+        raise AssertionError(f"timed out waiting for {what}: {exc!r}\nbrowser log: {logs[-10:]}") from None
+
+
+def _text(drv, el_id: str) -> str:
+    return drv.find_element(By.ID, el_id).text
+
+
+def _shot(drv, name: str) -> None:
+    IMG.mkdir(parents=True, exist_ok=True)
+    drv.save_screenshot(str(IMG / f"studio-{name}.png"))
+
+
+def _record_one(drv, expect: str) -> None:
+    drv.find_element(By.ID, "rec-start").click()
+    _wait(drv, lambda d: d.find_element(By.ID, "rec-stop").is_enabled(), 10, "recording to start")
+    time.sleep(TAKE_S)
+    drv.find_element(By.ID, "rec-stop").click()
+    _wait(drv, lambda d: expect in _text(d, "rec-status") or "Not saved" in _text(d, "rec-status"), 30,
+          f"status {expect!r}")
+
+
+def _open_session(drv, name: str, speaker: str) -> None:
+    for el_id, value in (("rec-name", name), ("rec-speaker", speaker)):
+        box = drv.find_element(By.ID, el_id)
+        box.clear()
+        box.send_keys(value)
+    drv.find_element(By.ID, "rec-open-btn").click()
+    _wait(drv, lambda d: d.find_element(By.ID, "rec-session").is_displayed(), 20, "the session")
+
+
+def test_record_consent_and_prompts_then_check(studio, browser):
+    drv = browser
+    _open(drv, studio, "record")
+    _open_session(drv, "rec_one", "Test Speaker")
+    assert "consent" in _text(drv, "rec-step-title").lower()
+    _record_one(drv, "Consent saved")
+    assert "Consent saved" in _text(drv, "rec-status"), _text(drv, "rec-warning")
+    for i in range(1, 6):
+        _record_one(drv, f"Saved en_{i:04d}")
+        assert f"Saved en_{i:04d}" in _text(drv, "rec-status"), _text(drv, "rec-warning")
+    # re-take the last prompt: it replaces the take, the row count stays 5
+    drv.find_element(By.ID, "rec-retake").click()
+    assert "en_0005" in _text(drv, "rec-step-title")
+    _record_one(drv, "Saved en_0005")
+    assert "5 takes so far" in _text(drv, "rec-status")
+    loudest = float(drv.find_element(By.ID, "rec-level").get_attribute("data-max"))
+    assert loudest > 0.05, "the level meter never moved"
+    _shot(drv, "record")
+
+    folder = Path(studio.workdir) / "var" / "datasets" / "rec_one"
+    rows = (folder / "metadata.csv").read_text("utf-8").splitlines()
+    assert [r.split("|")[0] for r in rows] == [f"en_{i:04d}" for i in range(1, 6)]
+    assert sorted(p.name for p in (folder / "wavs").iterdir()) == [f"en_{i:04d}.wav" for i in range(1, 6)]
+    consent = (folder / "consent.txt").read_text("utf-8")
+    assert "speaker_name: Test Speaker" in consent and "audio_sha256:" in consent
+    info = sf.info(str(folder / "wavs" / "en_0001.wav"))
+    assert info.samplerate >= 16000 and TAKE_S - 0.5 < info.duration < TAKE_S + 1.5
+    res = subprocess.run([sys.executable, "-m", "voicelane", "dataset", "check", str(folder), "--json",
+                          "--min-minutes", "0"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    assert report["totals"]["kept"] == 5, report["rejected"]
+
+    # the Data page runs the same check through the API and plays a clip
+    _open(drv, studio, "data")
+    _wait(drv, lambda d: any(o.get_attribute("value") == str(folder)
+                             for o in d.find_elements(By.CSS_SELECTOR, "#data-select option")), 20, "dataset list")
+    Select(drv.find_element(By.ID, "data-select")).select_by_value(str(folder))
+    drv.find_element(By.ID, "data-check").click()
+    _wait(drv, lambda d: "Checked:" in _text(d, "data-status") or _text(d, "data-error"), 120, "the check job")
+    assert "5 kept, 0 rejected" in _text(drv, "data-status"), _text(drv, "data-error")
+    drv.find_element(By.CSS_SELECTOR, "#data-kept tr[data-clip='en_0001'] button").click()
+    _wait(drv, lambda d: d.execute_script("const a=document.getElementById('data-audio');"
+                                          "return a.currentTime > 0 || a.ended"), 20, "the clip to play")
+    _shot(drv, "data")
+
+
+def test_bad_input_messages_and_nothing_outside_the_root(studio, browser, tmp_path):
+    drv = browser
+    _open(drv, studio, "data")
+    var = Path(studio.workdir) / "var"
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("metadata.csv", "a|hello\n")
+        zf.writestr("../escaped.txt", "should never be written")
+        zf.writestr("wavs/a.wav", b"RIFF")
+    empty = tmp_path / "empty.zip"
+    empty.write_bytes(b"")
+    for path, name, code in ((evil, "evil_set", "upload_unsafe"), (empty, "empty_set", "upload_empty")):
+        drv.find_element(By.ID, "data-zip").send_keys(str(path))
+        box = drv.find_element(By.ID, "data-zip-name")
+        box.clear()
+        box.send_keys(name)
+        drv.find_element(By.ID, "data-upload-btn").click()
+        _wait(drv, lambda d: code in _text(d, "data-error"), 20, code)
+        assert "Upload refused" in _text(drv, "data-error")
+        assert not (var / "datasets" / name).exists()
+    assert not list(Path(studio.workdir).rglob("escaped.txt"))
+    assert not (var / "escaped.txt").exists() and not (var.parent / "escaped.txt").exists()
+    _shot(drv, "data-refused")
+
+    # a good zip is unpacked under the data root and listed
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as zf:
+        src = CORPORA / "kal"
+        rows = (src / "metadata.csv").read_text("utf-8").splitlines()[:2]
+        zf.writestr("kal2/metadata.csv", "\n".join(rows) + "\n")
+        for row in rows:
+            cid = row.split("|")[0]
+            zf.write(src / "wavs" / f"{cid}.flac", f"kal2/wavs/{cid}.flac")
+    drv.find_element(By.ID, "data-zip").send_keys(str(good))
+    box = drv.find_element(By.ID, "data-zip-name")
+    box.clear()
+    box.send_keys("kal_two")
+    drv.find_element(By.ID, "data-upload-btn").click()
+    _wait(drv, lambda d: "Unpacked 3 files" in _text(d, "data-status") or _text(d, "data-error"), 20, "unpack")
+    assert (var / "datasets" / "kal_two" / "metadata.csv").is_file(), _text(drv, "data-error")
+
+
+def test_silent_recording_is_refused(studio, tmp_path):
+    wav = _wav48k(CORPORA / "kal" / "wavs" / "kal_0001.flac", tmp_path / "silence.wav", silent=True)
+    drv = _driver(wav)
+    try:
+        _open(drv, studio, "record")
+        _open_session(drv, "rec_silent", "Quiet Speaker")
+        _record_one(drv, "Consent saved")
+        warning = _text(drv, "rec-warning")
+        assert "recording_silent" in warning and "silent" in warning.lower(), warning
+        assert "Not saved" in _text(drv, "rec-status")
+        assert "consent" in _text(drv, "rec-step-title").lower()  # still on the consent step
+        folder = Path(studio.workdir) / "var" / "datasets" / "rec_silent"
+        assert not (folder / "consent.wav").exists() and not (folder / "consent.txt").exists()
+        _shot(drv, "record-silent")
+    finally:
+        drv.quit()
+
+
+def test_train_tiny_from_the_page(studio, browser, svc_kal_corpus):
+    drv = browser
+    _open(drv, studio, "train")
+    _wait(drv, lambda d: any(o.get_attribute("value") == str(svc_kal_corpus)
+                             for o in d.find_elements(By.CSS_SELECTOR, "#train-data option")), 20, "datasets")
+    Select(drv.find_element(By.ID, "train-data")).select_by_value(str(svc_kal_corpus))
+    Select(drv.find_element(By.ID, "train-lane")).select_by_value("tts_voice_train")
+    Select(drv.find_element(By.ID, "train-preset")).select_by_value("tiny")
+    Select(drv.find_element(By.ID, "train-base")).select_by_value("coqui-xtts-v2")
+    assert "NONCOMMERCIAL" in _text(drv, "train-base-verdict")
+    Select(drv.find_element(By.ID, "train-base")).select_by_value("")
+    for el_id, value in (("train-profile", "studio_tiny"), ("train-minmin", "0")):
+        box = drv.find_element(By.ID, el_id)
+        box.clear()
+        box.send_keys(value)
+    drv.find_element(By.ID, "train-start").click()
+    _wait(drv, lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-job-id"), 20, "the job")
+    _wait(drv, lambda d: int(d.find_element(By.ID, "train-loss").get_attribute("data-points") or 0) > 0, 300,
+          "a loss point")
+    _shot(drv, "train")
+    _wait(drv, lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-state") in
+          ("done", "error", "cancelled"), 400, "the job to end")
+    assert drv.find_element(By.ID, "train-watch").get_attribute("data-state") == "done", _text(drv, "train-log")
+    assert drv.execute_script("return document.getElementById('train-progress').value") == 1
+    assert drv.find_elements(By.CSS_SELECTOR, "#train-loss canvas"), "uPlot drew no chart"
+    drv.find_element(By.ID, "jobs-refresh").click()
+    _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tr[data-state='done']"), 10, "jobs list")
+    Select(drv.find_element(By.ID, "jobs-filter")).select_by_value("error")
+    _wait(drv, lambda d: not d.find_elements(By.CSS_SELECTOR, "#jobs tr[data-state='done']"), 10, "filter")
+    _shot(drv, "train-done")
+
+
+def test_voices_speak_plays_audio(studio, browser, svc_prod_bundle):
+    drv = browser
+    dest = Path(studio.workdir) / "served" / "bundles" / svc_prod_bundle.profile / "voice_bundle"
+    shutil.copytree(svc_prod_bundle.bundle_dir, dest)
+    assert studio.client.post("/api/voice/reload").status_code == 200
+    _open(drv, studio, "voices")
+    _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, f"article[data-profile='{svc_prod_bundle.profile}']"),
+          30, "the served voice")
+    card = drv.find_element(By.CSS_SELECTOR, f"article[data-profile='{svc_prod_bundle.profile}']").text
+    assert "WER" in card and "consent recorded" in card
+    box = drv.find_element(By.ID, "speak-text")
+    box.clear()
+    box.send_keys("The studio speaks this sentence from a trained voice.")
+    drv.find_element(By.ID, "speak-btn").click()
+    _wait(drv, lambda d: d.execute_script("const a=document.getElementById('speak-audio');"
+                                          "return a.duration > 0 && (a.currentTime > 0 || a.ended)"), 60,
+          "the audio to play")
+    duration = drv.execute_script("return document.getElementById('speak-audio').duration")
+    assert duration > 0.5
+    _shot(drv, "voices")
+    # the bundle download is the served bundle, zipped
+    res = studio.client.get(f"/api/voice/profiles/{svc_prod_bundle.profile}/bundle")
+    assert res.status_code == 200 and res.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(res.content)).namelist()
+    assert f"{svc_prod_bundle.profile}/voice_bundle/manifest.json" in names
+
+
+def test_docs_page_renders_offline(studio, browser):
+    drv = browser
+    html = studio.client.get("/docs").text
+    assert "cdn." not in html and "/studio/static/vendor/swagger-ui/swagger-ui-bundle.js" in html
+    drv.get(f"{studio.url}/docs")
+    _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"), 30, "Swagger UI")
+    assert "voicelane service" in drv.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+    assert drv.find_elements(By.CSS_SELECTOR, ".opblock-tag[data-tag='data']")
