@@ -331,13 +331,14 @@ def implausibility(al: Alignment, min_score: float = MIN_SCORE,
 def token_durations(wav: np.ndarray, utt: frontend.Utterance, total_frames: int) -> np.ndarray:
     """Durations (frames) for every token of `utt`, summing to `total_frames`."""
     segs = align_segments(wav, utt)
-    # token positions of each word's phones
+    # the token each aligned phone belongs to (a token of another language may be spelled
+    # with two en-us phones, e.g. a diphthong; prosody tokens with none)
     word_tok_idx: dict[str, list[int]] = {}
     pos = 0
     for i, w in enumerate(utt.words):
-        idx = list(range(pos, pos + len(w.tokens)))
-        if frontend.arpabet(w.tokens[0]) is not None:
-            word_tok_idx[str(i)] = idx
+        phone_tok = [pos + j for j, t in enumerate(w.tokens) for _ in token_arpabet(t)]
+        if phone_tok:
+            word_tok_idx[str(i)] = phone_tok
         pos += len(w.tokens)
     tokens = utt.tokens
     dur = np.zeros(len(tokens), dtype=np.int64)
