@@ -5,6 +5,7 @@ working_dir and the bundle shipped back and validated here."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -62,6 +63,40 @@ def test_the_run_spec_travels_as_json_with_its_paths_mapped(tmp_path):
     assert exc.value.code == "invalid_argument"
 
 
+def _tree(path: Path) -> dict[str, bytes]:
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_fetched_bundle_is_validated_before_it_is_swapped_in(tmp_path):
+    from test_bundle import export, make_sources
+
+    from voicelane.bundle import bundle_dir_for
+    from voicelane.runner.ray_job import pack_outputs
+
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    export(local, display_name="Previous")  # the bundle being served here
+    before = _tree(bundle_dir_for(local / "root", "demo_voice"))
+    export(remote, files=make_sources(remote, {"eval.json": b'{"wer": 0.2}\n'}))
+    remote_bundle = bundle_dir_for(remote / "root", "demo_voice")
+    (remote / "root" / "st.json").write_text('{"state": "completed"}')
+    (remote_bundle / "sample.wav").write_bytes(b"tampered on the way")
+    shipped = pack_outputs(remote / "root", remote / "root" / "st.json")
+    with pytest.raises(VoicelaneError) as exc:
+        rb.unpack_outputs(shipped, local / "root", local / "status.json")
+    assert exc.value.code == "bundle_invalid" and exc.value.details["validator_code"] == "bytes_mismatch"
+    assert _tree(bundle_dir_for(local / "root", "demo_voice")) == before
+    assert sorted(p.name for p in (local / "root").iterdir()) == ["bundles"]
+    assert sorted(os.listdir(bundle_dir_for(local / "root", "demo_voice").parent)) == [".export.lock",
+                                                                                       "voice_bundle"]
+    export(remote, files=make_sources(remote, {"eval.json": b'{"wer": 0.2}\n'}))  # intact again
+    rb.unpack_outputs(pack_outputs(remote / "root", remote / "root" / "st.json"), local / "root",
+                      local / "status.json")
+    assert _tree(bundle_dir_for(local / "root", "demo_voice")) == _tree(remote_bundle) != before
+    assert json.loads((local / "status.json").read_text()) == {"state": "completed"}
+
+
 def test_runner_unavailable_is_a_stable_code():
     runner = rb.RayRunner(address="http://127.0.0.1:9")
     with pytest.raises(VoicelaneError) as exc:
@@ -88,7 +123,7 @@ def test_managed_job_real_tiny_run_on_loopback(ray_head, tmp_path):
     assert run.rc == 0, run.stdout[-4000:] + run.stderr[-2000:]
     lines = run.lines
     assert lines[0].startswith("[tts-prod] head=")
-    assert lines[-1] == "[tts-prod] status=done backend=managed_job"
+    assert lines[-1] == "[tts-prod] status=done backend=managed_job served=ray_tiny version=1"
     assert "[tts-prod] ray_state=SUCCEEDED state=completed" in lines
     job_line = next(x for x in lines if "ray_job_id=" in x)
     assert "transfer=upload" in job_line

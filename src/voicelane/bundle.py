@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from voicelane.errors import VoicelaneError
-from voicelane.fsutil import CHUNK
+from voicelane.fsutil import CHUNK, recover_swap, remove_tree, swap_dir
 
 BUNDLE_VERSION = "voice_bundle/1"
 MANIFEST_NAME = "manifest.json"
@@ -536,27 +536,6 @@ def created_at_from(source_date_epoch: str | None, fallback_iso: str) -> str:
 # export
 
 
-def _fsync_dir(path: str | os.PathLike) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove_tree(path: str | os.PathLike) -> None:
-    path = os.fspath(path)
-    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
-        os.unlink(path)
-    elif os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def _export_lock(profile_dir: Path) -> Iterator[None]:
     """One exporter per profile at a time (advisory lock; no-op without fcntl)."""
@@ -574,17 +553,11 @@ def _export_lock(profile_dir: Path) -> Iterator[None]:
 
 
 def _recover(profile_dir: Path, final: Path) -> None:
-    """Clean up after an export that crashed mid-way (we hold the lock, so none is running).
-
-    A crash between "rename old away" and "rename staging in" leaves no bundle and an
-    ``.old-*`` folder: put the newest one back. Staging folders are never valid bundles.
-    """
-    olds = sorted((p for p in profile_dir.glob(_OLD_PREFIX + "*")),
-                  key=lambda p: p.lstat().st_mtime_ns, reverse=True)
-    if olds and not os.path.lexists(final):
-        os.rename(olds.pop(0), final)
-    for leftover in [*olds, *profile_dir.glob(_STAGING_PREFIX + "*")]:
-        _remove_tree(leftover)
+    """Clean up after an export that crashed mid-way (we hold the lock, so none is running):
+    an interrupted swap is undone; staging folders are never valid bundles."""
+    recover_swap(final, _OLD_PREFIX)
+    for leftover in profile_dir.glob(_STAGING_PREFIX + "*"):
+        remove_tree(leftover)
 
 
 def _copy_source(src: Path, dst: Path, rel: str) -> None:
@@ -605,6 +578,16 @@ def _copy_source(src: Path, dst: Path, rel: str) -> None:
         while n := fin.readinto(buf):
             fout.write(view[:n])
         os.fsync(fout.fileno())
+
+
+def require_valid_bundle(folder: Path, stage: str = "export") -> None:
+    """Raise the validator's code unless ``folder`` is a valid bundle: the ``check`` of every
+    ``swap_dir`` that publishes a bundle, so only a validated bundle is ever swapped in."""
+    checked = validate_voice_bundle(folder)
+    if not checked.ok:
+        err = checked.error or {}
+        raise VoicelaneError(err.get("code", "bundle_invalid"), f"{stage}ed bundle failed validation: "
+                             f"{err.get('message')}", {**(err.get("details") or {}), "stage": stage})
 
 
 def export_bundle(root: str | os.PathLike, profile_id: str, display_name: str,
@@ -645,7 +628,6 @@ def export_bundle(root: str | os.PathLike, profile_id: str, display_name: str,
     with _export_lock(profile_dir):
         _recover(profile_dir, final)
         staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=profile_dir))
-        old: Path | None = None
         try:
             entries = []
             for rel in sorted(plan):
@@ -663,31 +645,10 @@ def export_bundle(root: str | os.PathLike, profile_id: str, display_name: str,
                                      f"manifest fields are not plain JSON: {exc}") from None
             with open(staging / MANIFEST_NAME, "xb") as fh:
                 fh.write(text.encode("utf-8"))
-                fh.flush()
-                os.fsync(fh.fileno())
-            for folder in {staging, *(p.parent for p in staging.rglob("*"))}:
-                _fsync_dir(folder)
-            checked = validate_voice_bundle(staging)
-            if not checked.ok:
-                err = checked.error or {}
-                raise VoicelaneError(err.get("code", "bundle_invalid"),
-                                     f"exported bundle failed validation: {err.get('message')}",
-                                     {**(err.get("details") or {}), "stage": "export"})
-            if os.path.lexists(final):
-                old = profile_dir / f"{_OLD_PREFIX}{secrets.token_hex(6)}"
-                os.rename(final, old)
-            try:
-                os.rename(staging, final)
-            except BaseException:
-                if old is not None:
-                    os.rename(old, final)
-                raise
-            _fsync_dir(profile_dir)
+            swap_dir(staging, final, check=require_valid_bundle, old_prefix=_OLD_PREFIX)
         except BaseException:
-            _remove_tree(staging)
+            remove_tree(staging)
             raise
-        if old is not None:
-            _remove_tree(old)
     result = validate_voice_bundle(final)
     if not result.ok:  # pragma: no cover - only if someone edits the bundle concurrently
         err = result.error or {}

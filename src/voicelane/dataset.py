@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from voicelane.errors import VoicelaneError
-from voicelane.fsutil import atomic_write_bytes, atomic_write_json, canonical_json, sha256_bytes
+from voicelane.fsutil import atomic_write_bytes, atomic_write_json, canonical_json, sha256_bytes, swap_dir
 
 ENGINE_RATE = 16000
 SCHEMA_ID = "dataset_manifest/1"
@@ -841,32 +841,22 @@ def prepare_dataset(data_path, out_dir, cfg=DatasetConfig(), on_progress=None) -
 
 
 def _swap_in(out: Path, staging: Path, manifest: dict[str, Any]) -> None:
-    """Replace out/wavs with the staged clips and write the manifest last.
+    """Replace out/wavs with the staged clips (``fsutil.swap_dir``) and write the manifest last.
 
-    The previous manifest and wavs/ are moved aside first (manifest first, so no manifest ever
-    points at half-swapped clips) and restored if anything fails before the new manifest is
-    in place.
+    The previous manifest is moved aside first (so no manifest ever points at half-swapped clips)
+    and restored, with the previous clips, if anything fails before the new manifest is in place.
     """
-    wavs = out / WAVS_DIR
-    old = Path(tempfile.mkdtemp(prefix=".dataset.old-", dir=out))
-    moved: list[str] = []
-    swapped = False
+    manifest_path = out / MANIFEST_NAME
+    aside = out / f".{MANIFEST_NAME}.old"
+    if manifest_path.exists():
+        os.replace(manifest_path, aside)
     try:
-        for name in (MANIFEST_NAME, WAVS_DIR):
-            if (out / name).exists():
-                os.replace(out / name, old / name)
-                moved.append(name)
-        os.replace(staging, wavs)
-        swapped = True
-        atomic_write_json(out / MANIFEST_NAME, manifest)
+        swap_dir(staging, out / WAVS_DIR, then=lambda: atomic_write_json(manifest_path, manifest))
     except BaseException:
-        if swapped:
-            shutil.rmtree(wavs, ignore_errors=True)
-        for name in reversed(moved):
-            os.replace(old / name, out / name)
-        old.rmdir()  # empty again; if restoring failed, the previous files stay there
+        if aside.exists():
+            os.replace(aside, manifest_path)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    aside.unlink(missing_ok=True)
 
 
 def _schema() -> dict[str, Any]:

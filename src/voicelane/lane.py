@@ -22,7 +22,7 @@ from voicelane.fsutil import atomic_write_json, canonical_json, sha256_file, sha
 from voicelane.paths import REPO_ROOT
 from voicelane.protocol import Emitter
 from voicelane.runspec import LANES, RunSpec
-from voicelane.status import StatusWriter, default_status_path
+from voicelane.status import StatusWriter, default_status_path, finalize
 
 JOB_TYPES = LANES  # job type -> lane, defined in runspec
 # Gates of the production lane (overridable with --gates JSON). Metric names from eval.json.
@@ -129,21 +129,21 @@ class Lane:
         try:
             result = self._run()
         except VoicelaneError as err:
-            self.status.failed(err)
+            finalize(self.status.path, err, doc=self.status.doc)
             raise
         except KeyboardInterrupt:
             err = VoicelaneError("cancelled", "the run was interrupted", {})
-            self.status.failed(err)
+            finalize(self.status.path, err, doc=self.status.doc)
             raise err from None
         except MemoryError as exc:
             err = VoicelaneError("out_of_memory", f"out of memory: {exc}", {})
-            self.status.failed(err)
+            finalize(self.status.path, err, doc=self.status.doc)
             raise err from exc
         except Exception as exc:
             err = VoicelaneError("internal_error", f"{type(exc).__name__}: {exc}", {})
-            self.status.failed(err)
+            finalize(self.status.path, err, doc=self.status.doc)
             raise err from exc
-        self.status.completed()
+        finalize(self.status.path, doc=self.status.doc)
         return result
 
     def _run(self) -> dict[str, Any]:

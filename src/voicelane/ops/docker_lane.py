@@ -132,17 +132,16 @@ def entrypoint_main(args: list[str], env: Mapping[str, str] | None = None) -> in
         rc = 1 if rc is None else (128 - rc if rc < 0 else rc)
     except VoicelaneError as err:
         # refused before the lane could start (e.g. no dataset mounted): fail closed like the lane
-        from voicelane.lane import JOB_TYPES
         from voicelane.ops.common import exit_code_for
-        from voicelane.status import StatusWriter
+        from voicelane.runspec import LANES
+        from voicelane.status import finalize
 
         msg = f"error: {err.code}: {err.message}"
         print(msg, file=sys.stderr, flush=True)
         if log:
             log.write(msg)
         try:
-            StatusWriter(status_path, lane if lane in JOB_TYPES else "tts_prod_train",
-                         JOB_TYPES.get(lane, "production")).failed(err)
+            finalize(status_path, err, job_type=lane if lane in LANES else "tts_prod_train", fresh=True)
         except OSError:
             pass
         rc = exit_code_for(err.code)

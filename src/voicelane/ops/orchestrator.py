@@ -37,7 +37,8 @@ from voicelane.ops.common import (PREFIX, LineLog, error_line, exit_code_for, gi
                                   read_json, run_spec_from_env, status_name, tail_file)
 from voicelane.paths import REPO_ROOT
 from voicelane.protocol import JobView, parse_line
-from voicelane.runspec import SPEC_FILE, RunSpec, child_argv
+from voicelane.runspec import LANES, SPEC_FILE, RunSpec, child_argv
+from voicelane.status import finalize
 
 BACKENDS = ("local", "local_docker", "managed_job")
 
@@ -136,8 +137,12 @@ class Orchestrator:
                 self.log = None
 
     def fail(self, err: VoicelaneError, code: int, write_status: bool) -> int:
-        if write_status:
-            self.write_failed_status(err)
+        if write_status:  # fail closed: a refused run still leaves a train_status/1 saying why
+            try:
+                finalize(self.status_path, err, job_type=self.lane if self.lane in LANES else "tts_prod_train",
+                         fresh=True, orchestrator={"backend": self.backend, "head": self.head})
+            except OSError:
+                pass
         tail = tail_file(self.log_path)
         print(f"{PREFIX} log tail (last {len(tail)} lines of {self.log_path}):", file=self.out)
         for line in tail:
@@ -148,19 +153,6 @@ class Orchestrator:
         self.say(line)
         self.say(f"{PREFIX} next: {err.next_action}")
         return code if code else 1
-
-    def write_failed_status(self, err: VoicelaneError) -> None:
-        """Fail closed: a refused run still leaves a train_status/1 saying why."""
-        from voicelane.lane import JOB_TYPES
-        from voicelane.status import StatusWriter
-
-        lane = self.lane if self.lane in JOB_TYPES else "tts_prod_train"
-        try:
-            w = StatusWriter(self.status_path, lane, JOB_TYPES[lane])
-            w.doc["orchestrator"] = {"backend": self.backend, "head": self.head}
-            w.failed(err)
-        except OSError:
-            pass
 
     # --- shared by the backends -----------------------------------------------------------------
     def drive(self, handle) -> tuple[int, JobView]:

@@ -56,10 +56,11 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import urlparse
 
 from voicelane.errors import VoicelaneError
-from voicelane.fsutil import atomic_write_json, read_json
+from voicelane.fsutil import atomic_write_bytes, atomic_write_json, read_json, swap_dir
 from voicelane.protocol import iter_lines
 from voicelane.runner.ray_job import encode_spec
-from voicelane.runspec import RunSpec
+from voicelane.runspec import LANES, RunSpec
+from voicelane.status import finalize
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 RAY_STATE_MAP = {"PENDING": "running", "RUNNING": "running", "SUCCEEDED": "completed", "STOPPED": "cancelled",
@@ -433,10 +434,15 @@ class RayJobHandle:
                                            f"reported: {self.message or 'no message'}")
             rc = rc or 1
         elif self.mode == "upload":
-            fetched = self._fetch()
-            if fetched is not None:
-                self._write_error_status("managed_job_failed", fetched)
+            try:
+                fetched = self._fetch()
+            except VoicelaneError as err:
+                self._write_error_status(err.code, f"the bundle fetched from Ray: {err.message}", err.details)
                 rc = rc or 1
+            else:
+                if fetched is not None:
+                    self._write_error_status("managed_job_failed", fetched)
+                    rc = rc or 1
         self._annotate_status()
         if rc == 0 and self.is_train:
             rc = self._validate_bundle()
@@ -456,41 +462,15 @@ class RayJobHandle:
         return bundle_dir_for(self.out, self.profile)
 
     def _fetch(self) -> str | None:
-        """Unpack the outputs shipped through the log; returns an error message or None."""
+        """Unpack the outputs shipped through the log; returns an error message or None. A bundle
+        that does not validate raises ``bundle_invalid`` (and is never swapped in)."""
         end = self._blob_end
         if not end or "sha256" not in end:
             return "the job's outputs did not come back" + (f" ({end.get('error')})" if end else "")
         data = base64.b64decode("".join(self._blob).encode("ascii"))
         if len(data) != end.get("bytes") or hashlib.sha256(data).hexdigest() != end["sha256"]:
             return "the job's outputs arrived corrupted (size or sha256 mismatch)"
-        self.out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".ray-fetch-", dir=self.out))
-        try:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-                tar.extractall(tmp, filter="data")
-            src_out = tmp / "out"
-            bundles = src_out / "bundles"
-            if bundles.is_dir():
-                for prof in sorted(p for p in bundles.iterdir() if p.is_dir()):
-                    for bdir in sorted(p for p in prof.iterdir() if p.is_dir()):
-                        target = self.out / "bundles" / prof.name / bdir.name
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        old = target.with_name(f".old-{uuid.uuid4().hex[:8]}")
-                        if target.exists():
-                            target.rename(old)
-                        bdir.rename(target)
-                        shutil.rmtree(old, ignore_errors=True)
-            man = src_out / "dataset" / "dataset_manifest.json"
-            if man.is_file():
-                (self.out / "dataset").mkdir(parents=True, exist_ok=True)
-                os.replace(man, self.out / "dataset" / "dataset_manifest.json")
-            status = tmp / "train_status.json"
-            if status.is_file():
-                self.status_path.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(status, self.status_path.with_name(self.status_path.name + ".fetched"))
-                os.replace(self.status_path.with_name(self.status_path.name + ".fetched"), self.status_path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        unpack_outputs(data, self.out, self.status_path)
         return None
 
     def _annotate_status(self) -> None:
@@ -523,18 +503,39 @@ class RayJobHandle:
         return 1
 
     def _write_error_status(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
-        from voicelane.lane import JOB_TYPES
-        from voicelane.status import StatusWriter, now_iso
-
-        doc = read_json(self.status_path)
         err = VoicelaneError(code, message, dict(details or {}, ray_job_id=self.job_id, address=self.address))
-        if doc is None:
-            job_type = self.job_type if self.job_type in JOB_TYPES else "tts_prod_train"
-            w = StatusWriter(self.status_path, job_type, JOB_TYPES[job_type])
-            w.failed(err)
-            return
-        doc["error"] = err.to_dict()
-        doc["next_action"] = err.next_action
-        doc["state"] = doc["status"] = "cancelled" if code == "cancelled" else "error"
-        doc["finished_at"] = doc.get("finished_at") or now_iso()
-        atomic_write_json(self.status_path, doc)
+        job_type = self.job_type if self.job_type in LANES else "tts_prod_train"
+        finalize(self.status_path, err, state="cancelled" if code == "cancelled" else "error", job_type=job_type)
+
+
+def unpack_outputs(data: bytes, out: Path, status_path: Path) -> None:
+    """Install what ``ray_job`` shipped back (a tar.gz): the status and dataset manifest, then each
+    bundle through ``swap_dir`` with the validator as its check, so an invalid bundle raises
+    ``bundle_invalid`` and the previous bundle stays in place."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".ray-fetch-", dir=out))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            tar.extractall(tmp, filter="data")
+        status = tmp / "train_status.json"
+        if status.is_file():
+            status_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(status_path, status.read_bytes())
+        man = tmp / "out" / "dataset" / "dataset_manifest.json"
+        if man.is_file():
+            atomic_write_bytes(out / "dataset" / "dataset_manifest.json", man.read_bytes())
+        bundles = tmp / "out" / "bundles"
+        for bdir in sorted(p for p in bundles.glob("*/*") if p.is_dir() and not p.is_symlink()):
+            swap_dir(bdir, out / "bundles" / bdir.parent.name / bdir.name, check=_valid_fetched_bundle)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _valid_fetched_bundle(staged: Path) -> None:
+    from voicelane.bundle import require_valid_bundle
+
+    try:
+        require_valid_bundle(staged, "fetch")
+    except VoicelaneError as err:
+        raise VoicelaneError("bundle_invalid", err.message, {"validator_code": err.code,
+                                                             "bundle": f"{staged.parent.name}/{staged.name}"}) from None

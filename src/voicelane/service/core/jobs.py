@@ -33,12 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from voicelane.errors import NEXT_ACTIONS
-from voicelane.fsutil import atomic_write_json
 from voicelane.protocol import JobView, parse_line
 from voicelane.runspec import SPEC_FILE, TRAIN_JOB_TYPES, RunSpec, child_argv
 from voicelane.runner import RunHandle, Runner, kill_orphan
-from voicelane.status import SCHEMA as STATUS_SCHEMA
-from voicelane.status import now_iso, read_status
+from voicelane.status import finalize, now_iso, read_status
 
 log = logging.getLogger("voicelane.service.jobs")
 
@@ -216,28 +214,6 @@ class JobStore:
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)", (key, value))
 
 
-def finalize_status(path: Path, job_type: str, lane: str, state: str, error: dict[str, Any] | None,
-                    next_action: str | None = None) -> None:
-    """Make the job's train_status/1 JSON final (fail closed) when the process could not: it was
-    killed, never started, or orphaned. Keeps what the process wrote; never un-finishes a file."""
-    doc = read_status(path) if path.is_file() else None
-    if not isinstance(doc, dict):
-        ts = now_iso()
-        doc = {"schema": STATUS_SCHEMA, "job_type": job_type, "lane": lane, "progress": {"current": 0, "total": 0},
-               "stats": {}, "artifacts": [], "started_at": ts, "updated_at": ts, "finished_at": None}
-    elif doc.get("state") not in (None, "running"):
-        return
-    doc["state"] = doc["status"] = state
-    ts = now_iso()
-    doc["updated_at"] = ts
-    doc["finished_at"] = ts
-    if error:
-        doc["error"] = {"code": error.get("code"), "message": error.get("message"),
-                        "details": error.get("details") or {}}
-        doc["next_action"] = next_action or NEXT_ACTIONS.get(str(error.get("code")), ORPHANED_ACTION)
-    atomic_write_json(path, doc)
-
-
 @dataclass(frozen=True)
 class JobPaths:
     id: str
@@ -292,8 +268,8 @@ class JobManager:
         rows, _ = self.store.list(state="running", limit=100000)
         for row in rows:
             pid = row.get("pid")
-            if pid and row.get("out_dir"):
-                if kill_orphan(int(pid), str(row["out_dir"])):
+            if pid and row.get("job_dir"):  # its command line names the job folder (spec.json, --out)
+                if kill_orphan(int(pid), str(row["job_dir"])):
                     log.warning("killed orphaned process group %s of job %s", pid, row["id"])
             details: dict[str, Any] = {"pid": pid}
             ref = row.get("runner_ref")
@@ -308,8 +284,8 @@ class JobManager:
                               message="orphaned: the service stopped while this job was running")
             if row.get("status_path"):
                 try:
-                    finalize_status(Path(row["status_path"]), row["type"], row["lane"], "error", err,
-                                    ORPHANED_ACTION)
+                    finalize(Path(row["status_path"]), err, state="error", job_type=row["type"],
+                             only_if_running=True, next_action=ORPHANED_ACTION)
                 except OSError:
                     log.exception("cannot finalise the status of orphaned job %s", row["id"])
             orphans.append(row["id"])
@@ -408,7 +384,7 @@ class JobManager:
                    "message": f"the job process could not start: {exc}", "details": details}
             self.store.update(job_id, state="error", error=err, started_at=now_iso(), ended_at=now_iso(),
                               message=f"{err['code']}: {err['message']}")
-            finalize_status(status_path, job["type"], job["lane"], "error", err)
+            finalize(status_path, err, state="error", job_type=job["type"], only_if_running=True)
             self.changed.notify_all()
             return
         aj = ActiveJob(job_id, job["kind"], handle, status_path, log_path, tail=deque(maxlen=self.tail_lines))
@@ -523,13 +499,13 @@ class JobManager:
             if state == "done":
                 message = aj.view.message
                 if status.get("state") in (None, "running"):
-                    finalize_status(aj.status_path, job["type"], job["lane"], "completed", None)
+                    finalize(aj.status_path, None, state="completed", job_type=job["type"], only_if_running=True)
             elif state == "cancelled":
                 message = f"Cancelled at step {aj.view.current}/{aj.view.total}"
-                finalize_status(aj.status_path, job["type"], job["lane"], "cancelled", error)
+                finalize(aj.status_path, error, state="cancelled", job_type=job["type"], only_if_running=True)
             else:
                 message = f"{error['code']}: {error['message']}"[:500] if error else "error"
-                finalize_status(aj.status_path, job["type"], job["lane"], "error", error)
+                finalize(aj.status_path, error, state="error", job_type=job["type"], only_if_running=True)
             if aj.log_fh is not None:
                 aj.log_fh.close()
             self.store.update(aj.id, state=state, exit_code=rc, error=error, ended_at=now_iso(), message=message,
@@ -567,7 +543,7 @@ class JobManager:
                        "next_action": NEXT_ACTIONS["cancelled"]}
                 self.store.update(job_id, state="cancelled", cancel_requested=1, error=err, ended_at=now_iso(),
                                   message="Cancelled before it started")
-                finalize_status(Path(row["status_path"]), row["type"], row["lane"], "cancelled", err)
+                finalize(Path(row["status_path"]), err, state="cancelled", job_type=row["type"], only_if_running=True)
                 self.changed.notify_all()
                 return self.store.get(job_id)
             aj = self.active.get(job_id)
