@@ -135,7 +135,7 @@ def ds_reasons(tmp_path_factory):
         "trimmed_short.wav": (voiced(0.35, 22050, 180, lead=0.4, tail=0.4), 22050, "WAV"),
         "silent.wav": (np.random.default_rng(1).normal(0, 1e-4, 22050), 22050, "WAV"),
         "clipped.wav": (np.clip(3 * voiced(1.2, 22050, 190, amp=1.0, seed=8), -1, 1), 22050, "WAV"),
-        "lowrate.wav": (voiced(1.2, 8000, 200), 8000, "WAV"),
+        "lowrate.wav": (voiced(1.2, 6000, 200), 6000, "WAV"),  # below the 8 kHz minimum
         "dup_pcm.flac": (good_i16, 22050, "FLAC"),   # same PCM as good1, other container
         "fast.wav": (voiced(1.0, 22050, 210, seed=9), 22050, "WAV"),
         "slow.wav": (voiced(2.0, 22050, 220, seed=10), 22050, "WAV"),
@@ -365,6 +365,9 @@ EXPECTED = {
     "sample_rate_too_low": ["lowrate"],
     "duplicate_audio": ["dup_copy", "dup_pcm"],
     "length_mismatch": ["fast", "slow"],
+    # real-recording reasons: tests/test_ingest.py, each on audio generated there
+    **{r: None for r in ("path_not_allowed", "cue_reversed", "cue_overlap", "snr_low", "dc_offset",
+                         "long_silence", "rate_outlier", "level_outlier", "alignment_failed")},
 }
 
 

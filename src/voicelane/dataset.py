@@ -54,9 +54,19 @@ REASONS = (
     "silent",               # loudest 25 ms frame below -50 dBFS
     "clipped",              # more than 0.1 % of the original samples at |x| >= 0.999
     "length_mismatch",      # transcript characters per second of speech outside [2, 35]
+    # real recordings (docs/dataset.md "Ingestion of real recordings")
+    "path_not_allowed",     # the file resolves outside the dataset folder (a symlink out)
+    "cue_reversed",         # subtitle cue ends before (or when) it starts
+    "cue_overlap",          # subtitle cue overlaps its neighbour in time
+    "snr_low",              # estimated signal-to-noise ratio below cfg.min_snr_db
+    "dc_offset",            # |mean| above cfg.max_dc_offset (broken input chain)
+    "long_silence",         # an internal pause longer than cfg.max_pause_s
+    "rate_outlier",         # speaking rate far from the corpus median (often a wrong transcript)
+    "level_outlier",        # source loudness far from the corpus median (another setup)
+    "alignment_failed",     # forced alignment found no plausible path (voicelane dataset align)
 )
 
-AUDIO_EXTS = (".wav", ".flac", ".ogg")
+AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 SUBTITLE_EXTS = (".srt", ".vtt")
 
 # Audio analysis constants (documented in docs/dataset.md).
@@ -72,6 +82,9 @@ MIN_CPS = 2.0                # plausible speaking rates, characters per second o
 MAX_CPS = 35.0
 UNDECODED_LONG_FACTOR = 3.0  # clip files longer than this x max_clip_s are not even decoded
 MAX_PROBLEMS = 20
+DC_REMOVE = 1e-3             # |DC| at or above this is subtracted (below: bytes left untouched)
+SNR_CAP_DB = 100.0
+NOISE_FLATNESS = 0.1         # quiet frames flatter than this are noise, not quiet speech
 
 
 @dataclass
@@ -79,7 +92,7 @@ class DatasetConfig:
     sample_rate: int = 16000
     min_clip_s: float = 0.5
     max_clip_s: float = 20.0
-    min_source_rate: int = 16000     # below -> reject 'sample_rate_too_low'
+    min_source_rate: int = 8000      # below -> reject 'sample_rate_too_low'
     min_total_minutes: float = 5.0   # kept audio below -> VoicelaneError('dataset_too_small')
     warn_total_minutes: float = 30.0  # below -> a warning in the report (recommend 1-2 h)
     target_lufs: float = -23.0
@@ -87,6 +100,16 @@ class DatasetConfig:
     val_min: int = 1
     val_max: int = 50
     language: str = "en-us"
+    # real-recording checks (docs/dataset.md); a threshold of None disables its check
+    min_snr_db: float | None = 15.0
+    warn_snr_db: float = 25.0
+    max_dc_offset: float | None = 0.05
+    max_pause_s: float | None = 2.0
+    rate_outlier_z: float | None = 4.5    # robust z-score of characters per second
+    max_level_deviation_db: float | None = 20.0
+    min_clips_for_corpus_checks: int = 10
+    denoise: bool = False                 # noisereduce spectral gating, opt-in
+    follow_external_symlinks: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,6 +127,7 @@ class _Candidate:
     end_s: float | None = None
     text_problem: str | None = None  # e.g. transcript not UTF-8
     missing_detail: str | None = None
+    problem: tuple[str, str] | None = None  # (reason, detail) found while listing: symlink, cue
 
 
 @dataclass
@@ -113,6 +137,30 @@ class _Layout:
     candidates: list[_Candidate]
     warnings: list[str]
     recordings: dict[str, Path] | None = None  # long_recording: source -> path
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, with every symlink followed, stays inside the folder `root`."""
+    real_root = root.resolve()
+    real = path.resolve()
+    return real == real_root or real_root in real.parents
+
+
+def _escape_problem(paths: list[Path], root: Path, allow_external: bool
+                    ) -> tuple[str, str] | None:
+    if allow_external:
+        return None
+    for p in paths:
+        if not _inside(p, root):
+            return ("path_not_allowed", f"{_rel(p, root)} resolves outside the dataset folder "
+                    "(a symlink to a file elsewhere)")
+    return None
+
+
+def _require_inside(path: Path, root: Path, allow_external: bool) -> None:
+    if not allow_external and not _inside(path, root):
+        raise VoicelaneError("path_not_allowed", f"{path.name} resolves outside the dataset "
+                             f"folder {root}", {"path": str(path)})
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -230,7 +278,8 @@ def _strip_audio_ext(clip_id: str) -> str:
     return stem if ext.lower() in AUDIO_EXTS and stem else clip_id
 
 
-def _layout_ljspeech(root: Path, metadata: Path) -> _Layout:
+def _layout_ljspeech(root: Path, metadata: Path, allow_external: bool) -> _Layout:
+    _require_inside(metadata, root, allow_external)
     rows = _parse_metadata(metadata)
     wavs = root / WAVS_DIR
     listing: dict[str, Path] = {}
@@ -256,7 +305,8 @@ def _layout_ljspeech(root: Path, metadata: Path) -> _Layout:
         cands.append(_Candidate(
             id=clip_id, source=source, text=text, audio=found, line=line,
             missing_detail=None if found else
-            f"none of {', '.join(WAVS_DIR + '/' + n for n in names)} exists"))
+            f"none of {', '.join(WAVS_DIR + '/' + n for n in names)} exists",
+            problem=_escape_problem([found], root, allow_external) if found else None))
     warn = []
     unused = [p for p in listing.values() if p.parent == wavs and p not in used]
     if unused:
@@ -275,7 +325,8 @@ def _read_transcript(path: Path) -> tuple[str | None, str | None]:
         return "", "transcript is not valid UTF-8 text"
 
 
-def _layout_audio_txt(root: Path, audio: list[Path], txts: dict[str, Path]) -> _Layout:
+def _layout_audio_txt(root: Path, audio: list[Path], txts: dict[str, Path],
+                      allow_external: bool) -> _Layout:
     stems: dict[str, int] = {}
     for p in audio:
         stems[p.stem] = stems.get(p.stem, 0) + 1
@@ -287,9 +338,10 @@ def _layout_audio_txt(root: Path, audio: list[Path], txts: dict[str, Path]) -> _
             cands.append(_Candidate(id=clip_id, source=_rel(p, root), text=None, audio=None,
                                     missing_detail=f"no transcript {p.stem}.txt next to {p.name}"))
             continue
-        text, text_problem = _read_transcript(txt)
+        escape = _escape_problem([p, txt], root, allow_external)
+        text, text_problem = ("", None) if escape else _read_transcript(txt)
         cands.append(_Candidate(id=clip_id, source=_rel(p, root), text=text, audio=p,
-                                text_problem=text_problem))
+                                text_problem=text_problem, problem=escape))
     audio_stems = {p.stem for p in audio}
     orphans = sorted(s for s in txts if s not in audio_stems)
     warn = []
@@ -343,10 +395,12 @@ def parse_subtitles(text: str) -> list[dict[str, Any]]:
     return cues
 
 
-def _layout_long(root: Path, pairs: list[tuple[Path, Path]]) -> _Layout:
+def _layout_long(root: Path, pairs: list[tuple[Path, Path]], allow_external: bool) -> _Layout:
     cands = []
     recordings = {}
     for audio, sub in pairs:
+        _require_inside(audio, root, allow_external)
+        _require_inside(sub, root, allow_external)
         try:
             content = sub.read_bytes().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -365,11 +419,33 @@ def _layout_long(root: Path, pairs: list[tuple[Path, Path]]) -> _Layout:
                             "HH:MM:SS,mmm) and rerun.") from None
         source = _rel(audio, root)
         recordings[source] = audio
+        problems = cue_problems(cues)
         for cue in cues:
             cands.append(_Candidate(
                 id=f"{audio.stem}_{cue['index']:04d}", source=source, text=cue["text"],
-                audio=audio, line=cue["line"], start_s=cue["start_s"], end_s=cue["end_s"]))
+                audio=audio, line=cue["line"], start_s=cue["start_s"], end_s=cue["end_s"],
+                problem=problems.get(cue["index"])))
     return _Layout("long_recording", root, cands, [], recordings)
+
+
+def cue_problems(cues: list[dict[str, Any]]) -> dict[int, tuple[str, str]]:
+    """{cue index: (reason, detail)} for reversed cues and for both cues of an overlap."""
+    out: dict[int, tuple[str, str]] = {}
+    prev: dict[str, Any] | None = None
+    for cue in cues:
+        if cue["end_s"] <= cue["start_s"]:
+            out[cue["index"]] = ("cue_reversed", f"cue {cue['index']} (line {cue['line']}) ends at "
+                                 f"{cue['end_s']:.3f} s, not after its start {cue['start_s']:.3f} s")
+            continue
+        if prev is not None and cue["start_s"] < prev["end_s"]:
+            span = f"{cue['start_s']:.3f}-{min(cue['end_s'], prev['end_s']):.3f} s"
+            out.setdefault(prev["index"], ("cue_overlap", f"overlaps cue {cue['index']} "
+                                           f"(line {cue['line']}) by {span}"))
+            out[cue["index"]] = ("cue_overlap", f"overlaps cue {prev['index']} "
+                                 f"(line {prev['line']}) by {span}")
+        if prev is None or cue["end_s"] > prev["end_s"]:
+            prev = cue
+    return out
 
 
 def _content_line(path: Path, byte_offset: int) -> int:
@@ -384,7 +460,7 @@ def _subtitle_for(audio: Path) -> Path | None:
     return None
 
 
-def _detect(data_path: Path) -> _Layout:
+def _detect(data_path: Path, allow_external: bool = False) -> _Layout:
     if not data_path.exists():
         raise VoicelaneError("missing_audio_path", f"{data_path} does not exist",
                              {"path": str(data_path)})
@@ -392,14 +468,14 @@ def _detect(data_path: Path) -> _Layout:
         root = data_path.parent
         suffix = data_path.suffix.lower()
         if data_path.name.lower() == "metadata.csv":
-            return _layout_ljspeech(root, data_path)
+            return _layout_ljspeech(root, data_path, allow_external)
         if suffix in AUDIO_EXTS:
             sub = _subtitle_for(data_path)
             if sub is None:
                 raise VoicelaneError(
                     "dataset_empty", f"{data_path.name} has no same-named .srt or .vtt "
                     "transcript to cut it by", {"path": str(data_path)})
-            return _layout_long(root, [(data_path, sub)])
+            return _layout_long(root, [(data_path, sub)], allow_external)
         if suffix in SUBTITLE_EXTS:
             audio = next((p for p in _listdir(root)
                           if p.stem == data_path.stem and _is_audio(p) and p.is_file()), None)
@@ -407,7 +483,7 @@ def _detect(data_path: Path) -> _Layout:
                 raise VoicelaneError(
                     "dataset_empty", f"{data_path.name} has no same-named audio file",
                     {"path": str(data_path)})
-            return _layout_long(root, [(audio, data_path)])
+            return _layout_long(root, [(audio, data_path)], allow_external)
         raise VoicelaneError(
             "dataset_empty", f"{data_path.name} is neither a folder, an audio file "
             f"({', '.join(AUDIO_EXTS)}), a subtitle file nor metadata.csv",
@@ -416,19 +492,19 @@ def _detect(data_path: Path) -> _Layout:
     root = data_path
     metadata = root / "metadata.csv"
     if metadata.is_file():
-        return _layout_ljspeech(root, metadata)
+        return _layout_ljspeech(root, metadata, allow_external)
     entries = [p for p in _listdir(root) if p.is_file()]
     audio = [p for p in entries if _is_audio(p)]
     txts = {p.stem: p for p in entries if p.suffix.lower() == ".txt"}
     subs = [p for p in entries if p.suffix.lower() in SUBTITLE_EXTS]
     if audio and any(p.stem in txts for p in audio):
-        return _layout_audio_txt(root, audio, txts)
+        return _layout_audio_txt(root, audio, txts, allow_external)
     if audio and subs:
         pairs = [(a, s) for a in audio for s in subs if a.stem == s.stem]
         if not pairs and len(audio) == 1 and len(subs) == 1:
             pairs = [(audio[0], subs[0])]
         if pairs:
-            return _layout_long(root, pairs)
+            return _layout_long(root, pairs, allow_external)
     raise VoicelaneError(
         "dataset_empty",
         f"{data_path} matches no dataset layout: found {len(audio)} audio file(s), "
@@ -501,6 +577,101 @@ def _normalise(y: np.ndarray, sr: int, target_lufs: float) -> np.ndarray:
     return y
 
 
+def _dbfs(rms: float) -> float:
+    return 20 * math.log10(rms) if rms > 0 else -200.0
+
+
+def _pick_channel(x: np.ndarray) -> tuple[np.ndarray, str]:
+    """Mono signal and which channel it is. Channels are averaged, except when one is nearly
+    silent (a dead microphone) or they cancel (one wired in anti-phase): then the louder one."""
+    if x.shape[1] == 1:
+        return x[:, 0].astype(np.float64), "mono"
+    chans = x.astype(np.float64).T
+    rms = np.sqrt(np.mean(chans ** 2, axis=1))
+    loud = int(np.argmax(rms))
+    if rms[loud] <= 0:
+        return chans.mean(axis=0), f"mix of {x.shape[1]}"
+    mix = chans.mean(axis=0)
+    mix_rms = float(np.sqrt(np.mean(mix ** 2)))
+    if np.min(rms) < rms[loud] * 10 ** (-30 / 20):
+        return chans[loud], f"channel {loud + 1} of {x.shape[1]} (other channel silent)"
+    if mix_rms < 0.5 * float(np.mean(rms)):
+        return chans[loud], f"channel {loud + 1} of {x.shape[1]} (channels cancel in a mix)"
+    return mix, f"mix of {x.shape[1]}"
+
+
+def _flatness(frames: np.ndarray, sr: int) -> float:
+    """Spectral flatness (0 tonal .. 1 white) of the averaged power spectrum, 100 Hz - 0.45 sr."""
+    spec = np.mean(np.abs(np.fft.rfft(frames * np.hanning(frames.shape[1]), axis=1)) ** 2, axis=0)
+    f = np.fft.rfftfreq(frames.shape[1], 1 / sr)
+    band = spec[(f >= 100) & (f <= 0.45 * sr)] + 1e-20
+    return float(np.exp(np.mean(np.log(band))) / np.mean(band))
+
+
+def estimate_snr(y: np.ndarray, sr: int, require_flat_noise: bool = True
+                 ) -> tuple[float | None, float]:
+    """(SNR in dB, noise RMS) from the frame energies of an untrimmed clip.
+
+    The noise floor is the mean power of the quietest 5 % of 25 ms frames; the signal is the
+    mean power of the louder half, less that noise. The quiet frames only count as noise when
+    their spectrum is noise-like (flatness >= NOISE_FLATNESS); a clip without a pause (tonal
+    quiet frames) gives ``None``: its SNR cannot be estimated and is not judged. Digital silence
+    gives SNR_CAP_DB. After denoising the residual noise is gated, not flat:
+    ``require_flat_noise=False`` skips that test.
+    """
+    rms, starts, frame = _frame_rms(y, sr)
+    if len(rms) < 20:
+        return None, 0.0
+    power = rms ** 2
+    order = np.argsort(power, kind="stable")
+    quiet = order[:max(2, len(order) // 20)]
+    noise = float(np.mean(power[quiet]))
+    speech = float(np.mean(power[power >= np.median(power)])) - noise
+    if noise <= 1e-12:
+        return SNR_CAP_DB, math.sqrt(max(noise, 0.0))
+    frames = np.stack([y[s:s + frame] for s in starts[quiet]])
+    if require_flat_noise and _flatness(frames, sr) < NOISE_FLATNESS:
+        return None, math.sqrt(noise)
+    snr = 10 * math.log10(max(speech, 1e-20) / noise)
+    return min(snr, SNR_CAP_DB), math.sqrt(noise)
+
+
+def longest_pause(y: np.ndarray, sr: int, noise_rms: float) -> float:
+    """Longest run (s) of frames near the noise floor inside a trimmed clip."""
+    rms, _starts, _frame = _frame_rms(y, sr)
+    if not len(rms):
+        return 0.0
+    thr = max(float(rms.max()) * 10 ** (TRIM_REL_DB / 20), 2.0 * noise_rms)
+    quiet = rms < thr
+    best = run = 0
+    for q in quiet:
+        run = run + 1 if q else 0
+        best = max(best, run)
+    return best * HOP_S
+
+
+def _loudness(y: np.ndarray, sr: int) -> float:
+    import pyloudnorm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            value = float(pyloudnorm.Meter(sr).integrated_loudness(y))
+        except ValueError:
+            value = float("nan")
+    if not math.isfinite(value):
+        value = _dbfs(float(np.sqrt(np.mean(y ** 2))) if len(y) else 0.0)
+    return value
+
+
+def _denoise(y: np.ndarray, sr: int) -> np.ndarray:
+    """Stationary spectral gating (noisereduce); opt-in with DatasetConfig.denoise."""
+    import noisereduce
+
+    return np.asarray(noisereduce.reduce_noise(y=y, sr=sr, stationary=True, n_jobs=1),
+                      dtype=np.float64)
+
+
 def _encode_wav(y: np.ndarray, sr: int) -> bytes:
     import soundfile as sf
 
@@ -515,6 +686,7 @@ class _Processor:
         self.file_hashes: dict[str, str] = {}
         self.pcm_hashes: dict[str, str] = {}
         self.open_files: dict[Path, Any] = {}
+        self.measurements: dict[str, dict[str, Any]] = {}
 
     def close(self) -> None:
         for f in self.open_files.values():
@@ -594,6 +766,10 @@ class _Processor:
         import soxr
 
         cfg = self.cfg
+        m: dict[str, Any] = {}
+        self.measurements[cand.id] = m
+        if cand.problem is not None:
+            raise _Reject(*cand.problem)
         if cand.audio is None:
             raise _Reject("missing_file", cand.missing_detail or "file not found")
         if cand.text_problem:
@@ -613,11 +789,24 @@ class _Processor:
         if pcm_hash in self.pcm_hashes:
             raise _Reject("duplicate_audio", f"same decoded audio as {self.pcm_hashes[pcm_hash]}")
 
-        y = x.astype(np.float64).mean(axis=1)
+        y, m["channel_used"] = _pick_channel(x)
+        m.update(source_rate=sr, channels=int(x.shape[1]))
+        dc = float(np.mean(y))
+        m["dc_offset"] = round(dc, 4)
+        if cfg.max_dc_offset is not None and abs(dc) > cfg.max_dc_offset:
+            raise _Reject("dc_offset", f"mean sample value {dc:+.3f} (|DC| > {cfg.max_dc_offset:g} "
+                          "of full scale)")
+        if abs(dc) >= DC_REMOVE:
+            y = y - dc
         if sr != cfg.sample_rate:
             y = soxr.resample(y, sr, cfg.sample_rate, quality="VHQ")
+        if cfg.denoise:
+            y = _denoise(y, cfg.sample_rate)
+        snr, noise_rms = estimate_snr(y, cfg.sample_rate, require_flat_noise=not cfg.denoise)
+        m["snr_db"] = None if snr is None else round(snr, 1)
         y = _trim(y, cfg.sample_rate)  # raises 'silent'
         clipped = float(np.mean(np.abs(x) >= CLIP_LEVEL))
+        m["clipped_fraction"] = round(clipped, 5)
         if clipped > CLIP_FRACTION:
             raise _Reject("clipped", f"{clipped * 100:.2f}% of samples at full scale "
                           f"(> {CLIP_FRACTION * 100:g}%)")
@@ -627,9 +816,19 @@ class _Processor:
         if dur > cfg.max_clip_s:
             raise _Reject("too_long", f"{dur:.3f} s of speech > {cfg.max_clip_s:g} s")
         cps = len(text) / dur
+        m["chars_per_s"] = round(cps, 2)
         if not MIN_CPS <= cps <= MAX_CPS:
             raise _Reject("length_mismatch", f"{len(text)} characters in {dur:.3f} s of speech "
                           f"= {cps:.1f}/s (plausible: {MIN_CPS:g}-{MAX_CPS:g}/s)")
+        if cfg.min_snr_db is not None and snr is not None and snr < cfg.min_snr_db:
+            raise _Reject("snr_low", f"estimated SNR {snr:.1f} dB < {cfg.min_snr_db:g} dB "
+                          f"(noise floor {_dbfs(noise_rms):.1f} dBFS)")
+        pause = longest_pause(y, cfg.sample_rate, noise_rms)
+        m["longest_pause_s"] = round(pause, 2)
+        if cfg.max_pause_s is not None and pause > cfg.max_pause_s:
+            raise _Reject("long_silence", f"a {pause:.2f} s pause inside the clip "
+                          f"(> {cfg.max_pause_s:g} s)")
+        m["loudness_lufs"] = round(_loudness(y, cfg.sample_rate), 1)
         y = _normalise(y, cfg.sample_rate, cfg.target_lufs)
         wav = _encode_wav(y, cfg.sample_rate)
         if file_hash is not None:
@@ -689,7 +888,7 @@ def _check_cfg(cfg: DatasetConfig) -> None:
 def _build(data_path: Any, cfg: DatasetConfig, wav_dir: Path | None,
            on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
     _check_cfg(cfg)
-    layout = _detect(Path(data_path))
+    layout = _detect(Path(data_path), cfg.follow_external_symlinks)
     cands = layout.candidates
     if not cands:
         raise VoicelaneError("dataset_empty", f"{data_path} holds no clips "
@@ -729,6 +928,14 @@ def _build(data_path: Any, cfg: DatasetConfig, wav_dir: Path | None,
     finally:
         proc.close()
 
+    by_id = {c.id: c for c in cands}
+    for clip_id, reason, detail in _corpus_outliers(kept, proc.measurements, cfg):
+        kept = [e for e in kept if e["id"] != clip_id]
+        if wav_dir is not None:
+            (wav_dir / f"{clip_id}.wav").unlink(missing_ok=True)
+        cand = by_id[clip_id]
+        rejected.append({"id": clip_id, "source": cand.source, "reason": reason,
+                         "detail": detail, "line": cand.line})
     kept.sort(key=lambda e: e["id"])
     val = _choose_val([e["id"] for e in kept], cfg)
     for e in kept:
@@ -755,8 +962,100 @@ def _build(data_path: Any, cfg: DatasetConfig, wav_dir: Path | None,
         "warnings": warn,
         "config": asdict(cfg),
         "dataset_sha256": dataset_sha256(kept),
+        "quality": quality_summary(kept, rejected, proc.measurements, cfg),
     }
     return report
+
+
+def _robust_z(values: np.ndarray, min_rel_spread: float = 0.1) -> np.ndarray:
+    """Robust z-scores (median, MAD); the spread is at least `min_rel_spread` of the median, so a
+    corpus of near-identical clips does not turn a small difference into an outlier."""
+    med = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - med)))
+    return (values - med) / max(mad, min_rel_spread * abs(med), 1e-9)
+
+
+def _corpus_outliers(kept: list[dict[str, Any]], meas: dict[str, dict[str, Any]],
+                     cfg: DatasetConfig) -> list[tuple[str, str, str]]:
+    """(id, reason, detail) for kept clips far from the rest of the corpus: speaking rate
+    (robust z-score of characters per second) and source loudness (dB from the median)."""
+    if len(kept) < cfg.min_clips_for_corpus_checks:
+        return []
+    ids = [e["id"] for e in kept]
+    out: dict[str, tuple[str, str, str]] = {}
+    if cfg.rate_outlier_z is not None:
+        cps = np.array([meas[i]["chars_per_s"] for i in ids])
+        med = float(np.median(cps))
+        for clip_id, z, v in zip(ids, _robust_z(cps), cps):
+            if abs(z) > cfg.rate_outlier_z:
+                out[clip_id] = (clip_id, "rate_outlier", f"{v:.1f} characters/s vs the corpus "
+                                f"median {med:.1f} (robust z {z:+.1f}, limit {cfg.rate_outlier_z:g})")
+    if cfg.max_level_deviation_db is not None:
+        lufs = np.array([meas[i]["loudness_lufs"] for i in ids])
+        med = float(np.median(lufs))
+        for clip_id, v in zip(ids, lufs):
+            if abs(v - med) > cfg.max_level_deviation_db and clip_id not in out:
+                out[clip_id] = (clip_id, "level_outlier", f"recorded at {v:.1f} LUFS, "
+                                f"{v - med:+.1f} dB from the corpus median {med:.1f} LUFS "
+                                f"(limit {cfg.max_level_deviation_db:g} dB)")
+    return [out[k] for k in sorted(out)]
+
+
+REASON_ACTIONS = {
+    "snr_low": "Re-record in a quieter room or closer to the microphone, or rerun with denoising "
+               "(DatasetConfig.denoise / --denoise) and listen to the result.",
+    "clipped": "Re-record with lower input gain: peaks reached full scale.",
+    "dc_offset": "Check the microphone/interface (a DC offset means a faulty input chain).",
+    "long_silence": "Cut the pause out or split the clip in two with separate transcripts.",
+    "rate_outlier": "Compare transcript and audio: a missing or extra sentence is the usual cause.",
+    "level_outlier": "Record with the same microphone, distance and gain as the rest.",
+    "length_mismatch": "Compare transcript and audio: the text does not fit the speech length.",
+    "alignment_failed": "Compare transcript and audio word by word and fix the transcript.",
+    "path_not_allowed": "Copy the file into the dataset folder instead of linking to it.",
+    "cue_overlap": "Fix the cue times so that each cue ends before the next one starts.",
+    "cue_reversed": "Fix the cue: its end time must come after its start time.",
+}
+
+
+def quality_summary(kept: list[dict[str, Any]], rejected: list[dict[str, Any]],
+                    meas: dict[str, dict[str, Any]], cfg: DatasetConfig) -> dict[str, Any]:
+    """Corpus-quality summary: measurements per clip, corpus figures and what to do, by reason."""
+    kept_ids = [e["id"] for e in sorted(kept, key=lambda e: e["id"])]
+    snrs = [meas[i]["snr_db"] for i in kept_ids if meas[i].get("snr_db") is not None]
+    lufs = [meas[i]["loudness_lufs"] for i in kept_ids]
+    corpus: dict[str, Any] = {
+        "snr_db_median": round(float(np.median(snrs)), 1) if snrs else None,
+        "snr_db_min": round(float(np.min(snrs)), 1) if snrs else None,
+        "loudness_lufs_median": round(float(np.median(lufs)), 1) if lufs else None,
+        "loudness_range_db": round(float(np.ptp(lufs)), 1) if lufs else None,
+        "noisy_kept": [i for i in kept_ids if meas[i].get("snr_db") is not None
+                       and meas[i]["snr_db"] < cfg.warn_snr_db],
+        "narrowband_kept": [i for i in kept_ids if meas[i]["source_rate"] < cfg.sample_rate],
+        "single_channel_picked": [i for i in kept_ids
+                                  if meas[i]["channel_used"].startswith("channel")],
+        "denoised": cfg.denoise,
+    }
+    if len(lufs) >= 3:
+        # level drift: slope of source loudness over the clips in id (recording) order
+        corpus["level_drift_db_per_100_clips"] = round(
+            float(np.polyfit(np.arange(len(lufs)), lufs, 1)[0]) * 100, 2)
+    actions = []
+    for reason in REASONS:
+        ids = [r["id"] for r in rejected if r["reason"] == reason]
+        if ids and reason in REASON_ACTIONS:
+            actions.append({"reason": reason, "clips": ids[:MAX_PROBLEMS], "count": len(ids),
+                            "action": REASON_ACTIONS[reason]})
+    if corpus["noisy_kept"]:
+        actions.append({"reason": "snr_warning", "clips": corpus["noisy_kept"][:MAX_PROBLEMS],
+                        "count": len(corpus["noisy_kept"]),
+                        "action": f"Kept, but noisier than {cfg.warn_snr_db:g} dB SNR: "
+                                  "the voice will learn the noise; re-record if you can."})
+    if corpus["narrowband_kept"]:
+        actions.append({"reason": "narrowband", "clips": corpus["narrowband_kept"][:MAX_PROBLEMS],
+                        "count": len(corpus["narrowband_kept"]),
+                        "action": f"Kept, but recorded below {cfg.sample_rate} Hz: upsampled, "
+                                  "so the voice will sound muffled; re-record at 16 kHz or more."})
+    return {"clips": {k: meas[k] for k in sorted(meas)}, "corpus": corpus, "actions": actions}
 
 
 def _verdict(report: dict[str, Any], cfg: DatasetConfig) -> VoicelaneError | None:

@@ -15,6 +15,8 @@ NEXT_ACTIONS: dict[str, str] = {
     "dataset_too_small": "Record more clips (at least the configured minimum minutes; 1-2 h recommended) or fix the rejected ones listed in the dataset report.",
     "metadata_invalid": "Fix metadata.csv at the reported line: UTF-8 without BOM, `id|text` rows separated by `|`, no blank rows.",
     "audio_undecodable": "Re-export the file as WAV, FLAC or OGG and rerun.",
+    "path_not_allowed": "Copy the file into the dataset folder instead of linking to it from outside (or set the dataset option follow_external_symlinks deliberately).",
+    "alignment_failed": "Check the clip's transcript against its audio (a missing or extra word is the usual cause), fix or drop it, and rerun `voicelane dataset align`.",
     # gates
     "allowlist_rejected": "Use a base weights id listed by `voicelane base list`, or train without --base.",
     "license_noncommercial": "Pick base weights whose code and weights licences allow commercial use, or pass --accept-license-risk to record an explicit override.",

@@ -34,6 +34,7 @@ class ServiceContext:
     clock: Clock
     closing: bool = False
     lock_fh: Any = None
+    metrics: Any = None  # voicelane.service.core.metrics.Metrics
     extra: dict[str, Any] = field(default_factory=dict)
 
 

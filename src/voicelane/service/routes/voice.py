@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from voicelane import __version__
+from voicelane.engine import frontend
 from voicelane.errors import VoicelaneError
 from voicelane.service.core.audit import ts_now
 from voicelane.service.core.errors import ApiError, pydantic_issues
@@ -146,6 +147,16 @@ async def _await_synthesis(request: Request, ctx: ServiceContext, fut) -> tuple[
             ctx.pool.cancel(fut)
 
 
+def _check_text(text: str) -> None:
+    """Refuse, before any budget is charged, a text the front end would not read (a 600-digit
+    word): 400 with the lane's code and the offending span."""
+    try:
+        frontend.bound_tokens(text)
+    except VoicelaneError as err:
+        raise ApiError(400, err.code, err.message, {**err.details, "issues": [
+            {"field": "text", "code": err.code, "message": err.message}]}) from None
+
+
 def _suppressed(reason: str, details: dict[str, Any], trace: str, tenant: str) -> JSONResponse:
     return JSONResponse({"ok": True, "suppressed": True, "reason": reason, "details": details, "traceId": trace},
                         headers=_meter(tenant, 0, 0.0))
@@ -184,6 +195,7 @@ async def speak(request: Request) -> Any:
             raise ApiError(400, "voice_invalid_request", "voiceProfile and voice_profile_id differ",
                            {"issues": [{"field": "voiceProfile", "code": "conflict",
                                         "message": "voiceProfile and voice_profile_id name different profiles"}]})
+        _check_text(req.text)
 
         # 1. context gate
         why = context_gate(req.priority, req.contextTier, req.sessionState, req.voiceMode)
