@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -30,7 +31,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, TypedDict
 
 from voicelane.errors import NEXT_ACTIONS
 from voicelane.protocol import JobView, parse_line
@@ -93,6 +94,38 @@ JSON_COLS = ("metadata", "artifacts", "warnings", "logs", "options", "argv", "er
 
 
 class JobStore:
+class JobRecord(TypedDict, total=False):
+    """One row of ``jobs`` as the store returns it (JSON columns decoded)."""
+
+    id: str
+    type: str  # job type: train | tts_voice_train | tts_prod_train | dataset
+    lane: str
+    kind: str  # the queue: train | dataset
+    state: str  # STATES
+    message: str
+    progress_current: int
+    progress_total: int
+    metadata: dict[str, Any]
+    artifacts: list[str]
+    warnings: list[str]
+    logs: list[str]
+    options: dict[str, Any]
+    argv: list[str]
+    job_dir: str
+    out_dir: str | None
+    status_path: str | None
+    log_path: str | None
+    pid: int | None
+    runner_ref: dict[str, Any] | None
+    exit_code: int | None
+    error: dict[str, Any] | None
+    cancel_requested: int
+    created_at: str
+    started_at: str | None
+    ended_at: str | None
+    seq: int
+
+
     """One SQLite connection shared by the service's threads (serialised by a lock)."""
 
     def __init__(self, path: Path):
@@ -115,16 +148,16 @@ class JobStore:
             self.db.close()
 
     @staticmethod
-    def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    def _row(row: sqlite3.Row | None) -> JobRecord | None:
         if row is None:
             return None
         d = dict(row)
         for c in JSON_COLS:
             if d.get(c) is not None:
                 d[c] = json.loads(d[c])
-        return d
+        return JobRecord(**d)
 
-    def insert(self, rec: dict[str, Any]) -> None:
+    def insert(self, rec: JobRecord) -> None:
         rec = dict(rec)
         for c in JSON_COLS:
             if c in rec and rec[c] is not None:
@@ -143,12 +176,12 @@ class JobStore:
         with self.lock:
             self.db.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*vals, job_id))
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
+    def get(self, job_id: str) -> JobRecord | None:
         with self.lock:
             return self._row(self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
 
     def list(self, state: str | None = None, job_type: str | None = None, limit: int = 100,
-             offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+             offset: int = 0) -> tuple[list[JobRecord], int]:
         where, args = [], []
         if state:
             where.append("state=?")
@@ -163,10 +196,13 @@ class JobStore:
                                    (*args, limit, offset)).fetchall()
         return [self._row(r) for r in rows], int(total)  # type: ignore[misc]
 
-    def next_pending(self, kind: str) -> dict[str, Any] | None:
+    def next_pending(self, kind: str, skip: Iterable[str] = ()) -> JobRecord | None:
+        skip = sorted(skip)
+        not_in = f" AND id NOT IN ({','.join('?' * len(skip))})" if skip else ""
         with self.lock:
             return self._row(self.db.execute(
-                "SELECT * FROM jobs WHERE state='pending' AND kind=? ORDER BY rowid LIMIT 1", (kind,)).fetchone())
+                f"SELECT * FROM jobs WHERE state='pending' AND kind=?{not_in} ORDER BY rowid LIMIT 1",
+                (kind, *skip)).fetchone())
 
     def count(self, state: str, kind: str | None = None) -> int:
         with self.lock:
@@ -175,7 +211,7 @@ class JobStore:
                                            (state, kind)).fetchone()[0])
             return int(self.db.execute("SELECT COUNT(*) FROM jobs WHERE state=?", (state,)).fetchone()[0])
 
-    def latest_with_status(self, job_type: str | None = None, after_rowid: int = 0) -> dict[str, Any] | None:
+    def latest_with_status(self, job_type: str | None = None, after_rowid: int = 0) -> JobRecord | None:
         q = "SELECT * FROM jobs WHERE rowid>? AND status_path IS NOT NULL AND state!='pending'"
         args: list[Any] = [after_rowid]
         if job_type:
@@ -215,6 +251,29 @@ class JobStore:
 
 
 @dataclass(frozen=True)
+CLI_ERROR_RE = re.compile(r"^error: ([a-z][a-z0-9_]{1,63}): (.{0,500})")
+
+
+def reported_error(stdout_other: list[str], tail: Iterable[str], rc: int | None) -> dict[str, Any] | None:
+    """The stable code a child reported without a status file: the check report's ``error``
+    (stdout JSON), else the CLI's last ``error: <code>: <message>`` line on stderr. ``internal_error``
+    is left to the caller (it is what a crash looks like)."""
+    try:
+        report = json.loads("\n".join(stdout_other)) if stdout_other else None
+    except ValueError:
+        report = None
+    err = report.get("error") if isinstance(report, dict) else None
+    if isinstance(err, dict) and err.get("code") in NEXT_ACTIONS:
+        return {"code": err["code"], "message": str(err.get("message", "")), "details": err.get("details") or {},
+                "next_action": err.get("next_action") or NEXT_ACTIONS[err["code"]]}
+    for line in reversed(list(tail)):
+        m = CLI_ERROR_RE.match(line)
+        if m and m.group(1) in NEXT_ACTIONS and m.group(1) != "internal_error":
+            return {"code": m.group(1), "message": m.group(2), "details": {"exitCode": rc},
+                    "next_action": NEXT_ACTIONS[m.group(1)]}
+    return None
+
+
 class JobPaths:
     id: str
     job_dir: Path
@@ -258,6 +317,7 @@ class JobManager:
         self.child_env = dict(child_env if child_env is not None else os.environ)
         self.active: dict[str, ActiveJob] = {}
         self.lock = threading.RLock()
+        self.starting: dict[str, str] = {}  # job id -> kind, while its runner starts (outside the lock)
         self.changed = threading.Condition(self.lock)
         self.closing = False
 
@@ -318,7 +378,7 @@ class JobManager:
         return JobPaths(job_id, job_dir, job_dir / "out", job_dir / "train_status.json", job_dir / "job.log")
 
     def submit(self, job_type: str, lane: str, kind: str, options: dict[str, Any], *, spec: RunSpec | None = None,
-               argv_tail: list[str] | None = None, paths: JobPaths | None = None) -> dict[str, Any]:
+               argv_tail: list[str] | None = None, paths: JobPaths | None = None) -> JobRecord:
         """Create a pending job: a lane run (``spec``, whose out and status path must be the job's,
         see ``new_job_paths``) started as ``python -m voicelane run spec.json``, or another command
         (``argv_tail`` after ``python -m voicelane``)."""
@@ -327,7 +387,7 @@ class JobManager:
             raise ValueError("the run spec must write into the job's own folder (new_job_paths)")
         argv = child_argv(p.job_dir / SPEC_FILE) if spec is not None else [sys.executable, "-m", "voicelane",
                                                                             *(argv_tail or [])]
-        rec = {
+        rec: JobRecord = {
             "id": p.id, "type": job_type, "lane": lane, "kind": kind, "state": "pending",
             "message": "Queued", "options": options, "argv": argv, "job_dir": str(p.job_dir),
             "out_dir": str(p.out_dir), "status_path": str(p.status_path),
@@ -346,16 +406,20 @@ class JobManager:
 
     def schedule(self) -> None:
         with self.lock:
+        """Start pending jobs up to the limits. A job is claimed under the lock and started outside
+        it: a runner can take seconds to start (a Ray upload) and must not block the service."""
+        while (job := self._claim_next()) is not None:
+            self._launch(job)
+
+    def _claim_next(self) -> JobRecord | None:
             if self.closing:
-                return
+                return None
             for kind, limit in self.limits.items():
-                running = sum(1 for a in self.active.values() if a.kind == kind)
-                while running < limit:
-                    job = self.store.next_pending(kind)
-                    if job is None:
-                        break
-                    self._launch(job)
-                    running += 1
+                busy = sum(1 for a in self.active.values() if a.kind == kind) + list(self.starting.values()).count(kind)
+                if busy < limit and (job := self.store.next_pending(kind, skip=self.starting)) is not None:
+                    self.starting[job["id"]] = kind
+                    return job
+        return None
 
     def _child_env(self, status_path: Path) -> dict[str, str]:
         env = {k: v for k, v in self.child_env.items() if k not in ("VOICELANE_API_TOKEN",)}
@@ -364,7 +428,7 @@ class JobManager:
         env.setdefault("PYTHONIOENCODING", "utf-8")
         return env
 
-    def _launch(self, job: dict[str, Any]) -> None:
+    def _launch(self, job: JobRecord) -> None:
         job_id = job["id"]
         job_dir = Path(job["job_dir"])
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -374,6 +438,8 @@ class JobManager:
             handle = self.runner.start(list(job["argv"]), self._child_env(status_path), job_dir)
         except Exception as exc:  # noqa: BLE001 - recorded on the job
             from voicelane.errors import VoicelaneError
+            with self.lock:
+                self.starting.pop(job_id, None)
 
             if isinstance(exc, VoicelaneError):  # e.g. managed_job_unavailable from the Ray runner
                 code, details = exc.code, exc.details
@@ -385,19 +451,28 @@ class JobManager:
             self.store.update(job_id, state="error", error=err, started_at=now_iso(), ended_at=now_iso(),
                               message=f"{err['code']}: {err['message']}")
             finalize(status_path, err, state="error", job_type=job["type"], only_if_running=True)
-            self.changed.notify_all()
+            with self.lock:
+                self.changed.notify_all()
             return
         aj = ActiveJob(job_id, job["kind"], handle, status_path, log_path, tail=deque(maxlen=self.tail_lines))
         aj.log_fh = open(log_path, "ab")
         aj.log_bytes = log_path.stat().st_size
-        self.active[job_id] = aj
-        self.store.update(job_id, state="running", started_at=now_iso(), pid=getattr(handle, "pid", None),
-                          runner_ref=getattr(handle, "runner_ref", None), message="Step 0/0")
-        threading.Thread(target=self._pump, args=(aj, job), name=f"voicelane-{job_id}", daemon=True).start()
-        self.changed.notify_all()
+        with self.lock:
+            self.starting.pop(job_id, None)
+            self.active[job_id] = aj
+            # cancelled (or the service began closing) while it was starting: stop it right away
+            aj.cancel_requested = self.closing or (self.store.get(job_id) or {}).get("state") == "cancelled"
+            fields = {"pid": getattr(handle, "pid", None), "runner_ref": getattr(handle, "runner_ref", None)}
+            if not aj.cancel_requested:
+                fields |= {"state": "running", "started_at": now_iso(), "message": "Step 0/0"}
+            self.store.update(job_id, **fields)
+            threading.Thread(target=self._pump, args=(aj, job), name=f"voicelane-{job_id}", daemon=True).start()
+            self.changed.notify_all()
+        if aj.cancel_requested:
+            threading.Thread(target=handle.terminate, args=(self.cancel_grace_s,), daemon=True).start()
 
     # --- the reader thread --------------------------------------------------------------------
-    def _pump(self, aj: ActiveJob, job: dict[str, Any]) -> None:
+    def _pump(self, aj: ActiveJob, job: JobRecord) -> None:
         try:
             for stream, line in aj.handle.lines():
                 try:
@@ -426,7 +501,7 @@ class JobManager:
         aj.log_fh.flush()
         aj.log_bytes += len(data)
 
-    def _on_line(self, aj: ActiveJob, job: dict[str, Any], stream: str, line: str) -> None:
+    def _on_line(self, aj: ActiveJob, job: JobRecord, stream: str, line: str) -> None:
         line = line.rstrip("\r")
         if len(line) > MAX_LINE_CHARS:
             line = line[:MAX_LINE_CHARS] + " [truncated]"
@@ -464,7 +539,7 @@ class JobManager:
         with self.lock:
             self.changed.notify_all()
 
-    def _finish(self, aj: ActiveJob, job: dict[str, Any], rc: int | None) -> None:
+    def _finish(self, aj: ActiveJob, job: JobRecord, rc: int | None) -> None:
         status = read_status(aj.status_path) if aj.status_path.is_file() else None
         status = status if isinstance(status, dict) else {}
         with self.lock:
@@ -487,11 +562,13 @@ class JobManager:
                              "next_action": status.get("next_action") or NEXT_ACTIONS.get(serr.get("code"), ""),
                              "blocked": status.get("state") == "blocked"}
                 else:
+                elif (reported := reported_error(aj.stdout_other, aj.tail, rc)) is not None:
+                    error = reported  # the child said why before it exited (no status file, e.g. check mode)
                     sig = -rc if isinstance(rc, int) and rc < 0 else None
                     how = f"signal {sig}" if sig else f"code {rc}"
                     error = {"code": "internal_error", "message": f"the job process exited with {how}",
                              "details": {"exitCode": rc}, "next_action": NEXT_ACTIONS["internal_error"]}
-            if state == "done" and job.get("options", {}).get("mode") == "check" and aj.stdout_other:
+            if job.get("options", {}).get("mode") == "check" and aj.stdout_other:
                 try:
                     metadata["report"] = json.loads("\n".join(aj.stdout_other))
                 except ValueError:
@@ -517,7 +594,7 @@ class JobManager:
         log.info("job %s finished: %s (exit %s)", aj.id, state, rc)
 
     # --- queries and control ----------------------------------------------------------------------
-    def get(self, job_id: str) -> dict[str, Any] | None:
+    def get(self, job_id: str) -> JobRecord | None:
         row = self.store.get(job_id)
         if row is None:
             return None
@@ -527,7 +604,7 @@ class JobManager:
                 row["logs"] = list(aj.tail)
         return row
 
-    def cancel(self, job_id: str, wait_s: float | None = None) -> dict[str, Any] | None:
+    def cancel(self, job_id: str, wait_s: float | None = None) -> JobRecord | None:
         """Cancel; returns the record, None when unknown. Raises ValueError when already finished."""
         with self.lock:
             row = self.store.get(job_id)
