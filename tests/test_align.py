@@ -108,3 +108,86 @@ def test_silence_fails_or_is_implausible():
     with _maybe():
         al = align.align_text(y, sr, "Venku prší a fouká studený vítr.", "cs")
         assert align.implausibility(al) is not None
+
+
+# ---- plausibility --------------------------------------------------------------------------------
+
+
+def _al(durations, score=-10.0):
+    t, phones = 0.0, []
+    for d in durations:
+        phones.append(align.Interval("a", t, t + d))
+        t += d
+    return align.Alignment([align.Interval("w", 0.0, t)], phones, score, t, [0] * len(phones))
+
+
+def test_implausible_phones_stretched_or_squeezed():
+    assert align.implausibility(_al([0.08] * 10)) is None
+    assert "stretched" in align.implausibility(_al([0.08] * 9 + [0.9]))
+    assert "squeezed" in align.implausibility(_al([0.03] * 8 + [0.1] * 2))
+    assert "score" in align.implausibility(_al([0.08] * 10, score=-5000.0))
+
+
+def test_score_far_below_the_corpus_median_fails():
+    from voicelane.dataset import DatasetConfig, _score_outliers
+
+    scores = {f"c{i:02d}": -10.0 - 0.3 * i for i in range(12)}
+    scores["wrong"] = -40.0
+    out = _score_outliers(scores, DatasetConfig())
+    assert list(out) == ["wrong"] and "robust SDs below" in out["wrong"]
+    assert _score_outliers({"a": -10.0, "b": -200.0}, DatasetConfig())["b"].startswith(
+        "alignment score -200.0 per frame < floor")
+
+
+# ---- voicelane dataset align ---------------------------------------------------------------------
+
+
+def test_dataset_align_cli_writes_textgrids_and_rejects_wrong_transcript(tmp_path):
+    import json
+    import shutil
+    import subprocess
+
+    from praatio import textgrid
+
+    root = tmp_path / "cs"
+    (root / "wavs").mkdir(parents=True)
+    shutil.copy(DATA / "cs_0002.flac", root / "wavs" / "good.flac")
+    y, sr, _ = clip("it_0003")
+    sf.write(root / "wavs" / "wrong.wav", y, sr)
+    (root / "metadata.csv").write_text(
+        "good|Venku prší a fouká studený vítr.\n"
+        "wrong|Zítra pojedeme vlakem do Brna a potom domů.\n", encoding="utf-8")
+    out = tmp_path / "aligned"
+    exe = Path(sys.executable).parent / "voicelane"
+    proc = subprocess.run([str(exe), "dataset", "align", str(root), "--language", "cs-CZ",
+                           "--out", str(out), "--json"], capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert json.loads((out / "alignment_report.json").read_text()) == report
+    assert [e["id"] for e in report["entries"]] == ["good"]
+    rej = {r["id"]: r for r in report["rejected"]}
+    assert rej["wrong"]["reason"] == "alignment_failed" and rej["wrong"]["line"] == 2
+    assert rej["wrong"]["source"] == "wavs/wrong.wav"
+    assert report["totals"]["rejected_by_reason"]["alignment_failed"] == 1
+    clips = {c["id"]: c for c in report["alignment"]["clips"]}
+    assert clips["good"]["status"] == "ok" and clips["good"]["score"] < 0
+    tg = textgrid.openTextgrid(str(out / clips["good"]["textgrid"]), includeEmptyIntervals=False)
+    assert tg.tierNames == ("words", "phones", "score")
+    words = [e.label for e in tg.getTier("words").entries]
+    assert words == ["Venku", "prší", "a", "fouká", "studený", "vítr"]
+    phones = tg.getTier("phones").entries
+    assert len(phones) >= 20 and phones[0].label == "v"
+    assert float(tg.getTier("score").entries[0].label) == pytest.approx(clips["good"]["score"],
+                                                                         abs=0.01)
+    assert not (out / "textgrids" / "wrong.TextGrid").exists()
+    assert not list(out.glob(".align.staging-*"))
+
+
+def test_dataset_align_unknown_language(tmp_path):
+    from voicelane.dataset import DatasetConfig, align_dataset
+    from voicelane.errors import VoicelaneError
+
+    with pytest.raises(VoicelaneError) as ei:
+        align_dataset(DATA, tmp_path / "o", DatasetConfig(language="tlh"))
+    assert ei.value.code == "language_unsupported"

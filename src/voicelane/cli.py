@@ -92,6 +92,26 @@ def cmd_dataset_check(a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dataset_align(a: argparse.Namespace) -> int:
+    from voicelane import dataset
+
+    cfg = dataset.DatasetConfig(language=a.language, min_total_minutes=0.0, denoise=a.denoise)
+    report = dataset.align_dataset(a.path, a.out, cfg)
+    if a.json:
+        print(json.dumps(report, sort_keys=True, indent=2))
+    else:
+        from voicelane.progress import print_dataset_report
+
+        print_dataset_report(report)
+        al = report["alignment"]
+        print(f"aligned {al['aligned']} clip(s), alignment_failed {al['failed']}; median score "
+              f"{al['score_median']}; TextGrids in {a.out / dataset.TEXTGRID_DIR}")
+    if not report["entries"]:
+        print("error: no clip could be aligned; see the report", file=sys.stderr)
+        return EXIT_BLOCKED
+    return EXIT_OK
+
+
 def cmd_dataset_prepare(a: argparse.Namespace) -> int:
     from voicelane.lane import run_lane
     from voicelane.runspec import RunSpec
@@ -195,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-minutes", type=float, default=None)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_dataset_check)
+    c = dsub.add_parser("align", help="force-align every clip; write Praat TextGrids and a report")
+    c.add_argument("path", type=Path)
+    c.add_argument("--language", default="en-us", help="BCP-47 language of the transcripts")
+    c.add_argument("--out", type=Path, required=True, help="folder for textgrids/ and the report")
+    c.add_argument("--denoise", action="store_true", help="denoise clips (noisereduce) first")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_dataset_align)
     c = dsub.add_parser("prepare", help="validate + normalise a dataset (the `dataset` job)")
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--profile", required=True)

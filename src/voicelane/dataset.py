@@ -108,6 +108,8 @@ class DatasetConfig:
     rate_outlier_z: float | None = 4.5    # robust z-score of characters per second
     max_level_deviation_db: float | None = 20.0
     min_clips_for_corpus_checks: int = 10
+    align_min_score: float = -150.0       # mean acoustic score per frame (docs/alignment.md)
+    align_score_z: float | None = 4.0     # clips this many robust SDs below the corpus median
     denoise: bool = False                 # noisereduce spectral gating, opt-in
     follow_external_symlinks: bool = False
 
@@ -1158,6 +1160,125 @@ def _swap_in(out: Path, staging: Path, manifest: dict[str, Any]) -> None:
     aside.unlink(missing_ok=True)
 
 
+ALIGN_SCHEMA_ID = "alignment_report/1"
+ALIGN_REPORT_NAME = "alignment_report.json"
+TEXTGRID_DIR = "textgrids"
+
+
+def _align_clip(wav_path: Path, text: str, language: str) -> tuple[Any, str | None]:
+    """(alignment or None, why it failed or is implausible)."""
+    import soundfile as sf
+
+    from voicelane.engine import align
+
+    y, sr = sf.read(str(wav_path), dtype="float64")
+    try:
+        al = align.align_text(y, sr, text, language)
+    except align.AlignmentError as exc:
+        return None, str(exc)
+    except VoicelaneError as err:
+        return None, f"{err.code}: {err.message}"
+    return al, align.implausibility(al)
+
+
+def _score_outliers(scores: dict[str, float], cfg: DatasetConfig) -> dict[str, str]:
+    """Clips whose alignment score is far below the corpus median (the rest of this speaker's
+    clips show what a right transcript scores), or below the absolute floor."""
+    out = {k: f"alignment score {v:.1f} per frame < floor {cfg.align_min_score:g}"
+           for k, v in scores.items() if v < cfg.align_min_score}
+    if cfg.align_score_z is not None and len(scores) >= cfg.min_clips_for_corpus_checks:
+        ids = sorted(scores)
+        values = np.array([scores[i] for i in ids])
+        med = float(np.median(values))
+        for clip_id, z, v in zip(ids, _robust_z(values), values):
+            if z < -cfg.align_score_z and clip_id not in out:
+                out[clip_id] = (f"alignment score {v:.1f} per frame, {-z:.1f} robust SDs below the "
+                                f"corpus median {med:.1f} (limit {cfg.align_score_z:g})")
+    return out
+
+
+def _retotal(report: dict[str, Any], cfg: DatasetConfig) -> None:
+    kept = report["entries"]
+    by_reason = {r: 0 for r in REASONS}
+    for r in report["rejected"]:
+        by_reason[r["reason"]] += 1
+    val = sum(1 for e in kept if e["split"] == "val")
+    report["totals"].update(kept=len(kept), rejected=len(report["rejected"]),
+                            kept_minutes=round(sum(e["duration_s"] for e in kept) / 60.0, 3),
+                            train=len(kept) - val, val=val, rejected_by_reason=by_reason)
+    report["dataset_sha256"] = dataset_sha256(kept)
+
+
+def align_dataset(data_path, out_dir, cfg=DatasetConfig(), on_progress=None) -> dict:
+    """Check and process the dataset exactly like ``prepare_dataset`` (clips staged in a temporary
+    folder), force-align every kept clip in ``cfg.language`` and write ``out_dir/textgrids/<id>
+    .TextGrid`` (tiers words, phones, score) and ``out_dir/alignment_report.json``.
+
+    TextGrid times refer to the processed clip (resampled, trimmed), i.e. what training sees.
+    Clips without a plausible alignment (no path, phones stretched or squeezed beyond physical
+    limits, a score far below the corpus median) move to ``rejected`` with ``alignment_failed``
+    and their score. Returns the report (the dataset report plus ``alignment``).
+    """
+    from voicelane.engine import align, frontend
+
+    frontend.check_language(cfg.language)
+    out = Path(out_dir)
+    tg_dir = out / TEXTGRID_DIR
+    tg_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".align.staging-", dir=out))
+    try:
+        report = _build(data_path, cfg, staging, None)
+        clips: dict[str, dict[str, Any]] = {}
+        failed: dict[str, str] = {}
+        for i, e in enumerate(report["entries"], start=1):
+            al, problem = _align_clip(staging / f"{e['id']}.wav", e["text"], cfg.language)
+            if al is not None:
+                align.write_textgrid(al, tg_dir / f"{e['id']}.TextGrid")
+                clips[e["id"]] = {"id": e["id"], "score": round(al.score, 2),
+                                  "textgrid": f"{TEXTGRID_DIR}/{e['id']}.TextGrid",
+                                  "words": len(al.words), "phones": len(al.phones)}
+            else:
+                clips[e["id"]] = {"id": e["id"], "score": None, "textgrid": None}
+            if problem:
+                failed[e["id"]] = problem
+            if on_progress is not None:
+                on_progress(i, len(report["entries"]))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    scores = {k: c["score"] for k, c in clips.items() if c["score"] is not None and k not in failed}
+    failed.update(_score_outliers(scores, cfg))
+    entries = {e["id"]: e for e in report["entries"]}
+    origin = {c.id: c for c in _detect(Path(data_path), cfg.follow_external_symlinks).candidates}
+    for clip_id in sorted(failed):
+        entries.pop(clip_id)
+        score = clips[clip_id]["score"]
+        report["rejected"].append({
+            "id": clip_id, "source": origin[clip_id].source, "reason": "alignment_failed",
+            "line": origin[clip_id].line,
+            "detail": failed[clip_id] + ("" if score is None else f" (score {score:.1f})")})
+        clips[clip_id]["status"] = "alignment_failed"
+    for c in clips.values():
+        c.setdefault("status", "ok")
+    report["entries"] = [entries[k] for k in sorted(entries)]
+    report["rejected"].sort(key=lambda r: (r["source"], r["id"]))
+    _retotal(report, cfg)
+    ok_scores = [c["score"] for c in clips.values() if c["status"] == "ok"]
+    report["alignment"] = {
+        "schema": ALIGN_SCHEMA_ID, "language": cfg.language,
+        "method": "pocketsphinx en-us acoustic model, phonemes mapped onto the en-us phone set",
+        "clips": [clips[k] for k in sorted(clips)],
+        "score_median": round(float(np.median(ok_scores)), 2) if ok_scores else None,
+        "aligned": len(ok_scores), "failed": len(failed)}
+    report["quality"]["actions"] = [a for a in report["quality"]["actions"]
+                                    if a["reason"] != "alignment_failed"]
+    if failed:
+        report["quality"]["actions"].append({
+            "reason": "alignment_failed", "clips": sorted(failed)[:MAX_PROBLEMS],
+            "count": len(failed), "action": REASON_ACTIONS["alignment_failed"]})
+    atomic_write_json(out / ALIGN_REPORT_NAME, report)
+    return report
+
+
 def _schema() -> dict[str, Any]:
     text = resources.files("voicelane").joinpath("schemas/dataset_manifest.schema.json").read_text(
         encoding="utf-8")
@@ -1215,4 +1336,5 @@ def load_manifest(out_dir) -> dict:
 
 
 __all__ = ["ENGINE_RATE", "REASONS", "DatasetConfig", "inspect_dataset", "prepare_dataset",
+           "align_dataset", "estimate_snr", "cue_problems",
            "load_manifest", "validate_manifest", "parse_subtitles", "dataset_sha256"]

@@ -282,25 +282,40 @@ def align_words(wav: np.ndarray, sr: int, words: Sequence[tuple[str, Sequence[st
     return Alignment(out_words, out_phones, float(score), len(wav) / ASR_RATE, phone_word)
 
 
-def gruut_words(text: str, language: str) -> list[tuple[str, list[str]]]:
-    """[(word, [IPA phone, ...])] for `text` in `language` (gruut's lexicon + g2p)."""
-    from gruut import sentences
-
-    out = []
-    for sent in sentences(text, lang=language):
-        for w in sent:
-            if w.phonemes and not w.is_break:
-                phones = [p for p in w.phonemes if ipa_to_arpabet(p)]
-                if phones:
-                    out.append((w.text, phones))
-    return out
-
-
 def align_text(wav: np.ndarray, sr: int, text: str, language: str, **options) -> Alignment:
-    words = gruut_words(text, language)
+    """Align a transcript in `language` (BCP-47): the words and phonemes are exactly those the
+    acoustic model trains on (``frontend.words_ipa``)."""
+    words = frontend.words_ipa(text, language)
     if not words:
         raise AlignmentError("the transcript has no pronounceable words")
     return align_words(wav, sr, words, **options)
+
+
+def write_textgrid(al: Alignment, path) -> None:
+    """Praat TextGrid (praatio, long format) with tiers `words`, `phones` and `score` (one
+    interval over the clip labelled with the alignment score); written atomically."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from praatio import textgrid
+
+    end = max([al.duration_s] + [w.end_s for w in al.words])
+    tg = textgrid.Textgrid()
+    for name, items in (("words", al.words), ("phones", al.phones)):
+        entries = [(round(i.start_s, 3), round(i.end_s, 3), i.label) for i in items
+                   if round(i.end_s, 3) > round(i.start_s, 3)]
+        tg.addTier(textgrid.IntervalTier(name, entries, 0.0, end))
+    tg.addTier(textgrid.IntervalTier("score", [(0.0, end, f"{al.score:.2f}")], 0.0, end))
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        tg.save(tmp, format="long_textgrid", includeBlankSpaces=True, reportingMode="silence")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # Physical limits for one phone (stretched or squeezed beyond these, the alignment is wrong).
