@@ -1,8 +1,10 @@
-"""Service settings, read from the environment (``VOICELANE_*``).
+"""Service settings (pydantic-settings), read from the environment: ``VOICELANE_<FIELD>``.
 
 Every setting has a default that is safe on a 2-core CPU machine bound to loopback. Paths are
-resolved once, when the settings are built. ``Settings.from_env()`` is what ``serve()`` uses;
-tests build ``Settings(...)`` directly or pass an explicit environment mapping.
+resolved once, when the settings are built. ``Settings.from_env()`` is what ``serve()`` uses
+(``os.environ`` or an explicit mapping); ``Settings(...)`` built directly reads no environment.
+Lists are comma-separated (paths: ``os.pathsep``); ``VOICELANE_DEDUPE_COOLDOWN_S`` is
+``priority=seconds,...`` over the defaults.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
+from voicelane.paths import REPO_ROOT
 PRIORITIES = ("info", "warn", "critical", "action")
 
 
@@ -26,16 +29,54 @@ def _split_paths(value: str) -> list[Path]:
     return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+def _comma_list(value: Any) -> Any:
+    return [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+
+
+def _path_list(value: Any) -> Any:
+    return _split_paths(value) if isinstance(value, str) else value
+
+
+DEFAULT_COOLDOWNS = {"info": 30.0, "warn": 15.0, "critical": 5.0, "action": 2.0}
+
+
+def _cooldown_text(value: Any) -> Any:
+    """``info=30,warn=15`` over the defaults (a dict passes through)."""
+    if not isinstance(value, str):
+        return value
+    cool = dict(DEFAULT_COOLDOWNS)
+    for part in value.split(","):
+        key, sep, val = part.partition("=")
+        if not sep:
+            raise ValueError(f"VOICELANE_DEDUPE_COOLDOWN_S: expected priority=seconds, got {part!r}")
+        try:
+            cool[key.strip()] = float(val)
+        except ValueError as exc:
+            raise ValueError(f"VOICELANE_DEDUPE_COOLDOWN_S: {part!r}: {exc}") from None
+    return cool
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The ``VOICELANE_*`` variables of a given mapping (``os.environ`` by default)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self.environ = {k: v for k, v in environ.items() if v is None or v.strip() != ""}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self.environ.items()}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOICELANE_", extra="forbid", validate_assignment=True)
 
     # --- where things live ---------------------------------------------------------------
     data_dir: Path = Field(default=Path("var"), description="VOICELANE_DATA_DIR")
     db_path: Path | None = Field(default=None, description="VOICELANE_DB_PATH (default <data_dir>/voicelane.db)")
-    data_roots: list[Path] | None = Field(
+    data_roots: Annotated[list[Path] | None, NoDecode] = Field(
         default=None, description="VOICELANE_DATA_ROOTS: dataset paths must resolve inside one "
                                   "(default: the repository's corpora/ and the data dir)")
-    bundle_roots: list[Path] | None = Field(
+    bundle_roots: Annotated[list[Path] | None, NoDecode] = Field(
         default=None, description="VOICELANE_BUNDLE_ROOTS: folders scanned for bundles/*/voice_bundle "
                                   "(default: the data dir and the repository's runs/demo)")
     default_profile: str | None = Field(default=None, description="VOICELANE_DEFAULT_PROFILE")
@@ -47,10 +88,10 @@ class Settings(BaseModel):
     speak_require_token: bool = Field(default=False, description="VOICELANE_SPEAK_REQUIRE_TOKEN")
     auth: str = Field(default="on", description="VOICELANE_AUTH: on (training/admin routes need the token, "
                                                 "even on loopback) | off (loopback only: no token)")
-    allowed_hosts: list[str] = Field(default_factory=list,
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list,
                                      description="VOICELANE_ALLOWED_HOSTS: Host names accepted besides the "
                                                  "loopback names (comma list; '*' = any)")
-    cors_origins: list[str] = Field(default_factory=list,
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list,
                                     description="VOICELANE_CORS_ORIGINS: origins allowed cross-origin requests "
                                                 "(comma list; empty = CORS off; '*' = any)")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="VOICELANE_MAX_BODY_BYTES")
@@ -79,15 +120,29 @@ class Settings(BaseModel):
                                            description="VOICELANE_TENANT_DAILY_BUDGET_CHARS (0 = no limit)")
     rate_limit_per_min: float = Field(default=120.0, ge=0, description="VOICELANE_RATE_LIMIT_PER_MIN (0 = off)")
     rate_limit_burst: int = Field(default=20, ge=1, description="VOICELANE_RATE_LIMIT_BURST")
-    dedupe_cooldown_s: dict[str, float] = Field(
-        default_factory=lambda: {"info": 30.0, "warn": 15.0, "critical": 5.0, "action": 2.0},
+    dedupe_cooldown_s: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_COOLDOWNS),
         description="VOICELANE_DEDUPE_COOLDOWN_S: info=30,warn=15,critical=5,action=2")
-    remote_providers: list[str] = Field(
+    remote_providers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="VOICELANE_REMOTE_PROVIDERS: remote providers explicitly enabled "
                                           "(empty = local only)")
     voice_rescan_s: float = Field(default=5.0, ge=0, description="VOICELANE_VOICE_RESCAN_S (0 = only at start "
                                                                    "and on POST /api/voice/reload)")
     audit_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="VOICELANE_AUDIT_MAX_BYTES")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (init_settings,)  # the environment is read by from_env() only
+
+    _lists = field_validator("allowed_hosts", "cors_origins", mode="before")(_comma_list)
+    _paths = field_validator("data_roots", "bundle_roots", mode="before")(_path_list)
+    _cooldown_env = field_validator("dedupe_cooldown_s", mode="before")(_cooldown_text)
+
+    @field_validator("remote_providers", mode="before")
+    @classmethod
+    def _providers(cls, v: Any) -> Any:
+        return [p.lower() for p in _comma_list(v)] if isinstance(v, str) else v
 
     @field_validator("runner")
     @classmethod
@@ -146,60 +201,11 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-
-        def get(name: str) -> str | None:
-            v = env.get(name)
-            return v if v is not None and v.strip() != "" else None
-
-        simple = {
-            "VOICELANE_DATA_DIR": "data_dir", "VOICELANE_DB_PATH": "db_path",
-            "VOICELANE_DEFAULT_PROFILE": "default_profile", "VOICELANE_API_TOKEN": "api_token",
-            "VOICELANE_REQUIRE_TOKEN": "require_token", "VOICELANE_SPEAK_REQUIRE_TOKEN": "speak_require_token",
-            "VOICELANE_MAX_BODY_BYTES": "max_body_bytes", "VOICELANE_RUNNER": "runner",
-            "VOICELANE_MAX_TRAIN_JOBS": "max_train_jobs", "VOICELANE_MAX_DATASET_JOBS": "max_dataset_jobs",
-            "VOICELANE_TRAIN_THREADS": "train_threads", "VOICELANE_CANCEL_GRACE_S": "cancel_grace_s",
-            "VOICELANE_LOG_TAIL_LINES": "log_tail_lines", "VOICELANE_MAX_LOG_BYTES": "max_log_bytes",
-            "VOICELANE_MAX_EVENTS_PER_JOB": "max_events_per_job",
-            "VOICELANE_SPEAK_ENGINE": "speak_engine", "VOICELANE_SPEAK_WORKERS": "speak_workers",
-            "VOICELANE_SPEAK_THREADS": "speak_threads", "VOICELANE_SPEAK_QUEUE_SIZE": "speak_queue_size",
-            "VOICELANE_SPEAK_TIMEOUT_S": "speak_timeout_s", "VOICELANE_SPEAK_CACHE_ENTRIES": "speak_cache_entries",
-            "VOICELANE_SPEAK_CACHE_BYTES": "speak_cache_bytes",
-            "VOICELANE_MISSION_BUDGET_CHARS": "mission_budget_chars",
-            "VOICELANE_TENANT_DAILY_BUDGET_CHARS": "tenant_daily_budget_chars",
-            "VOICELANE_RATE_LIMIT_PER_MIN": "rate_limit_per_min", "VOICELANE_RATE_LIMIT_BURST": "rate_limit_burst",
-            "VOICELANE_VOICE_RESCAN_S": "voice_rescan_s", "VOICELANE_AUDIT_MAX_BYTES": "audit_max_bytes",
-            "VOICELANE_AUTH": "auth",
-        }
-        for var, key in simple.items():
-            v = get(var)
-            if v is not None:
-                values[key] = v
-        if (v := get("VOICELANE_DATA_ROOTS")) is not None:
-            values["data_roots"] = _split_paths(v)
-        if (v := get("VOICELANE_BUNDLE_ROOTS")) is not None:
-            values["bundle_roots"] = _split_paths(v)
-        for var, key in (("VOICELANE_ALLOWED_HOSTS", "allowed_hosts"), ("VOICELANE_CORS_ORIGINS", "cors_origins")):
-            if (v := get(var)) is not None:
-                values[key] = [p.strip() for p in v.split(",") if p.strip()]
-        if (v := get("VOICELANE_REMOTE_PROVIDERS")) is not None:
-            values["remote_providers"] = [p.strip().lower() for p in v.split(",") if p.strip()]
-        if (v := get("VOICELANE_DEDUPE_COOLDOWN_S")) is not None:
-            cool = dict(cls.model_fields["dedupe_cooldown_s"].default_factory())  # type: ignore[misc]
-            for part in v.split(","):
-                key, sep, val = part.partition("=")
-                if not sep:
-                    raise SettingsError(f"VOICELANE_DEDUPE_COOLDOWN_S: expected priority=seconds, got {part!r}")
-                try:
-                    cool[key.strip()] = float(val)
-                except ValueError as exc:
-                    raise SettingsError(f"VOICELANE_DEDUPE_COOLDOWN_S: {part!r}: {exc}") from exc
-            values["dedupe_cooldown_s"] = cool
-        values.update(overrides)
+        """Settings from ``VOICELANE_*`` in ``environ`` (default ``os.environ``); ``overrides`` win."""
         try:
-            return cls(**values)
-        except ValueError as exc:
+            values = _MappingEnvSource(cls, os.environ if environ is None else environ)()
+            return cls(**(values | overrides))
+        except (ValueError, ValidationError) as exc:
             raise SettingsError(f"invalid VOICELANE_* setting: {exc}") from exc
 
 
