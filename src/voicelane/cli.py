@@ -136,9 +136,14 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 
 def cmd_speak(a: argparse.Namespace) -> int:
-    from voicelane.speak import speak_to_file
+    from voicelane.speak import speak_and_play, speak_to_file
 
-    info = speak_to_file(a.bundle, a.text, a.out, engine=a.engine, length_scale=a.length_scale)
+    if a.play:
+        info = speak_and_play(a.bundle, a.text, engine=a.engine, length_scale=a.length_scale, out=a.out)
+    elif a.out is None:
+        raise VoicelaneError("invalid_argument", "pass --out FILE, --play, or both", {"flag": "--out"})
+    else:
+        info = speak_to_file(a.bundle, a.text, a.out, engine=a.engine, length_scale=a.length_scale)
     print(json.dumps(info, sort_keys=True))
     return EXIT_OK
 
@@ -242,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("speak", help="synthesise text with a validated bundle")
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--text", required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=None, help="write a WAV here (required unless --play)")
+    p.add_argument("--play", action="store_true",
+                   help="stream the speech into an audio player as it is made ($VOICELANE_PLAYER or the first of "
+                        "pw-play/aplay/paplay/ffplay/play on PATH; none: error audio_player_missing)")
     p.add_argument("--engine", choices=["auto", "pytorch", "onnx"], default="auto")
     p.add_argument("--length-scale", type=float, default=1.0)
     p.set_defaults(func=cmd_speak)

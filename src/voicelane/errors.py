@@ -73,6 +73,9 @@ NEXT_ACTIONS: dict[str, str] = {
     "origin_not_allowed": "Call the service from its own page, or add the calling page's origin to VOICELANE_CORS_ORIGINS.",
     "unauthorized": "Send `Authorization: Bearer <token>`: the token is printed when the service starts and stored in <data dir>/api_token (or set VOICELANE_API_TOKEN).",
     "orphaned": "The service stopped while this job ran; start the job again (training resumes from its last checkpoint).",
+    # speaking (workers, streaming, playback)
+    "synthesis_failed": "A synthesis worker failed or died; retry (a replacement worker starts at once) and attach the service log to a bug report if it repeats.",
+    "audio_player_missing": "Install a command-line player (`apt-get install alsa-utils` for aplay, or pulseaudio-utils / sox / ffmpeg), or write a file with --out instead of --play.",
 }
 
 

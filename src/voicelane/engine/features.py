@@ -19,7 +19,11 @@ with warnings.catch_warnings():  # pyworld imports pkg_resources only to read it
 SAMPLE_RATE = 16000
 FRAME_MS = 10.0
 HOP = int(SAMPLE_RATE * FRAME_MS / 1000)
-FFT_SIZE = 1024
+FFT_SIZE = 1024  # analysis (training features, evaluation)
+# Synthesis decodes the 40-coefficient envelope onto this many bins. Per pulse WORLD runs
+# several FFTs of this size: 512 halves the waveform path's time against 1024 and measured no
+# worse on MCD, F0, WER or DNSMOS (docs/benchmarks.md, bench/bench_waveform.py).
+SYNTH_FFT_SIZE = 1024
 MGC_DIM = 40
 F0_FLOOR, F0_CEIL = 50.0, 500.0
 LF0_IDX = MGC_DIM
@@ -62,8 +66,17 @@ def continuous_log_f0(f0: np.ndarray) -> np.ndarray:
     return np.interp(idx, idx[voiced], np.log(f0[voiced]))
 
 
-def synthesize(feats: np.ndarray, postfilter: float = 0.0, fft_size: int = FFT_SIZE) -> np.ndarray:
+def synthesize(feats: np.ndarray, postfilter: float = 0.0, fft_size: int = SYNTH_FFT_SIZE) -> np.ndarray:
     """Features [frames, FEAT_DIM] -> float32 waveform in [-1, 1] at SAMPLE_RATE."""
+    y = world_waveform(feats, postfilter, fft_size)
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    if peak > 0.99:
+        y = y * (0.99 / peak)
+    return y.astype(np.float32)
+
+
+def world_waveform(feats: np.ndarray, postfilter: float = 0.0, fft_size: int = SYNTH_FFT_SIZE) -> np.ndarray:
+    """WORLD synthesis of features, float64, not normalised: ``frames * HOP`` samples."""
     if fft_size < 128 or fft_size & (fft_size - 1):
         raise ValueError(f"fft_size must be a power of two >= 128 (WORLD crashes otherwise): {fft_size}")
     feats = np.asarray(feats, dtype=np.float64)
@@ -76,11 +89,7 @@ def synthesize(feats: np.ndarray, postfilter: float = 0.0, fft_size: int = FFT_S
     bap = np.ascontiguousarray(np.minimum(feats[:, BAP_IDX:BAP_IDX + N_BAP], 0.0))
     sp = pyworld.decode_spectral_envelope(mgc, SAMPLE_RATE, fft_size)
     ap = pyworld.decode_aperiodicity(bap, SAMPLE_RATE, fft_size)
-    y = pyworld.synthesize(np.ascontiguousarray(f0), sp, ap, SAMPLE_RATE, FRAME_MS)
-    peak = float(np.max(np.abs(y))) if len(y) else 0.0
-    if peak > 0.99:
-        y = y * (0.99 / peak)
-    return y.astype(np.float32)
+    return pyworld.synthesize(np.ascontiguousarray(f0), sp, ap, SAMPLE_RATE, FRAME_MS)
 
 
 def voiced_f0(wav: np.ndarray) -> np.ndarray:

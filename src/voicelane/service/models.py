@@ -73,6 +73,8 @@ class SpeakRequest(BaseModel):
     consent_asserted: StrictBool = False
     watermark_mode: Annotated[str, BeforeValidator(_lower)] = Field(
         default="none", max_length=32, pattern=NO_CONTROL,
+    stream: StrictBool = Field(default=False, description="send audio as it is made (chunked WAV; or send "
+                               "`Accept: audio/L16` for raw big-endian PCM): sentence by sentence, then by frames")
         description="`none`/`off` (no watermark) or `metadata` (a provenance tag in the audio container); "
                     "echoed in x-watermark-mode; other values -> 400 voice_watermark_unsupported")
     traceId: HeaderIdent | None = None

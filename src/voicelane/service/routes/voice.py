@@ -8,12 +8,13 @@ Every request, whatever its outcome, writes one audit line (never the text).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from voicelane import __version__
@@ -30,12 +31,14 @@ from voicelane.service.core.speak_policy import (
     context_gate,
     tenant_of,
 )
+from voicelane.service.core.streaming import LiveStream, backend_of, media_type, stream_kind
 from voicelane.service.core.synth import QueueFull
 from voicelane.service.core.voices import ServedVoice
 from voicelane.service.deps import ServiceContext, ctx_of, read_json_object, require_admin, require_speak, trace_of
 from voicelane.service.models import ErrorEnvelope, ProfilesReply, SpeakRequest, Suppressed
 
 router = APIRouter(tags=["voice"])
+_LOG = logging.getLogger("voicelane.service.speak")
 TEXT_ERRORS = ("text_unvoiceable", "language_unsupported")
 DISCONNECT_POLL_S = 0.1
 
@@ -107,12 +110,44 @@ def _render(ctx: ServiceContext, served: ServedVoice, text: str, key: tuple, fmt
             submitted: float) -> tuple[CachedAudio, float, float]:
     """Runs in a synthesis worker: (audio, queue wait ms, synthesis + encoding ms)."""
     t0 = time.perf_counter()
-    syn = served.voice.synthesize(text)
+    syn = backend_of(ctx).render(served, text)
     tag = _provenance_tag(served) if watermark == "metadata" else None
     data = audio_out.encode(syn.audio, int(syn.sample_rate), fmt, tag)
     out = CachedAudio(data, float(syn.seconds), int(syn.sample_rate))
     ctx.cache.put(key, out)  # even when the caller timed out: its retry will hit
     return out, (t0 - submitted) * 1000.0, (time.perf_counter() - t0) * 1000.0
+
+
+async def _first_chunk(ctx: ServiceContext, live: LiveStream, fut):
+    """The stream's first audio: errors before it get their normal status and code."""
+    try:
+        return await live.first(ctx.settings.speak_timeout_s)
+    except asyncio.TimeoutError:
+        live.gone.set()
+        if not fut.done():
+            ctx.pool.cancel(fut)
+        raise ApiError(504, "voice_backend_timeout",
+                       f"synthesis did not start within {ctx.settings.speak_timeout_s:g} s",
+                       {"timeoutS": ctx.settings.speak_timeout_s}) from None
+
+
+def _stream_reply(live: LiveStream, first, kind: str, served: ServedVoice, trace: str, tenant: str,
+                  text: str, first_ms: float) -> StreamingResponse:
+    """Audio as it is made. The audit line is written when the reply starts; how the stream
+    ended (complete, or cut short by an error or by the client) goes to the service log."""
+    rate = served.sample_rate
+    headers = {"x-voice-provider": engine_provider(served.voice), "x-voice-profile": served.profile_id,
+               "x-voice-cache": "stream", "x-watermark-mode": "none", "x-trace-id": trace,
+               "x-voice-tenant": tenant, "x-voice-meter-request-count": "1",
+               "x-voice-meter-char-count": str(len(text)), "x-voice-sample-rate": str(rate),
+               "x-voice-stream": kind, "x-voice-first-audio-ms": f"{first_ms:.1f}", "cache-control": "no-store"}
+
+    def on_end(outcome: dict[str, Any]) -> None:
+        if not outcome.get("ok"):
+            _LOG.warning("speak stream %s ended early: %s", trace, outcome)
+
+    return StreamingResponse(live.body(first, kind, rate, on_end), media_type=media_type(kind, rate),
+                             headers=headers)
 
 
 def _meter(tenant: str, chars: int, seconds: float) -> dict[str, str]:
@@ -232,21 +267,36 @@ async def speak(request: Request) -> Any:
         audit["voiceProfile"] = served.profile_id
         fmt_key = req.format + (":metadata" if watermark == "metadata" else "")
         key = ctx.cache.key(served.profile_id, served.manifest_sha256, req.text, fmt_key, req.mode)
-        cached = ctx.cache.get(key)
+        kind = stream_kind(req.stream, request.headers.get("accept"))
+        if kind is not None and (req.format != "wav" or watermark == "metadata"):
+            raise ApiError(400, "voice_invalid_request", "streamed audio is plain WAV or audio/L16",
+                           {"issues": [{"field": "stream", "code": "stream_format",
+                                        "message": "stream with format wav and no metadata watermark"}]})
+        cached = ctx.cache.get(key) if kind is None else None  # streams bypass the one-shot cache
         cache_state = "hit" if cached is not None else "miss"
         synth_ms = queue_ms = 0.0
+        live: LiveStream | None = None
         if cached is None:
             submitted = time.perf_counter()
             try:
-                fut = ctx.pool.submit(PRIORITY_RANK[req.priority],
-                                      lambda: _render(ctx, served, req.text, key, req.format, watermark,
-                                                      submitted))
+                if kind is not None:
+                    live = LiveStream(asyncio.get_running_loop())
+                    fut = ctx.pool.submit(PRIORITY_RANK[req.priority],
+                                          lambda: live.run(backend_of(ctx), served, req.text))
+                else:
+                    fut = ctx.pool.submit(PRIORITY_RANK[req.priority],
+                                          lambda: _render(ctx, served, req.text, key, req.format, watermark,
+                                                          submitted))
             except QueueFull as exc:
                 raise ApiError(503, "voice_queue_full", "the synthesis queue is full; retry shortly",
                                {"queueSize": ctx.settings.speak_queue_size, "reason": str(exc)},
                                headers={"Retry-After": "1"}) from None
             try:
-                cached, queue_ms, synth_ms = await _await_synthesis(request, ctx, fut)
+                if live is not None:
+                    first = await _first_chunk(ctx, live, fut)
+                    synth_ms = (time.perf_counter() - submitted) * 1000.0
+                else:
+                    cached, queue_ms, synth_ms = await _await_synthesis(request, ctx, fut)
             except ApiError:
                 raise
             except VoicelaneError as err:
@@ -259,6 +309,11 @@ async def speak(request: Request) -> Any:
             except Exception as exc:  # noqa: BLE001 - the backend's failure, not the request's
                 raise ApiError(502, "voice_backend_error", f"synthesis failed: {type(exc).__name__}",
                                {"profile": served.profile_id}) from None
+        if live is not None:
+            reply = _stream_reply(live, first, kind, served, trace, tenant, req.text, synth_ms)
+            delivered = True
+            audit.update(outcome="ok", status=200, cache="stream")
+            return reply
         headers = {
             "x-voice-provider": engine_provider(served.voice),
             "x-voice-profile": served.profile_id,
