@@ -71,10 +71,10 @@ class SpeakRequest(BaseModel):
     voice_profile_id: str | None = Field(default=None, pattern=SPEAK_PROFILE_PATTERN)
     format: Annotated[Literal["wav", "mp3"], BeforeValidator(_lower)] = "wav"
     consent_asserted: StrictBool = False
-    watermark_mode: Annotated[str, BeforeValidator(_lower)] = Field(
-        default="none", max_length=32, pattern=NO_CONTROL,
     stream: StrictBool = Field(default=False, description="send audio as it is made (chunked WAV; or send "
                                "`Accept: audio/L16` for raw big-endian PCM): sentence by sentence, then by frames")
+    watermark_mode: Annotated[str, BeforeValidator(_lower)] = Field(
+        default="none", max_length=32, pattern=NO_CONTROL,
         description="`none`/`off` (no watermark) or `metadata` (a provenance tag in the audio container); "
                     "echoed in x-watermark-mode; other values -> 400 voice_watermark_unsupported")
     traceId: HeaderIdent | None = None
