@@ -126,3 +126,15 @@ def test_queue_cancel_frees_the_slot_at_once():
         assert waiting[1].result(5) == 2 and busy.result(5) is None
     finally:
         pool.shutdown()
+
+
+def test_child_reported_error_keeps_its_code():
+    from voicelane.service.core.jobs import reported_error
+
+    report = '{"error": {"code": "dataset_too_small", "message": "m", "details": {"required_minutes": 5}}}'
+    err = reported_error([report], [], 2)
+    assert err["code"] == "dataset_too_small" and err["details"] == {"required_minutes": 5} and err["next_action"]
+    err = reported_error([], ["[voicelane] dataset ...", "error: consent_missing: no consent", "next: pass it"], 2)
+    assert (err["code"], err["message"]) == ("consent_missing", "no consent")
+    assert reported_error([], ["error: internal_error: TypeError: x"], 1) is None  # a crash stays a crash
+    assert reported_error(["not json"], ["error: made_up_code: x"], 1) is None

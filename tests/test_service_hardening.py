@@ -116,6 +116,13 @@ def test_child_error_code_reaches_the_job_record(svc_hard_server, svc_kal_corpus
     assert "bug report" not in json.dumps(job)
     end = sse_events(c, job_id)[-1]
     assert end[1] == "end" and end[2].get("error", {}).get("code") == "dataset_too_small", end
+    # check mode writes no status file: the code comes from its report (exit 2 was internal_error)
+    r = c.post("/api/train/dataset", json={"mode": "check", "dataPath": str(svc_kal_corpus), "minMinutes": 500})
+    job = wait_job(c, r.json()["jobId"], lambda j: j["state"] in ("done", "error"), timeout=300)
+    report_error = job["metadata"]["report"]["error"]
+    assert job["error"]["code"] == "dataset_too_small", job["error"]
+    assert job["error"]["details"] == report_error["details"]  # unchanged
+    assert job["error"]["details"]["required_minutes"] == 500
 
 
 # --------------------------------------------------------------------------------------------------

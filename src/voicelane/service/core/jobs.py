@@ -93,7 +93,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 JSON_COLS = ("metadata", "artifacts", "warnings", "logs", "options", "argv", "error", "runner_ref")
 
 
-class JobStore:
 class JobRecord(TypedDict, total=False):
     """One row of ``jobs`` as the store returns it (JSON columns decoded)."""
 
@@ -126,6 +125,7 @@ class JobRecord(TypedDict, total=False):
     seq: int
 
 
+class JobStore:
     """One SQLite connection shared by the service's threads (serialised by a lock)."""
 
     def __init__(self, path: Path):
@@ -250,7 +250,6 @@ class JobRecord(TypedDict, total=False):
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)", (key, value))
 
 
-@dataclass(frozen=True)
 CLI_ERROR_RE = re.compile(r"^error: ([a-z][a-z0-9_]{1,63}): (.{0,500})")
 
 
@@ -274,6 +273,7 @@ def reported_error(stdout_other: list[str], tail: Iterable[str], rc: int | None)
     return None
 
 
+@dataclass(frozen=True)
 class JobPaths:
     id: str
     job_dir: Path
@@ -316,8 +316,8 @@ class JobManager:
         self.max_events = max_events_per_job
         self.child_env = dict(child_env if child_env is not None else os.environ)
         self.active: dict[str, ActiveJob] = {}
-        self.lock = threading.RLock()
         self.starting: dict[str, str] = {}  # job id -> kind, while its runner starts (outside the lock)
+        self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.closing = False
 
@@ -405,13 +405,13 @@ class JobManager:
         return self.store.get(job_id)  # type: ignore[return-value]
 
     def schedule(self) -> None:
-        with self.lock:
         """Start pending jobs up to the limits. A job is claimed under the lock and started outside
         it: a runner can take seconds to start (a Ray upload) and must not block the service."""
         while (job := self._claim_next()) is not None:
             self._launch(job)
 
     def _claim_next(self) -> JobRecord | None:
+        with self.lock:
             if self.closing:
                 return None
             for kind, limit in self.limits.items():
@@ -437,9 +437,9 @@ class JobManager:
         try:
             handle = self.runner.start(list(job["argv"]), self._child_env(status_path), job_dir)
         except Exception as exc:  # noqa: BLE001 - recorded on the job
-            from voicelane.errors import VoicelaneError
             with self.lock:
                 self.starting.pop(job_id, None)
+            from voicelane.errors import VoicelaneError
 
             if isinstance(exc, VoicelaneError):  # e.g. managed_job_unavailable from the Ray runner
                 code, details = exc.code, exc.details
@@ -561,9 +561,9 @@ class JobManager:
                              "details": serr.get("details") or {},
                              "next_action": status.get("next_action") or NEXT_ACTIONS.get(serr.get("code"), ""),
                              "blocked": status.get("state") == "blocked"}
-                else:
                 elif (reported := reported_error(aj.stdout_other, aj.tail, rc)) is not None:
                     error = reported  # the child said why before it exited (no status file, e.g. check mode)
+                else:
                     sig = -rc if isinstance(rc, int) and rc < 0 else None
                     how = f"signal {sig}" if sig else f"code {rc}"
                     error = {"code": "internal_error", "message": f"the job process exited with {how}",
