@@ -16,13 +16,18 @@ def _readiness(tmp_path, *args):
     return proc, out
 
 
-def test_readiness_go_from_a_real_run(tmp_path):
+def test_readiness_reports_a_real_run(tmp_path):
+    """The artifacts, gates and the latest verify of a real run; its verify is a FAIL only because the
+    junit was not the default suite's (the GO path is test_ops_verify's slow test)."""
     v = verified_run()
-    assert v.doc["verdict"] == "PASS"
+    assert v.doc["firstFailCode"] == "tests_not_default_suite"
     proc, out = _readiness(tmp_path, "--status", str(v.local.status), "--trace", str(v.trace))
     text = out.read_text("utf-8")
-    assert proc.returncode == 0, proc.stdout + text
-    assert "## Decision: GO" in text and "do not edit by hand" in text
+    assert proc.returncode == 2, proc.stdout + text
+    assert "## Decision: NO-GO" in text and "do not edit by hand" in text
+    blocking = {line.split("`")[1] for line in text.splitlines() if line.startswith("| `")}
+    assert blocking <= {"verify_failed", "certificate_stale"}, blocking  # certificate_stale: HEAD moved
+    assert "| gate thresholds vs the pinned policy | pass |" in text
     # artifact table with real paths, sizes and hashes
     from voicelane.fsutil import sha256_file
 

@@ -31,9 +31,15 @@ ENTRYPOINT = REPO / "docker" / "voice-train-prod" / "entrypoint.sh"
 OPS_ENV = ("TRAIN_BACKEND", "AUDIO_PATH", "EXPECTED_HEAD", "TRAIN_LANE", "VOICE_PROFILE_ID", "BASE_WEIGHTS_ID",
            "LOG_PATH", "OUT_DIR", "TRAIN_STATUS_PATH", "CONSENT_STATEMENT", "HELDOUT_PATH", "TRAIN_PRESET",
            "TRAIN_STEPS", "TRAIN_MIN_MINUTES", "TRAIN_EVAL_MAX", "TRAIN_GATES", "TRAIN_NO_ONNX", "TRAIN_THREADS",
-           "SPEAKER_NAME", "TRAIN_EXTRA_ARGS", "RAY_ADDRESS", "DOCKER", "DOCKER_IMAGE", "DOCKER_SKIP_BUILD")
+           "SPEAKER_NAME", "TRAIN_EXTRA_ARGS", "RAY_ADDRESS", "DOCKER", "DOCKER_IMAGE", "DOCKER_SKIP_BUILD",
+           "VOICE_PUBLISH", "VOICELANE_REGISTRY_DIR", "VOICELANE_DATA_DIR", "IMAGE_TAG", "WEIGHTS_MANIFEST_PATH")
 TINY = {"TRAIN_PRESET": "tiny", "TRAIN_STEPS": "2", "TRAIN_MIN_MINUTES": "0", "TRAIN_EVAL_MAX": "1",
         "TRAIN_NO_ONNX": "1", "TRAIN_GATES": '{"wer_max": 1.5}', "TRAIN_THREADS": "1"}
+# two fine-tuning steps from the shipped base voice: a real voice that meets the production gates
+# (measured: kal held-out WER 0.12, MCD 9.4 dB against 0.35 / 12.0) in about a minute
+BASE_QUICK = {"BASE_WEIGHTS_ID": "voicelane-slt-base-v1", "TRAIN_PRESET": "cpu", "TRAIN_STEPS": "2",
+              "TRAIN_MIN_MINUTES": "0", "TRAIN_EVAL_MAX": "4", "HELDOUT_PATH": str(CORPORA / "kal_heldout"),
+              "TRAIN_NO_ONNX": "1", "TRAIN_THREADS": "1"}
 
 _session_dir = Path(tempfile.mkdtemp(prefix="voicelane-ops-tests-"))
 atexit.register(shutil.rmtree, _session_dir, True)
@@ -64,6 +70,7 @@ def consent_of(data: Path) -> Path:
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in OPS_ENV and not k.startswith("VOICELANE_RAY_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["VOICELANE_REGISTRY_DIR"] = str(session_dir("registry"))  # successful runs publish here, not into var/
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -139,6 +146,19 @@ def local_run() -> LocalRun:
     return r
 
 
+@functools.cache
+def policy_run() -> LocalRun:
+    """TRAIN_BACKEND=local fine-tuning the base voice under the production gates (~1 min, once)."""
+    root = session_dir("policy_run")
+    data = quick_data(root / "data")
+    r = LocalRun(None, root, data, root / "out", root / "train_status.json", root / "train.log", "ops_policy")  # type: ignore[arg-type]
+    env = base_env(TRAIN_BACKEND="local", AUDIO_PATH=str(data), VOICE_PROFILE_ID=r.profile, OUT_DIR=str(r.out),
+                   TRAIN_STATUS_PATH=str(r.status), LOG_PATH=str(r.log), CONSENT_STATEMENT=str(consent_of(data)),
+                   SOURCE_DATE_EPOCH="315532800", **BASE_QUICK)
+    r.run = run_script(env)
+    return r
+
+
 @dataclass
 class Verified:
     local: LocalRun
@@ -156,18 +176,19 @@ def free_port() -> int:
 
 @functools.cache
 def junit_evidence() -> Path:
-    """A real junit XML from a small real test run (the evidence `verify --junit` binds)."""
+    """A real junit XML from the README test command narrowed to one file (so not the default suite)."""
     path = session_dir("junit") / "junit.xml"
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={path}",
-                    str(REPO / "tests" / "test_protocol.py")], capture_output=True, text=True, timeout=600,
-                   cwd=str(REPO))
+    subprocess.run(["bash", str(REPO / "scripts" / "test.sh"), str(REPO / "tests" / "test_protocol.py"),
+                    "-p", "no:cacheprovider"], capture_output=True, text=True, timeout=600, cwd=str(REPO),
+                   env=base_env(VOICELANE_JUNIT=str(path), VOICELANE_SKIP_SETUP="1"))
     return path
 
 
 @functools.cache
 def verified_run() -> Verified:
-    """`voicelane verify` on the local run's bundle: determinism runs, routes, tests (~2 min, once)."""
-    lr = local_run()
+    """`voicelane verify` on the policy run's bundle: determinism runs, routes, speed (~2 min, once).
+    Its junit is a narrowed run, so ``tests_green`` fails; every other constraint is measured for real."""
+    lr = policy_run()
     assert lr.run.rc == 0, lr.run.stdout[-3000:]
     trace = session_dir("verify") / "training-trace.jsonl"
     junit = junit_evidence()

@@ -43,6 +43,10 @@ def _lane_args(p: argparse.ArgumentParser) -> None:
 
     add_cli_arguments(p)
     p.add_argument("--protocol", action="store_true", help="stdout carries only the line protocol")
+    p.add_argument("--publish", action="store_true",
+                   help="after a successful production run, publish the bundle into the voice registry")
+    p.add_argument("--registry", type=Path, default=None,
+                   help="voice registry root (default VOICELANE_REGISTRY_DIR, else VOICELANE_DATA_DIR, else ./var)")
 
 
 def _run_spec(spec, protocol: bool) -> int:
@@ -62,7 +66,15 @@ def _run_spec(spec, protocol: bool) -> int:
 def cmd_train(a: argparse.Namespace) -> int:
     from voicelane.runspec import from_namespace
 
-    return _run_spec(from_namespace(a), a.protocol)
+    spec = from_namespace(a)
+    rc = _run_spec(spec, a.protocol)
+    if getattr(a, "publish", False):
+        from voicelane import registry
+        from voicelane.bundle import bundle_dir_for
+
+        pub = registry.publish(bundle_dir_for(spec.out, spec.profile_id), a.registry)
+        print(f"published: profile={pub.profile} version={pub.version} bundle={pub.bundle}", file=sys.stderr)
+    return rc
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -194,6 +206,28 @@ def cmd_verify(a: argparse.Namespace) -> int:
     return verify.run_verify_cli(a)
 
 
+def cmd_voices(a: argparse.Namespace) -> int:
+    """The voice registry: list, publish a bundle, roll a profile back to its previous version."""
+    from voicelane import registry
+
+    if a.voices_cmd == "list":
+        print(json.dumps(registry.status(a.registry), sort_keys=True, indent=2))
+        return EXIT_OK
+    if a.voices_cmd == "publish":
+        cert = None
+        if a.certificate is not None:
+            try:
+                cert = json.loads(a.certificate.read_text("utf-8"))
+            except (OSError, ValueError) as exc:
+                raise VoicelaneError("invalid_argument", f"cannot read --certificate {a.certificate}: {exc}",
+                                     {"flag": "--certificate"}) from None
+        pub = registry.publish(a.bundle, a.registry, a.profile, certificate=cert)
+    else:
+        pub = registry.rollback(a.registry, a.profile)
+    print(json.dumps({a.voices_cmd: pub.to_dict()}, sort_keys=True))
+    return EXIT_OK
+
+
 def cmd_readiness(a: argparse.Namespace) -> int:
     from voicelane.ops import readiness
 
@@ -278,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--install", action="store_true", help="copy the result into weights/ and update the allowlist")
     c.set_defaults(func=cmd_base)
 
-    p = sub.add_parser("verify", help="verification gate: pack voicelane-lane/1 -> PASS/FAIL + certificate "
+    p = sub.add_parser("verify", help="verification gate: pack voicelane-lane/2 -> PASS/FAIL + certificate "
                                       "(exit 0 PASS, 2 FAIL, 1 error)")
     p.add_argument("--bundle", type=Path, default=None, help="bundle dir (default: the one the status names)")
     p.add_argument("--status", type=Path, default=None,
@@ -288,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, help="bearer token for --url (default VOICELANE_API_TOKEN)")
     p.add_argument("--trace", type=Path, default=Path("reports/training-trace.jsonl"))
     p.add_argument("--junit", type=Path, default=None, help="junit XML of the test run")
-    p.add_argument("--tests-cmd", default=None, help="test command to run (split like a shell, no shell)")
+    p.add_argument("--run-tests", action="store_true",
+                   help="run the README test command (bash scripts/test.sh) and bind its junit")
     p.add_argument("--skip-determinism", action="store_true", help="do not run the lane twice (fails the constraint)")
     p.add_argument("--determinism-data", type=Path, default=None)
     p.add_argument("--determinism-steps", type=int, default=2)
@@ -302,7 +337,26 @@ def build_parser() -> argparse.ArgumentParser:
     c = vsub.add_parser("export", help="write the training-trace records")
     c.add_argument("--out", type=Path, required=True, help="FILE.jsonl (or .json for an array)")
     c.add_argument("--trace", type=Path, default=Path("reports/training-trace.jsonl"))
+    c.add_argument("--profile", default=None, help="only this voice profile's records")
+    c.add_argument("--limit", type=int, default=None, help="only the newest N records")
     c.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("voices", help="the voice registry the service serves from (list, publish, rollback)")
+    vsub = p.add_subparsers(dest="voices_cmd", required=True)
+    for name, help_ in (("list", "published profiles and their versions"),
+                        ("publish", "publish a validated production bundle (a failed gate never publishes)"),
+                        ("rollback", "serve the profile's previous version again")):
+        c = vsub.add_parser(name, help=help_)
+        c.add_argument("--registry", type=Path, default=None,
+                       help="registry root (default VOICELANE_REGISTRY_DIR, else VOICELANE_DATA_DIR, else ./var)")
+        if name == "publish":
+            c.add_argument("bundle", type=Path)
+            c.add_argument("--profile", default=None)
+            c.add_argument("--certificate", type=Path, default=None,
+                           help="the `voicelane verify --json-out` document that certified this bundle")
+        elif name == "rollback":
+            c.add_argument("profile")
+        c.set_defaults(func=cmd_voices)
 
     p = sub.add_parser("readiness", help="write reports/readiness.md from real checks (exit 0 GO, 2 NO-GO)")
     p.add_argument("--bundle", type=Path, default=None)

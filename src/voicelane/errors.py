@@ -62,9 +62,14 @@ NEXT_ACTIONS: dict[str, str] = {
     "managed_job_failed": "Read the Ray job log named in the error (`ray job logs <id>`): the job failed before the lane wrote its status; fix the cluster's Python environment and rerun.",
     "status_not_found": "Run the production lane first (scripts/voice/train_production_voice.sh), or pass --status with the run's train_status JSON.",
     "status_not_completed": "The run has not completed: wait for it, or rerun the lane and read its status' error.",
-    "verify_missing": "Run `voicelane verify --bundle DIR --status FILE --tests-cmd ...` to record a verdict.",
+    "verify_missing": "Run `voicelane verify --bundle DIR --status FILE --junit FILE` (FILE from VOICELANE_JUNIT=FILE "
+                      "bash scripts/test.sh) to record a verdict.",
     "verify_failed": "Fix the constraint named by firstFail in the latest verify record, then rerun `voicelane verify`.",
     "certificate_stale": "A bound artifact changed after the last verify; rerun `voicelane verify` on the current bundle.",
+    "gate_thresholds_loosened": "Retrain without relaxing the gates (drop TRAIN_GATES / --gates looser than the verify "
+                                "pack's pinned policy); a voice evaluated against looser gates is never certified.",
+    "tests_not_default_suite": "Bind the junit of the whole default suite: VOICELANE_JUNIT=FILE bash scripts/test.sh "
+                               "(no extra arguments), then voicelane verify --junit FILE.",
     "ops_artifact_missing": "Restore the named file from the repository (git checkout -- PATH).",
     "internal_error": "Rerun with the log attached to a bug report.",
     # local-service protection (docs/security.md)

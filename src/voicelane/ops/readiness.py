@@ -18,7 +18,7 @@ from voicelane.errors import NEXT_ACTIONS
 from voicelane.fsutil import atomic_write_bytes, sha256_file
 from voicelane.ops import codes  # noqa: F401
 from voicelane.ops.common import REPO_ROOT, git_head, read_json
-from voicelane.ops.verify import PACK_NAME, Result, Verifier, VerifyOptions, latest_record, recheck_record
+from voicelane.ops.verify import PACK_NAME, VerifyOptions, evaluate, latest_record, load_evidence, recheck_record
 
 OPS_FILES = [
     ("orchestrator script", REPO_ROOT / "scripts" / "voice" / "train_production_voice.sh"),
@@ -31,7 +31,8 @@ CONSTRAINT_ACTIONS = {
     "bundle_not_production": "Train with TRAIN_LANE=tts_prod_train; experimental bundles are never promoted.",
     "protocol_nondeterministic": "Find the wall-clock or unseeded value in the protocol lines (diff the two runs' stdout) and fix it.",
     "routes_incompatible": "Restore the documented status codes and error envelopes of the train routes (docs/service-contract.md).",
-    "tests_missing": "Pass --junit FILE or --tests-cmd to voicelane verify.",
+    "tests_missing": "Run the README test command with VOICELANE_JUNIT=FILE and pass --junit FILE (or --run-tests) "
+                     "to voicelane verify.",
     "tests_failed": "Fix the failing tests, then rerun voicelane verify.",
     "check_error": "Rerun voicelane verify with VOICELANE_DEBUG=1 and fix the reported check error.",
 }
@@ -97,14 +98,9 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
         bundle = Path(status_doc["bundle"])
 
     # --- the facts (the same checks verify makes, minus the expensive ones) -----------------------
-    v = Verifier(VerifyOptions(bundle=bundle, status=status, trace=trace, log=lambda m: None))
-    res = {cid: Result(cid, "HARD") for cid in ("bundle_valid", "status_completed", "eval_gates_passed",
-                                                 "licence_gate_passed", "consent_present")}
-    v.check_bundle(res["bundle_valid"])
-    v.check_status(res["status_completed"])
-    v.check_eval(res["eval_gates_passed"])
-    v.check_licence(res["licence_gate_passed"])
-    v.check_consent(res["consent_present"])
+    v = load_evidence(VerifyOptions(bundle=bundle, status=status, trace=trace, log=lambda m: None))
+    res = {r.id: r for r in evaluate(v, only=["bundle_valid", "status_completed", "gate_thresholds_pinned",
+                                              "eval_gates_passed", "licence_gate_passed", "consent_present"])}
 
     # --- artifacts ---------------------------------------------------------------------------------
     rows: list[list[str]] = []
@@ -146,6 +142,12 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
                   + (f" ({b.reason})" if b.reason else "")])
     if not b.passed:
         rep.block(b.code, b.reason or "bundle invalid")
+    pin = res["gate_thresholds_pinned"]
+    gates.append(["gate thresholds vs the pinned policy", "pass" if pin.passed else "FAIL",
+                  f"policy={pin.measured.get('policy')} pinned={pin.measured.get('pinned')}"
+                  + (f" ({pin.reason})" if pin.reason else "")])
+    if not pin.passed:
+        rep.block(pin.code, pin.reason or "gate thresholds")
     e = res["eval_gates_passed"]
     thresholds = e.measured.get("thresholds") or {}
     values = e.measured.get("values") or {}
@@ -182,6 +184,8 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
         rec_manifest = next((x.get("sha256") for x in cert.get("bound") or [] if x.get("role") == "bundle_manifest"),
                             None)
         binds_current = cur_manifest is not None and cur_manifest == rec_manifest
+        cert_commit = (cert.get("code") or {}).get("commit")
+        commit_current = cert_commit is not None and cert_commit == git_head()
         verify_lines += [
             f"- verdict: **{rec.get('verdict')}** (pack `{cert.get('pack', PACK_NAME)}`, seq {rec.get('seq')}, "
             f"{rec.get('ts')}, traceId `{rec.get('traceId')}`, runId `{rec.get('id')}`)",
@@ -191,6 +195,8 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
             f"- integrity at verify time: {cert.get('integrityOk')}; integrity now (recomputed from the bound "
             f"artifacts): {now_ok}" + (f" (changed: {', '.join(changed)})" if changed else ""),
             f"- binds the current bundle manifest: {binds_current}",
+            f"- certified code commit: `{cert_commit}` (the checkout now: {'same' if commit_current else 'different'})",
+            f"- policy: `{cert.get('policy')}`",
             "",
         ]
         verify_lines += table(["constraint", "severity", "evaluated", "result"],
@@ -201,6 +207,9 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
         if not now_ok or not binds_current:
             rep.block("certificate_stale", "the artifacts changed since the latest verify" if not now_ok
                       else "the latest verify certified a different bundle")
+        elif not commit_current:
+            rep.block("certificate_stale", f"the latest verify certified code commit {cert_commit}, "
+                                           "not the checkout's")
 
     go = not rep.blocks
     head = git_head()
