@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from test_ops_support import TINY, RayHead, base_env, consent_of, quick_data, run_script
-
 from voicelane.bundle import validate_voice_bundle
 from voicelane.errors import VoicelaneError
 from voicelane.protocol import fold
@@ -69,7 +68,6 @@ def _tree(path: Path) -> dict[str, bytes]:
 
 def test_a_fetched_bundle_is_validated_before_it_is_swapped_in(tmp_path):
     from test_bundle import export, make_sources
-
     from voicelane.bundle import bundle_dir_for
     from voicelane.runner.ray_job import pack_outputs
 
@@ -158,7 +156,8 @@ def test_service_runs_jobs_on_ray_and_stops_them_when_orphaned(ray_head, tmp_pat
                            VOICELANE_BUNDLE_ROOTS=str(tmp_path / "no_bundles"))
     tiny = {"preset": "tiny", "minMinutes": 0, "evalMax": 2, "onnx": False}
     c = srv.client
-    done_id = start_job(c, jobType="tts_voice_train", dataPath=str(svc_kal_corpus), profile="ray_svc", **(tiny | {"steps": 4}))
+    done_id = start_job(c, jobType="tts_voice_train", dataPath=str(svc_kal_corpus), profile="ray_svc",
+                        **(tiny | {"steps": 4}))
     job = wait_job(c, done_id, lambda j: j["state"] in ("done", "error", "cancelled"), timeout=900)
     assert job["state"] == "done", job
     assert job["progress"]["current"] == job["progress"]["total"] > 0

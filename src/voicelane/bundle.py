@@ -40,8 +40,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
-import shutil
 import stat
 import tempfile
 from dataclasses import dataclass

@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from voicelane.errors import VoicelaneError
-from voicelane.ops.common import (ENV_FIELDS, PATH_FIELDS, TAIL_LINES, LineLog, read_json, run_spec_from_env,
-                                  tail_file)
+from voicelane.ops.common import ENV_FIELDS, PATH_FIELDS, TAIL_LINES, LineLog, read_json, run_spec_from_env, tail_file
 from voicelane.paths import REPO_ROOT
 from voicelane.runspec import SPEC_FILE, RunSpec, child_argv, with_cli_overrides
 

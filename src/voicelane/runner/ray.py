@@ -14,8 +14,9 @@ How a run travels:
 * Submission: ``ray.job_submission.JobSubmissionClient(RAY_ADDRESS)`` (default
   ``http://127.0.0.1:8265``, the Ray dashboard's job API). Unreachable, or ray not installed ->
   ``VoicelaneError("managed_job_unavailable", details={"address": ...})``. The job's entrypoint is
-  ``python -m voicelane.runner.ray_job <base64 payload>`` carrying the RunSpec as JSON (``VOICELANE_RAY_PYTHON`` names the cluster's
-  python; the cluster must have voicelane installed at the same commit). It asks for
+  ``python -m voicelane.runner.ray_job <base64 payload>`` carrying the RunSpec as JSON
+  (``VOICELANE_RAY_PYTHON`` names the cluster's python; the cluster must have voicelane installed
+  at the same commit). It asks for
   ``VOICELANE_RAY_NUM_CPUS`` (default 1) and ``VOICELANE_RAY_NUM_GPUS`` (default 0).
 * Dataset and output (``VOICELANE_RAY_TRANSFER``):
   ``shared`` - every path is passed as an absolute path the cluster sees too (same machine, or

@@ -6,8 +6,9 @@
      "fetch": true|false, "max_fetch_bytes": N}
 
 With ``spec`` it writes the RunSpec to ``<out>/spec.json`` and runs ``python -m voicelane run`` on it
-(``args``: a command that is not a lane run, as given). It runs the lane and re-emits, on its single stdout (Ray merges a job's
-stdout and stderr into one log, so one writer keeps lines whole and tells them apart):
+(``args``: a command that is not a lane run, as given). It runs the lane and re-emits, on its
+single stdout (Ray merges a job's stdout and stderr into one log, so one writer keeps lines whole
+and tells them apart):
 
     VLRAY_OUT <line>          a line of the lane's stdout (the §3 protocol)
     VLRAY_ERR <line>          a line of the lane's stderr (human log)

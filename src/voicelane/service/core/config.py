@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from voicelane.paths import REPO_ROOT
+
 PRIORITIES = ("info", "warn", "critical", "action")
 
 
