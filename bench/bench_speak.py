@@ -1,16 +1,21 @@
-"""Benchmark ``POST /api/voice/speak``: latency (p50/p99 time to the full WAV of a 10-word
-callout) and throughput with 1 and 8 concurrent clients, plus the synthesis real-time factor of
-the served voice.
+"""Benchmark speaking: voicelane against Festival (slt HTS) and espeak-ng on the same callouts.
 
-Starts ``voicelane serve`` on a free loopback port over ``--bundle-root`` (or uses ``--url``),
-warms it up, then for each concurrency level sends ``--requests`` callouts, every text unique so
-each one is really synthesised (the cache is measured separately: ``hit`` rows repeat one text).
-RTF is reported twice: as the service sees it (``x-voice-synthesis-ms`` / audio seconds, at
-concurrency 1, so no queueing) and in-process (``load_bundle_voice`` + ``synthesize``, no HTTP).
+For each system, in one run: p50/p99 latency of a 10-word callout with one client, time to
+first audio, real-time factor, and throughput (with p50/p99) at 1/2/4/8 concurrent clients.
+
+* voicelane: ``POST /api/voice/speak`` on a ``voicelane serve`` started here (``--workers``
+  synthesis workers; more than one runs them in child processes). Time to first audio is the
+  time to the first PCM bytes of a ``stream: true`` reply. Every text is unique, so each request
+  is really synthesised (cache hits are measured separately). Also an in-process profile of one
+  callout: front end, acoustic model, WORLD.
+* Festival: ``text2wave`` with ``voice_cmu_us_slt_arctic_hts``, one process per callout (how it
+  is used from a program); it cannot stream, so its first audio is its whole latency.
+* espeak-ng: ``espeak-ng -v en-us --stdout``, one process per callout; first audio is the time
+  to its first bytes on stdout.
 
 Usage:
-  .venv/bin/python bench/bench_speak.py --bundle-root DIR [--profile ID] [--requests 40]
-      [--concurrency 1,8] [--workers 1] [--threads 1] [--json out.json]
+  .venv/bin/python bench/bench_speak.py --bundle-root DIR [--profile ID] [--requests 24]
+      [--concurrency 1,2,4,8] [--workers N] [--peers festival,espeak] [--json out.json]
 DIR holds bundles/<profile>/voice_bundle (a production-lane bundle: the service refuses others).
 Numbers depend on the machine and on what else runs on it: say which machine made them.
 """
@@ -97,41 +102,31 @@ def start_server(args, tmp: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("server not ready (no voice loaded?):\n" + (tmp / "server.log").read_text()[-4000:])
 
 
-def run_level(url: str, profile: str | None, concurrency: int, n: int, start_index: int, repeat_text: str | None = None
-              ) -> dict:
-    import httpx
+class Result(dict):
+    """latency_s, first_s (time to first audio), audio_s; or error."""
 
-    lat: list[float] = []
-    syn_ms: list[float] = []
-    audio_s: list[float] = []
-    caches: list[str] = []
+
+def run_concurrent(fn, concurrency: int, n: int, start_index: int) -> dict:
+    """Run fn(i) for n distinct i on `concurrency` threads; latency/throughput summary."""
+    results: list[Result] = []
     errors: list[str] = []
     lock = threading.Lock()
     counter = iter(range(n))
 
     def worker() -> None:
-        with httpx.Client(base_url=url, timeout=180) as c:
-            while True:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            try:
+                r = fn(start_index + i)
+            except Exception as exc:  # noqa: BLE001 - counted, shown
                 with lock:
-                    i = next(counter, None)
-                if i is None:
-                    return
-                text = repeat_text or callout(start_index + i)
-                body = {"text": text, "priority": "info", "mode": "callout"}
-                if profile:
-                    body["voiceProfile"] = profile
-                t0 = time.perf_counter()
-                r = c.post("/api/voice/speak", json=body)
-                wav = r.content  # the full body has arrived
-                dt = time.perf_counter() - t0
-                with lock:
-                    if r.status_code != 200 or not wav.startswith(b"RIFF"):
-                        errors.append(f"{r.status_code} {r.text[:200]}")
-                        continue
-                    lat.append(dt)
-                    syn_ms.append(float(r.headers.get("x-voice-synthesis-ms", "nan")))
-                    audio_s.append(float(r.headers.get("x-voice-audio-seconds", "nan")))
-                    caches.append(r.headers.get("x-voice-cache", "?"))
+                    errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+                continue
+            with lock:
+                results.append(r)
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     t0 = time.perf_counter()
@@ -140,32 +135,136 @@ def run_level(url: str, profile: str | None, concurrency: int, n: int, start_ind
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    ok = len(lat)
+    lat = [r["latency_s"] for r in results]
+    first = [r["first_s"] for r in results if r.get("first_s") is not None]
+    audio = sum(r["audio_s"] for r in results)
+    compute = sum(r.get("compute_s", r["latency_s"]) for r in results)
     return {
-        "concurrency": concurrency, "requests": n, "ok": ok, "errors": errors[:5], "n_errors": len(errors),
+        "concurrency": concurrency, "requests": n, "ok": len(results), "n_errors": len(errors), "errors": errors[:3],
         "p50_ms": round(pct(lat, 50) * 1000, 1), "p99_ms": round(pct(lat, 99) * 1000, 1),
-        "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None,
-        "max_ms": round(max(lat) * 1000, 1) if lat else None,
-        "throughput_rps": round(ok / wall, 2) if wall else None,
-        "audio_s_per_wall_s": round(sum(audio_s) / wall, 2) if wall else None,
-        "mean_audio_s": round(statistics.fmean(audio_s), 3) if audio_s else None,
-        "service_rtf": round(sum(syn_ms) / 1000.0 / max(sum(audio_s), 1e-9), 4) if syn_ms else None,
-        "cache": {k: caches.count(k) for k in set(caches)},
+        "first_audio_p50_ms": round(pct(first, 50) * 1000, 1) if first else None,
+        "first_audio_p99_ms": round(pct(first, 99) * 1000, 1) if first else None,
+        "throughput_rps": round(len(results) / wall, 2) if wall else None,
+        "mean_audio_s": round(audio / max(len(results), 1), 3),
+        "rtf": round(compute / max(audio, 1e-9), 4),
     }
 
 
-def inprocess_rtf(bundle_dir: Path, threads: int, n: int = 10) -> dict:
+def voicelane_oneshot(url: str, profile: str, repeat_text: str | None = None):
+    import httpx
+
+    local = threading.local()
+
+    def fn(i: int) -> Result:
+        if not hasattr(local, "c"):
+            local.c = httpx.Client(base_url=url, timeout=180)
+        body = {"text": repeat_text or callout(i), "priority": "info", "mode": "callout", "voiceProfile": profile}
+        t0 = time.perf_counter()
+        r = local.c.post("/api/voice/speak", json=body)
+        dt = time.perf_counter() - t0
+        if r.status_code != 200 or not r.content.startswith(b"RIFF"):
+            raise RuntimeError(f"{r.status_code} {r.text[:200]}")
+        syn = float(r.headers.get("x-voice-synthesis-ms", "nan")) / 1000.0
+        return Result(latency_s=dt, first_s=None, audio_s=float(r.headers["x-voice-audio-seconds"]),
+                      compute_s=syn, cache=r.headers.get("x-voice-cache"))
+
+    return fn
+
+
+def voicelane_stream(url: str, profile: str):
+    import httpx
+
+    local = threading.local()
+
+    def fn(i: int) -> Result:
+        if not hasattr(local, "c"):
+            local.c = httpx.Client(base_url=url, timeout=180)
+        body = {"text": callout(i), "priority": "info", "mode": "callout", "voiceProfile": profile, "stream": True}
+        t0 = time.perf_counter()
+        first = None
+        n = 0
+        with local.c.stream("POST", "/api/voice/speak", json=body) as r:
+            if r.status_code != 200:
+                raise RuntimeError(f"{r.status_code} {r.read()[:200]!r}")
+            for part in r.iter_raw():
+                n += len(part)
+                if first is None and n > 44:  # past the WAV header: audio
+                    first = time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        return Result(latency_s=dt, first_s=first, audio_s=(n - 44) / 2 / 16000)
+
+    return fn
+
+
+def _wav_seconds(data: bytes) -> float:
+    import io
+
+    import soundfile as sf
+
+    info = sf.info(io.BytesIO(data))
+    return info.frames / info.samplerate
+
+
+def festival(tmp: Path):
+    def fn(i: int) -> Result:
+        txt = tmp / f"fest_{i}.txt"
+        out = tmp / f"fest_{i}.wav"
+        txt.write_text(callout(i) + "\n")
+        t0 = time.perf_counter()
+        subprocess.run(["text2wave", "-eval", "(voice_cmu_us_slt_arctic_hts)", str(txt), "-o", str(out)],
+                       check=True, capture_output=True, timeout=120)
+        dt = time.perf_counter() - t0
+        sec = _wav_seconds(out.read_bytes())
+        out.unlink()
+        txt.unlink()
+        return Result(latency_s=dt, first_s=dt, audio_s=sec)
+
+    return fn
+
+
+def espeak():
+    def fn(i: int) -> Result:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(["espeak-ng", "-v", "en-us", "--stdout", callout(i)], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+        head = p.stdout.read1(65536)
+        first = time.perf_counter() - t0
+        rest = p.stdout.read()
+        p.wait(60)
+        dt = time.perf_counter() - t0
+        data = head + rest
+        rate = int.from_bytes(data[24:28], "little") or 22050
+        return Result(latency_s=dt, first_s=first, audio_s=(len(data) - 44) / 2 / rate)
+
+    return fn
+
+
+def inprocess_profile(bundle_dir: Path, threads: int, n: int = 10) -> dict:
+    """One callout through the three stages, timed separately (medians), plus whole-call RTF."""
+    from voicelane.engine import features, frontend
     from voicelane.speak import load_bundle_voice
 
-    voice, res = load_bundle_voice(bundle_dir, "auto", threads)
+    voice, _ = load_bundle_voice(bundle_dir, "auto", threads)
     voice.synthesize(callout(9999))  # warm-up
-    comp = aud = 0.0
+    fe, am, ws, comp, aud = [], [], [], 0.0, 0.0
     for i in range(n):
-        s = voice.synthesize(callout(5000 + i))
-        comp += s.compute_s
-        aud += s.seconds
-    return {"runtime": type(voice).__name__, "rtf": round(comp / max(aud, 1e-9), 4),
-            "mean_audio_s": round(aud / n, 3), "mean_compute_ms": round(comp / n * 1000, 1), "n": n}
+        text = callout(5000 + i)
+        t0 = time.perf_counter()
+        utts = frontend.phonemize_sentences(text, voice.language)
+        t1 = time.perf_counter()
+        frames = [voice.frames_for(u) for u in utts]
+        t2 = time.perf_counter()
+        wavs = [features.synthesize(f, voice.postfilter) for f in frames]
+        t3 = time.perf_counter()
+        fe.append(t1 - t0)
+        am.append(t2 - t1)
+        ws.append(t3 - t2)
+        comp += t3 - t0
+        aud += sum(len(w) for w in wavs) / features.SAMPLE_RATE
+    med = lambda xs: round(statistics.median(xs) * 1000, 1)  # noqa: E731
+    return {"runtime": type(voice).__name__, "front_end_ms": med(fe), "acoustic_model_ms": med(am),
+            "world_ms": med(ws), "world_fft_size": features.SYNTH_FFT_SIZE, "rtf": round(comp / max(aud, 1e-9), 4),
+            "mean_audio_s": round(aud / n, 3), "n": n}
 
 
 def find_bundle(roots: list[str], profile: str | None) -> Path | None:
@@ -179,16 +278,42 @@ def find_bundle(roots: list[str], profile: str | None) -> Path | None:
     return None
 
 
+def bench_system(name: str, fn, levels: list[int], n: int, stream_fn=None) -> dict:
+    fn(10**6)  # warm-up (page cache, lazy imports, child processes)
+    base = 0
+    out: dict = {"system": name, "levels": []}
+    for c in levels:
+        out["levels"].append(run_concurrent(fn, c, n, base))
+        base += n
+    if stream_fn is not None:
+        stream_fn(10**6 + 1)
+        out["stream"] = run_concurrent(stream_fn, 1, n, 500000)
+    return out
+
+
+def summary_row(r: dict) -> dict:
+    one = next((lv for lv in r["levels"] if lv["concurrency"] == 1), r["levels"][0])
+    first = (r.get("stream") or one)["first_audio_p50_ms"] or one["p50_ms"]
+    row = {"system": r["system"], "p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"], "first_audio_ms": first,
+           "rtf": one["rtf"], "mean_audio_s": one["mean_audio_s"]}
+    for lv in r["levels"]:
+        row[f"rps@{lv['concurrency']}"] = lv["throughput_rps"]
+        row[f"p50/p99@{lv['concurrency']}"] = f"{lv['p50_ms']:.0f}/{lv['p99_ms']:.0f}"
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle-root", action="append", default=[],
                     help="folder holding bundles/<profile>/voice_bundle (repeatable)")
     ap.add_argument("--profile", default=None, help="voice profile to speak with (default: the service's default)")
     ap.add_argument("--url", default=None, help="bench an already running service instead of starting one")
-    ap.add_argument("--requests", type=int, default=40, help="requests per concurrency level")
-    ap.add_argument("--concurrency", default="1,8")
-    ap.add_argument("--workers", type=int, default=1, help="the service's synthesis workers")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per synthesis")
+    ap.add_argument("--requests", type=int, default=24, help="requests per concurrency level")
+    ap.add_argument("--peer-requests", type=int, default=12, help="requests per level for Festival/espeak-ng")
+    ap.add_argument("--concurrency", default="1,2,4,8")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="the service's synthesis workers")
+    ap.add_argument("--threads", type=int, default=1, help="threads per synthesis")
+    ap.add_argument("--peers", default="festival,espeak", help="comma list: festival, espeak (empty: none)")
     ap.add_argument("--hits", type=int, default=20, help="cache-hit requests (same text)")
     ap.add_argument("--json", default=None, help="write the results here too")
     args = ap.parse_args(argv)
@@ -198,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
 
     levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
+    systems: list[dict] = []
+    peers_missing: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="voicelane-bench-speak-") as tmp:
         proc = None
         url = args.url
@@ -210,37 +337,60 @@ def main(argv: list[str] | None = None) -> int:
             if profile not in served:
                 raise SystemExit(f"profile {profile!r} is not served; served: {sorted(served)}; "
                                  f"refused: {profiles.get('refused')}")
-            run_level(url, profile, 1, 3, 100000)  # warm-up
-            results = []
-            base = 0
-            for c in levels:
-                results.append(run_level(url, profile, c, args.requests, base))
-                base += args.requests
-            hit = run_level(url, profile, 1, args.hits, 0, repeat_text=callout(0)) if args.hits else None
+            for w in range(max(args.workers, 2)):  # every worker (child process) warm
+                voicelane_oneshot(url, profile)(10**6 + 10 + w)
+            systems.append(bench_system(f"voicelane ({args.workers} worker(s))", voicelane_oneshot(url, profile),
+                                        levels, args.requests, voicelane_stream(url, profile)))
+            hit = run_concurrent(voicelane_oneshot(url, profile, repeat_text=callout(0)), 1, args.hits, 0) \
+                if args.hits else None
         finally:
             if proc is not None:
                 proc.terminate()
                 proc.wait(30)
+        peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+        if "festival" in peers:
+            if shutil_which("text2wave"):
+                systems.append(bench_system("Festival text2wave (slt HTS)", festival(Path(tmp)), levels,
+                                            args.peer_requests))
+            else:
+                peers_missing["festival"] = "text2wave not on PATH (apt-get install festival festvox-us-slt-hts)"
+        if "espeak" in peers:
+            if shutil_which("espeak-ng"):
+                systems.append(bench_system("espeak-ng en-us", espeak(), levels, args.peer_requests))
+            else:
+                peers_missing["espeak"] = "espeak-ng not on PATH (apt-get install espeak-ng)"
     bundle = find_bundle(args.bundle_root, profile) if args.bundle_root else None
-    rtf = inprocess_rtf(bundle, args.threads) if bundle else None
+    prof = inprocess_profile(bundle, args.threads) if bundle else None
+    rows = [summary_row(r) for r in systems]
     out = {"machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                       "platform": platform.platform(), "load_avg": os.getloadavg()},
+                       "platform": platform.platform(), "load_avg_at_end": os.getloadavg()},
            "profile": profile, "voice": {k: served[profile].get(k) for k in ("runtime", "lane", "engine")},
            "workers": args.workers, "threads": args.threads, "callout_example": callout(0),
-           "levels": results, "cache_hit": hit, "inprocess_synthesis": rtf}
+           "systems": systems, "summary": rows, "cache_hit": hit, "inprocess_profile": prof,
+           "peers_missing": peers_missing}
     print(json.dumps(out, indent=2))
-    print(f"\nprofile {profile} ({served[profile].get('runtime')}), {args.workers} synthesis worker(s), "
-          f"{args.threads} torch thread(s), load avg {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
-    print(f"{'clients':>8} {'ok':>5} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7} {'svc RTF':>8} cache")
-    for r in results + ([hit] if hit else []):
-        print(f"{r['concurrency']:>8} {r['ok']:>5} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['throughput_rps']:>7} "
-              f"{str(r['service_rtf']):>8} {r['cache']}")
-    if rtf:
-        print(f"in-process synthesis RTF {rtf['rtf']} ({rtf['runtime']}, mean {rtf['mean_compute_ms']} ms "
-              f"for {rtf['mean_audio_s']} s of audio)")
+    print(f"\n10-word callouts (e.g. {callout(0)!r}); load avg {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    cols = ["p50_ms", "p99_ms", "first_audio_ms", "rtf"] + [f"rps@{c}" for c in levels] + [f"p50/p99@{levels[-1]}"]
+    print(f"{'system':34} " + " ".join(f"{c:>14}" for c in cols))
+    for r in rows:
+        print(f"{r['system']:34} " + " ".join(f"{str(r.get(c)):>14}" for c in cols))
+    if hit:
+        print(f"voicelane cache hit: p50 {hit['p50_ms']} ms, {hit['throughput_rps']} req/s")
+    if prof:
+        print(f"in-process, one callout ({prof['runtime']}, {prof['mean_audio_s']} s of audio): front end "
+              f"{prof['front_end_ms']} ms, acoustic model {prof['acoustic_model_ms']} ms, WORLD (fft "
+              f"{prof['world_fft_size']}) {prof['world_ms']} ms; RTF {prof['rtf']}")
+    for k, v in peers_missing.items():
+        print(f"peer {k} not measured: {v}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    return 0 if all(r["n_errors"] == 0 for r in results) else 1
+    return 0 if all(lv["n_errors"] == 0 for r in systems for lv in r["levels"]) else 1
+
+
+def shutil_which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name)
 
 
 if __name__ == "__main__":

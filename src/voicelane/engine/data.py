@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -42,20 +43,70 @@ def _cache_path(cache_dir: Path, clip_id: str, sha: str) -> Path:
     return cache_dir / f"{clip_id}.{sha[:16]}.npz"
 
 
+def shared_cache_dir() -> Path | None:
+    """Features shared across runs, keyed by content (``VOICELANE_FEATURE_CACHE``: a folder, or
+    ``off``; default ``$XDG_CACHE_HOME/voicelane/features``). A second run on the same recordings
+    (the demo, a retrain with other options) skips alignment and WORLD analysis."""
+    env = os.environ.get("VOICELANE_FEATURE_CACHE", "").strip()
+    if env.lower() == "off":
+        return None
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "voicelane" / "features"
+
+
+def content_key(sha: str, text: str, language: str) -> str:
+    """What the features depend on: the audio bytes, the tokens (and ids) the front end makes of
+    the text, the feature code's version. Never the clip's name or folder."""
+    import hashlib
+
+    utt = frontend.phonemize(text, language)
+    blob = "\x1f".join([CACHE_VERSION, str(features.FEAT_DIM), sha, language, " ".join(utt.tokens),
+                        " ".join(map(str, utt.ids))])
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _from_shared(shared: Path | None, key: str, out: Path) -> bool:
+    if shared is None:
+        return False
+    src = shared / key[:2] / f"{key}.npz"
+    try:
+        data = src.read_bytes()
+        with np.load(io.BytesIO(data)) as z:
+            if str(z["version"]) != CACHE_VERSION:
+                return False
+    except (OSError, ValueError, KeyError):
+        return False
+    atomic_write_bytes(out, data)
+    return True
+
+
+def _to_shared(shared: Path | None, key: str, data: bytes) -> None:
+    if shared is None:
+        return
+    try:
+        atomic_write_bytes(shared / key[:2] / f"{key}.npz", data)
+    except OSError:
+        pass  # a read-only or full cache never fails the run
+
+
 def _prepare_to_cache(args: tuple[str, str, str, str, str, str]) -> tuple[str, str | None]:
     clip_id, wav_path, text, language, sha, cache_dir = args
     out = _cache_path(Path(cache_dir), clip_id, sha)
     if out.exists():
         return clip_id, None
+    shared = shared_cache_dir()
+    key = content_key(sha, text, language) if shared is not None else ""
+    if _from_shared(shared, key, out):
+        return clip_id, None
     res = prepare_clip(clip_id, wav_path, text, language)
     if "error" in res:
         return clip_id, res["error"]
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, ids=res["ids"], durations=res["durations"], feats=res["feats"],
              version=np.array(CACHE_VERSION))
     atomic_write_bytes(out, buf.getvalue())
+    _to_shared(shared, key, buf.getvalue())
     return clip_id, None
 
 
