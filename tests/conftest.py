@@ -136,9 +136,12 @@ def svc_start_server():
 
     def start(workdir: Path, host: str = "127.0.0.1", **env_vars: str) -> SvcServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICELANE_")}
+        env.pop("TRAIN_STATUS_PATH", None)
         env.update({"VOICELANE_DATA_DIR": str(workdir / "var"), "VOICELANE_TRAIN_THREADS": "1",
                     "VOICELANE_CANCEL_GRACE_S": "5", "VOICELANE_VOICE_RESCAN_S": "0",
-                    "VOICELANE_LOG_LEVEL": "INFO"})
+                    "VOICELANE_LOG_LEVEL": "INFO",
+                    # /api/train/status also reads runs made outside the service: only this test's
+                    "VOICELANE_TRAIN_STATUS_DIRS": str(workdir / "artifacts")})
         env.update({k: str(v) for k, v in env_vars.items()})
         srv = SvcServer(workdir, env, host)
         servers.append(srv)

@@ -64,6 +64,17 @@ def test_parser_tolerates_garbage():
     assert parse_line("STATS {bad").warning.startswith("malformed STATS")
 
 
+def test_parser_accepts_old_line_extras():
+    ev = parse_line("PROGRESS 5 100 LOSS 0.3")
+    assert (ev.kind, ev.current, ev.total, ev.extras, ev.warning) == ("PROGRESS", 5, 100, {"loss": 0.3}, None)
+    assert parse_line("PROGRESS 5 100 PHASE train").extras == {"phase": "train"}
+    assert parse_line("PROGRESS 5 100 LOSS").kind == "OTHER"  # not KEY VALUE pairs
+    assert parse_line("PROGRESS 5 100 LOSS nan").extras == {"loss": "nan"}  # never a NaN in metadata
+    assert parse_line("DONE").kind == "DONE" and parse_line("DONE").warning is None
+    view = fold(["PROGRESS 1 2 LOSS 0.5", "PROGRESS 2 2 LOSS 0.25", "DONE"])
+    assert (view.current, view.total, view.metadata, view.done, view.warnings) == (2, 2, {"loss": 0.25}, True, [])
+
+
 def test_iter_lines_splits_real_lines_across_chunks():
     chunks = [b"PROGRESS 1 ", b"2\nSTATS {\"a\"", b":1}\nARTIF", b"ACT x.json\n", b"tail"]
     assert list(iter_lines(chunks)) == ["PROGRESS 1 2", 'STATS {"a":1}', "ARTIFACT x.json", "tail"]

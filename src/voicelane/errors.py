@@ -57,6 +57,7 @@ NEXT_ACTIONS: dict[str, str] = {
     "dataset_exists": "Pick another dataset name, or remove the existing folder first.",
     "recording_invalid": "Record again: takes must be WAV at 16 kHz or more and last 0.5-20 s.",
     "recording_silent": "Check that the right microphone is selected and not muted, raise its input level, then re-take.",
+    "engine_unavailable": "This installation has no such engine (e.g. NeMo for tts_prod_train_nemo); start the job with jobType tts_prod_train, which trains with voicelane's own engine.",
     "bundle_compat_only": "This bundle is in the old minimal layout (five manifest fields, no voicelane model/config/eval): it validates with level compat but cannot be served; retrain or re-export it with `voicelane train`.",
     # operations (verify / readiness / managed jobs)
     "managed_job_failed": "Read the Ray job log named in the error (`ray job logs <id>`): the job failed before the lane wrote its status; fix the cluster's Python environment and rerun.",

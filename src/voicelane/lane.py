@@ -101,6 +101,8 @@ class Lane:
         self.rep = reporter or Reporter()
         self.lane = JOB_TYPES[opts.job_type]
         self.status = StatusWriter(opts.status_path or default_status_path(opts.job_type), opts.job_type, self.lane)
+        # keys old status readers use, present from the first write (the run updates them)
+        self.status.stats({"dataset_items": 0, "bundle_valid": False})
         self.timings: dict[str, float] = {}
 
     # --- protocol helpers -------------------------------------------------
@@ -197,9 +199,13 @@ class Lane:
             self.rep.log(f"warning: {w}")
         self.timed("dataset", t0)
         self.status.doc["dataset_manifest"] = str(ds_dir / "dataset_manifest.json")
-        self.tick(1, {"phase": "dataset", "kept": totals["kept"], "rejected": totals["rejected"],
-                      "kept_minutes": totals["kept_minutes"], "dataset_sha256": manifest["dataset_sha256"]},
-                  (self.rel(ds_dir / "dataset_manifest.json"),))
+        # `dataset_items` (and `schema` for dataset jobs): the voice_dataset/1 STATS old readers parse
+        dataset_stats = {"phase": "dataset", "kept": totals["kept"], "dataset_items": totals["kept"],
+                         "rejected": totals["rejected"], "kept_minutes": totals["kept_minutes"],
+                         "dataset_sha256": manifest["dataset_sha256"]}
+        if o.job_type == "dataset":
+            dataset_stats["schema"] = "voice_dataset/1"
+        self.tick(1, dataset_stats, (self.rel(ds_dir / "dataset_manifest.json"),))
         if o.job_type == "dataset":
             return {"dataset_manifest": str(ds_dir / "dataset_manifest.json"), "totals": totals}
 

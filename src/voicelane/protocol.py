@@ -5,6 +5,10 @@
     ARTIFACT <path>         POSIX path relative to the output root
 
 Machine lines go to stdout; nothing wall-clock may appear in them.
+
+The parser also accepts what the lanes this one replaced printed: extra ``KEY VALUE`` pairs after
+``PROGRESS <current> <total>`` (``PROGRESS 5 100 LOSS 0.3`` -> ``extras={"loss": 0.3}``) and a bare
+``DONE`` line (kind ``DONE``). The emitter never writes either.
 """
 
 from __future__ import annotations
@@ -76,6 +80,22 @@ class Event:
     stats: dict[str, Any] | None = None
     path: str | None = None
     warning: str | None = None
+    extras: dict[str, Any] | None = None  # old PROGRESS extras: PROGRESS 5 100 LOSS 0.3
+
+
+def _progress_extras(tokens: list[str]) -> dict[str, Any] | None:
+    """``KEY VALUE`` pairs after the counts (old lanes); None when they are not pairs."""
+    if len(tokens) % 2:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in zip(tokens[::2], tokens[1::2]):
+        try:
+            num = float(value)
+        except ValueError:
+            out[key.lower()] = value
+            continue
+        out[key.lower()] = num if num == num and abs(num) != float("inf") else value
+    return out
 
 
 def parse_line(line: str) -> Event:
@@ -84,11 +104,14 @@ def parse_line(line: str) -> Event:
     head, _, rest = raw.partition(" ")
     if head == "PROGRESS":
         parts = rest.split()
-        if len(parts) == 2 and all(p.isdigit() for p in parts):
+        extras = _progress_extras(parts[2:]) if len(parts) > 2 else None
+        if len(parts) >= 2 and all(p.isdigit() for p in parts[:2]) and (len(parts) == 2 or extras is not None):
             cur, tot = int(parts[0]), int(parts[1])
             if cur <= tot:
-                return Event("PROGRESS", raw, current=cur, total=tot)
+                return Event("PROGRESS", raw, current=cur, total=tot, extras=extras)
         return Event("OTHER", raw, warning="malformed PROGRESS line")
+    if raw.strip() == "DONE":
+        return Event("DONE", raw)
     if head == "STATS":
         try:
             obj = json.loads(rest)
@@ -125,10 +148,15 @@ class JobView:
     metadata: dict[str, Any] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    done: bool = False  # an old lane's final DONE line was seen
 
     def apply(self, ev: Event) -> None:
         if ev.kind == "PROGRESS":
             self.current, self.total = ev.current or 0, ev.total or 0
+            if ev.extras:
+                self.metadata.update(ev.extras)
+        elif ev.kind == "DONE":
+            self.done = True
         elif ev.kind == "STATS" and ev.stats is not None:
             self.metadata.update(ev.stats)
         elif ev.kind == "ARTIFACT" and ev.path:

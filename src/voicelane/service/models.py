@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
+from voicelane.service.core.train_compat import dataset_stats
+
 PROFILE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # speak looks profiles up case-insensitively (old clients send `Demo_Voice`); ids stay lower-case
 SPEAK_PROFILE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -234,6 +236,9 @@ class Job(BaseModel):
     options: dict[str, Any] = {}
     outDir: str | None = None
     events: int = 0
+    datasetStats: dict[str, Any] | None = Field(
+        default=None, description="dataset jobs: voice_dataset/1 figures (schema, dataset_items, kept, rejected, "
+                                  "kept_minutes, dataset_sha256)")
 
 
 class JobList(BaseModel):
@@ -261,4 +266,5 @@ def job_out(row: dict[str, Any], logs: bool = True) -> dict[str, Any]:
         "exitCode": row.get("exit_code"), "error": row.get("error"), "warnings": row.get("warnings") or [],
         "cancelRequested": bool(row.get("cancel_requested")), "options": row.get("options") or {},
         "outDir": row.get("out_dir"), "events": int(row.get("seq") or 0),
+        "datasetStats": dataset_stats(row.get("metadata") or {}) if row["type"] == "dataset" else None,
     }

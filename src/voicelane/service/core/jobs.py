@@ -35,6 +35,7 @@ from typing import Any, Iterable, TypedDict
 
 from voicelane.errors import NEXT_ACTIONS
 from voicelane.protocol import JobView, parse_line
+from voicelane.service.core.train_compat import final_message
 from voicelane.runspec import SPEC_FILE, TRAIN_JOB_TYPES, RunSpec, child_argv
 from voicelane.runner import RunHandle, Runner, kill_orphan
 from voicelane.status import finalize, now_iso, read_status
@@ -583,6 +584,7 @@ class JobManager:
             else:
                 message = f"{error['code']}: {error['message']}"[:500] if error else "error"
                 finalize(aj.status_path, error, state="error", job_type=job["type"], only_if_running=True)
+            message = final_message(job["type"], state, rc) or message  # the old clients' wording
             if aj.log_fh is not None:
                 aj.log_fh.close()
             self.store.update(aj.id, state=state, exit_code=rc, error=error, ended_at=now_iso(), message=message,

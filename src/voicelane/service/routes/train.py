@@ -20,6 +20,7 @@ from voicelane.protocol import parse_line
 from voicelane.service.core.errors import ApiError, pydantic_issues
 from voicelane.runspec import TRAIN_JOB_TYPES, RunSpec
 from voicelane.service.core.jobs import FINAL_STATES
+from voicelane.service.core import train_compat as compat
 from voicelane.service.core.paths import confine
 from voicelane.service.core.security import parse_event_id
 from voicelane.service.deps import ctx_of, read_json_object, require_admin
@@ -46,6 +47,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 SSE_POLL_S = 0.25
 SSE_KEEPALIVE_S = 15.0
 RESET_KEY = "status_reset_rowid"
+RESET_NS_KEY = "status_reset_ns"  # files written outside the service before this are forgotten too
+
+
+def _defaults(ctx) -> compat.TrainDefaults:
+    """The server-side defaults (``VOICELANE_TRAIN_DEFAULT_*``), read once per service."""
+    if "train_defaults" not in ctx.extra:
+        ctx.extra["train_defaults"] = compat.TrainDefaults.from_env()
+    return ctx.extra["train_defaults"]
 
 
 def body_schema(model) -> dict[str, Any]:
@@ -116,13 +125,19 @@ async def train_start(request: Request) -> Any:
     job_type = obj.get("jobType", obj.get("job_type"))
     if job_type is None:
         job_type = "train"
+    compat.refuse_unavailable_job_type(job_type)
     if not isinstance(job_type, str) or job_type not in TRAIN_JOB_TYPES:
         raise ApiError(400, "invalid_job_type", f"unknown jobType {str(job_type)[:64]!r}",
                        {"jobType": str(job_type)[:64], "allowed": sorted(TRAIN_JOB_TYPES)})
+    defaults = _defaults(ctx)
+    obj, defaulted = defaults.fill_train(obj)  # `{}` / `{jobType}`: the server-side default run
     req: TrainStartRequest = _validate(TrainStartRequest, obj)
+    roots = (ctx.settings.data_roots or []) + (defaults.roots() if defaulted else [])
     paths = ctx.jobs.new_job_paths()
-    spec, options = run_spec_from_request(req, job_type, ctx.settings.data_roots or [], ctx.settings.train_threads,
+    spec, options = run_spec_from_request(req, job_type, roots, ctx.settings.train_threads,
                                           paths.out_dir, paths.status_path)
+    if defaulted:
+        options["serverDefaults"] = True
     try:
         row = await run_in_threadpool(partial(ctx.jobs.submit, job_type, spec.lane, "train", options, spec=spec,
                                               paths=paths))
@@ -136,9 +151,14 @@ async def train_start(request: Request) -> Any:
 async def train_dataset(request: Request) -> Any:
     ctx = ctx_of(request)
     obj = await read_json_object(request, "invalid_request")
+    defaults = _defaults(ctx)
+    defaulted = not any(k in obj for k in compat.DATA_KEYS)
+    obj, old_mode = defaults.fill_dataset(obj)  # voice_dataset / knowledge_audio -> prepare
     req: DatasetRequest = _validate(DatasetRequest, obj)
-    data = confine(req.dataPath, ctx.settings.data_roots or [], "dataPath")
+    data = confine(req.dataPath, (ctx.settings.data_roots or []) + (defaults.roots() if defaulted else []),
+                   "dataPath")
     options: dict[str, Any] = {"mode": req.mode, "dataPath": str(data)}
+    options |= {"requestedMode": old_mode} if old_mode else {}
     options |= {"language": req.language} if req.language else {}
     options |= {"minMinutes": req.minMinutes} if req.minMinutes is not None else {}
     paths = ctx.jobs.new_job_paths()
@@ -286,20 +306,35 @@ def train_status(request: Request, jobType: str | None = Query(default=None, max
         row = ctx.store.get(jobId)
         if row is None:
             raise _not_found(jobId)
+        path = Path(row["status_path"]) if row.get("status_path") else None
     else:
-        after = int(ctx.store.meta_get(RESET_KEY) or 0)
-        row = ctx.store.latest_with_status(jobType, after)
-    doc = read_status(row["status_path"]) if row and row.get("status_path") else None
+        row, path = _latest_status(ctx, jobType)
+    doc = read_status(path) if path is not None else None
     if not isinstance(doc, dict):
         raise ApiError(404, "status_not_found", "no train_status JSON yet" + (" since the last reset" if not jobId
                                                                                 else " for this job"))
-    doc = dict(doc)
-    doc.setdefault("jobId", row["id"])  # type: ignore[index]
+    doc = compat.with_old_keys(doc)
+    if row is not None and path == Path(row["status_path"]):
+        doc.setdefault("jobId", row["id"])
     return JSONResponse(doc)
+
+
+def _latest_status(ctx, job_type: str | None) -> tuple[dict[str, Any] | None, Path | None]:
+    """The newest status on this machine: the service's latest job, or a file the CLI or the
+    orchestrator wrote (``TRAIN_STATUS_PATH``, ``artifacts/train_status.*.json``), whichever is newer."""
+    row = ctx.store.latest_with_status(job_type, int(ctx.store.meta_get(RESET_KEY) or 0))
+    own = Path(row["status_path"]) if row and row.get("status_path") else None
+    files = compat.machine_status_files(_defaults(ctx))
+    if job_type:
+        files = [f for f in files if (read_status(f) or {}).get("job_type") == job_type]
+    outside = compat.newest(files, int(ctx.store.meta_get(RESET_NS_KEY) or 0))
+    path = compat.newest([p for p in (own, outside) if p is not None])
+    return (row if path == own else None), path
 
 
 @router.post("/api/train/status/reset", responses=ERRORS, summary="Forget the latest status (records are kept)")
 def train_status_reset(request: Request) -> Any:
     ctx = ctx_of(request)
     ctx.store.meta_set(RESET_KEY, str(ctx.store.max_rowid()))
+    ctx.store.meta_set(RESET_NS_KEY, str(time.time_ns()))
     return {"ok": True, "reset": True}
