@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from voicelane.errors import VoicelaneError
 from voicelane.protocol import parse_line
-from voicelane.service.core.errors import ApiError, pydantic_issues
 from voicelane.runspec import TRAIN_JOB_TYPES, RunSpec
-from voicelane.service.core.jobs import FINAL_STATES
 from voicelane.service.core import train_compat as compat
+from voicelane.service.core.errors import ApiError, pydantic_issues
+from voicelane.service.core.jobs import FINAL_STATES
 from voicelane.service.core.paths import confine
 from voicelane.service.core.security import parse_event_id
 from voicelane.service.deps import ctx_of, read_json_object, require_admin

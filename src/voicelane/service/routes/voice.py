@@ -20,9 +20,9 @@ from pydantic import ValidationError
 from voicelane import __version__
 from voicelane.engine import frontend
 from voicelane.errors import VoicelaneError
+from voicelane.service.core import audio_out
 from voicelane.service.core.audit import ts_now
 from voicelane.service.core.errors import ApiError, pydantic_issues
-from voicelane.service.core import audio_out
 from voicelane.service.core.speak_policy import (
     PRIORITY_RANK,
     CachedAudio,
