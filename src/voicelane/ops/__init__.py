@@ -6,13 +6,12 @@ Modules:
 - ``orchestrator``  - ``python -m voicelane.ops.orchestrator`` (what
   ``scripts/voice/train_production_voice.sh`` execs): TRAIN_BACKEND = local | local_docker |
   managed_job.
-- ``runners``       - run a lane as a local child process (the runner shape the service uses).
 - ``docker_lane``   - docker build/run for the orchestrator, and the container entrypoint
   (``python -m voicelane.ops.docker_lane entrypoint``) that prints the final report block.
-- ``ray_backend``   - ``RayRunner``: a lane as a Ray job (JobSubmissionClient), logs streamed
-  through the line parser, the bundle fetched back and validated locally.
-- ``ray_job``       - what runs on the Ray cluster (wraps the lane, ships the output back).
-- ``verify``        - the ``voicelane-lane/1`` constraint pack, certificate and training trace.
+- ``verify``        - the constraint pack, certificate and training trace; talks to a service
+  over HTTP only.
 - ``readiness``     - ``reports/readiness.md`` from real checks.
-- ``codes``         - error codes these modules add (additively) to ``voicelane.errors``.
+
+Runners (local process, Ray) live in ``voicelane.runner``, below both ops and the service; ops
+and the service never import each other (tests/test_architecture.py).
 """

@@ -16,7 +16,6 @@ from typing import Any
 
 from voicelane.errors import NEXT_ACTIONS
 from voicelane.fsutil import atomic_write_bytes, sha256_file
-from voicelane.ops import codes  # noqa: F401
 from voicelane.ops.common import REPO_ROOT, git_head, read_json
 from voicelane.ops.verify import PACK_NAME, VerifyOptions, evaluate, latest_record, load_evidence, recheck_record
 

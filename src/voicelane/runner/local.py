@@ -1,8 +1,8 @@
 """How a lane process is run and read, shared by the HTTP service and the orchestrator. The
-local runner starts ``sys.executable -m voicelane ...`` as a child process in its own session
-(process group); ``voicelane.ops.ray_backend.RayRunner`` has the same shape.
+local runner starts ``sys.executable -m voicelane run spec.json`` as a child process in its own
+session (process group); ``voicelane.runner.ray.RayRunner`` has the same shape.
 
-Interface (what a Ray runner, ``voicelane.ops.ray_backend``, has to provide)::
+Interface (what every runner provides)::
 
     runner.start(argv: list[str], env: dict[str, str], cwd: Path) -> handle
     handle.pid -> int | None            # for the record (None when not a local process)
