@@ -19,9 +19,9 @@ from typing import Any
 
 from voicelane.errors import VoicelaneError
 from voicelane.fsutil import sha256_file
+from voicelane.paths import REPO_ROOT
 
 PACKAGE_DATA = Path(__file__).parent / "data"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # SPDX ids (and a few spelled-out licences) known to allow commercial use.
 COMMERCIAL_OK = {
