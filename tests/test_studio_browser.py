@@ -98,8 +98,12 @@ def _text(drv, el_id: str) -> str:
 
 
 def _shot(drv, name: str) -> None:
+    """A screenshot of the whole page (the window grows to the page's height, then shrinks back)."""
     IMG.mkdir(parents=True, exist_ok=True)
+    height = drv.execute_script("return document.documentElement.scrollHeight")
+    drv.set_window_size(1280, min(max(height + 140, 600), 2400))
     drv.save_screenshot(str(IMG / f"studio-{name}.png"))
+    drv.set_window_size(1280, 1000)
 
 
 def _record_one(drv, expect: str) -> None:
@@ -238,19 +242,21 @@ def test_train_tiny_from_the_page(studio, browser, svc_kal_corpus):
     Select(drv.find_element(By.ID, "train-base")).select_by_value("coqui-xtts-v2")
     assert "NONCOMMERCIAL" in _text(drv, "train-base-verdict")
     Select(drv.find_element(By.ID, "train-base")).select_by_value("")
-    for el_id, value in (("train-profile", "studio_tiny"), ("train-minmin", "0")):
+    for el_id, value in (("train-profile", "studio_tiny"), ("train-minmin", "0"), ("train-steps", "20")):
         box = drv.find_element(By.ID, el_id)
         box.clear()
         box.send_keys(value)
     drv.find_element(By.ID, "train-start").click()
     _wait(drv, lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-job-id"), 20, "the job")
-    _wait(drv, lambda d: int(d.find_element(By.ID, "train-loss").get_attribute("data-points") or 0) > 0, 300,
-          "a loss point")
+    ended = ("done", "error", "cancelled")
+    _wait(drv, lambda d: int(d.find_element(By.ID, "train-loss").get_attribute("data-points") or 0) > 0
+          or d.find_element(By.ID, "train-watch").get_attribute("data-state") in ended, 300, "a loss point")
     _shot(drv, "train")
-    _wait(drv, lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-state") in
-          ("done", "error", "cancelled"), 400, "the job to end")
+    _wait(drv, lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-state") in ended, 400,
+          "the job to end")
     assert drv.find_element(By.ID, "train-watch").get_attribute("data-state") == "done", _text(drv, "train-log")
     assert drv.execute_script("return document.getElementById('train-progress').value") == 1
+    assert int(drv.find_element(By.ID, "train-loss").get_attribute("data-points")) >= 2  # steps 10 and 20
     assert drv.find_elements(By.CSS_SELECTOR, "#train-loss canvas"), "uPlot drew no chart"
     drv.find_element(By.ID, "jobs-refresh").click()
     _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tr[data-state='done']"), 10, "jobs list")
@@ -271,7 +277,8 @@ def test_voices_speak_plays_audio(studio, browser, svc_prod_bundle):
     assert "WER" in card and "consent recorded" in card
     box = drv.find_element(By.ID, "speak-text")
     box.clear()
-    box.send_keys("The studio speaks this sentence from a trained voice.")
+    box.send_keys("The studio speaks these sentences with a voice trained by the lane. A producer types the text, "
+                  "presses the button, and hears the result at once. Nothing leaves this machine.")
     drv.find_element(By.ID, "speak-btn").click()
     _wait(drv, lambda d: d.execute_script("const a=document.getElementById('speak-audio');"
                                           "return a.duration > 0 && (a.currentTime > 0 || a.ended)"), 60,
@@ -294,3 +301,35 @@ def test_docs_page_renders_offline(studio, browser):
     _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"), 30, "Swagger UI")
     assert "voicelane service" in drv.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
     assert drv.find_elements(By.CSS_SELECTOR, ".opblock-tag[data-tag='data']")
+
+
+def test_keyboard_and_200_percent_zoom(studio, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    drv = browser
+    _open(drv, studio, "record")
+    for _ in range(12):  # the page tabs are reachable and usable from the keyboard
+        ActionChains(drv).send_keys(Keys.TAB).perform()
+        if drv.switch_to.active_element.get_attribute("id") == "tab-data":
+            break
+    assert drv.switch_to.active_element.get_attribute("id") == "tab-data"
+    ActionChains(drv).send_keys(Keys.ENTER).perform()
+    _wait(drv, lambda d: d.execute_script("return document.body.dataset.page") == "data", 10, "keyboard navigation")
+    unlabelled = drv.execute_script(
+        "return [...document.querySelectorAll('input, select, textarea')].filter(e => e.type !== 'hidden' &&"
+        " !document.querySelector(`label[for='${e.id}']`) && !e.getAttribute('aria-label')).map(e => e.id)")
+    assert unlabelled == []
+    # 200 % zoom of a 1280 px window: a 640 CSS px viewport at device scale 2; no page scrolls sideways
+    drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                        {"width": 640, "height": 1000, "deviceScaleFactor": 2, "mobile": False})
+    try:
+        for page in ("record", "data", "train", "voices"):
+            drv.get(f"{studio.url}/studio#{page}")
+            _wait(drv, lambda d: d.execute_script("return document.body.dataset.page") == page, 20, page)
+            time.sleep(0.3)
+            over = drv.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            assert over <= 1, f"{page} scrolls sideways by {over} px at 200 %"
+        drv.save_screenshot(str(IMG / "studio-zoom200.png"))
+    finally:
+        drv.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

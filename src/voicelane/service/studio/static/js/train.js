@@ -49,6 +49,7 @@ async function startJob(ev) {
                  preset: $("train-preset").value, minMinutes: Number($("train-minmin").value || 0),
                  acceptLicenseRisk: $("train-accept").checked };
   if ($("train-base").value) body.base = $("train-base").value;
+  if ($("train-steps").value) body.steps = Number($("train-steps").value);
   if ($("train-consent").value.trim()) body.consentStatement = $("train-consent").value.trim();
   try {
     const out = await api("/api/train/start", { method: "POST", json: body });
