@@ -137,7 +137,8 @@ def test_local_backend_real_run():
     assert r.run.rc == 0, r.run.stdout[-4000:] + r.run.stderr[-2000:]
     lines = r.run.lines
     assert re.fullmatch(r"\[tts-prod\] head=[0-9a-f]{8}", lines[0])
-    assert lines[-1] == "[tts-prod] status=done backend=local"
+    # the last line names the profile the registry serves now (published into the session's registry)
+    assert lines[-1] == "[tts-prod] status=done backend=local served=ops_local version=1"
     assert any(line.startswith("[tts-prod] progress=") for line in lines)
     status = json.loads(r.status.read_text("utf-8"))
     assert status["state"] == "completed" and status["job_type"] == "tts_prod_train"

@@ -131,3 +131,23 @@ def verify_files(gate: GateResult, allowlist_file: Path | None = None) -> Path:
         raise VoicelaneError("allowlist_rejected", "base weights file does not match the allowlisted sha256",
                              {"weights_id": gate.weights_id, "expected": gate.entry.get("sha256"), "actual": digest})
     return wdir
+
+
+def check_weights_manifest(path: Path, allowlist_file: Path | None = None) -> GateResult:
+    """The old orchestrator's ``WEIGHTS_MANIFEST_PATH`` check, with its codes: the manifest names
+    allowlisted weights (``allowlist_rejected`` otherwise, or when its sha256 differs from the
+    allowlist's), whose licences pass the gate (``license_noncommercial`` / ``license_unknown``)."""
+    try:
+        doc = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise VoicelaneError("allowlist_rejected", f"cannot read the weights manifest {path}: {exc}",
+                             {"weights_manifest": str(path)}) from None
+    wid = doc.get("id") if isinstance(doc, dict) else None
+    if not isinstance(wid, str) or not wid:
+        raise VoicelaneError("allowlist_rejected", f"the weights manifest {path} names no weights id",
+                             {"weights_manifest": str(path)})
+    gate = licence_gate(wid, accept_license_risk=False, allowlist_file=allowlist_file)
+    if doc.get("sha256") and doc.get("sha256") != gate.entry.get("sha256"):
+        raise VoicelaneError("allowlist_rejected", "the weights manifest's sha256 differs from the allowlisted one",
+                             {"weights_manifest": str(path), "weights_id": wid})
+    return gate

@@ -18,9 +18,17 @@ Environment (all optional except AUDIO_PATH):
     local_docker:  DOCKER (client, default docker), DOCKER_IMAGE, DOCKER_SKIP_BUILD, DOCKER_BASE_IMAGE,
                    DOCKER_TORCH_INDEX_URL, DOCKER_GPUS
     managed_job:   RAY_ADDRESS (default http://127.0.0.1:8265), VOICELANE_RAY_TRANSFER auto|shared|upload
+    publishing:    VOICE_PUBLISH (default 1: a successful tts_prod_train run is published into the voice
+                   registry), VOICELANE_REGISTRY_DIR (default VOICELANE_DATA_DIR, else <repo>/var: what
+                   `voicelane serve` started in the repository reads)
+    old names:     IMAGE_TAG (= DOCKER_IMAGE, or its tag), WEIGHTS_MANIFEST_PATH (a weights_manifest.json:
+                   allowlist + licence gate with allowlist_rejected / license_noncommercial /
+                   license_unknown; its id becomes BASE_WEIGHTS_ID when unset). AUDIO_PATH has no default:
+                   unset -> missing_audio_path (the demo corpus is AUDIO_PATH=corpora/kal).
 
 Output (stdout): ``[tts-prod] head=<sha8>`` first; progress lines; on success
-``[tts-prod] status=done backend=<backend>`` last (exit 0). On failure the last 120 log lines, then
+``[tts-prod] status=done backend=<backend> served=<profile> version=<n>`` last (exit 0; ``served=``
+names the profile the registry serves now, absent when nothing was published). On failure the last 120 log lines, then
 ``[tts-prod][error] <code> key=value ...`` and ``[tts-prod] next: <unblock action>``; the exit code is
 the lane's own (1 error, 2 blocked, 130 cancelled) or 1/2 for the orchestrator's own refusals.
 """
@@ -59,7 +67,7 @@ def _known_codes() -> set[str]:
 
 class Orchestrator:
     def __init__(self, env: Mapping[str, str], out: TextIO, cwd: Path | None = None):
-        self.env = dict(env)
+        self.env = legacy_env(env)
         self.out = out
         self.cwd = cwd or Path.cwd()
         self.backend = (self.env.get("TRAIN_BACKEND") or "local").strip()
@@ -104,6 +112,7 @@ class Orchestrator:
             if self.backend not in BACKENDS:
                 raise VoicelaneError("invalid_backend", f"TRAIN_BACKEND={self.backend!r} is not a backend",
                                      {"backend": self.backend, "allowed": ",".join(BACKENDS)})
+            self.check_weights_manifest()
             cfg = run_spec_from_env(self.env, cwd=self.cwd).updated(status_path=self.status_path)
             self.say(info_line(backend=self.backend, lane=cfg.job_type, profile=cfg.profile_id,
                                audio_path=str(cfg.data), out=str(cfg.out), log=str(self.log_path)))
@@ -215,7 +224,39 @@ class Orchestrator:
         if result.get("bundle"):
             self.say(info_line(bundle=result["bundle"], files_validated=result.get("files_validated")))
         self.say(info_line(train_status=str(self.status_path), log=str(self.log_path)))
-        self.say(f"{PREFIX} status=done backend={self.backend}")
+        pub = self.publish(cfg, result)
+        served = f" served={pub.profile} version={pub.version}" if pub else ""
+        self.say(f"{PREFIX} status=done backend={self.backend}{served}")
+
+    def publish(self, cfg: RunSpec, result: dict[str, Any]):
+        """A validated production bundle goes into the registry the service reads (VOICE_PUBLISH=0: not).
+        The lane exits non-zero on a failed gate, so a failed gate never gets here; the registry
+        re-checks the gates anyway."""
+        from voicelane import registry
+
+        if cfg.job_type != "tts_prod_train" or not result.get("bundle") \
+                or (self.env.get("VOICE_PUBLISH") or "1").strip().lower() in ("0", "false", "no", "off"):
+            return None
+        root = registry.default_root(self.env, cwd=self.cwd, fallback=REPO_ROOT / "var")
+        pub = registry.publish(Path(result["bundle"]), root, cfg.profile_id,
+                               source={"bundle": result["bundle"], "train_status": str(self.status_path),
+                                       "backend": self.backend, "head": self.head})
+        self.say(info_line(published=pub.profile, version=pub.version, previous=pub.previous,
+                           registry=str(root)))
+        return pub
+
+    def check_weights_manifest(self) -> None:
+        """The old WEIGHTS_MANIFEST_PATH: the weights it names must pass the allowlist and licence
+        gate (old codes); they become BASE_WEIGHTS_ID when that is unset."""
+        raw = (self.env.get("WEIGHTS_MANIFEST_PATH") or "").strip()
+        if not raw:
+            return
+        from voicelane import weights
+
+        path = Path(raw) if Path(raw).is_absolute() else (self.cwd / raw).resolve()
+        gate = weights.check_weights_manifest(path)
+        self.env.setdefault("BASE_WEIGHTS_ID", gate.weights_id)
+        self.say(info_line(weights_manifest=str(path), weights_id=gate.weights_id, licence_gate="ok"))
 
     def lane_env(self) -> dict[str, str]:
         env = dict(self.env)
@@ -280,6 +321,15 @@ class Orchestrator:
         rc, _view = self.drive(handle)
         self.say(info_line(ray_state=handle.ray_status, state=handle.state))
         return self.check_result(cfg, rc, ray_job_id=handle.job_id, ray_address=runner.address)
+
+
+def legacy_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Old variable names keep working: IMAGE_TAG (the Docker image, or its tag) -> DOCKER_IMAGE."""
+    out = dict(env)
+    tag = (out.get("IMAGE_TAG") or "").strip()
+    if tag and not (out.get("DOCKER_IMAGE") or "").strip():
+        out["DOCKER_IMAGE"] = tag if ":" in tag or "/" in tag else f"voicelane-train-prod:{tag}"
+    return out
 
 
 def _safe(name: str) -> str:

@@ -38,7 +38,9 @@ class LocalService:
         self.error: str | None = None
 
     @classmethod
-    def start(cls, python: str, log: Callable[[str], None], timeout: float = 120.0) -> "LocalService":
+    def start(cls, python: str, log: Callable[[str], None], timeout: float = 120.0,
+              bundle_root: Path | None = None) -> "LocalService":
+        """``bundle_root``: a folder holding ``bundles/<profile>/voice_bundle`` to serve (else none)."""
         import httpx
 
         svc = cls()
@@ -48,7 +50,7 @@ class LocalService:
             port = s.getsockname()[1]
         svc.url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICELANE_") and k != "TRAIN_STATUS_PATH"}
-        env.update(VOICELANE_DATA_DIR=svc.tmp.name, VOICELANE_BUNDLE_ROOTS=svc.tmp.name,
+        env.update(VOICELANE_DATA_DIR=svc.tmp.name, VOICELANE_BUNDLE_ROOTS=str(bundle_root or svc.tmp.name),
                    VOICELANE_VOICE_RESCAN_S="0", VOICELANE_API_TOKEN=svc.token,
                    TRAIN_STATUS_PATH=str(Path(svc.tmp.name) / "train_status.json"))
         log(f"starting the service on {svc.url}")
@@ -122,20 +124,49 @@ def _judge(status: int, raw: bytes, accepted: dict[int, str | None]) -> dict[str
     return {"status": status, "error": err, "ok": bool(ok)}
 
 
+def compat_checks(url: str, token: str | None, profile: str | None) -> list[dict[str, Any]]:
+    """The old request shapes of ``voicelane.compat_shapes`` (§1-§2; none that start jobs), when present."""
+    try:
+        from voicelane import compat_shapes
+    except ImportError:
+        return []
+    shapes = {s["id"]: s for s in compat_shapes.SHAPES}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    out = []
+    for r in compat_shapes.replay(url, profile=profile, headers=headers, include_jobs=False):
+        if r["ok"] is None:  # needs a voice (none served) or starts a job
+            continue
+        shape = shapes[r["id"]]
+        out.append({"method": shape["method"], "path": shape["path"], "shape": r["id"], "status": None,
+                    "error": "; ".join(r["problems"])[:300] or None, "ok": bool(r["ok"])})
+    return out
+
+
+def _servable_root(ev: Evidence) -> tuple[Path | None, str | None]:
+    """The registry-shaped folder holding the bundle under verification, when it can be served."""
+    b = Path(ev.bundle) if ev.bundle is not None else None
+    man = ev.manifest or {}
+    if b is None or not ev.bundle_ok or b.name != "voice_bundle" or b.parent.parent.name != "bundles" \
+            or man.get("lane") != "production" or man.get("promotable") is not True:
+        return None, None
+    return b.parent.parent.parent, str(man.get("voice_profile_id"))
+
+
 def measure_routes(ev: Evidence) -> dict[str, Any]:
     url, token, server = ev.opts.url, ev.opts.token, None
+    root, profile = _servable_root(ev)
     try:
         if url is None:
-            server = LocalService.start(ev.opts.python, ev.opts.log)
+            server = LocalService.start(ev.opts.python, ev.opts.log, bundle_root=root)
             if server.error:
                 return {"evaluated": False, "reason": f"no running service: {server.error} (pass --url)"}
             url, token = server.url, server.token
-        checks = replay_routes(url, token)
+        checks = replay_routes(url, token) + compat_checks(url, token, profile if server else None)
     finally:
         if server is not None:
             server.stop()
     return {"evaluated": True, "url": url, "service": "started here" if server else "given",
-            "shapes": len(ROUTE_REPLAY), "checks": checks}
+            "shapes": len(checks), "checks": checks}
 
 
 # --- determinism -------------------------------------------------------------------------------

@@ -13,6 +13,9 @@ Scans every bundle root for ``bundles/<profile>/voice_bundle``. A bundle is serv
 A bundle is re-validated and reloaded when its ``manifest.json`` changes (inode, mtime or
 size: bundle export swaps whole directories, so a new export always changes the inode).
 Refused bundles are remembered with their reason so operators can see why a voice is missing.
+A bundle published into the registry with a ``voicelane verify`` certificate (``registry.json``)
+has that certificate's bundle files re-hashed at every load: ``certificate.integrityOk`` in the
+profile, and a refusal (``certificate_stale``) when the files are no longer the certified ones.
 The first root that holds a profile wins.
 """
 
@@ -56,6 +59,7 @@ class ServedVoice:
     voice: Any
     files_validated: int
     loaded_at: float = field(default_factory=time.time)
+    certificate: dict[str, Any] | None = None  # registry.certificate_of: {certificateId, integrityOk, ...}
 
     @property
     def sample_rate(self) -> int:
@@ -79,6 +83,7 @@ class ServedVoice:
             "bundleVersion": m.get("bundle_version"),
             "manifestSha256": self.manifest_sha256,
             "filesValidated": self.files_validated,
+            "certificate": self.certificate,
             "runtime": type(self.voice).__name__,
             "default": default,
         }
@@ -213,7 +218,14 @@ class VoiceRegistry:
                 msha = hashlib.sha256((bdir / "manifest.json").read_bytes()).hexdigest()
             except OSError as exc:
                 return refuse("manifest_missing", str(exc))
-            return ServedVoice(name, bdir, manifest, fp or (), msha, voice, int(res2.files_validated or 0))
+            from voicelane.registry import certificate_of
+
+            cert = certificate_of(bdir)
+            if cert is not None and not cert["integrityOk"]:
+                return refuse("certificate_stale", "the bundle files are not the ones its verify certificate "
+                              "bound: " + ", ".join(cert["changed"] or ["no bundle files bound"]))
+            return ServedVoice(name, bdir, manifest, fp or (), msha, voice, int(res2.files_validated or 0),
+                               certificate=cert)
         except VoicelaneError as err:
             return refuse(err.code, err.message)
         except Exception as exc:  # noqa: BLE001 - a broken bundle must not take the service down
