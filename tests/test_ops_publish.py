@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from test_ops_support import (BASE_QUICK, CORPORA, TINY, base_env, consent_of, error_line, quick_data,
-                              run_script)
 
+from test_ops_support import BASE_QUICK, CORPORA, TINY, base_env, consent_of, error_line, quick_data, run_script
 from voicelane import registry
 
 
@@ -57,7 +56,8 @@ def _voices(*args: str) -> subprocess.CompletedProcess:
 
 def _env(tmp_path: Path, data: Path, registry_dir: Path, profile: str, **extra: str) -> dict[str, str]:
     return base_env(TRAIN_BACKEND="local", AUDIO_PATH=str(data), VOICE_PROFILE_ID=profile,
-                    OUT_DIR=str(tmp_path / f"out_{profile}"), TRAIN_STATUS_PATH=str(tmp_path / f"status_{profile}.json"),
+                    OUT_DIR=str(tmp_path / f"out_{profile}"),
+                    TRAIN_STATUS_PATH=str(tmp_path / f"status_{profile}.json"),
                     LOG_PATH=str(tmp_path / f"log_{profile}.txt"), CONSENT_STATEMENT=str(consent_of(data)),
                     VOICELANE_REGISTRY_DIR=str(registry_dir), SOURCE_DATE_EPOCH="315532800", **extra)
 

@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_ops_support import (REPO, base_env, consent_of, copy_run, junit_evidence, local_run, session_dir,
-                              verified_run)
 
+from test_ops_support import REPO, base_env, consent_of, copy_run, junit_evidence, local_run, session_dir, verified_run
 from voicelane.ops import verify as V
 from voicelane.ops.verify import checks
 

@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_ops_support import local_run
 
+from test_ops_support import local_run
 from voicelane import registry
 from voicelane.errors import VoicelaneError
 

@@ -246,7 +246,8 @@ def _certificate_entry(cert: dict[str, Any], bundle_dir: Path) -> dict[str, Any]
     c = cert.get("certificate") if isinstance(cert.get("certificate"), dict) else cert
     if c.get("status") != "issued":
         raise VoicelaneError("verify_failed", f"the certificate {c.get('certificateId')} was not issued "
-                             f"(status {c.get('status')!r}): verify did not pass", {"certificate": c.get("certificateId")})
+                             f"(status {c.get('status')!r}): verify did not pass",
+                             {"certificate": c.get("certificateId")})
     kept = {k: c.get(k) for k in ("certificateId", "certificateHash", "status", "pack", "policy", "code")}
     kept["bound"] = _bundle_bound(c)
     check = certificate_integrity(kept, bundle_dir)

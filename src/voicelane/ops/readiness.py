@@ -26,10 +26,13 @@ OPS_FILES = [
     ("runbook", REPO_ROOT / "docs" / "runbooks" / "voice-train-prod-lane.md"),
 ]
 CONSTRAINT_ACTIONS = {
-    "status_inconsistent": "The status and the bundle come from different runs: pass the matching --status/--bundle or rerun the lane.",
+    "status_inconsistent": "The status and the bundle come from different runs: pass the matching --status/--bundle "
+                           "or rerun the lane.",
     "bundle_not_production": "Train with TRAIN_LANE=tts_prod_train; experimental bundles are never promoted.",
-    "protocol_nondeterministic": "Find the wall-clock or unseeded value in the protocol lines (diff the two runs' stdout) and fix it.",
-    "routes_incompatible": "Restore the documented status codes and error envelopes of the train routes (docs/service-contract.md).",
+    "protocol_nondeterministic": "Find the wall-clock or unseeded value in the protocol lines (diff the two runs' "
+                                 "stdout) and fix it.",
+    "routes_incompatible": "Restore the documented status codes and bodies of the old request shapes "
+                           "(docs/service-contract.md, compatibility).",
     "tests_missing": "Run the README test command with VOICELANE_JUNIT=FILE and pass --junit FILE (or --run-tests) "
                      "to voicelane verify.",
     "tests_failed": "Fix the failing tests, then rerun voicelane verify.",
