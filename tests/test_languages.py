@@ -179,3 +179,30 @@ def test_languages_command_lists_them(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert {r["code"] for r in rows} == set(SENTENCES)
     assert all(r["package"].startswith("gruut_lang_") for r in rows)
+
+
+def test_gates_are_per_language():
+    from voicelane import evaluate as ev
+    from voicelane.lane import DEFAULT_GATES
+
+    assert ev.gates_for("en-US") == DEFAULT_GATES
+    it = ev.gates_for("it")
+    assert "wer_max" not in it and it["per_broad_max"] > 0 and it["mcd_db_max"] > 0
+    with pytest.raises(VoicelaneError):
+        ev.gates_for("tlh")
+
+
+def test_phone_error_proxy_hears_real_speech_and_not_noise():
+    import soundfile as sf
+
+    from helpers import CORPORA
+    from voicelane import evaluate as ev
+
+    cid, text = (CORPORA / "slt_heldout" / "metadata.csv").read_text("utf-8").splitlines()[0].split("|")[:2]
+    wav, sr = sf.read(CORPORA / "slt_heldout" / "wavs" / f"{cid}.flac", dtype="float32")
+    rec, ref = ev.PhoneRecognizer(), ev.reference_phones(text, "en-us")
+    score, noise = ev.PhoneScore(), ev.PhoneScore()
+    score.add(ref, rec.phones(wav, sr))
+    noise.add(ref, rec.phones(np.random.default_rng(0).normal(0, 0.1, len(wav)).astype(np.float32), sr))
+    assert score.rates()[1] < 0.4 < 0.8 < noise.rates()[1]
+    assert ev.broad(["AA", "T", "S", "CH", "M", "L"]) == ["V", "S", "F", "A", "N", "L"]

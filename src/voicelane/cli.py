@@ -87,7 +87,9 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_dataset_check(a: argparse.Namespace) -> int:
     from voicelane import dataset
 
-    cfg = dataset.DatasetConfig(language=a.language)
+    from voicelane.engine.frontend import check_language
+
+    cfg = dataset.DatasetConfig(language=check_language(a.language))  # language_unsupported first
     if a.min_minutes is not None:
         cfg.min_total_minutes = a.min_minutes
     report = dataset.inspect_dataset(a.path, cfg)

@@ -10,8 +10,11 @@
   pocketsphinx's en-us acoustic model decodes the audio as a free phone loop (its en-us phone
   bigram, no words, no lexicon); the reference is the transcript's own tokens mapped onto the
   same en-us phones (``frontend.arpabet``, nearest base sound by articulatory features for
-  other languages). The same recogniser on the real held-out recordings is the floor. On
-  English it ranks voices as WER does (bench/per_proxy.py, docs/model-choice.md).
+  other languages). The same recogniser on the real held-out recordings is the floor. Reported
+  on exact phones (``per``) and on broad manner classes (``per_broad``: vowel, stop, fricative,
+  affricate, nasal, liquid/glide), which does not count an Italian /a/ heard as English AE as
+  an error; ``per_broad`` is the gated proxy. On English both rank voices as WER does
+  (bench/per_proxy.py, docs/model-choice.md).
   WER needs an ASR for the language and is reported for English only.
 """
 
@@ -117,6 +120,34 @@ def phone_errors(ref: list[str], hyp: list[str]) -> tuple[int, int]:
     return int(editdistance.eval(ref, hyp)), len(ref)
 
 
+BROAD_CLASS = {p: c for c, phones in {
+    "V": "AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW", "S": "P B T D K G", "F": "F V TH DH S Z SH ZH HH",
+    "A": "CH JH", "N": "M N NG", "L": "L R W Y"}.items() for p in phones.split()}
+
+
+def broad(phones: list[str]) -> list[str]:
+    """ARPAbet phones -> manner classes (what survives a recogniser trained on another language)."""
+    return [BROAD_CLASS.get(p, "?") for p in phones]
+
+
+class PhoneScore:
+    """Accumulates exact and broad-class phone errors over clips."""
+
+    def __init__(self):
+        self.err = self.broad_err = self.n = 0
+
+    def add(self, ref: list[str], hyp: list[str]) -> tuple[float, float]:
+        e, n = phone_errors(ref, hyp)
+        b, _ = phone_errors(broad(ref), broad(hyp))
+        self.err, self.broad_err, self.n = self.err + e, self.broad_err + b, self.n + n
+        return e / max(n, 1), b / max(n, 1)
+
+    def rates(self) -> tuple[float | None, float | None]:
+        if not self.n:
+            return None, None
+        return round(self.err / self.n, 4), round(self.broad_err / self.n, 4)
+
+
 def reference_words(text: str, language: str = "en-us") -> list[str]:
     return [w for w in _words(" ".join(frontend.normalized_words(text, language)))]
 
@@ -198,7 +229,7 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
     prompts = (REGRESSION_PROMPTS if has_asr else []) if prompts is None else prompts
     total = len(clips) + len(prompts)
     err = ref_n = floor_err = floor_n = hit = cnt = floor_hit = floor_cnt = 0
-    ph_e = ph_n = fp_e = fp_n = 0
+    syn_ph, real_ph = PhoneScore(), PhoneScore()
     mcds, f0rmses, ratios, per = [], [], [], []
     syn_wavs, real_wavs, audio_keep = [], [], []
     compute_s = audio_s = 0.0
@@ -207,13 +238,11 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
         compute_s += syn.compute_s
         audio_s += syn.seconds
         ref_ph = reference_phones(clip.text, language)
-        pe, pn = phone_errors(ref_ph, phone_rec.phones(syn.audio, syn.sample_rate))
-        ph_e, ph_n = ph_e + pe, ph_n + pn
-        row = {"id": clip.id, "per": round(pe / max(pn, 1), 4)}
+        per, per_b = syn_ph.add(ref_ph, phone_rec.phones(syn.audio, syn.sample_rate))
+        row = {"id": clip.id, "per": round(per, 4), "per_broad": round(per_b, 4)}
         if with_floor:
-            fpe, fpn = phone_errors(ref_ph, phone_rec.phones(clip.wav, features.SAMPLE_RATE))
-            fp_e, fp_n = fp_e + fpe, fp_n + fpn
-            row["floor_per"] = round(fpe / max(fpn, 1), 4)
+            fper, fper_b = real_ph.add(ref_ph, phone_rec.phones(clip.wav, features.SAMPLE_RATE))
+            row.update({"floor_per": round(fper, 4), "floor_per_broad": round(fper_b, 4)})
         if has_asr:
             ref = reference_words(clip.text, language)
             hyp = _words(asr.transcribe(syn.audio, syn.sample_rate))
@@ -266,8 +295,10 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
         "content_word_recall": round(hit / max(cnt, 1), 4) if has_asr else None,
         "wer_floor_real_audio": round(floor_err / max(floor_n, 1), 4) if with_floor and has_asr else None,
         "content_word_recall_floor": round(floor_hit / max(floor_cnt, 1), 4) if with_floor and has_asr else None,
-        "per": round(ph_e / max(ph_n, 1), 4) if clips else None,
-        "per_floor_real_audio": round(fp_e / max(fp_n, 1), 4) if with_floor and clips else None,
+        "per": syn_ph.rates()[0],
+        "per_broad": syn_ph.rates()[1],
+        "per_floor_real_audio": real_ph.rates()[0],
+        "per_broad_floor_real_audio": real_ph.rates()[1],
         "mcd_db": round(float(np.mean(mcds)), 3) if mcds else None,
         "f0_rmse_hz": round(float(np.mean(f0rmses)), 2) if f0rmses else None,
         "f0_median_hz": round(syn_med, 2),

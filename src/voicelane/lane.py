@@ -323,7 +323,8 @@ class Lane:
         eval_summary = {k: res[k] for k in ("wer", "wer_floor_real_audio", "content_word_recall", "mcd_db",
                                             "f0_median_hz", "f0_median_real_hz", "f0_rmse_hz",
                                             "duration_ratio", "prompts_wer", "n_heldout", "per",
-                                            "per_floor_real_audio")}
+                                            "per_floor_real_audio", "per_broad",
+                                            "per_broad_floor_real_audio")}
         self.status.doc["perf"] = {"rtf": rtf}
         self.tick(steps + 3, {"phase": "evaluate", **eval_summary, "gates_passed": not failed})
 
