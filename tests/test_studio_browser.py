@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -31,7 +33,10 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-IMG = REPO / "docs" / "img"
+# screenshots: docs/img/ when VOICELANE_STUDIO_SCREENSHOTS=docs (how docs/studio.md's images are made),
+# else a temp folder, so a test run leaves the checkout clean
+IMG = REPO / "docs" / "img" if os.environ.get("VOICELANE_STUDIO_SCREENSHOTS") == "docs" else \
+    Path(tempfile.gettempdir()) / "voicelane-studio-shots"
 TAKE_S = 2.2
 
 
@@ -279,12 +284,15 @@ def test_voices_speak_plays_audio(studio, browser, svc_prod_bundle):
     box.clear()
     box.send_keys("The studio speaks these sentences with a voice trained by the lane. A producer types the text, "
                   "presses the button, and hears the result at once. Nothing leaves this machine.")
+    Select(drv.find_element(By.ID, "speak-voice-b")).select_by_value(svc_prod_bundle.profile)  # A/B
     drv.find_element(By.ID, "speak-btn").click()
     _wait(drv, lambda d: d.execute_script("const a=document.getElementById('speak-audio');"
                                           "return a.duration > 0 && (a.currentTime > 0 || a.ended)"), 60,
           "the audio to play")
     duration = drv.execute_script("return document.getElementById('speak-audio').duration")
     assert duration > 0.5
+    _wait(drv, lambda d: d.execute_script("return document.getElementById('speak-audio-b').duration > 0.5"), 30,
+          "voice B")
     _shot(drv, "voices")
     # the bundle download is the served bundle, zipped
     res = studio.client.get(f"/api/voice/profiles/{svc_prod_bundle.profile}/bundle")
@@ -330,6 +338,7 @@ def test_keyboard_and_200_percent_zoom(studio, browser):
             time.sleep(0.3)
             over = drv.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
             assert over <= 1, f"{page} scrolls sideways by {over} px at 200 %"
+        IMG.mkdir(parents=True, exist_ok=True)
         drv.save_screenshot(str(IMG / "studio-zoom200.png"))
     finally:
         drv.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

@@ -40,6 +40,7 @@ QUIET_RMS_DBFS = -40.0
 CLIPPED_FRACTION = 0.001
 TEXT_MAX_CHARS = 600
 RECOMMENDED_MINUTES = 60.0
+MAX_TAKES = 5000                      # per recording session (~ 8 h of 6 s prompts)
 
 ZIP_MAX_BYTES = 100 * 1024 * 1024
 ZIP_MAX_ENTRIES = 20000
@@ -197,8 +198,11 @@ def save_take(folder: Path, clip_id: str, text: str, body: bytes) -> dict[str, A
     text = clean_text(text)
     mono, rate, levels = decode_take(body)
     with _lock_for(folder):
-        atomic_write_bytes(folder / "wavs" / f"{clip_id}.wav", _wav_bytes(mono, rate))
         rows = [r for r in read_metadata(folder) if r[0] != clip_id] + [(clip_id, text)]
+        if len(rows) > MAX_TAKES:
+            raise ApiError(413, "request_too_large", f"a recording session holds at most {MAX_TAKES} takes; "
+                                                     "start a new session", {"limit": MAX_TAKES})
+        atomic_write_bytes(folder / "wavs" / f"{clip_id}.wav", _wav_bytes(mono, rate))
         atomic_write_bytes(folder / "metadata.csv", "".join(f"{i}|{t}|{t}\n" for i, t in rows).encode("utf-8"))
     return {"clipId": clip_id, "seconds": round(levels.seconds, 3), "sampleRate": rate,
             "peak": round(levels.peak, 4), "rmsDbfs": round(levels.rms_dbfs, 1), "warnings": levels.warnings()}

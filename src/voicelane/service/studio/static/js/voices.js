@@ -18,7 +18,9 @@ export async function refresh() {
   try {
     const out = await api("/api/voice/profiles");
     const profiles = out.profiles || out.voices || [];
-    $("speak-voice").replaceChildren(...profiles.map((p) => new Option(p.displayName ? `${p.displayName} (${p.profileId})` : p.profileId, p.profileId)));
+    const label = (p) => (p.displayName ? `${p.displayName} (${p.profileId})` : p.profileId);
+    $("speak-voice").replaceChildren(...profiles.map((p) => new Option(label(p), p.profileId)));
+    $("speak-voice-b").replaceChildren(new Option("none", ""), ...profiles.map((p) => new Option(label(p), p.profileId)));
     $("voices-list").replaceChildren(...profiles.map(card));
     if (!profiles.length) say("voices-error", "No voice is served yet: train one on the Train page.");
   } catch (e) { say("voices-error", String(e)); }
@@ -35,17 +37,25 @@ function card(p) {
   return el("article", { class: "voice", "data-profile": p.profileId }, el("h3", { text: p.displayName || p.profileId }), dl);
 }
 
+async function render(profile, audioId) {
+  const blob = await api("/api/voice/speak", { method: "POST", json: { text: $("speak-text").value, voiceProfile: profile || undefined } });
+  if (!(blob instanceof Blob)) throw new Error(`suppressed: ${blob.reason}`);
+  const audio = $(audioId);
+  if (audio.src) URL.revokeObjectURL(audio.src);
+  audio.src = URL.createObjectURL(blob);
+  return blob;
+}
+
 async function speak() {
   say("speak-status", "Synthesising…");
   try {
-    const blob = await api("/api/voice/speak", { method: "POST", json: { text: $("speak-text").value, voiceProfile: $("speak-voice").value || undefined } });
-    if (!(blob instanceof Blob)) { say("speak-status", `Suppressed: ${blob.reason}`); return; }
-    const audio = $("speak-audio");
-    if (audio.src) URL.revokeObjectURL(audio.src);
-    audio.src = URL.createObjectURL(blob);
-    await audio.play();
-    say("speak-status", `Playing ${(blob.size / 1024).toFixed(0)} KiB of audio.`);
-  } catch (e) { say("speak-status", `${e.message} (${e.code})`); }
+    const a = await render($("speak-voice").value, "speak-audio");
+    const b = $("speak-voice-b").value;
+    $("speak-b-row").hidden = !b;
+    if (b) await render(b, "speak-audio-b");
+    await $("speak-audio").play();
+    say("speak-status", `Playing ${(a.size / 1024).toFixed(0)} KiB of audio` + (b ? "; B is ready to compare." : "."));
+  } catch (e) { say("speak-status", `${e.message} (${e.code || "error"})`); }
 }
 
 async function download() {
