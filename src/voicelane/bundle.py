@@ -48,7 +48,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
-from voicelane.errors import VoicelaneError
+from voicelane.errors import VoicelaneError, disk_full_error
 from voicelane.fsutil import CHUNK, recover_swap, remove_tree, swap_dir
 
 BUNDLE_VERSION = "voice_bundle/1"
@@ -644,8 +644,11 @@ def export_bundle(root: str | os.PathLike, profile_id: str, display_name: str,
             with open(staging / MANIFEST_NAME, "xb") as fh:
                 fh.write(text.encode("utf-8"))
             swap_dir(staging, final, check=require_valid_bundle, old_prefix=_OLD_PREFIX)
-        except BaseException:
-            remove_tree(staging)
+        except BaseException as exc:
+            remove_tree(staging)  # the previous bundle is untouched
+            full = disk_full_error(exc, "exporting the bundle", str(final))
+            if full is not None:
+                raise full from None
             raise
     result = validate_voice_bundle(final)
     if not result.ok:  # pragma: no cover - only if someone edits the bundle concurrently

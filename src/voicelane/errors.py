@@ -77,12 +77,25 @@ NEXT_ACTIONS: dict[str, str] = {
     "unsupported_media_type": "Send JSON bodies with `Content-Type: application/json`.",
     "host_not_allowed": "Call the service by a loopback name, or add the name you use to VOICELANE_ALLOWED_HOSTS.",
     "origin_not_allowed": "Call the service from its own page, or add the calling page's origin to VOICELANE_CORS_ORIGINS.",
+    "job_database_corrupt": "The unreadable job database was moved aside (its new name is in the log and in /health) and the service started with an empty one; runs, statuses and bundles on disk are untouched.",
+    "disk_full": "Free disk space (or raise the file-size limit) and rerun; what was there before (the previous bundle, the job records) was kept.",
     "unauthorized": "Send `Authorization: Bearer <token>`: the token is printed when the service starts and stored in <data dir>/api_token (or set VOICELANE_API_TOKEN).",
     "orphaned": "The service stopped while this job ran; start the job again (training resumes from its last checkpoint).",
     # speaking (workers, streaming, playback)
     "synthesis_failed": "A synthesis worker failed or died; retry (a replacement worker starts at once) and attach the service log to a bug report if it repeats.",
     "audio_player_missing": "Install a command-line player (`apt-get install alsa-utils` for aplay, or pulseaudio-utils / sox / ffmpeg), or write a file with --out instead of --play.",
 }
+
+
+DISK_FULL_ERRNOS = (28, 27, 122)  # ENOSPC, EFBIG (a file-size limit), EDQUOT
+
+
+def disk_full_error(exc: BaseException, doing: str, path: str | None = None) -> "VoicelaneError | None":
+    """``disk_full`` for an OSError that means no space (or a file-size limit), else None."""
+    if not isinstance(exc, OSError) or exc.errno not in DISK_FULL_ERRNOS:
+        return None
+    return VoicelaneError("disk_full", f"no space left while {doing} ({exc.strerror})",
+                          {"errno": exc.errno, **({"path": path} if path else {})})
 
 
 class VoicelaneError(Exception):

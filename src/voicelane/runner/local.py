@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Protocol
 
+from voicelane import lifeline
 from voicelane.protocol import iter_lines
 
 READ_CHUNK = 65536
@@ -137,6 +138,7 @@ class LocalRunner:
     def start(self, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> LocalHandle:
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
             raise TypeError("argv must be a list of strings (never a shell string)")
+        env = {**env, lifeline.ENV: str(os.getpid())}  # the child dies with us (voicelane.lifeline)
         proc = subprocess.Popen(argv, env=env, cwd=str(cwd) if cwd else None, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                                 close_fds=True, shell=False)

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import sys
 import uuid
 from contextlib import asynccontextmanager
@@ -43,6 +44,9 @@ log = logging.getLogger("voicelane.service")
 TRACE_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 JOB_STATES = ("pending", "running", "done", "error", "cancelled")
+# SQLite's answers when a write cannot land (a full disk is SQLITE_FULL; a file-size limit, EFBIG,
+# surfaces as a write error)
+DISK_WRITE_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_TRUNCATE")
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,6 +224,17 @@ def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None
                                          "internal_error" if exc.status_code >= 500 else "invalid_request")
         return JSONResponse(envelope(code, str(exc.detail), None, trace_of(request)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _database(request: Request, exc: sqlite3.OperationalError):
+        name = getattr(exc, "sqlite_errorname", "")
+        if name not in DISK_WRITE_ERRORS:
+            return await _unexpected(request, exc)
+        log.error("disk_full: the job database could not be written: %s (%s)", exc, name)
+        _count("disk_full", 507)
+        return JSONResponse(envelope("disk_full", "the job database could not be written (disk full or a write "
+                                     "error); nothing was changed", {"sqlite": name}, trace_of(request)),
+                            status_code=507)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

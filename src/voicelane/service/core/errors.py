@@ -24,6 +24,8 @@ SERVICE_CODES: dict[str, str] = {
     "unsupported_media_type": "the body must be application/json",
     "host_not_allowed": "the Host header names a host the service does not answer (DNS rebinding guard)",
     "origin_not_allowed": "a cross-origin request tried to change state",
+    "disk_full": "the disk is full (or a file-size limit was hit) while writing",
+    "job_database_corrupt": "the job database was unreadable at start and was moved aside",
     "client_disconnected": "the client went away before the reply was ready (audit and metrics only)",
     "internal_error": "unexpected failure",
     "service_unavailable": "the service is starting or stopping",

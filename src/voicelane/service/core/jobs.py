@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, TypedDict
 
+from voicelane.bundle import validate_voice_bundle
 from voicelane.errors import NEXT_ACTIONS
 from voicelane.protocol import JobView, parse_line
 from voicelane.service.core.train_compat import final_message
@@ -133,9 +134,22 @@ class JobStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
+        self.recovered_from: str | None = None  # where an unreadable database was moved at start
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:  # never a crash loop: move it aside, start empty, say so
+            if getattr(self, "db", None) is not None:
+                self.db.close()
+            self.recovered_from = quarantine_database(self.path, exc)
+            self._open()
+
+    def _open(self) -> None:
         self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
         self.db.row_factory = sqlite3.Row
         with self.lock:
+            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check}")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=30000")
@@ -274,6 +288,45 @@ def reported_error(stdout_other: list[str], tail: Iterable[str], rc: int | None)
     return None
 
 
+def reconcile_orphan(row: JobRecord, details: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str]:
+    """What a job left running by a dead service becomes, judged by what its run left behind: a
+    completed status (and, for a voice, a bundle that validates) -> ``done`` with a note; a run
+    that failed on its own keeps its code; anything else -> ``error`` / ``orphaned``."""
+    path = Path(row["status_path"]) if row.get("status_path") else None
+    status = read_status(path) if path is not None and path.is_file() else None
+    status = status if isinstance(status, dict) else {}
+    if status.get("state") == "completed":
+        bundle_dir = status.get("bundle")
+        if not bundle_dir:
+            return "done", None, "done: it finished while the service was down (its status says completed)"
+        result = validate_voice_bundle(bundle_dir)
+        if result.ok:
+            return "done", None, ("done: it finished while the service was down (its status says completed "
+                                   "and its bundle validates)")
+        details = {**details, "bundle": str(bundle_dir), "bundleError": result.error}
+    own = status.get("error") if isinstance(status.get("error"), dict) else None
+    if own and own.get("code") in NEXT_ACTIONS and own["code"] not in ("cancelled", "orphaned", "internal_error"):
+        err = {"code": own["code"], "message": str(own.get("message", "")), "details": own.get("details") or {},
+               "next_action": status.get("next_action") or NEXT_ACTIONS[own["code"]]}
+        return "error", err, f"{own['code']}: {err['message']}"[:500]
+    err = {"code": "orphaned", "message": "the service stopped while this job was running",
+           "details": details, "next_action": ORPHANED_ACTION}
+    return "error", err, "orphaned: the service stopped while this job was running"
+
+
+def quarantine_database(path: Path, exc: Exception) -> str:
+    """Move an unreadable job database (and its WAL files) aside; return the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = path.with_name(path.name + suffix)
+        if src.exists():
+            os.replace(src, moved.with_name(moved.name + suffix))
+    log.error("job_database_corrupt: %s could not be read (%s); moved to %s and started with an empty job "
+              "database (runs, statuses and bundles on disk are untouched)", path, exc, moved)
+    return str(moved)
+
+
 @dataclass(frozen=True)
 class JobPaths:
     id: str
@@ -324,7 +377,7 @@ class JobManager:
 
     # --- lifecycle ------------------------------------------------------------------------
     def recover(self) -> list[str]:
-        """Mark jobs left running by a dead service as orphaned; return their ids."""
+        """Reconcile jobs left running by a dead service (``reconcile_orphan``); return their ids."""
         orphans = []
         rows, _ = self.store.list(state="running", limit=100000)
         for row in rows:
@@ -339,14 +392,15 @@ class JobManager:
 
                 details |= {"ray_job_id": ref.get("job_id"), "ray_status_after_stop": stop_orphan(ref)}
                 log.warning("stopped orphaned Ray job %s of job %s", ref.get("job_id"), row["id"])
-            err = {"code": "orphaned", "message": "the service stopped while this job was running",
-                   "details": details, "next_action": ORPHANED_ACTION}
-            self.store.update(row["id"], state="error", error=err, ended_at=now_iso(),
-                              message="orphaned: the service stopped while this job was running")
-            if row.get("status_path"):
-                try:
+            state, err, message = reconcile_orphan(row, details)
+            metadata = {**(row.get("metadata") or {}), "reconciled": message}
+            self.store.update(row["id"], state=state, error=err, ended_at=now_iso(), message=message,
+                              metadata=metadata)
+            log.warning("job %s was running when the service stopped: %s", row["id"], message)
+            if state == "error" and row.get("status_path"):
+                try:  # an orphan's status says so even when its lifeline already wrote `cancelled`
                     finalize(Path(row["status_path"]), err, state="error", job_type=row["type"],
-                             only_if_running=True, next_action=ORPHANED_ACTION)
+                             only_if_running=err["code"] != "orphaned", next_action=err["next_action"])
                 except OSError:
                     log.exception("cannot finalise the status of orphaned job %s", row["id"])
             orphans.append(row["id"])

@@ -380,6 +380,8 @@ def health(request: Request) -> Any:
                            "size": ctx.settings.speak_queue_size,
                            "oldestWaitMs": round(ctx.pool.oldest_wait_s() * 1000.0, 1),
                            "lastWaitMs": round(ctx.pool.last_wait_s * 1000.0, 1)}}
+    if ctx.store.recovered_from:  # the job database was unreadable at start and moved aside
+        body["jobDatabase"] = {"error": "job_database_corrupt", "movedTo": ctx.store.recovered_from}
     if n:
         return body
     body.update(error="voice_unavailable", message="no voice is loaded (no valid production bundle found)")
