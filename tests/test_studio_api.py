@@ -153,3 +153,19 @@ def test_zip_uploads_are_checked_before_anything_is_written(srv):
     assert clip.status_code == 200 and clip.headers["content-type"] == "audio/flac"
     out = srv.client.get("/api/data/clip", params={"dataPath": str(Path(srv.workdir) / "outside"), "clipId": cid})
     assert out.json()["error"] == "path_not_allowed"
+
+
+def test_unusable_paths_and_corrupt_zips_are_client_errors(srv):
+    long = srv.client.get("/api/data/clip", params={"dataPath": str(Path(srv.workdir) / "var" / ("a" * 300)),
+                                                     "clipId": "x"})
+    assert long.status_code == 400, long.text
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("metadata.csv", b"a|hello there\n" * 200)
+    data = bytearray(buf.getvalue())
+    data[60:80] = b"\xff" * 20  # inside the deflated member: its CRC or stream no longer checks out
+    r = _post(srv, "/api/data/uploads?name=corrupt", bytes(data), "application/zip")
+    assert (r.status_code, r.json()["error"]) == (400, "upload_invalid"), r.text
+    assert not (Path(srv.workdir) / "var" / "datasets" / "corrupt").exists()
+    leftovers = list((Path(srv.workdir) / "var" / "datasets").glob(".corrupt.*"))
+    assert leftovers == []  # the temp folder is removed

@@ -41,8 +41,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _raw_body(media: str, desc: str) -> dict[str, Any]:
+    """A raw-bytes body; ``application/octet-stream`` is accepted too (the Content-Type is not
+    checked: the bytes are decoded and validated whatever it says)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
     return {"requestBody": {"required": True, "description": desc,
-                            "content": {media: {"schema": {"type": "string", "format": "binary"}}}}}
+                            "content": {media: binary, "application/octet-stream": binary}}}
 
 
 def _root(ctx: ServiceContext) -> Path:
@@ -76,13 +79,16 @@ def clip(request: Request, dataPath: str = Query(max_length=4096),
          clipId: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")) -> Any:
     ctx = ctx_of(request)
     roots = ctx.settings.data_roots or []
-    folder = confine(dataPath, roots, "dataPath")
-    for suffix in ds.AUDIO_SUFFIXES:
-        cand = folder / "wavs" / f"{clipId}{suffix}"
-        if cand.is_file():
-            real = confine(str(cand), roots, "clipId")
-            return FileResponse(real, media_type={".wav": "audio/wav", ".flac": "audio/flac",
-                                                  ".ogg": "audio/ogg"}[suffix])
+    try:
+        folder = confine(dataPath, roots, "dataPath")
+        for suffix in ds.AUDIO_SUFFIXES:
+            cand = folder / "wavs" / f"{clipId}{suffix}"
+            if cand.is_file():
+                real = confine(str(cand), roots, "clipId")
+                return FileResponse(real, media_type={".wav": "audio/wav", ".flac": "audio/flac",
+                                                      ".ogg": "audio/ogg"}[suffix])
+    except OSError as exc:  # e.g. a path component longer than the file system allows
+        raise ApiError(400, "invalid_request", "dataPath cannot be used", {"reason": exc.strerror}) from None
     raise ApiError(404, "not_found", f"no clip {clipId!r} in {folder.name}", {"clipId": clipId})
 
 

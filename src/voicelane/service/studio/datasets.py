@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -292,8 +293,13 @@ def unpack_zip(body: bytes, dest: Path) -> dict[str, Any]:
         for info, rel in members:
             target = tmp.joinpath(*rel.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                written += _copy_bounded(src, out, ZIP_MAX_UNPACKED_BYTES - written)
+            try:
+                with zf.open(info) as src, open(target, "wb") as out:
+                    written += _copy_bounded(src, out, ZIP_MAX_UNPACKED_BYTES - written)
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error) as exc:
+                raise ApiError(400, "upload_invalid", f"the zip entry {info.filename[:200]!r} cannot be read "
+                                                      "(corrupt, encrypted or an unsupported compression)",
+                               {"entry": info.filename[:200], "reason": str(exc)[:200]}) from None
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
