@@ -206,3 +206,24 @@ def test_phone_error_proxy_hears_real_speech_and_not_noise():
     noise.add(ref, rec.phones(np.random.default_rng(0).normal(0, 0.1, len(wav)).astype(np.float32), sr))
     assert score.rates()[1] < 0.4 < 0.8 < noise.rates()[1]
     assert ev.broad(["AA", "T", "S", "CH", "M", "L"]) == ["V", "S", "F", "A", "N", "L"]
+
+
+def test_evaluation_without_an_asr_reports_the_proxy(tmp_path):
+    import soundfile as sf
+
+    from helpers import CORPORA
+    from voicelane import evaluate as ev
+    from voicelane.engine import model, train
+    from voicelane.engine.voice import Voice
+
+    inv = frontend.inventory("it")
+    arch = model.architecture(model.preset("tiny"), len(inv.symbols))
+    train.seed_everything(0)
+    net, _ = model.build_model(arch)
+    voice = Voice.from_state(net.state_dict(), arch, np.zeros(43), np.ones(43), "it")
+    cid = (CORPORA / "slt_heldout" / "metadata.csv").read_text("utf-8").splitlines()[0].split("|")[0]
+    wav, _ = sf.read(CORPORA / "slt_heldout" / "wavs" / f"{cid}.flac", dtype="float32")
+    res = ev.evaluate(voice.synthesize, [ev.Clip("c1", "Il treno parte alle otto.", wav)], None, language="it")
+    assert res["wer"] is None and res["prompts_wer"] is None and res["asr"] is None
+    assert res["per"] is not None and res["per_broad"] is not None and res["per_broad_floor_real_audio"] is not None
+    assert res["per_clip"][0]["id"] == "c1" and res["mcd_db"] > 0

@@ -238,8 +238,8 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
         compute_s += syn.compute_s
         audio_s += syn.seconds
         ref_ph = reference_phones(clip.text, language)
-        per, per_b = syn_ph.add(ref_ph, phone_rec.phones(syn.audio, syn.sample_rate))
-        row = {"id": clip.id, "per": round(per, 4), "per_broad": round(per_b, 4)}
+        clip_per, clip_per_b = syn_ph.add(ref_ph, phone_rec.phones(syn.audio, syn.sample_rate))
+        row = {"id": clip.id, "per": round(clip_per, 4), "per_broad": round(clip_per_b, 4)}
         if with_floor:
             fper, fper_b = real_ph.add(ref_ph, phone_rec.phones(clip.wav, features.SAMPLE_RATE))
             row.update({"floor_per": round(fper, 4), "floor_per_broad": round(fper_b, 4)})
