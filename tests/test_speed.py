@@ -150,3 +150,24 @@ def test_features_are_shared_across_runs_by_content(tmp_path, monkeypatch):
     shared[0].write_bytes(b"not an npz")
     third, err3 = data.prepare_all(entries, tmp_path / "run4", workers=1)
     assert not err3 and all((a.feats == c.feats).all() for a, c in zip(first, third))
+
+
+def test_snapshot_choice_uses_a_smoothed_curve_and_reports_its_stability():
+    import numpy as np
+
+    from voicelane import selection
+
+    words = np.full(8, 12.0)
+    # the documented demo curve (0.175, 0.246, 0.159, 0.119, 0.246) as word errors on 8 prompts
+    wer = np.array([0.175, 0.246, 0.159, 0.119, 0.246])
+    err = np.round(np.outer(wer, np.ones(8)) * words)
+    assert selection.pick(err.sum(1) / words.sum()) == 3
+    sm = selection.smoothed_wer(err, words)
+    assert sm[2] == pytest.approx((err[1:4].sum()) / (3 * words.sum()))
+    assert selection.pick(sm, wer) == 3  # in the good region 600-1000, the best of it
+    # one lucky early snapshot (a single low score between bad neighbours) no longer wins
+    lucky = np.round(np.outer([0.10, 0.30, 0.16, 0.15, 0.16], np.ones(8)) * words)
+    assert selection.pick(lucky.sum(1) / words.sum()) == 0
+    assert selection.pick(selection.smoothed_wer(lucky, words), lucky.sum(1) / words.sum()) in (3, 4)
+    st = selection.stability(err + np.random.default_rng(1).integers(0, 3, err.shape), words, n=200)
+    assert 0.0 <= st["raw_rule_agreement"] <= 1.0 and 0.0 <= st["smoothed_rule_agreement"] <= 1.0
