@@ -141,7 +141,12 @@ def svc_start_server():
                     "VOICELANE_CANCEL_GRACE_S": "5", "VOICELANE_VOICE_RESCAN_S": "0",
                     "VOICELANE_LOG_LEVEL": "INFO",
                     # /api/train/status also reads runs made outside the service: only this test's
-                    "VOICELANE_TRAIN_STATUS_DIRS": str(workdir / "artifacts")})
+                    "VOICELANE_TRAIN_STATUS_DIRS": str(workdir / "artifacts"),
+                    # a body without a dataset never trains the full demo corpus in a test: the
+                    # default run has no data here (400 missing_audio_path) unless a test sets one
+                    "VOICELANE_TRAIN_DEFAULT_DATA": str(workdir / "no_default_dataset"),
+                    "VOICELANE_TRAIN_DEFAULT_BASE": "none", "VOICELANE_TRAIN_DEFAULT_PRESET": "tiny",
+                    "VOICELANE_TRAIN_DEFAULT_STEPS": "2", "VOICELANE_TRAIN_DEFAULT_ONNX": "0"})
         env.update({k: str(v) for k, v in env_vars.items()})
         srv = SvcServer(workdir, env, host)
         servers.append(srv)

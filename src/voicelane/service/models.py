@@ -150,11 +150,15 @@ class TrainStartRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     jobType: str | None = Field(default=None, description="train (default) | tts_voice_train | tts_prod_train")
-    dataPath: PathStr = Field(validation_alias=_aliases("dataPath", "data", "datasetPath", "audioPath",
-                                                        "data_path", "dataset_path", "audio_path"))
-    profile: str = Field(pattern=PROFILE_PATTERN,
-                         validation_alias=_aliases("profile", "voiceProfile", "voice_profile_id", "profileId",
-                                                   "profile_id", "voiceProfileId"))
+    dataPath: PathStr | None = Field(
+        default=None, validation_alias=_aliases("dataPath", "data", "datasetPath", "audioPath", "data_path",
+                                                "dataset_path", "audio_path"),
+        description="absent: the server-side default run (VOICELANE_TRAIN_DEFAULT_*: the kal demo corpus with "
+                    "its consent statement, fine-tuned from the shipped base)")
+    profile: str | None = Field(default=None, pattern=PROFILE_PATTERN,
+                                validation_alias=_aliases("profile", "voiceProfile", "voice_profile_id", "profileId",
+                                                          "profile_id", "voiceProfileId"),
+                                description="absent: VOICELANE_TRAIN_DEFAULT_PROFILE (demo_kal)")
     preset: Literal["tiny", "cpu", "gpu"] = "cpu"
     base: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     steps: int | None = Field(default=None, ge=1, le=10_000_000)
@@ -193,9 +197,12 @@ class DatasetRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    mode: Literal["prepare", "check"] = "prepare"
-    dataPath: PathStr = Field(validation_alias=_aliases("dataPath", "data", "datasetPath", "audioPath",
-                                                        "data_path", "dataset_path", "audio_path"))
+    mode: Literal["prepare", "check", "voice_dataset", "knowledge_audio"] = Field(
+        default="prepare", description="`voice_dataset` and `knowledge_audio` (old modes) mean `prepare`")
+    dataPath: PathStr | None = Field(
+        default=None, validation_alias=_aliases("dataPath", "data", "datasetPath", "audioPath", "data_path",
+                                                "dataset_path", "audio_path"),
+        description="absent: VOICELANE_TRAIN_DEFAULT_DATA (the kal demo corpus)")
     profile: str | None = Field(default=None, pattern=PROFILE_PATTERN,
                                 validation_alias=_aliases("profile", "voiceProfile", "voice_profile_id",
                                                           "profileId", "profile_id", "voiceProfileId"))
