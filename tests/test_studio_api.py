@@ -153,6 +153,13 @@ def test_zip_uploads_are_checked_before_anything_is_written(srv):
     assert clip.status_code == 200 and clip.headers["content-type"] == "audio/flac"
     out = srv.client.get("/api/data/clip", params={"dataPath": str(Path(srv.workdir) / "outside"), "clipId": cid})
     assert out.json()["error"] == "path_not_allowed"
+    al = srv.client.get("/api/data/alignment", params={"dataPath": str(var / "datasets" / "kal_two"), "clipId": cid})
+    assert al.status_code == 200, al.text
+    doc = al.json()
+    assert [w["label"].lower() for w in doc["words"]][:3] == ["when", "we", "finally"]
+    assert len(doc["phones"]) > 20 and doc["implausible"] is None
+    assert all(0 <= p["start"] < p["end"] <= doc["durationS"] + 0.01 for p in doc["phones"])
+    assert len(doc["envelope"]) == 600
 
 
 def test_unusable_paths_and_corrupt_zips_are_client_errors(srv):

@@ -216,6 +216,17 @@ def test_bad_input_messages_and_nothing_outside_the_root(studio, browser, tmp_pa
     drv.find_element(By.ID, "data-upload-btn").click()
     _wait(drv, lambda d: "Unpacked 3 files" in _text(d, "data-status") or _text(d, "data-error"), 20, "unpack")
     assert (var / "datasets" / "kal_two" / "metadata.csv").is_file(), _text(drv, "data-error")
+    # check it and show one clip's alignment (phones over the waveform)
+    drv.find_element(By.ID, "data-check").click()
+    _wait(drv, lambda d: "Checked:" in _text(d, "data-status") or _text(d, "data-error"), 120, "the check job")
+    assert "2 kept" in _text(drv, "data-status"), _text(drv, "data-error")
+    drv.find_element(By.CSS_SELECTOR, "#data-kept tr[data-clip='kal_0001'] button.align").click()
+    _wait(drv, lambda d: d.find_element(By.ID, "data-align").get_attribute("data-state") in ("done", "error"), 60,
+          "the alignment")
+    assert drv.find_element(By.ID, "data-align").get_attribute("data-state") == "done", _text(drv, "data-align-info")
+    assert int(drv.find_element(By.ID, "data-align").get_attribute("data-phones")) > 20
+    assert "hill" in _text(drv, "data-align-words")
+    _shot(drv, "data-alignment")
 
 
 def test_silent_recording_is_refused(studio, tmp_path):

@@ -77,19 +77,35 @@ def list_datasets(request: Request) -> Any:
             summary="One clip of a dataset, by id (for playback)")
 def clip(request: Request, dataPath: str = Query(max_length=4096),
          clipId: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")) -> Any:
-    ctx = ctx_of(request)
+    real = _clip_path(ctx_of(request), dataPath, clipId)
+    return FileResponse(real, media_type={".wav": "audio/wav", ".flac": "audio/flac",
+                                          ".ogg": "audio/ogg"}[real.suffix.lower()])
+
+
+def _clip_path(ctx: ServiceContext, data_path: str, clip_id: str) -> Path:
     roots = ctx.settings.data_roots or []
     try:
-        folder = confine(dataPath, roots, "dataPath")
+        folder = confine(data_path, roots, "dataPath")
         for suffix in ds.AUDIO_SUFFIXES:
-            cand = folder / "wavs" / f"{clipId}{suffix}"
+            cand = folder / "wavs" / f"{clip_id}{suffix}"
             if cand.is_file():
-                real = confine(str(cand), roots, "clipId")
-                return FileResponse(real, media_type={".wav": "audio/wav", ".flac": "audio/flac",
-                                                      ".ogg": "audio/ogg"}[suffix])
+                return confine(str(cand), roots, "clipId")
     except OSError as exc:  # e.g. a path component longer than the file system allows
         raise ApiError(400, "invalid_request", "dataPath cannot be used", {"reason": exc.strerror}) from None
-    raise ApiError(404, "not_found", f"no clip {clipId!r} in {folder.name}", {"clipId": clipId})
+    raise ApiError(404, "not_found", f"no clip {clip_id!r} in {Path(data_path).name}", {"clipId": clip_id})
+
+
+@router.get("/api/data/alignment", responses=ERRORS,
+            summary="Force-align one clip to its transcript: words and phones with times, score, waveform envelope")
+async def alignment(request: Request, dataPath: str = Query(max_length=4096),
+                    clipId: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"),
+                    language: str = Query(default="en-us", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")) -> Any:
+    ctx = ctx_of(request)
+    wav = _clip_path(ctx, dataPath, clipId)
+    text = dict(ds.read_metadata(wav.parent.parent)).get(clipId)
+    if not text:
+        raise ApiError(404, "not_found", f"{clipId!r} has no transcript in metadata.csv", {"clipId": clipId})
+    return await run_in_threadpool(ds.align_clip, wav, text, language)
 
 
 # --------------------------------------------------------------------------------------------

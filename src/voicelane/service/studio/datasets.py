@@ -244,6 +244,53 @@ def session_state(folder: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# alignment of one clip (the Data page draws phones over the waveform)
+
+ALIGN_MAX_S = 30.0
+ENVELOPE_POINTS = 600
+_align_lock = threading.Lock()  # one alignment at a time: it is CPU work inside the service
+
+
+def align_clip(wav_path: Path, text: str, language: str) -> dict[str, Any]:
+    from voicelane.engine import align
+    from voicelane.errors import VoicelaneError
+
+    try:
+        audio, rate = sf.read(str(wav_path), dtype="float64", always_2d=True)
+    except Exception as exc:
+        raise ApiError(400, "audio_undecodable", f"{wav_path.name} cannot be decoded", {"reason": str(exc)[:200]}) \
+            from None
+    mono = audio.mean(axis=1)
+    if len(mono) / rate > ALIGN_MAX_S:
+        raise ApiError(400, "invalid_request", f"clips over {ALIGN_MAX_S:g} s are not aligned here; "
+                                               "use `voicelane dataset align`")
+    with _align_lock:
+        try:
+            al = align.align_text(mono, rate, text, language)
+        except align.AlignmentError as exc:
+            raise ApiError(422, "alignment_failed", f"no alignment of the transcript to the audio: {exc}",
+                           {"clipId": wav_path.stem}) from None
+        except VoicelaneError as err:
+            raise ApiError(400, err.code, err.message, err.details) from None
+    problem = align.implausibility(al)
+
+    def spans(items):
+        return [{"label": i.label, "start": round(i.start_s, 3), "end": round(i.end_s, 3)} for i in items]
+
+    return {"ok": True, "clipId": wav_path.stem, "text": text, "language": language,
+            "durationS": round(len(mono) / rate, 3), "score": round(al.score, 2), "implausible": problem,
+            "words": spans(al.words), "phones": spans(al.phones), "envelope": _envelope(mono)}
+
+
+def _envelope(mono: np.ndarray, points: int = ENVELOPE_POINTS) -> list[float]:
+    """Peak level per slice of the clip, for drawing the waveform."""
+    if not len(mono):
+        return []
+    chunks = np.array_split(np.abs(mono), min(points, len(mono)))
+    return [round(float(c.max()), 4) for c in chunks]
+
+
+# --------------------------------------------------------------------------------------------
 # zip uploads
 
 

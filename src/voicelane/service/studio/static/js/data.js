@@ -55,8 +55,10 @@ function show(report) {
   $("data-kept").tBodies[0].replaceChildren(...report.entries.map((e) => {
     const play = el("button", { type: "button", "aria-label": `Play ${e.id}`, text: "Play" });
     play.addEventListener("click", () => playClip(e.id));
+    const align = el("button", { type: "button", "aria-label": `Show the alignment of ${e.id}`, text: "Alignment", class: "align" });
+    align.addEventListener("click", () => showAlignment(e.id, report.language));
     return el("tr", { "data-clip": e.id }, el("td", { text: e.id }), el("td", { text: e.text }),
-              el("td", { text: e.duration_s.toFixed(2) }), el("td", { text: e.split || "" }), el("td", {}, play));
+              el("td", { text: e.duration_s.toFixed(2) }), el("td", { text: e.split || "" }), el("td", {}, play, " ", align));
   }));
   $("data-rejected").tBodies[0].replaceChildren(...report.rejected.map((r) =>
     el("tr", { "data-reason": r.reason }, el("td", { text: r.id || `line ${r.line}` }), el("td", { text: r.reason }),
@@ -87,4 +89,39 @@ async function upload(ev) {
     await refresh();
     $("data-select").value = out.path;
   } catch (e) { say("data-status", ""); say("data-error", `Upload refused: ${e.message} (${e.code})`); }
+}
+
+async function showAlignment(id, language) {
+  $("data-align").hidden = false;
+  say("data-align-id", id); say("data-align-words", "");
+  say("data-align-info", "Aligning…");
+  $("data-align").dataset.state = "busy";
+  try {
+    const al = await api(`/api/data/alignment?dataPath=${encodeURIComponent(current)}&clipId=${encodeURIComponent(id)}&language=${encodeURIComponent(language || "en-us")}`);
+    draw(al);
+    say("data-align-info", `${al.words.length} words, ${al.phones.length} phones over ${al.durationS.toFixed(2)} s; score ${al.score} per frame` +
+        (al.implausible ? ` — implausible: ${al.implausible}` : "."));
+    say("data-align-words", al.words.map((w) => `${w.label} ${w.start.toFixed(2)}–${w.end.toFixed(2)} s`).join(" · "));
+    $("data-align").dataset.state = "done";
+    $("data-align").dataset.phones = String(al.phones.length);
+  } catch (e) { say("data-align-info", `${e.message} (${e.code})`); $("data-align").dataset.state = "error"; }
+}
+
+function draw(al) {
+  const c = $("data-align-canvas"), g = c.getContext("2d"), W = c.width, H = c.height;
+  const x = (t) => (t / al.durationS) * W;
+  g.clearRect(0, 0, W, H);
+  g.fillStyle = "#9aa7b4";
+  const mid = 125, amp = 60, n = al.envelope.length;
+  al.envelope.forEach((v, i) => { const h = Math.max(1, v * amp); g.fillRect((i / n) * W, mid - h, Math.max(1, W / n), 2 * h); });
+  g.font = "14px system-ui, sans-serif"; g.textAlign = "center"; g.textBaseline = "middle";
+  for (const w of al.words) {
+    g.fillStyle = "#e8eef5"; g.fillRect(x(w.start), 2, Math.max(1, x(w.end) - x(w.start)), 26);
+    g.fillStyle = "#1b1b1b"; g.fillText(w.label, (x(w.start) + x(w.end)) / 2, 15, Math.max(8, x(w.end) - x(w.start)));
+  }
+  g.strokeStyle = "#0b5cad"; g.lineWidth = 1;
+  for (const p of al.phones) {
+    g.beginPath(); g.moveTo(x(p.start), 32); g.lineTo(x(p.start), H); g.stroke();
+    g.fillStyle = "#0b5cad"; g.fillText(p.label, (x(p.start) + x(p.end)) / 2, 46, Math.max(6, x(p.end) - x(p.start)));
+  }
 }
