@@ -68,15 +68,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args, tmp: Path) -> tuple[subprocess.Popen, str]:
+def start_server(args, tmp: Path, src: Path | None = None, workers: int | None = None
+                 ) -> tuple[subprocess.Popen, str]:
+    """`voicelane serve` on a free port; ``src``: run another checkout's ``src`` (a baseline)."""
     import httpx
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICELANE_")}
+    if src is not None:
+        env["PYTHONPATH"] = str(Path(src).resolve() / "src")
+        tmp = tmp / "baseline"
+    workers = workers or args.workers
     env.update({
         "VOICELANE_DATA_DIR": str(tmp / "var"),
         "VOICELANE_BUNDLE_ROOTS": os.pathsep.join(str(Path(r).resolve()) for r in args.bundle_root),
-        "VOICELANE_SPEAK_WORKERS": str(args.workers), "VOICELANE_SPEAK_THREADS": str(args.threads),
+        "VOICELANE_SPEAK_WORKERS": str(workers), "VOICELANE_SPEAK_THREADS": str(args.threads),
         "VOICELANE_SPEAK_QUEUE_SIZE": "256", "VOICELANE_SPEAK_TIMEOUT_S": "120",
         "VOICELANE_RATE_LIMIT_PER_MIN": "0", "VOICELANE_MISSION_BUDGET_CHARS": "0",
         "VOICELANE_TENANT_DAILY_BUDGET_CHARS": "0", "VOICELANE_VOICE_RESCAN_S": "0",
@@ -84,6 +90,7 @@ def start_server(args, tmp: Path) -> tuple[subprocess.Popen, str]:
     })
     if args.profile:
         env["VOICELANE_DEFAULT_PROFILE"] = args.profile
+    tmp.mkdir(parents=True, exist_ok=True)
     log = open(tmp / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "voicelane", "serve", "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -106,8 +113,40 @@ class Result(dict):
     """latency_s, first_s (time to first audio), audio_s; or error."""
 
 
-def run_concurrent(fn, concurrency: int, n: int, start_index: int) -> dict:
-    """Run fn(i) for n distinct i on `concurrency` threads; latency/throughput summary."""
+def server_cpu_s(pid: int):
+    """Cumulative CPU seconds (user + system) of a process and all its children, now."""
+    import psutil
+
+    def probe() -> float:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return float("nan")
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    return probe
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's finished children (the peers' processes)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_concurrent(fn, concurrency: int, n: int, start_index: int, cpu_probe=None) -> dict:
+    """Run fn(i) for n distinct i on `concurrency` threads; latency/throughput summary. With
+    ``cpu_probe`` also the CPU time the system spent per request: on a shared machine wall-clock
+    throughput says more about the neighbours than about the system, CPU time much less so."""
     results: list[Result] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -129,12 +168,14 @@ def run_concurrent(fn, concurrency: int, n: int, start_index: int) -> dict:
                 results.append(r)
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    cpu0 = cpu_probe() if cpu_probe else None
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    cpu = (cpu_probe() - cpu0) if cpu_probe else None
     lat = [r["latency_s"] for r in results]
     first = [r["first_s"] for r in results if r.get("first_s") is not None]
     audio = sum(r["audio_s"] for r in results)
@@ -147,6 +188,7 @@ def run_concurrent(fn, concurrency: int, n: int, start_index: int) -> dict:
         "throughput_rps": round(len(results) / wall, 2) if wall else None,
         "mean_audio_s": round(audio / max(len(results), 1), 3),
         "rtf": round(compute / max(audio, 1e-9), 4),
+        "cpu_ms_per_request": round(cpu / max(len(results), 1) * 1000, 1) if cpu is not None else None,
     }
 
 
@@ -278,12 +320,12 @@ def find_bundle(roots: list[str], profile: str | None) -> Path | None:
     return None
 
 
-def bench_system(name: str, fn, levels: list[int], n: int, stream_fn=None) -> dict:
+def bench_system(name: str, fn, levels: list[int], n: int, stream_fn=None, cpu_probe=None) -> dict:
     fn(10**6)  # warm-up (page cache, lazy imports, child processes)
     base = 0
     out: dict = {"system": name, "levels": []}
     for c in levels:
-        out["levels"].append(run_concurrent(fn, c, n, base))
+        out["levels"].append(run_concurrent(fn, c, n, base, cpu_probe))
         base += n
     if stream_fn is not None:
         stream_fn(10**6 + 1)
@@ -294,8 +336,12 @@ def bench_system(name: str, fn, levels: list[int], n: int, stream_fn=None) -> di
 def summary_row(r: dict) -> dict:
     one = next((lv for lv in r["levels"] if lv["concurrency"] == 1), r["levels"][0])
     first = (r.get("stream") or one)["first_audio_p50_ms"] or one["p50_ms"]
+    cpu = [lv["cpu_ms_per_request"] for lv in r["levels"] if lv.get("cpu_ms_per_request")]
+    cpu_ms = round(statistics.median(cpu), 1) if cpu else None
+    cores = os.cpu_count() or 1
     row = {"system": r["system"], "p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"], "first_audio_ms": first,
-           "rtf": one["rtf"], "mean_audio_s": one["mean_audio_s"]}
+           "rtf": one["rtf"], "mean_audio_s": one["mean_audio_s"], "cpu_ms": cpu_ms,
+           "idle_capacity_rps": round(cores * 1000.0 / cpu_ms, 1) if cpu_ms else None}
     for lv in r["levels"]:
         row[f"rps@{lv['concurrency']}"] = lv["throughput_rps"]
         row[f"p50/p99@{lv['concurrency']}"] = f"{lv['p50_ms']:.0f}/{lv['p99_ms']:.0f}"
@@ -315,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="threads per synthesis")
     ap.add_argument("--peers", default="festival,espeak", help="comma list: festival, espeak (empty: none)")
     ap.add_argument("--hits", type=int, default=20, help="cache-hit requests (same text)")
+    ap.add_argument("--baseline-src", type=Path, default=None,
+                    help="also bench a service run from this checkout (e.g. `git archive OLD src | tar -x -C DIR`), "
+                         "back to back with this one, on the same callouts")
+    ap.add_argument("--baseline-workers", type=int, default=1)
     ap.add_argument("--json", default=None, help="write the results here too")
     args = ap.parse_args(argv)
     if not args.url and not args.bundle_root:
@@ -326,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     systems: list[dict] = []
     peers_missing: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="voicelane-bench-speak-") as tmp:
+        if args.baseline_src is not None and args.bundle_root:
+            systems.append(bench_baseline(args, Path(tmp), levels))
         proc = None
         url = args.url
         if url is None:
@@ -339,8 +391,9 @@ def main(argv: list[str] | None = None) -> int:
                                  f"refused: {profiles.get('refused')}")
             for w in range(max(args.workers, 2)):  # every worker (child process) warm
                 voicelane_oneshot(url, profile)(10**6 + 10 + w)
+            probe = server_cpu_s(proc.pid) if proc is not None else None
             systems.append(bench_system(f"voicelane ({args.workers} worker(s))", voicelane_oneshot(url, profile),
-                                        levels, args.requests, voicelane_stream(url, profile)))
+                                        levels, args.requests, voicelane_stream(url, profile), probe))
             hit = run_concurrent(voicelane_oneshot(url, profile, repeat_text=callout(0)), 1, args.hits, 0) \
                 if args.hits else None
         finally:
@@ -351,12 +404,13 @@ def main(argv: list[str] | None = None) -> int:
         if "festival" in peers:
             if shutil_which("text2wave"):
                 systems.append(bench_system("Festival text2wave (slt HTS)", festival(Path(tmp)), levels,
-                                            args.peer_requests))
+                                            args.peer_requests, cpu_probe=children_cpu_s))
             else:
                 peers_missing["festival"] = "text2wave not on PATH (apt-get install festival festvox-us-slt-hts)"
         if "espeak" in peers:
             if shutil_which("espeak-ng"):
-                systems.append(bench_system("espeak-ng en-us", espeak(), levels, args.peer_requests))
+                systems.append(bench_system("espeak-ng en-us", espeak(), levels, args.peer_requests,
+                                            cpu_probe=children_cpu_s))
             else:
                 peers_missing["espeak"] = "espeak-ng not on PATH (apt-get install espeak-ng)"
     bundle = find_bundle(args.bundle_root, profile) if args.bundle_root else None
@@ -370,10 +424,13 @@ def main(argv: list[str] | None = None) -> int:
            "peers_missing": peers_missing}
     print(json.dumps(out, indent=2))
     print(f"\n10-word callouts (e.g. {callout(0)!r}); load avg {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    cols = ["p50_ms", "p99_ms", "first_audio_ms", "rtf"] + [f"rps@{c}" for c in levels] + [f"p50/p99@{levels[-1]}"]
-    print(f"{'system':34} " + " ".join(f"{c:>14}" for c in cols))
+    cols = (["p50_ms", "p99_ms", "first_audio_ms", "rtf", "cpu_ms", "idle_capacity_rps"]
+            + [f"rps@{c}" for c in levels] + [f"p50/p99@{levels[-1]}"])
+    print(f"{'system':30} " + " ".join(f"{c:>10}" for c in cols))
     for r in rows:
-        print(f"{r['system']:34} " + " ".join(f"{str(r.get(c)):>14}" for c in cols))
+        print(f"{r['system'][:30]:30} " + " ".join(f"{str(r.get(c)):>10}" for c in cols))
+    print("cpu_ms: CPU time per callout (server and its children, or the peer's process); idle_capacity_rps: "
+          "CPUs x 1000 / cpu_ms, the throughput this CPU cost allows on an otherwise idle machine")
     if hit:
         print(f"voicelane cache hit: p50 {hit['p50_ms']} ms, {hit['throughput_rps']} req/s")
     if prof:
@@ -385,6 +442,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0 if all(lv["n_errors"] == 0 for r in systems for lv in r["levels"]) else 1
+
+
+def bench_baseline(args, tmp: Path, levels: list[int]) -> dict:
+    import httpx
+
+    proc, url = start_server(args, tmp, src=args.baseline_src, workers=args.baseline_workers)
+    try:
+        profiles = httpx.get(url + "/api/voice/profiles", timeout=30).json()
+        profile = args.profile or profiles.get("defaultProfile")
+        for w in range(max(args.baseline_workers, 2)):
+            voicelane_oneshot(url, profile)(10**6 + 20 + w)
+        return bench_system(f"baseline {args.baseline_src.name} ({args.baseline_workers} worker(s))",
+                            voicelane_oneshot(url, profile), levels, args.requests, cpu_probe=server_cpu_s(proc.pid))
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def shutil_which(name: str) -> str | None:
