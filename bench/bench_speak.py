@@ -288,24 +288,29 @@ def inprocess_profile(bundle_dir: Path, threads: int, n: int = 10) -> dict:
 
     voice, _ = load_bundle_voice(bundle_dir, "auto", threads)
     voice.synthesize(callout(9999))  # warm-up
-    fe, am, ws, comp, aud = [], [], [], 0.0, 0.0
+    fe, am, ws, cpu, comp, aud = [], [], [], [[], [], []], 0.0, 0.0
+    clock = time.thread_time  # CPU time of this thread: what the stage costs, whatever else runs
     for i in range(n):
         text = callout(5000 + i)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), clock()
         utts = frontend.phonemize_sentences(text, voice.language)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), clock()
         frames = [voice.frames_for(u) for u in utts]
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), clock()
         wavs = [features.synthesize(f, voice.postfilter) for f in frames]
-        t3 = time.perf_counter()
+        t3, c3 = time.perf_counter(), clock()
         fe.append(t1 - t0)
         am.append(t2 - t1)
         ws.append(t3 - t2)
+        for k, d in enumerate((c1 - c0, c2 - c1, c3 - c2)):
+            cpu[k].append(d)
         comp += t3 - t0
         aud += sum(len(w) for w in wavs) / features.SAMPLE_RATE
     med = lambda xs: round(statistics.median(xs) * 1000, 1)  # noqa: E731
     return {"runtime": type(voice).__name__, "front_end_ms": med(fe), "acoustic_model_ms": med(am),
-            "world_ms": med(ws), "world_fft_size": features.SYNTH_FFT_SIZE, "rtf": round(comp / max(aud, 1e-9), 4),
+            "world_ms": med(ws), "cpu_ms": {"front_end": med(cpu[0]), "acoustic_model": med(cpu[1]),
+                                            "world": med(cpu[2])},
+            "world_fft_size": features.SYNTH_FFT_SIZE, "rtf": round(comp / max(aud, 1e-9), 4),
             "mean_audio_s": round(aud / n, 3), "n": n}
 
 
@@ -436,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     if prof:
         print(f"in-process, one callout ({prof['runtime']}, {prof['mean_audio_s']} s of audio): front end "
               f"{prof['front_end_ms']} ms, acoustic model {prof['acoustic_model_ms']} ms, WORLD (fft "
-              f"{prof['world_fft_size']}) {prof['world_ms']} ms; RTF {prof['rtf']}")
+              f"{prof['world_fft_size']}) {prof['world_ms']} ms; RTF {prof['rtf']}; CPU ms {prof['cpu_ms']}")
     for k, v in peers_missing.items():
         print(f"peer {k} not measured: {v}")
     if args.json:
