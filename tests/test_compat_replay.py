@@ -284,3 +284,21 @@ def test_old_failure_message(compat_train_server):
     job = _wait_final(c, r.json()["jobId"])
     assert job["state"] == "error" and job["error"]["code"] == "allowlist_rejected", job
     assert job["message"] == f"Training failed (exit {job['exitCode']})" and job["exitCode"] != 0
+
+
+def test_checker_catches_changed_answers():
+    """The replay's checker fails on what an old client would trip over (no server needed)."""
+    exp = C.fill(C.SPEAK_SHAPES[0]["steps"][0], {"profile": "p", "uniq": "u"})
+    wav_headers = {"content-type": "audio/wav", "x-voice-provider": "local-onnx", "x-voice-profile": "p",
+                   "x-voice-meter-request-count": "1", "x-watermark-mode": "none", "x-voice-meter-char-count": "9"}
+    assert C.check(exp, 200, wav_headers, b"RIFF....") == []
+    assert C.check(exp, 400, wav_headers, b"{}")[0].startswith("status 400")
+    assert any("x-voice-provider" in p for p in C.check(exp, 200, {**wav_headers, "x-voice-provider": "acme"},
+                                                           b"RIFF"))
+    assert any("body starts" in p for p in C.check(exp, 200, wav_headers, b"ID3\x03"))
+    started = C.STARTED
+    assert C.check(started, 200, {}, json.dumps({"ok": True, "started": True, "jobId": "j1"}).encode()) == []
+    assert C.check(started, 200, {}, json.dumps({"ok": True, "started": True, "jobId": ""}).encode())
+    assert C.check(started, 200, {}, b"not json")
+    ids = [s["id"] for s in C.SHAPES]
+    assert len(ids) == len(set(ids))

@@ -206,7 +206,8 @@ def replay(base_url: str, shapes: list[dict[str, Any]] | None = None, profile: s
     """Replay shapes against a running service; one ``{id, ok, problems}`` per shape.
 
     Shapes that need a served voice are skipped without ``profile``; shapes that start jobs are
-    skipped unless ``include_jobs`` (they start real work on the service)."""
+    skipped unless ``include_jobs`` (they start real work on the service; only then does a shape
+    with ``poll_s`` wait for a just-started job's status)."""
     env = {"uniq": uuid.uuid4().hex[:10]}
     if profile:
         env.update(profile=profile, PROFILE=profile.upper())
@@ -218,14 +219,14 @@ def replay(base_url: str, shapes: list[dict[str, Any]] | None = None, profile: s
             continue
         problems: list[str] = []
         for expect in shape["steps"]:
-            problems += _step(base_url, shape, fill(expect, env), env, headers or {})
+            problems += _step(base_url, shape, fill(expect, env), env, headers or {}, poll=include_jobs)
         results.append({"id": shape["id"], "ok": not problems, "problems": problems})
     return results
 
 
 def _step(base_url: str, shape: dict[str, Any], expect: dict[str, Any], env: dict[str, str],
-          headers: dict[str, str]) -> list[str]:
-    deadline = time.monotonic() + float(shape.get("poll_s", 0))
+          headers: dict[str, str], poll: bool) -> list[str]:
+    deadline = time.monotonic() + (float(shape.get("poll_s", 0)) if poll else 0.0)
     while True:
         status, hdrs, body = send(base_url, shape["method"], fill(shape["path"], env), fill(shape.get("json"), env),
                                   {**headers, **fill(shape.get("headers") or {}, env)})
