@@ -258,10 +258,12 @@ def test_train_tiny_from_the_page(studio, browser, svc_kal_corpus):
     Select(drv.find_element(By.ID, "train-base")).select_by_value("coqui-xtts-v2")
     assert "NONCOMMERCIAL" in _text(drv, "train-base-verdict")
     Select(drv.find_element(By.ID, "train-base")).select_by_value("")
-    for el_id, value in (("train-profile", "studio_tiny"), ("train-minmin", "0"), ("train-steps", "20")):
+    for el_id, value in (("train-profile", "studio_tiny"), ("train-minmin", "0"), ("train-steps", "20"),
+                         ("train-snap", "10")):
         box = drv.find_element(By.ID, el_id)
         box.clear()
         box.send_keys(value)
+    drv.find_element(By.ID, "train-select").click()
     drv.find_element(By.ID, "train-start").click()
     _wait(drv, lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-job-id"), 20, "the job")
     ended = ("done", "error", "cancelled")
@@ -274,6 +276,9 @@ def test_train_tiny_from_the_page(studio, browser, svc_kal_corpus):
     assert drv.execute_script("return document.getElementById('train-progress').value") == 1
     assert int(drv.find_element(By.ID, "train-loss").get_attribute("data-points")) >= 2  # steps 10 and 20
     assert drv.find_elements(By.CSS_SELECTOR, "#train-loss canvas"), "uPlot drew no chart"
+    _wait(drv, lambda d: int(d.find_element(By.ID, "train-wer").get_attribute("data-points") or 0) >= 2, 20,
+          "the snapshot WER curve")  # snapshots at steps 10 and 20, each scored on the regression prompts
+    assert "kept step" in _text(drv, "train-wer-text")
     drv.find_element(By.ID, "jobs-refresh").click()
     _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tr[data-state='done']"), 10, "jobs list")
     Select(drv.find_element(By.ID, "jobs-filter")).select_by_value("error")

@@ -50,6 +50,7 @@ async function startJob(ev) {
                  acceptLicenseRisk: $("train-accept").checked };
   if ($("train-base").value) body.base = $("train-base").value;
   if ($("train-steps").value) body.steps = Number($("train-steps").value);
+  if (Number($("train-snap").value) > 0) { body.snapshotEvery = Number($("train-snap").value); body.selectSnapshot = $("train-select").checked; }
   if ($("train-consent").value.trim()) body.consentStatement = $("train-consent").value.trim();
   try {
     const out = await api("/api/train/start", { method: "POST", json: body });
@@ -67,6 +68,7 @@ function watch(jobId) {
   say("train-job-id", jobId); say("train-state", "…"); say("train-phase", "-"); say("train-eta", "-");
   $("train-progress").value = 0; say("train-progress-text", ""); say("train-log", "");
   $("train-loss").replaceChildren(); $("train-loss").dataset.points = "0"; say("train-loss-points", "No loss points yet.");
+  $("train-wer").replaceChildren(); $("train-wer").hidden = true; $("train-wer").dataset.points = "0"; say("train-wer-text", "");
   sse(`/api/train/job/${jobId}/events`, (kind, data) => onEvent(w, kind, data), w.abort.signal)
     .catch((e) => { if (e.name !== "AbortError") say("train-error", String(e)); });
   poll(w);
@@ -86,10 +88,12 @@ function onEvent(w, kind, data) {
   } else if (kind === "stats" && data.stats) {
     if (data.stats.phase) say("train-phase", data.stats.phase);
     if (typeof data.stats.loss === "number" && typeof data.stats.step === "number") addLoss(w, data.stats.step, data.stats.loss);
+    if (data.stats.phase === "select") { w.chosen = data.stats.selected_step; showSnapshots(w); }
   } else if (kind === "end") {
     say("train-state", data.state);
     $("train-watch").dataset.state = data.state;
     if (data.state === "done") { $("train-progress").value = 1; say("train-eta", "0 s"); }
+    if (w.chosen !== undefined) showSnapshots(w);  // the status file now holds the whole table
   }
 }
 
@@ -135,4 +139,24 @@ async function listJobs() {
                 el("td", { text: `${j.progress.current}/${j.progress.total}` }), el("td", { text: j.createdAt || "" }), el("td", {}, b));
     }));
   } catch (e) { say("train-error", String(e)); }
+}
+
+// The snapshot WER curve: the lane scores every snapshot on the regression prompts and records
+// the table in the run's train_status JSON (GET /api/train/status?jobId=...).
+async function showSnapshots(w) {
+  try {
+    const st = await api(`/api/train/status?jobId=${encodeURIComponent(w.id)}`);
+    const rows = (st.snapshot_selection || []).filter((r) => typeof r.step === "number");
+    if (!rows.length || w !== watching) return;
+    $("train-wer").hidden = false;
+    $("train-wer").replaceChildren();
+    $("train-wer").dataset.points = String(rows.length);
+    const width = Math.max(240, Math.min($("train-wer").clientWidth || 600, 900));
+    new uPlot({ width, height: 200, title: "regression-prompt WER by snapshot", scales: { x: { time: false } },
+      series: [{ label: "step" }, { label: "WER", stroke: "#8a4b00", width: 2, points: { show: true, size: 7 } },
+               { label: "smoothed", stroke: "#555", dash: [4, 4] }] },
+      [rows.map((r) => r.step), rows.map((r) => r.prompts_wer), rows.map((r) => r.smoothed_wer ?? null)], $("train-wer"));
+    say("train-wer-text", `${rows.length} snapshot(s) scored; kept step ${w.chosen} (` +
+        rows.map((r) => `step ${r.step}: WER ${r.prompts_wer}`).join(", ") + ").");
+  } catch (e) { say("train-wer-text", `No snapshot table: ${e.message}`); }
 }
