@@ -143,3 +143,19 @@ def test_production_voice_from_corpora_kal_is_served_and_rolled_back(tmp_path, s
     assert json.loads(rb.stdout)["rollback"]["version"] == 1
     assert _served(srv, "kal_prod", sha=first["manifestSha256"])["manifestSha256"] == first["manifestSha256"]
     assert _speak(srv, "kal_prod")[0] > 0.5
+
+
+@pytest.mark.slow
+def test_train_cli_publish(tmp_path):
+    """`voicelane train ... --publish` publishes after a successful production run (~1 min)."""
+    data = quick_data(tmp_path / "data")
+    reg = tmp_path / "reg"
+    proc = subprocess.run(
+        [sys.executable, "-m", "voicelane", "train", "--lane", "tts_prod_train", "--data", str(data), "--profile",
+         "cli_pub", "--out", str(tmp_path / "out"), "--preset", "tiny", "--steps", "2", "--min-minutes", "0",
+         "--eval-max", "1", "--no-onnx", "--gates", TINY["TRAIN_GATES"], "--consent-statement", str(consent_of(data)),
+         "--publish", "--registry", str(reg)],
+        capture_output=True, text=True, timeout=1800, env=base_env(TRAIN_STATUS_PATH=str(tmp_path / "s.json")))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "published: profile=cli_pub version=1" in proc.stderr
+    assert registry.status(reg)[0]["profile"] == "cli_pub"
