@@ -99,6 +99,12 @@ def test_metering_and_tenancy_headers(compat_voice_server, svc_prod_bundle):
     assert h["x-voice-tenant"] == "acme" and h["x-voice-meter-request-count"] == "1"
     assert h["x-voice-meter-char-count"] == str(len(text))
     assert abs(int(h["x-voice-meter-duration-ms"]) - 1000 * len(audio) / rate) <= 1
+    # a streamed reply echoes the watermark mode and meters the same way
+    with c.stream("POST", "/api/voice/speak", json={"text": text, "missionId": "meter-s", "stream": True,
+                                                    "watermark_mode": "off"}, headers={"x-tenant-id": "t1"}) as s:
+        assert s.status_code == 200 and s.headers["x-watermark-mode"] == "off"
+        assert s.headers["x-voice-tenant"] == "t1" and s.headers["x-voice-meter-char-count"] == str(len(text))
+        assert len(s.read()) > 44
     bad = c.post("/api/voice/speak", json={"text": text}, headers={"x-tenant-id": "x" * 200})
     assert bad.status_code == 400 and bad.json()["error"] == "voice_invalid_request"
 

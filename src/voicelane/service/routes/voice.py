@@ -132,12 +132,12 @@ async def _first_chunk(ctx: ServiceContext, live: LiveStream, fut):
 
 
 def _stream_reply(live: LiveStream, first, kind: str, served: ServedVoice, trace: str, tenant: str,
-                  text: str, first_ms: float) -> StreamingResponse:
+                  text: str, first_ms: float, watermark: str = "none") -> StreamingResponse:
     """Audio as it is made. The audit line is written when the reply starts; how the stream
     ended (complete, or cut short by an error or by the client) goes to the service log."""
     rate = served.sample_rate
     headers = {"x-voice-provider": engine_provider(served.voice), "x-voice-profile": served.profile_id,
-               "x-voice-cache": "stream", "x-watermark-mode": "none", "x-trace-id": trace,
+               "x-voice-cache": "stream", "x-watermark-mode": watermark, "x-trace-id": trace,
                "x-voice-tenant": tenant, "x-voice-meter-request-count": "1",
                "x-voice-meter-char-count": str(len(text)), "x-voice-sample-rate": str(rate),
                "x-voice-stream": kind, "x-voice-first-audio-ms": f"{first_ms:.1f}", "cache-control": "no-store"}
@@ -310,7 +310,7 @@ async def speak(request: Request) -> Any:
                 raise ApiError(502, "voice_backend_error", f"synthesis failed: {type(exc).__name__}",
                                {"profile": served.profile_id}) from None
         if live is not None:
-            reply = _stream_reply(live, first, kind, served, trace, tenant, req.text, synth_ms)
+            reply = _stream_reply(live, first, kind, served, trace, tenant, req.text, synth_ms, watermark)
             delivered = True
             audit.update(outcome="ok", status=200, cache="stream")
             return reply
