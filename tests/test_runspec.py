@@ -112,11 +112,9 @@ def test_extra_args_override_and_unknown_flags_are_refused(sample):
 
 def test_lanes_and_presets_are_defined_once():
     from voicelane.engine.model import PRESETS as MODEL_PRESETS
-    from voicelane.lane import JOB_TYPES
     from voicelane.service.routes.train import TRAIN_JOB_TYPES
 
     assert tuple(MODEL_PRESETS) == PRESETS
-    assert JOB_TYPES is LANES
     assert set(TRAIN_JOB_TYPES) == set(LANES) - {"dataset"}
 
 

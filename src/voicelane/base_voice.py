@@ -14,8 +14,10 @@ from pathlib import Path
 from voicelane import weights
 from voicelane.demo import BASE_ID, corpus
 from voicelane.fsutil import atomic_write_json, sha256_file
-from voicelane.lane import REPO_ROOT, LaneOptions, run_lane
+from voicelane.lane import run_lane
+from voicelane.paths import REPO_ROOT
 from voicelane.protocol import Emitter
+from voicelane.runspec import RunSpec
 
 BASE_STEPS = 6000
 
@@ -28,8 +30,8 @@ def print_allowlist() -> None:
               f"data={e.get('data_license')}\tcommercial={e.get('commercial_use_allowed')}\tgate={gate}")
 
 
-def base_options(out: Path, steps: int | None, threads: int) -> LaneOptions:
-    return LaneOptions(
+def base_options(out: Path, steps: int | None, threads: int) -> RunSpec:
+    return RunSpec.build(
         job_type="tts_prod_train", data=corpus("slt"), profile_id="slt_base", out=out, preset="cpu",
         consent_statement=corpus("slt") / "CONSENT.txt", heldout=corpus("slt_heldout"),
         display_name="voicelane base voice (slt)", steps=steps or BASE_STEPS, threads=threads,
@@ -86,7 +88,8 @@ def install_base(bundle_dir: Path, eval_summary: dict, steps: int, minutes: floa
         "notes": "Trained by voicelane on corpora/slt (sentences written for voicelane, rendered with "
                  "Festival's cmu_us_slt_arctic_hts voice). Code: coqui-tts (MPL-2.0); weights: MIT.",
         "training": {"hardware": "2-core CPU (no GPU)", "train_minutes": round(minutes, 1),
-                     "selection": "snapshot every 500 steps; the one with the lowest regression-prompt WER", "eval": eval_summary,
+                     "selection": "snapshot every 500 steps; the one with the lowest regression-prompt WER",
+                     "eval": eval_summary,
                      "eval_on_kal": eval_on_kal},
     }
     atomic_write_json(dest / "weights_manifest.json", entry)

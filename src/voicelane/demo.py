@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from voicelane.lane import REPO_ROOT, LaneOptions, run_lane
+from voicelane.lane import run_lane
+from voicelane.paths import REPO_ROOT
 from voicelane.protocol import Emitter
+from voicelane.runspec import RunSpec
 
 DEMO_PROFILE = "demo_kal"
 BASE_ID = "voicelane-slt-base-v1"
@@ -23,8 +25,8 @@ def corpus(name: str) -> Path:
     return REPO_ROOT / "corpora" / name
 
 
-def demo_options(out: Path, quick: bool, threads: int) -> LaneOptions:
-    return LaneOptions(
+def demo_options(out: Path, quick: bool, threads: int) -> RunSpec:
+    return RunSpec.build(
         job_type="tts_prod_train", data=corpus("kal"), profile_id=DEMO_PROFILE, out=out, preset="cpu",
         base=BASE_ID, consent_statement=corpus("kal") / "CONSENT.txt", heldout=corpus("kal_heldout"),
         display_name="Demo voice (kal, fine-tuned from the slt base)",

@@ -10,7 +10,8 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,9 @@ from voicelane.protocol import Emitter
 from voicelane.runspec import LANES, RunSpec
 from voicelane.status import StatusWriter, default_status_path, finalize
 
-JOB_TYPES = LANES  # job type -> lane, defined in runspec
 # Gates of the production lane (overridable with --gates JSON). Metric names from eval.json.
 DEFAULT_GATES = {"wer_max": 0.35, "mcd_db_max": 12.0}
 LOG_EVERY = 10
-
-
-LaneOptions = RunSpec  # the lane's options are the run spec
 
 
 class Reporter:
@@ -94,12 +91,74 @@ def read_consent(path: Path | None, speaker_name: str | None) -> dict[str, Any] 
     }
 
 
+# --- what each stage of a run hands to the next ------------------------------------------------
+
+
+@dataclass
+class Plan:
+    language: str
+    prod: bool
+    preset: dict[str, Any]
+    steps: int
+
+
+@dataclass
+class BaseGates:
+    consent: dict[str, Any] | None
+    base_gate: Any = None  # weights.LicenceGate when fine-tuning
+    base_dir: Path | None = None
+
+
+@dataclass
+class Data:
+    manifest: dict[str, Any]
+    ds_dir: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.ds_dir / "dataset_manifest.json"
+
+
+@dataclass
+class Features:
+    aligned: list[dict[str, Any]]
+    train_items: list[Any]
+
+
+@dataclass
+class Start:
+    arch: dict[str, Any]
+    init_state: dict[str, Any] | None
+    mean: np.ndarray
+    std: np.ndarray
+    symbols: list[str]
+
+
+@dataclass
+class Trained:
+    ck: dict[str, Any]
+    start: Start
+    tcfg: Any  # engine.train.TrainConfig
+    run_dir: Path
+
+
+@dataclass
+class Evaluated:
+    voice: Any  # engine.voice.Voice
+    voice_dir: Path
+    res: dict[str, Any]
+    samples: list[Any]
+    rtf: float
+    failed: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
 class Lane:
-    def __init__(self, opts: LaneOptions, emitter: Emitter, reporter: Reporter | None = None):
+    def __init__(self, opts: RunSpec, emitter: Emitter, reporter: Reporter | None = None):
         self.o = opts
         self.em = emitter
         self.rep = reporter or Reporter()
-        self.lane = JOB_TYPES[opts.job_type]
+        self.lane = LANES[opts.job_type]
         self.status = StatusWriter(opts.status_path or default_status_path(opts.job_type), opts.job_type, self.lane)
         # keys old status readers use, present from the first write (the run updates them)
         self.status.stats({"dataset_items": 0, "bundle_valid": False})
@@ -149,77 +208,84 @@ class Lane:
         return result
 
     def _run(self) -> dict[str, Any]:
-        import time
+        plan = self._plan()
+        gates = self._gates_before_data(plan)
+        data = self._dataset(plan)
+        if self.o.job_type == "dataset":
+            return {"dataset_manifest": str(data.manifest_path), "totals": data.manifest["totals"]}
+        feats = self._features(plan, data)
+        trained = self._train(plan, gates, feats)
+        evaluated = self._evaluate(plan, data, trained)
+        return self._bundle(plan, gates, data, trained, evaluated)
 
-        from voicelane.engine import train as train_mod
+    # --- the stages, in order ------------------------------------------------------------------
+    def _plan(self) -> Plan:
         from voicelane.engine import model as model_mod
+        from voicelane.engine.frontend import check_language
 
         o = self.o
         bundle.validate_profile_id(o.profile_id)
-        from voicelane.engine.frontend import check_language
-
         language = check_language(o.language)
-        prod = o.job_type == "tts_prod_train"
-        p = model_mod.preset(o.preset)
+        preset = model_mod.preset(o.preset)
         finetune = bool(o.base) and o.job_type != "dataset"
-        steps = int(o.steps if o.steps is not None else p["finetune_steps" if finetune else "steps"])
-        if o.job_type == "dataset":
-            total = 1
-        else:
-            total = steps + 4
+        steps = int(o.steps if o.steps is not None else preset["finetune_steps" if finetune else "steps"])
+        total = 1 if o.job_type == "dataset" else steps + 4
         self.em.set_total(total)
         self.status.doc["progress"] = {"current": 0, "total": total}
         self.status.doc["options"] = {"profile_id": o.profile_id, "preset": o.preset, "base": o.base,
                                       "steps": steps, "seed": o.seed, "language": language}
         self.status.flush()
         o.out.mkdir(parents=True, exist_ok=True)
+        return Plan(language, o.job_type == "tts_prod_train", preset, steps)
 
-        # gates that need no data first: consent and licence
+    def _gates_before_data(self, plan: Plan) -> BaseGates:
+        """Consent and licence: the gates that need no data come first."""
+        o = self.o
         consent = read_consent(o.consent_statement, o.speaker_name)
-        if prod and consent is None and o.job_type != "dataset":
+        if plan.prod and consent is None and o.job_type != "dataset":
             raise VoicelaneError("consent_missing", "the production lane needs the speaker's consent statement",
                                  {"flag": "--consent-statement"})
-        base_gate = base_dir = None
-        if o.base and o.job_type != "dataset":
-            from voicelane import weights
+        if not o.base or o.job_type == "dataset":
+            return BaseGates(consent)
+        from voicelane import weights
 
-            base_gate = weights.licence_gate(o.base, o.accept_license_risk)
-            base_dir = weights.verify_files(base_gate)
+        gate = weights.licence_gate(o.base, o.accept_license_risk)
+        return BaseGates(consent, gate, weights.verify_files(gate))
 
-        # 1. dataset
+    def _dataset(self, plan: Plan) -> Data:
         t0 = time.perf_counter()
         self.rep.phase("dataset")
-        cfg = dataset.DatasetConfig(language=language)
-        if o.min_minutes is not None:
-            cfg.min_total_minutes = o.min_minutes
-        ds_dir = o.out / "dataset"
-        manifest = dataset.prepare_dataset(o.data, ds_dir, cfg, on_progress=self.rep.advance)
+        cfg = dataset.DatasetConfig(language=plan.language)
+        if self.o.min_minutes is not None:
+            cfg.min_total_minutes = self.o.min_minutes
+        ds_dir = self.o.out / "dataset"
+        manifest = dataset.prepare_dataset(self.o.data, ds_dir, cfg, on_progress=self.rep.advance)
         totals = manifest["totals"]
         for w in manifest.get("warnings", []):
             self.rep.log(f"warning: {w}")
         self.timed("dataset", t0)
-        self.status.doc["dataset_manifest"] = str(ds_dir / "dataset_manifest.json")
+        data = Data(manifest, ds_dir)
+        self.status.doc["dataset_manifest"] = str(data.manifest_path)
         # `dataset_items` (and `schema` for dataset jobs): the voice_dataset/1 STATS old readers parse
         dataset_stats = {"phase": "dataset", "kept": totals["kept"], "dataset_items": totals["kept"],
                          "rejected": totals["rejected"], "kept_minutes": totals["kept_minutes"],
                          "dataset_sha256": manifest["dataset_sha256"]}
-        if o.job_type == "dataset":
+        if self.o.job_type == "dataset":
             dataset_stats["schema"] = "voice_dataset/1"
-        self.tick(1, dataset_stats, (self.rel(ds_dir / "dataset_manifest.json"),))
-        if o.job_type == "dataset":
-            return {"dataset_manifest": str(ds_dir / "dataset_manifest.json"), "totals": totals}
+        self.tick(1, dataset_stats, (self.rel(data.manifest_path),))
+        return data
 
-        # 2. features + alignment
-        t0 = time.perf_counter()
-        self.rep.phase("features", len(manifest["entries"]))
+    def _features(self, plan: Plan, data: Data) -> Features:
         from voicelane.engine import data as data_mod
 
-        entries = [dict(e, abs_path=ds_dir / e["path"]) for e in manifest["entries"]]
-        items, align_errors = data_mod.prepare_all(entries, o.out / "work" / "cache", language,
-                                                   workers=o.threads, on_done=self.rep.advance)
+        t0 = time.perf_counter()
+        self.rep.phase("features", len(data.manifest["entries"]))
+        entries = [dict(e, abs_path=data.ds_dir / e["path"]) for e in data.manifest["entries"]]
+        items, align_errors = data_mod.prepare_all(entries, self.o.out / "work" / "cache", plan.language,
+                                                   workers=self.o.threads, on_done=self.rep.advance)
         aligned = [e for e in entries if e["id"] not in align_errors]
         # with a separate held-out set, the validation split is not needed for evaluation
-        train_items = items if o.heldout else [it for it, e in zip(items, aligned) if e["split"] == "train"]
+        train_items = items if self.o.heldout else [it for it, e in zip(items, aligned) if e["split"] == "train"]
         train_items = train_items or items
         if not train_items:
             raise VoicelaneError("dataset_empty", "no clip could be aligned to its transcript",
@@ -227,35 +293,44 @@ class Lane:
         self.timed("features", t0)
         self.tick(2, {"phase": "features", "aligned": len(items), "alignment_failures": len(align_errors),
                       "train_items": len(train_items)})
+        return Features(aligned, train_items)
 
-        # 3. train
+    def _starting_point(self, plan: Plan, gates: BaseGates, feats: Features) -> Start:
+        """Architecture, initial weights and feature statistics: the base's when fine-tuning."""
         from voicelane.engine import crosslingual, frontend
+        from voicelane.engine import data as data_mod
+        from voicelane.engine import model as model_mod
 
-        inventory = frontend.inventory(language)
-        arch = model_mod.architecture(p, len(inventory.symbols))
-        init_state = None
-        if base_dir is not None:
-            from voicelane.engine.voice import CONFIG_FILE, WEIGHTS_FILE
+        inventory = frontend.inventory(plan.language)
+        if gates.base_dir is None:
+            mean, std = data_mod.feature_stats(feats.train_items)
+            return Start(model_mod.architecture(plan.preset, len(inventory.symbols)), None, mean, std,
+                         inventory.symbols)
+        from safetensors.torch import load_file
 
-            base_cfg = json.loads((base_dir / CONFIG_FILE).read_text("utf-8"))
-            arch = dict(base_cfg["arch"], num_chars=len(inventory.symbols))
-            from safetensors.torch import load_file
+        from voicelane.engine.features import LF0_IDX
+        from voicelane.engine.voice import CONFIG_FILE, WEIGHTS_FILE
 
-            # sounds the base never heard start from their nearest base sound (crosslingual.py)
-            init_state = crosslingual.extend_state(load_file(str(base_dir / WEIGHTS_FILE)), inventory.symbols)
-            if inventory.new_symbols:
-                self.status.doc["crosslingual_init"] = crosslingual.init_table(inventory.symbols)
-            mean = np.asarray(base_cfg["feat_mean"], dtype=np.float32)
-            std = np.asarray(base_cfg["feat_std"], dtype=np.float32)
-            # Pitch is normalised per speaker: the base's F0 contours land in the new speaker's
-            # range from step 0 (measured: docs/model-choice.md); spectra keep the base's statistics.
-            spk_mean, spk_std = data_mod.feature_stats(train_items)
-            from voicelane.engine.features import LF0_IDX
+        base_cfg = json.loads((gates.base_dir / CONFIG_FILE).read_text("utf-8"))
+        arch = dict(base_cfg["arch"], num_chars=len(inventory.symbols))
+        # sounds the base never heard start from their nearest base sound (crosslingual.py)
+        init_state = crosslingual.extend_state(load_file(str(gates.base_dir / WEIGHTS_FILE)), inventory.symbols)
+        if inventory.new_symbols:
+            self.status.doc["crosslingual_init"] = crosslingual.init_table(inventory.symbols)
+        mean = np.asarray(base_cfg["feat_mean"], dtype=np.float32)
+        std = np.asarray(base_cfg["feat_std"], dtype=np.float32)
+        # Pitch is normalised per speaker: the base's F0 contours land in the new speaker's
+        # range from step 0 (measured: docs/model-choice.md); spectra keep the base's statistics.
+        spk_mean, spk_std = data_mod.feature_stats(feats.train_items)
+        mean[LF0_IDX], std[LF0_IDX] = spk_mean[LF0_IDX], spk_std[LF0_IDX]
+        return Start(arch, init_state, mean, std, inventory.symbols)
 
-            mean[LF0_IDX], std[LF0_IDX] = spk_mean[LF0_IDX], spk_std[LF0_IDX]
-        else:
-            mean, std = data_mod.feature_stats(train_items)
-        ft = "finetune_" if base_dir is not None else ""
+    def _train(self, plan: Plan, gates: BaseGates, feats: Features) -> Trained:
+        from voicelane.engine import train as train_mod
+
+        o, p, steps = self.o, plan.preset, plan.steps
+        start = self._starting_point(plan, gates, feats)
+        ft = "finetune_" if gates.base_dir is not None else ""
         tcfg = train_mod.TrainConfig(steps=steps, batch_size=p["batch_size"], lr=p[f"{ft}lr"],
                                      warmup=p[f"{ft}warmup"], checkpoint_every=p["checkpoint_every"],
                                      seed=o.seed, threads=o.threads, snapshot_every=o.snapshot_every,
@@ -276,87 +351,75 @@ class Lane:
             from voicelane.engine import ddp
             from voicelane.engine.voice import WEIGHTS_FILE
 
-            train_ids = {it.id for it in train_items}
-            spec = ddp.write_spec(o.out / "work" / "ddp_spec.json", [e for e in aligned if e["id"] in train_ids],
-                                  o.out / "work" / "cache", language, arch, tcfg, run_dir, mean, std,
-                                  (base_dir / WEIGHTS_FILE) if base_dir is not None else None)
+            train_ids = {it.id for it in feats.train_items}
+            spec = ddp.write_spec(o.out / "work" / "ddp_spec.json",
+                                  [e for e in feats.aligned if e["id"] in train_ids], o.out / "work" / "cache",
+                                  plan.language, start.arch, tcfg, run_dir, start.mean, start.std,
+                                  (gates.base_dir / WEIGHTS_FILE) if gates.base_dir is not None else None)
             ddp.launch(spec, o.nproc, on_step)
             ck = train_mod.load_checkpoint(run_dir / train_mod.CKPT_NAME)
         else:
-            ck = train_mod.train(train_items, arch, tcfg, run_dir, mean, std, init_state, on_step)
+            ck = train_mod.train(feats.train_items, start.arch, tcfg, run_dir, start.mean, start.std,
+                                 start.init_state, on_step)
         self.timed("train", t0)
         self.status.doc["train_s_per_step"] = round(self.timings["train"] / max(1, steps), 4)
+        return Trained(ck, start, tcfg, run_dir)
 
-        # 4. voice files + evaluation
+    def _evaluate(self, plan: Plan, data: Data, trained: Trained) -> Evaluated:
+        from voicelane import evaluate as ev
         from voicelane.engine.voice import Voice, save_voice
 
+        o, start = self.o, trained.start
         voice_dir = o.out / "work" / "voice"
         voice_dir.mkdir(parents=True, exist_ok=True)
-        extra = {"engine": self.engine_info(), "preset": o.preset, "steps": steps,
+        extra = {"engine": self.engine_info(), "preset": o.preset, "steps": plan.steps,
                  "base_weights": o.base, "postfilter": 0.0}
-        weights_state = ck["model"]
+        weights_state = trained.ck["model"]
         if o.select_snapshot and o.snapshot_every:
             from voicelane.selection import select_snapshot
 
-            chosen = select_snapshot(run_dir, ck, arch, mean, std, language)
+            chosen = select_snapshot(trained.run_dir, trained.ck, start.arch, start.mean, start.std, plan.language)
             weights_state = chosen.state
             extra["selected_step"] = chosen.step
             self.status.doc["snapshot_selection"] = chosen.table
             self.em.stats({"phase": "select", "selected_step": chosen.step,
                            "selected_prompts_wer": chosen.prompts_wer})
-        save_voice(voice_dir, weights_state, arch, mean, std, language, extra, symbols=inventory.symbols)
+        save_voice(voice_dir, weights_state, start.arch, start.mean, start.std, plan.language, extra,
+                   symbols=start.symbols)
         voice = Voice.load(voice_dir, threads=1)
         t0 = time.perf_counter()
-        clips = self.heldout_clips(manifest, ds_dir, language)
+        clips = self.heldout_clips(data.manifest, data.ds_dir, plan.language)
         self.rep.phase("evaluate", len(clips) + 8)
-        from voicelane import evaluate as ev
-
         prompts = ev.REGRESSION_PROMPTS[: o.eval_max] if o.eval_max else None
-        res = ev.evaluate(voice.synthesize, clips, prompts, language=language, on_progress=self.rep.advance)
+        res = ev.evaluate(voice.synthesize, clips, prompts, language=plan.language, on_progress=self.rep.advance)
         samples = res.pop("_audio")
         rtf = res.pop("rtf")
         self.timed("evaluate", t0)
-        res["model_params"] = int(sum(v.numel() for v in ck["model"].values()))
-        gates = dict(ev.gates_for(language) if prod else {}) | (o.gates or {})
+        res["model_params"] = int(sum(v.numel() for v in trained.ck["model"].values()))
+        gates = dict(ev.gates_for(plan.language) if plan.prod else {}) | (o.gates or {})
         failed = ev.check_gates(res, gates)
         res["gates"] = {"thresholds": gates, "failed": failed, "passed": not failed}
-        eval_summary = {k: res[k] for k in ("wer", "wer_floor_real_audio", "content_word_recall", "mcd_db",
-                                            "f0_median_hz", "f0_median_real_hz", "f0_rmse_hz",
-                                            "duration_ratio", "prompts_wer", "n_heldout", "per",
-                                            "per_floor_real_audio", "per_broad",
-                                            "per_broad_floor_real_audio")}
+        summary = {k: res[k] for k in ("wer", "wer_floor_real_audio", "content_word_recall", "mcd_db",
+                                       "f0_median_hz", "f0_median_real_hz", "f0_rmse_hz",
+                                       "duration_ratio", "prompts_wer", "n_heldout", "per",
+                                       "per_floor_real_audio", "per_broad", "per_broad_floor_real_audio")}
         self.status.doc["perf"] = {"rtf": rtf}
-        self.tick(steps + 3, {"phase": "evaluate", **eval_summary, "gates_passed": not failed})
+        self.tick(plan.steps + 3, {"phase": "evaluate", **summary, "gates_passed": not failed})
+        return Evaluated(voice, voice_dir, res, samples, rtf, failed, summary)
 
-        # 5. bundle
-        files = self.stage_bundle_files(voice_dir, res, samples, voice, o.profile_id)
-        created_at = fixed_created_at(manifest)
-        extra_manifest = {
-            "lane": self.lane,
-            "promotable": prod and not failed,
-            "language": language,
-            "engine": {"name": "voicelane-forwardtts-world", "version": __version__,
-                       "model_type": "coqui-tts ForwardTTS (SpeedySpeech) + WORLD vocoder",
-                       "library": f"coqui-tts {self.engine_info()['coqui_tts']}",
-                       "sample_rate": 16000},
-            "provenance": {
-                "commit": git_commit(),
-                "config_sha256": sha256_text(canonical_json({"arch": arch, "preset": o.preset, "train": {
-                    k: v for k, v in tcfg.__dict__.items() if k not in ("threads", "snapshot_every")}})),
-                "dataset_sha256": manifest["dataset_sha256"],
-                "base_weights": base_gate.provenance() if base_gate else None,
-                "license_override": bool(base_gate and base_gate.override),
-            },
-            "consent": consent,
-            "eval": eval_summary | {"gates_passed": not failed},
-        }
+    def _bundle(self, plan: Plan, gates: BaseGates, data: Data, trained: Trained,
+                evaluated: Evaluated) -> dict[str, Any]:
+        o, failed = self.o, evaluated.failed
+        files = self.stage_bundle_files(evaluated.voice_dir, evaluated.res, evaluated.samples, evaluated.voice,
+                                        o.profile_id)
+        manifest_fields = self._manifest_fields(plan, gates, data, trained, evaluated)
         # a voice that failed its gates never replaces the served bundle: it lands in candidates/
         export_root = o.out / "candidates" if failed else o.out
         result = bundle.export_bundle(export_root, o.profile_id, o.display_name or o.profile_id, files,
-                                      created_at, extra_manifest)
+                                      fixed_created_at(data.manifest), manifest_fields)
         shutil.rmtree(o.out / "work" / "staging", ignore_errors=True)
         bdir = bundle.bundle_dir_for(export_root, o.profile_id)
-        perf = {"rtf_pytorch": rtf, "timings_s": self.timings, "threads": o.threads,
+        perf = {"rtf_pytorch": evaluated.rtf, "timings_s": self.timings, "threads": o.threads,
                 "note": "machine-dependent; not covered by the manifest checksums"}
         atomic_write_json(bdir / "perf.json", perf)
         if not result.ok:
@@ -364,15 +427,40 @@ class Lane:
         self.status.doc["bundle"] = str(bdir)
         self.status.doc["bundle_manifest_sha256"] = sha256_file(bdir / "manifest.json")[0]
         if failed:
-            self.tick(steps + 4, {"phase": "bundle", "bundle_valid": True, "promotable": False},
+            self.tick(plan.steps + 4, {"phase": "bundle", "bundle_valid": True, "promotable": False},
                       (self.rel(bdir / "manifest.json"),))
             raise VoicelaneError("eval_gate_failed", "the voice did not pass the evaluation gates: " + ", ".join(
                 f"{f['gate']}={f['value']} (limit {f['limit']})" for f in failed),
                 {"failed": failed, "candidate_bundle": self.rel(bdir)})
-        self.tick(steps + 4, {"phase": "bundle", "bundle_valid": True, "files_validated": result.files_validated,
-                              "promotable": extra_manifest["promotable"]},
+        self.tick(plan.steps + 4, {"phase": "bundle", "bundle_valid": True,
+                                   "files_validated": result.files_validated,
+                                   "promotable": manifest_fields["promotable"]},
                   (self.rel(bdir / "manifest.json"),))
-        return {"bundle": str(bdir), "eval": eval_summary, "rtf": rtf}
+        return {"bundle": str(bdir), "eval": evaluated.summary, "rtf": evaluated.rtf}
+
+    def _manifest_fields(self, plan: Plan, gates: BaseGates, data: Data, trained: Trained,
+                         evaluated: Evaluated) -> dict[str, Any]:
+        train_cfg = {k: v for k, v in trained.tcfg.__dict__.items() if k not in ("threads", "snapshot_every")}
+        base_gate = gates.base_gate
+        return {
+            "lane": self.lane,
+            "promotable": plan.prod and not evaluated.failed,
+            "language": plan.language,
+            "engine": {"name": "voicelane-forwardtts-world", "version": __version__,
+                       "model_type": "coqui-tts ForwardTTS (SpeedySpeech) + WORLD vocoder",
+                       "library": f"coqui-tts {self.engine_info()['coqui_tts']}",
+                       "sample_rate": 16000},
+            "provenance": {
+                "commit": git_commit(),
+                "config_sha256": sha256_text(canonical_json({"arch": trained.start.arch, "preset": self.o.preset,
+                                                             "train": train_cfg})),
+                "dataset_sha256": data.manifest["dataset_sha256"],
+                "base_weights": base_gate.provenance() if base_gate else None,
+                "license_override": bool(base_gate and base_gate.override),
+            },
+            "consent": gates.consent,
+            "eval": evaluated.summary | {"gates_passed": not evaluated.failed},
+        }
 
     def engine_info(self) -> dict[str, str]:
         import importlib.metadata as md
@@ -427,5 +515,5 @@ class Lane:
 SAMPLE_TEXT = "Hello. This voice was trained on your own recordings, and it runs entirely on this machine."
 
 
-def run_lane(opts: LaneOptions, emitter: Emitter, reporter: Reporter | None = None) -> dict[str, Any]:
+def run_lane(opts: RunSpec, emitter: Emitter, reporter: Reporter | None = None) -> dict[str, Any]:
     return Lane(opts, emitter, reporter).run()
