@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -31,12 +31,14 @@ LANES: dict[str, str] = {
     "dataset": "data",
 }
 TRAIN_JOB_TYPES = {k: v for k, v in LANES.items() if k != "dataset"}
-PRESETS = ("tiny", "cpu", "gpu")  # sizes and schedules: voicelane.engine.model.PRESETS
-FINETUNE_SCOPES = ("all", "decoder")
-DEVICES = ("auto", "cpu", "cuda")
-SPEC_FILE = "spec.json"
-
 JobType = Literal["tts_prod_train", "tts_voice_train", "train", "dataset"]
+Preset = Literal["tiny", "cpu", "gpu"]  # sizes and schedules: voicelane.engine.model.PRESETS
+FinetuneScope = Literal["all", "decoder"]
+Device = Literal["auto", "cpu", "cuda"]
+PRESETS: tuple[str, ...] = get_args(Preset)
+FINETUNE_SCOPES: tuple[str, ...] = get_args(FinetuneScope)
+DEVICES: tuple[str, ...] = get_args(Device)
+SPEC_FILE = "spec.json"
 
 
 class RunSpec(BaseModel):
@@ -48,7 +50,7 @@ class RunSpec(BaseModel):
     data: Path = Field(description="dataset folder or long recording")
     profile_id: str = Field(min_length=1, max_length=128, description="voice profile id (a-z0-9_-)")
     out: Path = Field(description="output root (bundles/, dataset/, work/)")
-    preset: Literal["tiny", "cpu", "gpu"] = "cpu"
+    preset: Preset = "cpu"
     base: str | None = Field(default=None, description="allowlisted base weights id (fine-tuning)")
     accept_license_risk: bool = False
     consent_statement: Path | None = None
@@ -67,8 +69,8 @@ class RunSpec(BaseModel):
     snapshot_every: int = Field(default=0, ge=0, description="keep a weights snapshot every N steps")
     select_snapshot: bool = Field(default=False, description="bundle the snapshot with the lowest "
                                                              "regression-prompt WER (needs snapshot_every)")
-    finetune_scope: Literal["all", "decoder"] | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    finetune_scope: FinetuneScope | None = None
+    device: Device = "auto"
     nproc: int = Field(default=1, ge=1, le=64, description="data-parallel processes under torchrun")
 
     @model_validator(mode="after")

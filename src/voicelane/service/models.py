@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
+from voicelane.runspec import Device, FinetuneScope, Preset
 from voicelane.service.core.train_compat import dataset_stats
 
 PROFILE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -159,7 +160,7 @@ class TrainStartRequest(BaseModel):
                                 validation_alias=_aliases("profile", "voiceProfile", "voice_profile_id", "profileId",
                                                           "profile_id", "voiceProfileId"),
                                 description="absent: VOICELANE_TRAIN_DEFAULT_PROFILE (demo_kal)")
-    preset: Literal["tiny", "cpu", "gpu"] = "cpu"
+    preset: Preset = "cpu"
     base: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     steps: int | None = Field(default=None, ge=1, le=10_000_000)
     language: str | None = Field(default=None, max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
@@ -181,10 +182,10 @@ class TrainStartRequest(BaseModel):
                                           validation_alias=_aliases("acceptLicenseRisk", "accept_license_risk"))
     threads: int | None = Field(default=None, ge=1, le=64,
                                 description="torch threads of the run (default VOICELANE_TRAIN_THREADS)")
-    finetuneScope: Literal["all", "decoder"] | None = Field(
+    finetuneScope: FinetuneScope | None = Field(
         default=None, validation_alias=_aliases("finetuneScope", "finetune_scope"),
         description="layers adapted when fine-tuning from base (default: the preset's)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     nproc: int = Field(default=1, ge=1, le=64, description="data-parallel training processes (one per GPU)")
     snapshotEvery: int = Field(default=0, ge=0, le=10_000_000,
                                validation_alias=_aliases("snapshotEvery", "snapshot_every"))
