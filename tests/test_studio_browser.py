@@ -295,7 +295,7 @@ def test_voices_speak_plays_audio(studio, browser, svc_prod_bundle):
     _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, f"article[data-profile='{svc_prod_bundle.profile}']"),
           30, "the served voice")
     card = drv.find_element(By.CSS_SELECTOR, f"article[data-profile='{svc_prod_bundle.profile}']").text
-    assert "WER" in card and "consent recorded" in card
+    assert "WER" in card and "consent recorded" in card and "verify certificate" in card
     box = drv.find_element(By.ID, "speak-text")
     box.clear()
     box.send_keys("The studio speaks these sentences with a voice trained by the lane. A producer types the text, "

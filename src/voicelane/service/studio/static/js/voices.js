@@ -21,9 +21,16 @@ export async function refresh() {
     const label = (p) => (p.displayName ? `${p.displayName} (${p.profileId})` : p.profileId);
     $("speak-voice").replaceChildren(...profiles.map((p) => new Option(label(p), p.profileId)));
     $("speak-voice-b").replaceChildren(new Option("none", ""), ...profiles.map((p) => new Option(label(p), p.profileId)));
-    $("voices-list").replaceChildren(...profiles.map(card));
+    const refused = (out.refused || []).map((r) => el("article", { class: "voice refused", "data-refused": r.profileId },
+      el("h3", { text: `${r.profileId} — not served` }), el("p", { class: "warning", text: `${r.message} (${r.code})` })));
+    $("voices-list").replaceChildren(...profiles.map(card), ...refused);
     if (!profiles.length) say("voices-error", "No voice is served yet: train one on the Train page.");
   } catch (e) { say("voices-error", String(e)); }
+}
+
+function certificate(c) {
+  if (!c) return "none (not published with `voicelane verify`)";
+  return `${c.status || "?"}${c.integrityOk ? ", files match" : ", FILES CHANGED"} (${c.certificateId || "no id"})`;
 }
 
 function card(p) {
@@ -31,7 +38,8 @@ function card(p) {
   const rows = [["lane", p.lane], ["language", p.language], ["created", p.createdAt],
                 ["consent recorded", p.consentRecorded ? "yes" : "no"], ["base weights", p.baseWeights || "none (from scratch)"],
                 ...EVAL_KEYS.filter(([k]) => k in ev).map(([k, label]) => [label, fmt(ev[k])]),
-                ["gates passed", fmt(ev.gates_passed)], ["runtime", p.runtime]];
+                ["gates passed", fmt(ev.gates_passed)], ["verify certificate", certificate(p.certificate)],
+                ["runtime", p.runtime]];
   const dl = el("dl");
   for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", { text: fmt(v) }));
   return el("article", { class: "voice", "data-profile": p.profileId }, el("h3", { text: p.displayName || p.profileId }), dl);
