@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from voicelane.errors import VoicelaneError
-from voicelane.fsutil import atomic_write_json, read_json, sha256_file
+from voicelane.fsutil import atomic_write_json, fsync_tree, read_json, sha256_file
 
 SCHEMA = "voice_registry/1"
 REGISTRY_FILE = "registry.json"
@@ -137,20 +137,6 @@ def exchange(a: Path, b: Path) -> None:
         os.rename(tmp, b)
         raise
     os.rename(tmp, a)
-
-
-def _fsync_tree(root: Path) -> None:
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            p = os.path.join(folder, name)
-            if os.path.isfile(p) and not os.path.islink(p):
-                with open(p, "rb") as fh:
-                    os.fsync(fh.fileno())
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -279,7 +265,7 @@ def publish(bundle_src: Path, root: Path | None = None, profile: str | None = No
         staging = pdir / f"{_STAGING}{secrets.token_hex(6)}"
         try:
             shutil.copytree(bundle_src, staging, symlinks=True)
-            _fsync_tree(staging)
+            fsync_tree(staging)
             check_publishable(staging)  # what was copied is what was checked
             version = max([rec.get("current") or 0, *_versions_on_disk(pdir),
                            *(int(v.get("version") or 0) for v in rec.get("versions") or [])]) + 1
