@@ -138,3 +138,27 @@ def test_child_reported_error_keeps_its_code():
     assert (err["code"], err["message"]) == ("consent_missing", "no consent")
     assert reported_error([], ["error: internal_error: TypeError: x"], 1) is None  # a crash stays a crash
     assert reported_error(["not json"], ["error: made_up_code: x"], 1) is None
+
+
+def test_reported_code_reads_the_cli_error_line():
+    from voicelane.errors import reported_code
+
+    assert reported_code(["PROGRESS 1 9", "error: dataset_too_small: 0.7 min kept", "next: record more"]) == (
+        "dataset_too_small", "0.7 min kept")
+    assert reported_code(["error: internal_error: boom"]) is None
+    assert reported_code(["error: not_a_code: x", "warning: dataset_empty: y"]) is None
+
+
+def test_orchestrator_keeps_a_code_reported_without_a_status(tmp_path):
+    """#3 for the orchestrator: a lane that failed before writing its status is not internal_error."""
+    from voicelane.ops.orchestrator import Orchestrator
+
+    log = tmp_path / "lane.log"
+    log.write_text("[voicelane] dataset ...\nerror: consent_missing: no consent statement\nnext: pass one\n")
+    orch = object.__new__(Orchestrator)  # only the paths lane_failure reads
+    orch.log_path, orch.status_path = log, tmp_path / "missing.json"
+    failed = orch.lane_failure(2, None)
+    assert (failed.code, failed.message) == ("consent_missing", "no consent statement")
+    log.write_text("Traceback ...\n")
+    assert orch.lane_failure(1, None).code == "internal_error"
+    assert orch.lane_failure(130, None).code == "cancelled"

@@ -6,7 +6,7 @@ one sentence telling the operator how to unblock (`next_action`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 NEXT_ACTIONS: dict[str, str] = {
     # dataset
@@ -96,6 +96,19 @@ def disk_full_error(exc: BaseException, doing: str, path: str | None = None) -> 
         return None
     return VoicelaneError("disk_full", f"no space left while {doing} ({exc.strerror})",
                           {"errno": exc.errno, **({"path": path} if path else {})})
+
+
+def reported_code(lines: "Iterable[str]") -> "tuple[str, str] | None":
+    """(code, message) of the last ``error: <code>: <message>`` line the CLI printed (stderr) with a
+    stable code other than ``internal_error``: how a child that wrote no status says why it failed."""
+    for line in reversed(list(lines)):
+        head, sep, rest = line.partition(": ")
+        if head != "error" or not sep:
+            continue
+        code, sep, message = rest.partition(": ")
+        if sep and code in NEXT_ACTIONS and code != "internal_error":
+            return code, message[:500]
+    return None
 
 
 class VoicelaneError(Exception):

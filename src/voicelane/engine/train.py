@@ -11,6 +11,7 @@ import io
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from voicelane.errors import VoicelaneError
 from voicelane.fsutil import atomic_write_bytes, atomic_write_json
 
 CKPT_NAME = "checkpoint.pt"
+PREV_CKPT_NAME = "checkpoint.prev.pt"  # the one before: a torn or corrupt latest falls back to it
 
 
 @dataclass
@@ -164,7 +166,37 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
     buf = io.BytesIO()
     torch.save(payload, buf)
+    if path.name == CKPT_NAME and path.exists():
+        os.replace(path, path.with_name(PREV_CKPT_NAME))
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _warn(message: str) -> None:
+    print(f"[voicelane] warning: {message}", file=sys.stderr, flush=True)
+
+
+def load_resume_checkpoint(run_dir: Path, warn: Callable[[str], None] = _warn) -> dict[str, Any] | None:
+    """The newest readable checkpoint of a run folder: the latest, else the previous one (with a
+    warning); None (with a warning) when neither can be read, so training restarts. Unreadable
+    files are moved aside (``*.corrupt``), never deleted."""
+    for name in (CKPT_NAME, PREV_CKPT_NAME):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            ck = load_checkpoint(path)
+            if not isinstance(ck, dict) or not {"model", "optimizer", "scheduler", "step"} <= set(ck):
+                raise VoicelaneError("checkpoint_invalid", f"{path} is not a voicelane checkpoint")
+        except VoicelaneError as err:
+            os.replace(path, path.with_name(path.name + ".corrupt"))
+            warn(f"{name} cannot be read ({err.message[:160]}); moved to {name}.corrupt")
+            continue
+        if name != CKPT_NAME:
+            warn(f"resuming from the previous checkpoint (step {ck['step']}): the latest could not be read")
+        return ck
+    if (run_dir / (CKPT_NAME + ".corrupt")).exists():
+        warn("no readable checkpoint: training restarts from step 0")
+    return None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -205,8 +237,8 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=1e-6)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda_factory(cfg.warmup, cfg.steps))
     step = 0
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
+    ck = load_resume_checkpoint(run_dir)
+    if ck is not None:
         if ck.get("arch") != arch or ck.get("train_config", {}).get("seed") != cfg.seed:
             raise VoicelaneError("checkpoint_invalid",
                                  "the run folder holds a checkpoint of a different configuration",

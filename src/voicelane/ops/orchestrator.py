@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
-from voicelane.errors import VoicelaneError
+from voicelane.errors import VoicelaneError, reported_code
 from voicelane.ops.common import (PREFIX, LineLog, error_line, exit_code_for, git_head, head_matches, info_line,
                                   read_json, run_spec_from_env, status_name, tail_file)
 from voicelane.paths import REPO_ROOT
@@ -193,6 +193,9 @@ class Orchestrator:
             details = {"exit_code": rc, "train_status": str(self.status_path),
                        "message": str(e.get("message") or "")[:300] or None, **extra}
             return LaneFailed(str(e.get("code") or "internal_error"), str(e.get("message") or ""), details, rc)
+        reported = reported_code(tail_file(self.log_path)) if rc not in (130, -2, -15) else None
+        if reported is not None:  # it said why on stderr before it could write a status
+            return LaneFailed(reported[0], reported[1], {"exit_code": rc, **extra}, rc if rc > 0 else 1)
         code = "cancelled" if rc in (130, -2, -15) else "internal_error"
         return LaneFailed(code, f"the lane exited with {rc} without a status", {"exit_code": rc, **extra},
                           rc if rc > 0 else 1)

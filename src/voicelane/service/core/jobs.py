@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import sqlite3
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, TypedDict
 
 from voicelane.bundle import validate_voice_bundle
-from voicelane.errors import NEXT_ACTIONS
+from voicelane.errors import NEXT_ACTIONS, reported_code
 from voicelane.protocol import JobView, parse_line
 from voicelane.service.core.train_compat import final_message
 from voicelane.runspec import SPEC_FILE, TRAIN_JOB_TYPES, RunSpec, child_argv
@@ -265,9 +264,6 @@ class JobStore:
             self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)", (key, value))
 
 
-CLI_ERROR_RE = re.compile(r"^error: ([a-z][a-z0-9_]{1,63}): (.{0,500})")
-
-
 def reported_error(stdout_other: list[str], tail: Iterable[str], rc: int | None) -> dict[str, Any] | None:
     """The stable code a child reported without a status file: the check report's ``error``
     (stdout JSON), else the CLI's last ``error: <code>: <message>`` line on stderr. ``internal_error``
@@ -280,12 +276,10 @@ def reported_error(stdout_other: list[str], tail: Iterable[str], rc: int | None)
     if isinstance(err, dict) and err.get("code") in NEXT_ACTIONS:
         return {"code": err["code"], "message": str(err.get("message", "")), "details": err.get("details") or {},
                 "next_action": err.get("next_action") or NEXT_ACTIONS[err["code"]]}
-    for line in reversed(list(tail)):
-        m = CLI_ERROR_RE.match(line)
-        if m and m.group(1) in NEXT_ACTIONS and m.group(1) != "internal_error":
-            return {"code": m.group(1), "message": m.group(2), "details": {"exitCode": rc},
-                    "next_action": NEXT_ACTIONS[m.group(1)]}
-    return None
+    found = reported_code(tail)
+    if found is None:
+        return None
+    return {"code": found[0], "message": found[1], "details": {"exitCode": rc}, "next_action": NEXT_ACTIONS[found[0]]}
 
 
 def reconcile_orphan(row: JobRecord, details: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str]:
