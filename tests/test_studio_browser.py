@@ -331,6 +331,11 @@ def test_docs_page_renders_offline(studio, browser):
     _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"), 30, "Swagger UI")
     assert "voicelane service" in drv.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
     assert drv.find_elements(By.CSS_SELECTOR, ".opblock-tag[data-tag='data']")
+    foreign = "return performance.getEntriesByType('resource').map(e => e.name).filter(u => !u.startsWith(arguments[0]))"
+    assert drv.execute_script(foreign, studio.url) == []  # nothing fetched from anywhere else
+    _open(drv, studio, "train")
+    time.sleep(0.5)
+    assert drv.execute_script(foreign, studio.url) == []
 
 
 def test_keyboard_and_200_percent_zoom(studio, browser):
