@@ -12,7 +12,8 @@ score by over-segmenting. Degraded conditions come from bench/degrade.py with a 
 Methods:
 * ``map-en``: gruut IPA per word mapped onto the en-us phone set (engine/align.py), pocketsphinx
   en-us model, 10 ms frames (the method the lane uses);
-* ``map-en-5ms``: the same decoder at 200 frames/s.
+* ``map-en-5ms``: the same decoder at 200 frames/s;
+* ``map-en+wpe``: ``map-en`` after single-channel WPE dereverberation (nara-wpe, MIT).
 """
 
 from __future__ import annotations
@@ -32,7 +33,18 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tools"))
 
 PAUSES = {"#", "pau", "sil", "h#", "_"}
-METHODS = ("map-en", "map-en-5ms")
+METHODS = ("map-en", "map-en-5ms", "map-en+wpe")
+
+
+def dereverberate(y: np.ndarray) -> np.ndarray:
+    """Weighted prediction error dereverberation (nara-wpe), 32 ms frames, 10 taps."""
+    from nara_wpe.utils import istft, stft
+    from nara_wpe.wpe import wpe
+
+    spec = stft(y[None, :], size=512, shift=128).transpose(2, 0, 1)
+    out = wpe(spec, taps=10, delay=3, iterations=3, statistics_mode="full").transpose(1, 2, 0)
+    z = istft(out, size=512, shift=128)[0][:len(y)]
+    return np.pad(z, (0, len(y) - len(z)))
 
 
 def reference_boundaries(segs: list[tuple[float, str]]) -> list[float]:
@@ -60,6 +72,8 @@ def predicted_boundaries(y, sr, text, lang, method):
     from voicelane.engine import align
 
     options = {"frate": 200} if method == "map-en-5ms" else {}
+    if method == "map-en+wpe":
+        y = dereverberate(y)
     al = align.align_text(y, sr, text, lang, **options)
     return al.boundaries(), al
 

@@ -135,8 +135,8 @@ def test_score_far_below_the_corpus_median_fails():
     scores["wrong"] = -40.0
     out = _score_outliers(scores, DatasetConfig())
     assert list(out) == ["wrong"] and "robust SDs below" in out["wrong"]
-    assert _score_outliers({"a": -10.0, "b": -200.0}, DatasetConfig())["b"].startswith(
-        "alignment score -200.0 per frame < floor")
+    assert _score_outliers({"a": -10.0, "b": -80.0}, DatasetConfig())["b"].startswith(
+        "alignment score -80.0 per frame < floor")
 
 
 # ---- voicelane dataset align ---------------------------------------------------------------------
@@ -180,7 +180,9 @@ def test_dataset_align_cli_writes_textgrids_and_rejects_wrong_transcript(tmp_pat
     assert len(phones) >= 20 and phones[0].label == "v"
     assert float(tg.getTier("score").entries[0].label) == pytest.approx(clips["good"]["score"],
                                                                          abs=0.01)
-    assert not (out / "textgrids" / "wrong.TextGrid").exists()
+    # a rejected clip keeps its TextGrid (to inspect) and its score is in the report
+    assert clips["wrong"]["status"] == "alignment_failed"
+    assert clips["wrong"]["score"] is None or f"{clips['wrong']['score']:.1f}" in rej["wrong"]["detail"]
     assert not list(out.glob(".align.staging-*"))
 
 

@@ -95,6 +95,8 @@ def test_formats_rates_depths_and_channels(tmp_path):
         "ogg": (y * 0.7, 16000, "OGG", None),
         "mp3": (soxr.resample(y, 16000, 22050) * 0.6, 22050, "MP3", None),
         "tel8k": (soxr.resample(y, 16000, 8000), 8000, "WAV", "PCM_16"),
+        "tel8k_noisy": (soxr.resample(with_snr(y, 16000, 20, 9), 16000, 8000), 8000, "WAV",
+                        "PCM_16"),
         "dead_right": (stereo_dead * 0.5, 16000, "WAV", "PCM_16"),
         "anti_phase": (stereo_anti * 0.5, 16000, "WAV", "PCM_16"),
     }
@@ -102,11 +104,12 @@ def test_formats_rates_depths_and_channels(tmp_path):
     assert r["rejected"] == [], r["rejected"]
     q = r["quality"]["clips"]
     assert q["pcm24_96k"]["source_rate"] == 96000 and q["tel8k"]["source_rate"] == 8000
+    assert 14 <= q["tel8k_noisy"]["snr_db"] <= 30  # noise judged within the 8 kHz band
     assert q["pcm16"]["channel_used"] == "mono"
     assert q["dead_right"]["channel_used"] == "channel 1 of 2 (other channel silent)"
     assert q["anti_phase"]["channel_used"].startswith("channel 1 of 2 (channels cancel")
     corpus = r["quality"]["corpus"]
-    assert corpus["narrowband_kept"] == ["tel8k"]
+    assert corpus["narrowband_kept"] == ["tel8k", "tel8k_noisy"]
     assert sorted(corpus["single_channel_picked"]) == ["anti_phase", "dead_right"]
     assert any(a["reason"] == "narrowband" for a in r["quality"]["actions"])
 

@@ -108,7 +108,7 @@ class DatasetConfig:
     rate_outlier_z: float | None = 4.5    # robust z-score of characters per second
     max_level_deviation_db: float | None = 20.0
     min_clips_for_corpus_checks: int = 10
-    align_min_score: float = -150.0       # mean acoustic score per frame (docs/alignment.md)
+    align_min_score: float = -60.0        # mean acoustic score per frame (docs/alignment.md)
     align_score_z: float | None = 4.0     # clips this many robust SDs below the corpus median
     denoise: bool = False                 # noisereduce spectral gating, opt-in
     follow_external_symlinks: bool = False
@@ -602,16 +602,16 @@ def _pick_channel(x: np.ndarray) -> tuple[np.ndarray, str]:
     return mix, f"mix of {x.shape[1]}"
 
 
-def _flatness(frames: np.ndarray, sr: int) -> float:
-    """Spectral flatness (0 tonal .. 1 white) of the averaged power spectrum, 100 Hz - 0.45 sr."""
+def _flatness(frames: np.ndarray, sr: int, top_hz: float) -> float:
+    """Spectral flatness (0 tonal .. 1 white) of the averaged power spectrum, 100 Hz - top_hz."""
     spec = np.mean(np.abs(np.fft.rfft(frames * np.hanning(frames.shape[1]), axis=1)) ** 2, axis=0)
     f = np.fft.rfftfreq(frames.shape[1], 1 / sr)
-    band = spec[(f >= 100) & (f <= 0.45 * sr)] + 1e-20
+    band = spec[(f >= 100) & (f <= top_hz)] + 1e-20
     return float(np.exp(np.mean(np.log(band))) / np.mean(band))
 
 
-def estimate_snr(y: np.ndarray, sr: int, require_flat_noise: bool = True
-                 ) -> tuple[float | None, float]:
+def estimate_snr(y: np.ndarray, sr: int, require_flat_noise: bool = True,
+                 source_rate: int | None = None) -> tuple[float | None, float]:
     """(SNR in dB, noise RMS) from the frame energies of an untrimmed clip.
 
     The noise floor is the mean power of the quietest 5 % of 25 ms frames; the signal is the
@@ -619,7 +619,8 @@ def estimate_snr(y: np.ndarray, sr: int, require_flat_noise: bool = True
     their spectrum is noise-like (flatness >= NOISE_FLATNESS); a clip without a pause (tonal
     quiet frames) gives ``None``: its SNR cannot be estimated and is not judged. Digital silence
     gives SNR_CAP_DB. After denoising the residual noise is gated, not flat:
-    ``require_flat_noise=False`` skips that test.
+    ``require_flat_noise=False`` skips that test. Flatness is measured up to 0.45 x the lower
+    of `sr` and `source_rate` (an upsampled 8 kHz clip has nothing above 4 kHz).
     """
     rms, starts, frame = _frame_rms(y, sr)
     if len(rms) < 20:
@@ -632,7 +633,8 @@ def estimate_snr(y: np.ndarray, sr: int, require_flat_noise: bool = True
     if noise <= 1e-12:
         return SNR_CAP_DB, math.sqrt(max(noise, 0.0))
     frames = np.stack([y[s:s + frame] for s in starts[quiet]])
-    if require_flat_noise and _flatness(frames, sr) < NOISE_FLATNESS:
+    top_hz = 0.45 * min(sr, source_rate or sr)
+    if require_flat_noise and _flatness(frames, sr, top_hz) < NOISE_FLATNESS:
         return None, math.sqrt(noise)
     snr = 10 * math.log10(max(speech, 1e-20) / noise)
     return min(snr, SNR_CAP_DB), math.sqrt(noise)
@@ -804,7 +806,8 @@ class _Processor:
             y = soxr.resample(y, sr, cfg.sample_rate, quality="VHQ")
         if cfg.denoise:
             y = _denoise(y, cfg.sample_rate)
-        snr, noise_rms = estimate_snr(y, cfg.sample_rate, require_flat_noise=not cfg.denoise)
+        snr, noise_rms = estimate_snr(y, cfg.sample_rate, require_flat_noise=not cfg.denoise,
+                                      source_rate=sr)
         m["snr_db"] = None if snr is None else round(snr, 1)
         y = _trim(y, cfg.sample_rate)  # raises 'silent'
         clipped = float(np.mean(np.abs(x) >= CLIP_LEVEL))
