@@ -96,7 +96,8 @@ def main() -> None:
         dt = time.perf_counter() - t0
         v = Voice.from_state(ck["model"], arch, m, sd)
         r = evaluate(v.synthesize, clips, prompts=[], with_floor=False)
-        rows.append({"scope": f"{scope}, {norm} stats", "steps": a.steps, "train_s": round(dt, 1), "wer": r["wer"], "recall": r["content_word_recall"],
+        rows.append({"scope": f"{scope}, {norm} stats", "steps": a.steps, "train_s": round(dt, 1), "wer": r["wer"],
+                     "recall": r["content_word_recall"],
                      "mcd_db": r["mcd_db"], "f0": r["f0_median_hz"], "f0_real": r["f0_median_real_hz"]})
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps(rows, indent=1))

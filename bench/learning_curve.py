@@ -70,7 +70,8 @@ def main() -> None:
     ap.add_argument("--png", type=Path, default=None)
     ap.add_argument("--label", default="run")
     ap.add_argument("--prompts", action="store_true",
-                    help="also score the regression prompts (text-only; a selection signal that is not the held-out set)")
+                    help="also score the regression prompts (text-only; a selection signal that is not the "
+                         "held-out set)")
     a = ap.parse_args()
     ck = load_checkpoint(a.run / "checkpoint.pt")
     meta = {"arch": ck["arch"], "feat_mean": np.asarray(ck["feat_mean"]), "feat_std": np.asarray(ck["feat_std"])}

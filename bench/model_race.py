@@ -25,7 +25,6 @@ sys.path.insert(0, str(REPO / "bench"))
 
 def main() -> None:
     import torch
-
     from learning_curve import heldout_clips
 
     from voicelane import dataset
@@ -52,9 +51,10 @@ def main() -> None:
         train.seed_everything(1234)
         net, crit = model.build_model(arch)
         if variant == "aligner":
-            from voicelane.engine import compat  # noqa: F401
             from TTS.tts.layers.generic.aligner import AlignmentNetwork
             from TTS.tts.layers.losses import ForwardTTSLoss
+
+            from voicelane.engine import compat  # noqa: F401
 
             net.use_aligner = net.args.use_aligner = True
             net.aligner = AlignmentNetwork(in_query_channels=arch["out_channels"], in_key_channels=arch["hidden"])

@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import CORPORA, consent_file, mini_corpus  # noqa: E402
+from helpers import CORPORA, consent_file, mini_corpus
 
 SVC_PROD_PROFILE = "svc_prod"
 

@@ -91,7 +91,8 @@ def _train(items, run_dir, steps, ckpt_every=2):
     p = model.preset("tiny")
     arch = model.architecture(p)
     mean, std = data.feature_stats(items)
-    cfg = train.TrainConfig(steps=steps, batch_size=3, lr=1e-3, warmup=2, checkpoint_every=ckpt_every, seed=7, threads=1)
+    cfg = train.TrainConfig(steps=steps, batch_size=3, lr=1e-3, warmup=2, checkpoint_every=ckpt_every, seed=7,
+                            threads=1)
     return train.train(items, arch, cfg, run_dir, mean, std)
 
 

@@ -10,9 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_ops_support import (ENTRYPOINT, REPO, TINY, base_env, consent_of, error_line, kv_of, quick_data,
-                              run_script)
-
+from test_ops_support import ENTRYPOINT, REPO, TINY, base_env, consent_of, error_line, kv_of, quick_data, run_script
 from voicelane.bundle import validate_voice_bundle
 from voicelane.ops.docker_lane import REPORT_BEGIN, REPORT_END, parse_report
 from voicelane.protocol import fold

@@ -10,9 +10,19 @@ import subprocess
 
 import pytest
 
-from test_ops_support import (SCRIPT, TINY, base_env, consent_of, error_line, free_port, git_sha, kv_of, local_run,
-                              quick_data, run_script)
-
+from test_ops_support import (
+    SCRIPT,
+    TINY,
+    base_env,
+    consent_of,
+    error_line,
+    free_port,
+    git_sha,
+    kv_of,
+    local_run,
+    quick_data,
+    run_script,
+)
 from voicelane.bundle import validate_voice_bundle
 from voicelane.protocol import fold
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import CORPORA, REPO, consent_file, mini_corpus  # noqa: E402
+from helpers import CORPORA, REPO, consent_file, mini_corpus
 
 SCRIPT = REPO / "scripts" / "voice" / "train_production_voice.sh"
 ENTRYPOINT = REPO / "docker" / "voice-train-prod" / "entrypoint.sh"

@@ -9,12 +9,21 @@ from pathlib import Path
 
 import pytest
 
+from voicelane.runner import LocalRunner, decoded_chunks
 from voicelane.service.core.config import Settings, SettingsError, is_loopback
 from voicelane.service.core.errors import ApiError
 from voicelane.service.core.paths import confine
-from voicelane.runner import LocalRunner, decoded_chunks
-from voicelane.service.core.speak_policy import (Budgets, CachedAudio, Dedupe, FakeClock, ProviderPolicy,
-                                                 RateLimiter, ResponseCache, check_consent, context_gate)
+from voicelane.service.core.speak_policy import (
+    Budgets,
+    CachedAudio,
+    Dedupe,
+    FakeClock,
+    ProviderPolicy,
+    RateLimiter,
+    ResponseCache,
+    check_consent,
+    context_gate,
+)
 from voicelane.service.core.synth import QueueFull, SynthPool
 from voicelane.service.models import SpeakRequest
 

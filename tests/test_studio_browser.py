@@ -93,7 +93,7 @@ def _open(drv, srv, page: str) -> None:
 def _wait(drv, cond, timeout: float = 30, what: str = ""):
     try:
         return WebDriverWait(drv, timeout, poll_frequency=0.2).until(cond)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any wait failure becomes the assertion, with the browser log
         logs = drv.get_log("browser") if hasattr(drv, "get_log") else []
         raise AssertionError(f"timed out waiting for {what}: {exc!r}\nbrowser log: {logs[-10:]}") from None
 
@@ -331,7 +331,8 @@ def test_docs_page_renders_offline(studio, browser):
     _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"), 30, "Swagger UI")
     assert "voicelane service" in drv.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
     assert drv.find_elements(By.CSS_SELECTOR, ".opblock-tag[data-tag='data']")
-    foreign = "return performance.getEntriesByType('resource').map(e => e.name).filter(u => !u.startsWith(arguments[0]))"
+    foreign = ("return performance.getEntriesByType('resource').map(e => e.name)"
+               ".filter(u => !u.startsWith(arguments[0]))")
     assert drv.execute_script(foreign, studio.url) == []  # nothing fetched from anywhere else
     _open(drv, studio, "train")
     time.sleep(0.5)

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-import render_corpus as rc  # noqa: E402
+import render_corpus as rc
 
 VOICE = rc.Voice(name="lp_diphone", package="festvox-italp16k", native_sr=16000,
                  kind="Italian female LPC diphone voice")

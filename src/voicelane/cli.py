@@ -86,7 +86,6 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def cmd_dataset_check(a: argparse.Namespace) -> int:
     from voicelane import dataset
-
     from voicelane.engine.frontend import check_language
 
     cfg = dataset.DatasetConfig(language=check_language(a.language))  # language_unsupported first

@@ -195,7 +195,7 @@ def send(base_url: str, method: str, path: str, body: Any | None, headers: dict[
         hdrs.setdefault("Content-Type", "application/json")
     req = urllib.request.Request(base_url.rstrip("/") + path, data=data, method=method, headers=hdrs)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - operator-given base URL
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()

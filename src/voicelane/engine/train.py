@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from voicelane.engine import data, model as model_mod
+from voicelane.engine import data
+from voicelane.engine import model as model_mod
 from voicelane.errors import VoicelaneError
 from voicelane.fsutil import atomic_write_bytes, atomic_write_json
 

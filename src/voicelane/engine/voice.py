@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from voicelane.engine import features, frontend, model as model_mod
+from voicelane.engine import features, frontend
+from voicelane.engine import model as model_mod
 from voicelane.errors import VoicelaneError
 from voicelane.fsutil import atomic_write_bytes, atomic_write_json
 

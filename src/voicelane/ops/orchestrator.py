@@ -41,8 +41,19 @@ from pathlib import Path
 from typing import Any, Mapping, TextIO
 
 from voicelane.errors import VoicelaneError, reported_code
-from voicelane.ops.common import (PREFIX, LineLog, error_line, exit_code_for, git_head, head_matches, info_line,
-                                  read_json, run_spec_from_env, status_name, tail_file)
+from voicelane.ops.common import (
+    PREFIX,
+    LineLog,
+    error_line,
+    exit_code_for,
+    git_head,
+    head_matches,
+    info_line,
+    read_json,
+    run_spec_from_env,
+    status_name,
+    tail_file,
+)
 from voicelane.paths import REPO_ROOT
 from voicelane.protocol import JobView, parse_line
 from voicelane.runspec import LANES, SPEC_FILE, RunSpec, child_argv

@@ -25,11 +25,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicelane import __version__
+from voicelane.runner import Runner, make_runner
 from voicelane.service.core.audit import AuditLog
 from voicelane.service.core.config import Settings, SettingsError
 from voicelane.service.core.errors import ApiError, envelope, pydantic_issues
 from voicelane.service.core.jobs import JobManager, JobStore
-from voicelane.runner import Runner, make_runner
 from voicelane.service.core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from voicelane.service.core.metrics import Metrics
 from voicelane.service.core.security import SecurityMiddleware, effective_token

@@ -35,9 +35,9 @@ from typing import Any, Iterable, TypedDict
 from voicelane.bundle import validate_voice_bundle
 from voicelane.errors import NEXT_ACTIONS, reported_code
 from voicelane.protocol import JobView, parse_line
-from voicelane.service.core.train_compat import final_message
-from voicelane.runspec import SPEC_FILE, TRAIN_JOB_TYPES, RunSpec, child_argv
 from voicelane.runner import RunHandle, Runner, kill_orphan
+from voicelane.runspec import SPEC_FILE, RunSpec, child_argv
+from voicelane.service.core.train_compat import final_message
 from voicelane.status import finalize, now_iso, read_status
 
 log = logging.getLogger("voicelane.service.jobs")
@@ -526,13 +526,13 @@ class JobManager:
             for stream, line in aj.handle.lines():
                 try:
                     self._on_line(aj, job, stream, line)
-                except Exception:  # noqa: BLE001 - one bad line must not lose the job
+                except Exception:
                     log.exception("job %s: line handling failed", aj.id)
         finally:
             rc = aj.handle.wait()
             try:
                 self._finish(aj, job, rc)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("job %s: finishing failed", aj.id)
                 with self.lock:
                     self.active.pop(aj.id, None)

@@ -254,7 +254,7 @@ class VoiceRegistry:
             while not self._stop.wait(interval_s):
                 try:
                     self.refresh()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("voice rescan failed")
 
         self._thread = threading.Thread(target=loop, name="voicelane-voice-rescan", daemon=True)

@@ -183,7 +183,7 @@ async def train_dataset(request: Request) -> Any:
 @router.get("/api/train/jobs", response_model=JobList, responses=ERRORS, summary="List jobs (newest first)")
 def list_jobs(request: Request,
               state: Literal["pending", "running", "done", "error", "cancelled"] | None = Query(default=None),
-              type: str | None = Query(default=None, max_length=64),  # noqa: A002 - the API's name
+              type: str | None = Query(default=None, max_length=64),
               limit: int = Query(default=50, ge=1, le=500), offset: int = Query(default=0, ge=0, le=10**9)) -> Any:
     ctx = ctx_of(request)
     rows, total = ctx.store.list(state=state, job_type=type, limit=limit, offset=offset)
