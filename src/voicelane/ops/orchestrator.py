@@ -14,7 +14,10 @@ Environment (all optional except AUDIO_PATH):
     TRAIN_STATUS_PATH  default artifacts/train_status.<lane>.json
     CONSENT_STATEMENT  default AUDIO_PATH/CONSENT.txt when present
     TRAIN_PRESET, TRAIN_STEPS, TRAIN_MIN_MINUTES, TRAIN_EVAL_MAX, TRAIN_GATES (JSON), TRAIN_NO_ONNX,
-    TRAIN_THREADS, HELDOUT_PATH, SPEAKER_NAME, TRAIN_EXTRA_ARGS (split like a shell, never run by one)
+    TRAIN_THREADS, HELDOUT_PATH, SPEAKER_NAME, TRAIN_SEED, TRAIN_LANGUAGE, TRAIN_DISPLAY_NAME,
+    TRAIN_ACCEPT_LICENSE_RISK, TRAIN_DEVICE, TRAIN_NPROC, TRAIN_FINETUNE_SCOPE, TRAIN_SNAPSHOT_EVERY,
+    TRAIN_SELECT_SNAPSHOT (every RunSpec field: ops/common.py ENV_FIELDS), then TRAIN_EXTRA_ARGS
+    (`train` flags, split like a shell, never run by one)
     local_docker:  DOCKER (client, default docker), DOCKER_IMAGE, DOCKER_SKIP_BUILD, DOCKER_BASE_IMAGE,
                    DOCKER_TORCH_INDEX_URL, DOCKER_GPUS
     managed_job:   RAY_ADDRESS (default http://127.0.0.1:8265), VOICELANE_RAY_TRANSFER auto|shared|upload
