@@ -125,3 +125,13 @@ def test_speak_play_without_a_player_fails_with_a_stable_code(tmp_path, svc_prod
     res = _cli("--bundle", str(svc_prod_bundle.bundle_dir), "--text", TEXT)
     assert res.returncode != 0 and "invalid_argument" in res.stdout + res.stderr
     assert not Path(tmp_path / "x.wav").exists()
+
+
+def test_one_worker_streams_in_its_own_thread(tmp_path_factory, svc_start_server, svc_prod_bundle):
+    srv = svc_start_server(tmp_path_factory.mktemp("svc_stream1"), VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
+                           VOICELANE_SPEAK_WORKERS="1", VOICELANE_RATE_LIMIT_PER_MIN="0")
+    one = _one_shot(srv)
+    r = srv.client.post("/api/voice/speak", json=_body(stream=True))
+    assert r.status_code == 200 and r.headers["x-voice-stream"] == "wav"
+    assert len(r.content) == 44 + 2 * len(one)
+    assert _synth_children(srv.proc.pid) == []  # no child processes with one worker
