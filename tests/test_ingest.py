@@ -20,7 +20,7 @@ from voicelane.dataset import DatasetConfig, estimate_snr, inspect_dataset, prep
 from voicelane.errors import VoicelaneError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_dataset import text_for, voiced, write  # noqa: E402
+from test_dataset import text_for, voiced, write
 
 ALIGN = Path(__file__).parent / "data" / "align"
 CFG = DatasetConfig(min_total_minutes=0.0, max_clip_s=8.0)

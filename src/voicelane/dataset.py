@@ -696,7 +696,7 @@ class _Processor:
         for f in self.open_files.values():
             try:
                 f.close()
-            except Exception:  # pragma: no cover - best effort
+            except Exception:  # noqa: BLE001 # pragma: no cover - closing is best effort
                 pass
         self.open_files.clear()
 
@@ -709,7 +709,7 @@ class _Processor:
         assert path is not None
         try:
             info = sf.info(str(path))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any decoder failure rejects the clip, with its reason
             raise _Reject("undecodable", f"cannot decode: {_short(exc)}") from None
         if info.frames <= 0 or info.samplerate <= 0:
             raise _Reject("undecodable", "the file holds no audio frames")
@@ -728,7 +728,7 @@ class _Processor:
                           f"same file bytes as {self.file_hashes[file_hash]}")
         try:
             x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any decoder failure rejects the clip, with its reason
             raise _Reject("undecodable", f"cannot decode: {_short(exc)}") from None
         if len(x) == 0:
             raise _Reject("undecodable", "the file holds no audio frames")
@@ -759,7 +759,7 @@ class _Processor:
         try:
             f.seek(a)
             x = f.read(b - a, dtype="float32", always_2d=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any decoder failure rejects the cue, with its reason
             raise _Reject("undecodable", f"{cue}: cannot decode: {_short(exc)}") from None
         if len(x) == 0:
             raise _Reject("undecodable", f"{cue}: no audio frames")
@@ -908,7 +908,7 @@ def _build(data_path: Any, cfg: DatasetConfig, wav_dir: Path | None,
                     if f.frames <= 0:
                         raise RuntimeError("no audio frames")
                     f.read(min(f.frames, 1024), dtype="float32")
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any decoder failure: the recording cannot be read
                 raise VoicelaneError("audio_undecodable", f"cannot decode the recording "
                                      f"{source}: {_short(exc)}", {"path": str(path)}) from None
 
