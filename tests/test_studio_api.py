@@ -76,6 +76,7 @@ def test_prompts_and_bases(srv):
     p = srv.client.get("/api/data/prompts", params={"language": "en-us"}).json()
     assert p["license"] == "CC0-1.0" and len(p["prompts"]) >= 40 and "{speaker}" in p["consent"]
     assert srv.client.get("/api/data/prompts", params={"language": "xx"}).json()["error"] == "language_unsupported"
+    assert {"en-us", "de", "es", "fr"} <= set(p["available"])
     bases = {b["id"]: b for b in srv.client.get("/api/train/bases").json()["bases"]}
     assert bases["coqui-xtts-v2"]["verdict"] == "noncommercial"
     assert any(b["verdict"] == "ok" for b in bases.values())
@@ -85,7 +86,8 @@ def test_recording_session_takes_consent_and_resume(srv):
     root = Path(srv.workdir) / "var" / "datasets" / "sess"
     r = _post(srv, "/api/data/recordings/sess/takes?clipId=a1&text=Hello%20there", _wav(), "audio/wav")
     assert r.status_code == 409 and r.json()["error"] == "consent_missing"
-    r = _post(srv, "/api/data/recordings/sess/consent?speakerName=Ann&statement=I%20consent", _wav(2.0), "audio/wav")
+    r = _post(srv, "/api/data/recordings/sess/consent?speakerName=Ann&statement=I%20consent&language=de", _wav(2.0),
+              "audio/wav")
     assert r.status_code == 200, r.text
     assert "speaker_name: Ann" in (root / "consent.txt").read_text()
     for clip, amp in (("a1", 0.3), ("a2", 0.3), ("a1", 0.5)):  # the third is a re-take of a1
@@ -93,6 +95,8 @@ def test_recording_session_takes_consent_and_resume(srv):
                   "audio/wav")
         assert r.status_code == 200, r.text
     state = srv.client.get("/api/data/recordings/sess").json()
+    listed = {d["name"]: d for d in srv.client.get("/api/data/datasets").json()["datasets"]}
+    assert listed["sess"]["language"] == "de" and listed["sess"]["consent"]
     assert [t["clipId"] for t in state["takes"]] == ["a2", "a1"] and state["consent"]
     assert abs(state["minutes"] - 3.0 / 60) < 0.01
     loud, _ = sf.read(str(root / "wavs" / "a1.wav"))
@@ -176,3 +180,22 @@ def test_unusable_paths_and_corrupt_zips_are_client_errors(srv):
     assert not (Path(srv.workdir) / "var" / "datasets" / "corrupt").exists()
     leftovers = list((Path(srv.workdir) / "var" / "datasets").glob(".corrupt.*"))
     assert leftovers == []  # the temp folder is removed
+
+
+def test_every_prompt_and_consent_statement_is_voiceable():
+    """The shipped prompt lists: unique ids, and every sentence passes the lane's front end."""
+    import json
+
+    from voicelane.engine import frontend
+    from voicelane.service.studio.api import PROMPTS_DIR
+
+    files = sorted(PROMPTS_DIR.glob("*.json"))
+    assert {f.stem for f in files} >= {"en-us", "de", "es", "fr"}
+    for f in files:
+        doc = json.loads(f.read_text("utf-8"))
+        assert doc["language"] == f.stem and doc["license"] == "CC0-1.0" and doc["source"]
+        ids = [p["id"] for p in doc["prompts"]]
+        assert len(ids) == len(set(ids)) >= 20
+        for text in [p["text"] for p in doc["prompts"]] + [doc["consent"].replace("{speaker}", "Ann")]:
+            assert "|" not in text and len(text) <= 600
+            assert frontend.phonemize(text, doc["language"]).tokens, (f.name, text)

@@ -27,6 +27,7 @@ from voicelane.service.studio import datasets as ds
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "data" / "prompts"
 BODY_LIMITS = {"/api/data/recordings/": ds.TAKE_MAX_BYTES + 4096, "/api/data/uploads": ds.ZIP_MAX_BYTES + 4096}
 BUNDLE_MAX_BYTES = 2 * 1024 * 1024 * 1024
+LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
 
 router = APIRouter(tags=["data"], dependencies=[Depends(require_admin)])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -99,7 +100,7 @@ def _clip_path(ctx: ServiceContext, data_path: str, clip_id: str) -> Path:
             summary="Force-align one clip to its transcript: words and phones with times, score, waveform envelope")
 async def alignment(request: Request, dataPath: str = Query(max_length=4096),
                     clipId: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"),
-                    language: str = Query(default="en-us", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")) -> Any:
+                    language: str = Query(default="en-us", pattern=LANGUAGE_PATTERN)) -> Any:
     ctx = ctx_of(request)
     wav = _clip_path(ctx, dataPath, clipId)
     text = dict(ds.read_metadata(wav.parent.parent)).get(clipId)
@@ -123,10 +124,11 @@ def recording_state(name: str, request: Request) -> Any:
              summary="Save the speaker's recorded consent (consent.wav + consent.txt)")
 async def recording_consent(name: str, request: Request,
                             speakerName: str = Query(min_length=1, max_length=128),
-                            statement: str = Query(min_length=1, max_length=ds.TEXT_MAX_CHARS)) -> Any:
+                            statement: str = Query(min_length=1, max_length=ds.TEXT_MAX_CHARS),
+                            language: str = Query(default="en-us", pattern=LANGUAGE_PATTERN)) -> Any:
     folder = ds.dataset_dir(_root(ctx_of(request)), name)
     body = await request.body()
-    out = await run_in_threadpool(ds.save_consent, folder, speakerName, statement, body)
+    out = await run_in_threadpool(ds.save_consent, folder, speakerName, statement, body, language)
     return {"ok": True, **out}
 
 

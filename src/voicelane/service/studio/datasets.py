@@ -106,7 +106,20 @@ def _dataset_summary(folder: Path, root: Path) -> dict[str, Any]:
     except OSError:
         rows = 0
     return {"name": folder.name, "path": str(folder), "root": str(root), "rows": rows,
-            "consent": (folder / "consent.txt").is_file()}
+            "consent": (folder / "consent.txt").is_file(), "language": recorded_language(folder)}
+
+
+def recorded_language(folder: Path) -> str | None:
+    """The language a studio session recorded in (the ``language:`` line of its consent.txt)."""
+    try:
+        head = (folder / "consent.txt").read_text("utf-8", "replace")[:4096]
+    except OSError:
+        return None
+    for line in head.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "language" and re.match(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", value.strip()):
+            return value.strip()
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,7 +222,7 @@ def save_take(folder: Path, clip_id: str, text: str, body: bytes) -> dict[str, A
             "peak": round(levels.peak, 4), "rmsDbfs": round(levels.rms_dbfs, 1), "warnings": levels.warnings()}
 
 
-def save_consent(folder: Path, speaker: str, statement: str, body: bytes) -> dict[str, Any]:
+def save_consent(folder: Path, speaker: str, statement: str, body: bytes, language: str = "en-us") -> dict[str, Any]:
     """The spoken consent (``consent.wav``) and the text record the lane reads (``consent.txt``)
     binding it by sha256."""
     speaker = clean_text(speaker)[:128]
@@ -220,7 +233,8 @@ def save_consent(folder: Path, speaker: str, statement: str, body: bytes) -> dic
         digest, _ = sha256_file(folder / "consent.wav")
         recorded = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         record = (f"speaker_name: {speaker}\nasserted_by: the speaker, recorded in voicelane studio\n"
-                  f"recorded_at: {recorded}\naudio: consent.wav\naudio_sha256: {digest}\n\n{statement}\n")
+                  f"recorded_at: {recorded}\nlanguage: {language}\naudio: consent.wav\naudio_sha256: {digest}\n\n"
+                  f"{statement}\n")
         atomic_write_bytes(folder / "consent.txt", record.encode("utf-8"))
     return {"seconds": round(levels.seconds, 3), "audioSha256": digest, "warnings": levels.warnings(),
             "consentStatement": str(folder / "consent.txt")}
@@ -239,7 +253,7 @@ def session_state(folder: Path) -> dict[str, Any]:
         total += seconds
         takes.append({"clipId": clip_id, "text": text, "seconds": round(seconds, 3)})
     return {"name": folder.name, "path": str(folder), "exists": folder.is_dir(),
-            "consent": (folder / "consent.txt").is_file(), "takes": takes,
+            "consent": (folder / "consent.txt").is_file(), "language": recorded_language(folder), "takes": takes,
             "minutes": round(total / 60.0, 3), "recommendedMinutes": RECOMMENDED_MINUTES}
 
 

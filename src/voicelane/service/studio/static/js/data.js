@@ -1,12 +1,13 @@
 // Data: pick or upload a dataset, run `dataset check` as a job, show kept/rejected, play clips.
 import { $, api, el, say } from "./api.js";
 
-let current = "";
+let current = "", datasets = [];
 
 export async function init() {
   $("data-refresh").addEventListener("click", refresh);
   $("data-check").addEventListener("click", check);
   $("data-upload").addEventListener("submit", upload);
+  $("data-select").addEventListener("change", defaultLanguage);
   await refresh();
 }
 
@@ -16,7 +17,14 @@ export async function refresh() {
     const keep = $("data-select").value;
     $("data-select").replaceChildren(...out.datasets.map((d) => new Option(`${d.name} (${d.rows} rows) — ${d.path}`, d.path)));
     if (keep) $("data-select").value = keep;
+    datasets = out.datasets;
+    defaultLanguage();
   } catch (e) { say("data-error", String(e)); }
+}
+
+function defaultLanguage() {
+  const d = datasets.find((x) => x.path === $("data-select").value);
+  if (d && d.language) $("data-language").value = d.language;
 }
 
 export async function waitJob(jobId, onTick) {
@@ -34,7 +42,7 @@ async function check() {
   if (!current) { say("data-error", "Pick a dataset first."); return; }
   say("data-status", "Checking…");
   try {
-    const started = await api("/api/train/dataset", { method: "POST", json: { mode: "check", dataPath: current, minMinutes: 0 } });
+    const started = await api("/api/train/dataset", { method: "POST", json: { mode: "check", dataPath: current, minMinutes: 0, language: $("data-language").value.trim() || "en-us" } });
     const job = await waitJob(started.jobId);
     const report = job.metadata && job.metadata.report;
     if (job.state !== "done" || !report) {

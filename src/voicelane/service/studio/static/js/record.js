@@ -134,7 +134,7 @@ async function stop() {
     let out;
     if (consentStep) {
       const statement = s.prompts.consent.replace("{speaker}", s.speaker);
-      out = await api(`/api/data/recordings/${encodeURIComponent(s.name)}/consent?speakerName=${encodeURIComponent(s.speaker)}&statement=${encodeURIComponent(statement)}`,
+      out = await api(`/api/data/recordings/${encodeURIComponent(s.name)}/consent?speakerName=${encodeURIComponent(s.speaker)}&statement=${encodeURIComponent(statement)}&language=${encodeURIComponent(s.prompts.language)}`,
                       { method: "POST", body: wav, contentType: "audio/wav" });
       s.consent = true; s.last = null; s.pos = nextPos(-1);
       say("rec-status", `Consent saved (${out.seconds.toFixed(1)} s). Now read the prompts.`);

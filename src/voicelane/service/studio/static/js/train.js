@@ -32,6 +32,7 @@ export async function refresh() {
 function defaultConsent() {
   const d = datasets.find((x) => x.path === $("train-data").value);
   if (d && d.consent) $("train-consent").value = `${d.path}/consent.txt`;
+  if (d && d.language) $("train-language").value = d.language;
 }
 
 function showVerdict() {
@@ -47,7 +48,7 @@ async function startJob(ev) {
   say("train-error", "");
   const body = { jobType: $("train-lane").value, dataPath: $("train-data").value, profile: $("train-profile").value.trim(),
                  preset: $("train-preset").value, minMinutes: Number($("train-minmin").value || 0),
-                 acceptLicenseRisk: $("train-accept").checked };
+                 acceptLicenseRisk: $("train-accept").checked, language: $("train-language").value.trim() || "en-us" };
   if ($("train-base").value) body.base = $("train-base").value;
   if ($("train-steps").value) body.steps = Number($("train-steps").value);
   if (Number($("train-snap").value) > 0) { body.snapshotEvery = Number($("train-snap").value); body.selectSnapshot = $("train-select").checked; }
