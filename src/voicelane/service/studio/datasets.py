@@ -47,6 +47,7 @@ ZIP_MAX_BYTES = 100 * 1024 * 1024
 ZIP_MAX_ENTRIES = 20000
 ZIP_MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
 SCAN_MAX_DATASETS = 200
+DECODE_ERRORS = (RuntimeError, ValueError, TypeError, OSError)  # what soundfile raises on bad input
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -152,7 +153,7 @@ def decode_take(body: bytes, max_s: float = TAKE_MAX_S) -> tuple[np.ndarray, int
                        {"limitBytes": TAKE_MAX_BYTES})
     try:
         audio, rate = sf.read(io.BytesIO(body), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises several types for bad input
+    except DECODE_ERRORS as exc:
         raise ApiError(400, "recording_invalid", "the recording is not a readable WAV file",
                        {"reason": str(exc)[:200]}) from None
     mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
@@ -248,7 +249,7 @@ def session_state(folder: Path) -> dict[str, Any]:
         wav = folder / "wavs" / f"{clip_id}.wav"
         try:
             seconds = sf.info(str(wav)).duration
-        except Exception:
+        except DECODE_ERRORS:
             seconds = 0.0
         total += seconds
         takes.append({"clipId": clip_id, "text": text, "seconds": round(seconds, 3)})
@@ -271,7 +272,7 @@ def align_clip(wav_path: Path, text: str, language: str) -> dict[str, Any]:
 
     try:
         audio, rate = sf.read(str(wav_path), dtype="float64", always_2d=True)
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
         raise ApiError(400, "audio_undecodable", f"{wav_path.name} cannot be decoded", {"reason": str(exc)[:200]}) \
             from None
     mono = audio.mean(axis=1)
