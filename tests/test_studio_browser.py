@@ -370,3 +370,27 @@ def test_keyboard_and_200_percent_zoom(studio, browser):
         drv.save_screenshot(str(IMG / "studio-zoom200.png"))
     finally:
         drv.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_cancel_a_running_job_from_the_page(studio, browser, svc_kal_corpus):
+    drv = browser
+    _open(drv, studio, "train")
+    _wait(drv, lambda d: any(o.get_attribute("value") == str(svc_kal_corpus)
+                             for o in d.find_elements(By.CSS_SELECTOR, "#train-data option")), 20, "datasets")
+    Select(drv.find_element(By.ID, "train-data")).select_by_value(str(svc_kal_corpus))
+    Select(drv.find_element(By.ID, "train-lane")).select_by_value("tts_voice_train")
+    Select(drv.find_element(By.ID, "train-preset")).select_by_value("cpu")  # long enough to be cancelled
+    for el_id, value in (("train-profile", "studio_cancel"), ("train-minmin", "0")):
+        box = drv.find_element(By.ID, el_id)
+        box.clear()
+        box.send_keys(value)
+    drv.find_element(By.ID, "train-start").click()
+    _wait(drv, lambda d: _text(d, "train-state") == "running", 60, "the job to run")
+    drv.find_element(By.ID, "train-cancel").click()
+    _wait(drv, lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-state") in ("done", "error",
+                                                                                               "cancelled"), 60,
+          "the job to stop")
+    assert drv.find_element(By.ID, "train-watch").get_attribute("data-state") == "cancelled"
+    Select(drv.find_element(By.ID, "jobs-filter")).select_by_value("cancelled")
+    _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tr[data-state='cancelled']"), 10, "the filter")
+    assert not drv.find_elements(By.CSS_SELECTOR, "#jobs tr[data-state='done']")
