@@ -321,6 +321,14 @@ def quarantine_database(path: Path, exc: Exception) -> str:
     return str(moved)
 
 
+def _discard(handle: RunHandle, grace_s: float) -> None:
+    """Stop a process nobody will read: terminate it, drain its lines, reap it."""
+    handle.terminate(grace_s)
+    for _ in handle.lines():
+        pass
+    handle.wait(grace_s)
+
+
 @dataclass(frozen=True)
 class JobPaths:
     id: str
@@ -504,21 +512,21 @@ class JobManager:
                 self.changed.notify_all()
             return
         aj = ActiveJob(job_id, job["kind"], handle, status_path, log_path, tail=deque(maxlen=self.tail_lines))
-        aj.log_fh = open(log_path, "ab")
-        aj.log_bytes = log_path.stat().st_size
         with self.lock:
             self.starting.pop(job_id, None)
+            # cancelled (its record is final already) or the service began closing (the job stays
+            # pending for the next start) while its runner started: stop the process, keep the record
+            if self.closing or (self.store.get(job_id) or {}).get("state") == "cancelled":
+                threading.Thread(target=_discard, args=(handle, self.cancel_grace_s), daemon=True).start()
+                self.changed.notify_all()
+                return
+            aj.log_fh = open(log_path, "ab")
+            aj.log_bytes = log_path.stat().st_size
             self.active[job_id] = aj
-            # cancelled (or the service began closing) while it was starting: stop it right away
-            aj.cancel_requested = self.closing or (self.store.get(job_id) or {}).get("state") == "cancelled"
-            fields = {"pid": getattr(handle, "pid", None), "runner_ref": getattr(handle, "runner_ref", None)}
-            if not aj.cancel_requested:
-                fields |= {"state": "running", "started_at": now_iso(), "message": "Step 0/0"}
-            self.store.update(job_id, **fields)
+            self.store.update(job_id, state="running", started_at=now_iso(), pid=getattr(handle, "pid", None),
+                              runner_ref=getattr(handle, "runner_ref", None), message="Step 0/0")
             threading.Thread(target=self._pump, args=(aj, job), name=f"voicelane-{job_id}", daemon=True).start()
             self.changed.notify_all()
-        if aj.cancel_requested:
-            threading.Thread(target=handle.terminate, args=(self.cancel_grace_s,), daemon=True).start()
 
     # --- the reader thread --------------------------------------------------------------------
     def _pump(self, aj: ActiveJob, job: JobRecord) -> None:
