@@ -97,7 +97,10 @@ function onBlock(block) {
   $("rec-level").value = s.level;
   if (peak > (s.maxLevel || 0)) { s.maxLevel = peak; $("rec-level").dataset.max = peak.toFixed(4); }
   $("rec-level-db").textContent = `${(20 * Math.log10(Math.max(s.level, 1e-6))).toFixed(0)} dBFS`;
-  if (s.take) { s.take.blocks.push(block); s.take.peak = Math.max(s.take.peak, peak); s.take.sum += sum; s.take.clipped += clipped; s.take.n += block.length; }
+  if (s.take) {
+    s.take.blocks.push(block); s.take.peak = Math.max(s.take.peak, peak); s.take.sum += sum; s.take.clipped += clipped; s.take.n += block.length;
+    if (clipped && !s.take.warned) { s.take.warned = true; say("rec-warning", "Clipping: the input is too loud — lower the level, then re-take."); }
+  }
 }
 
 async function start() {
