@@ -239,7 +239,16 @@ def test_silent_recording_is_refused(studio, tmp_path):
     wav = _wav48k(CORPORA / "kal" / "wavs" / "kal_0001.flac", tmp_path / "silence.wav", silent=True)
     drv = _driver(wav)
     try:
-        _open(drv, studio, "record")
+        # a fresh browser without the token: the page asks for it, and works once it is pasted
+        drv.get(f"{studio.url}/studio#data")
+        _wait(drv, lambda d: d.find_element(By.ID, "auth").is_displayed(), 20, "the token prompt")
+        assert "unauthorized" in _text(drv, "data-error")
+        drv.find_element(By.ID, "auth-token").send_keys(studio.token)
+        drv.find_element(By.ID, "auth-save").click()
+        _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, "#data-select option"), 20, "the dataset list")
+        assert not drv.find_element(By.ID, "auth").is_displayed() and not _text(drv, "data-error")
+        drv.get(f"{studio.url}/studio#record")
+        _wait(drv, lambda d: d.execute_script("return document.body.dataset.page") == "record", 20, "record")
         _open_session(drv, "rec_silent", "Quiet Speaker")
         _record_one(drv, "Consent saved")
         warning = _text(drv, "rec-warning")
