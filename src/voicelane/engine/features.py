@@ -20,9 +20,10 @@ SAMPLE_RATE = 16000
 FRAME_MS = 10.0
 HOP = int(SAMPLE_RATE * FRAME_MS / 1000)
 FFT_SIZE = 1024  # analysis (training features, evaluation)
-# Synthesis decodes the 40-coefficient envelope onto this many bins. Per pulse WORLD runs
-# several FFTs of this size: 512 halves the waveform path's time against 1024 and measured no
-# worse on MCD, F0, WER or DNSMOS (docs/benchmarks.md, bench/bench_waveform.py).
+# Synthesis decodes the 40-coefficient envelope onto this many bins; per pulse WORLD runs
+# several FFTs of this size. 512 halves the waveform path's time and scored as well or better on
+# MCD, F0 and WER, but lower on DNSMOS OVRL (2.83 vs 2.88, 20 clips) and on copy-synthesis F0
+# RMSE, so WORLD stays at 1024 (docs/benchmarks.md, bench/bench_waveform.py).
 SYNTH_FFT_SIZE = 1024
 MGC_DIM = 40
 F0_FLOOR, F0_CEIL = 50.0, 500.0
