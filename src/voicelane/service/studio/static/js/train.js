@@ -70,9 +70,24 @@ function watch(jobId) {
   $("train-progress").value = 0; say("train-progress-text", ""); say("train-log", "");
   $("train-loss").replaceChildren(); $("train-loss").dataset.points = "0"; say("train-loss-points", "No loss points yet.");
   $("train-wer").replaceChildren(); $("train-wer").hidden = true; $("train-wer").dataset.points = "0"; say("train-wer-text", "");
-  sse(`/api/train/job/${jobId}/events`, (kind, data) => onEvent(w, kind, data), w.abort.signal)
-    .catch((e) => { if (e.name !== "AbortError") say("train-error", String(e)); });
+  follow(w);
   poll(w);
+}
+
+// Follows the stream; when the connection drops before `end`, resumes after the last event seen.
+async function follow(w) {
+  for (let attempt = 0; attempt < 20 && w === watching && !w.ended; attempt++) {
+    try {
+      await sse(`/api/train/job/${w.id}/events?lastEventId=${w.lastSeq || 0}`, (kind, data) => {
+        if (typeof data.seq === "number") w.lastSeq = data.seq;
+        if (kind === "end") w.ended = true;
+        onEvent(w, kind, data);
+      }, w.abort.signal);
+    } catch (e) {
+      if (e.name === "AbortError") return;
+    }
+    if (!w.ended) await new Promise((r) => setTimeout(r, 1000));
+  }
 }
 
 function onEvent(w, kind, data) {
