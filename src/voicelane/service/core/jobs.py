@@ -28,9 +28,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any, Iterable, TypedDict
+from typing import Any, Iterable, Mapping
 
 from voicelane.bundle import validate_voice_bundle
 from voicelane.errors import NEXT_ACTIONS, reported_code
@@ -94,36 +95,61 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 JSON_COLS = ("metadata", "artifacts", "warnings", "logs", "options", "argv", "error", "runner_ref")
 
 
-class JobRecord(TypedDict, total=False):
-    """One row of ``jobs`` as the store returns it (JSON columns decoded)."""
+@dataclass
+class JobRecord:
+    """One row of ``jobs`` (JSON columns decoded). Read with attributes; ``record["state"]`` and
+    ``record.get("error")`` also work (the JSON replies and older callers read rows that way)."""
 
     id: str
     type: str  # job type: train | tts_voice_train | tts_prod_train | dataset
     lane: str
     kind: str  # the queue: train | dataset
     state: str  # STATES
-    message: str
-    progress_current: int
-    progress_total: int
-    metadata: dict[str, Any]
-    artifacts: list[str]
-    warnings: list[str]
-    logs: list[str]
-    options: dict[str, Any]
-    argv: list[str]
     job_dir: str
-    out_dir: str | None
-    status_path: str | None
-    log_path: str | None
-    pid: int | None
-    runner_ref: dict[str, Any] | None
-    exit_code: int | None
-    error: dict[str, Any] | None
-    cancel_requested: int
     created_at: str
-    started_at: str | None
-    ended_at: str | None
-    seq: int
+    message: str = ""
+    progress_current: int = 0
+    progress_total: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)
+    out_dir: str | None = None
+    status_path: str | None = None
+    log_path: str | None = None
+    pid: int | None = None
+    runner_ref: dict[str, Any] | None = None
+    exit_code: int | None = None
+    error: dict[str, Any] | None = None
+    cancel_requested: int = 0
+    started_at: str | None = None
+    ended_at: str | None = None
+    seq: int = 0
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> JobRecord:
+        names = {f.name for f in dataclass_fields(cls)}
+        values = {k: v for k, v in dict(row).items() if k in names}
+        for c in JSON_COLS:
+            if isinstance(values.get(c), str):
+                values[c] = json.loads(values[c])
+        return cls(**values)
+
+    def columns(self) -> dict[str, Any]:
+        """The row to store (JSON columns encoded)."""
+        row = asdict(self)
+        return {k: json.dumps(v, sort_keys=True) if k in JSON_COLS and v is not None else v for k, v in row.items()}
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
 
 
 class JobStore:
@@ -163,19 +189,10 @@ class JobStore:
 
     @staticmethod
     def _row(row: sqlite3.Row | None) -> JobRecord | None:
-        if row is None:
-            return None
-        d = dict(row)
-        for c in JSON_COLS:
-            if d.get(c) is not None:
-                d[c] = json.loads(d[c])
-        return JobRecord(**d)
+        return None if row is None else JobRecord.from_row(row)
 
-    def insert(self, rec: JobRecord) -> None:
-        rec = dict(rec)
-        for c in JSON_COLS:
-            if c in rec and rec[c] is not None:
-                rec[c] = json.dumps(rec[c], sort_keys=True)
+    def insert(self, rec: JobRecord | Mapping[str, Any]) -> None:
+        rec = (rec if isinstance(rec, JobRecord) else JobRecord.from_row(rec)).columns()
         cols = ",".join(rec)
         with self.lock:
             self.db.execute(f"INSERT INTO jobs ({cols}) VALUES ({','.join('?' * len(rec))})", tuple(rec.values()))
@@ -286,7 +303,7 @@ def reconcile_orphan(row: JobRecord, details: dict[str, Any]) -> tuple[str, dict
     """What a job left running by a dead service becomes, judged by what its run left behind: a
     completed status (and, for a voice, a bundle that validates) -> ``done`` with a note; a run
     that failed on its own keeps its code; anything else -> ``error`` / ``orphaned``."""
-    path = Path(row["status_path"]) if row.get("status_path") else None
+    path = Path(row.status_path) if row.status_path else None
     status = read_status(path) if path is not None and path.is_file() else None
     status = status if isinstance(status, dict) else {}
     if status.get("state") == "completed":
@@ -383,29 +400,29 @@ class JobManager:
         orphans = []
         rows, _ = self.store.list(state="running", limit=100000)
         for row in rows:
-            pid = row.get("pid")
-            if pid and row.get("job_dir"):  # its command line names the job folder (spec.json, --out)
-                if kill_orphan(int(pid), str(row["job_dir"])):
-                    log.warning("killed orphaned process group %s of job %s", pid, row["id"])
+            pid = row.pid
+            if pid and row.job_dir:  # its command line names the job folder (spec.json, --out)
+                if kill_orphan(int(pid), str(row.job_dir)):
+                    log.warning("killed orphaned process group %s of job %s", pid, row.id)
             details: dict[str, Any] = {"pid": pid}
-            ref = row.get("runner_ref")
+            ref = row.runner_ref
             if isinstance(ref, dict) and ref.get("kind") == "ray":
                 from voicelane.runner.ray import stop_orphan
 
                 details |= {"ray_job_id": ref.get("job_id"), "ray_status_after_stop": stop_orphan(ref)}
-                log.warning("stopped orphaned Ray job %s of job %s", ref.get("job_id"), row["id"])
+                log.warning("stopped orphaned Ray job %s of job %s", ref.get("job_id"), row.id)
             state, err, message = reconcile_orphan(row, details)
-            metadata = {**(row.get("metadata") or {}), "reconciled": message}
-            self.store.update(row["id"], state=state, error=err, ended_at=now_iso(), message=message,
+            metadata = {**(row.metadata or {}), "reconciled": message}
+            self.store.update(row.id, state=state, error=err, ended_at=now_iso(), message=message,
                               metadata=metadata)
-            log.warning("job %s was running when the service stopped: %s", row["id"], message)
-            if state == "error" and row.get("status_path"):
+            log.warning("job %s was running when the service stopped: %s", row.id, message)
+            if state == "error" and row.status_path:
                 try:  # an orphan's status says so even when its lifeline already wrote `cancelled`
-                    finalize(Path(row["status_path"]), err, state="error", job_type=row["type"],
+                    finalize(Path(row.status_path), err, state="error", job_type=row.type,
                              only_if_running=err["code"] != "orphaned", next_action=err["next_action"])
                 except OSError:
-                    log.exception("cannot finalise the status of orphaned job %s", row["id"])
-            orphans.append(row["id"])
+                    log.exception("cannot finalise the status of orphaned job %s", row.id)
+            orphans.append(row.id)
         return orphans
 
     def start(self) -> None:
@@ -444,12 +461,9 @@ class JobManager:
             raise ValueError("the run spec must write into the job's own folder (new_job_paths)")
         argv = child_argv(p.job_dir / SPEC_FILE) if spec is not None else [sys.executable, "-m", "voicelane",
                                                                             *(argv_tail or [])]
-        rec: JobRecord = {
-            "id": p.id, "type": job_type, "lane": lane, "kind": kind, "state": "pending",
-            "message": "Queued", "options": options, "argv": argv, "job_dir": str(p.job_dir),
-            "out_dir": str(p.out_dir), "status_path": str(p.status_path),
-            "log_path": str(p.log_path), "created_at": now_iso(),
-        }
+        rec = JobRecord(id=p.id, type=job_type, lane=lane, kind=kind, state="pending", message="Queued",
+                        options=options, argv=argv, job_dir=str(p.job_dir), out_dir=str(p.out_dir),
+                        status_path=str(p.status_path), log_path=str(p.log_path), created_at=now_iso())
         with self.lock:
             if self.closing:
                 raise RuntimeError("the service is shutting down")
@@ -474,7 +488,7 @@ class JobManager:
             for kind, limit in self.limits.items():
                 busy = sum(1 for a in self.active.values() if a.kind == kind) + list(self.starting.values()).count(kind)
                 if busy < limit and (job := self.store.next_pending(kind, skip=self.starting)) is not None:
-                    self.starting[job["id"]] = kind
+                    self.starting[job.id] = kind
                     return job
         return None
 
@@ -486,13 +500,13 @@ class JobManager:
         return env
 
     def _launch(self, job: JobRecord) -> None:
-        job_id = job["id"]
-        job_dir = Path(job["job_dir"])
+        job_id = job.id
+        job_dir = Path(job.job_dir)
         job_dir.mkdir(parents=True, exist_ok=True)
-        status_path = Path(job["status_path"])
-        log_path = Path(job["log_path"])
+        status_path = Path(job.status_path)
+        log_path = Path(job.log_path)
         try:
-            handle = self.runner.start(list(job["argv"]), self._child_env(status_path), job_dir)
+            handle = self.runner.start(list(job.argv), self._child_env(status_path), job_dir)
         except Exception as exc:  # noqa: BLE001 - recorded on the job
             with self.lock:
                 self.starting.pop(job_id, None)
@@ -507,11 +521,11 @@ class JobManager:
                    "message": f"the job process could not start: {exc}", "details": details}
             self.store.update(job_id, state="error", error=err, started_at=now_iso(), ended_at=now_iso(),
                               message=f"{err['code']}: {err['message']}")
-            finalize(status_path, err, state="error", job_type=job["type"], only_if_running=True)
+            finalize(status_path, err, state="error", job_type=job.type, only_if_running=True)
             with self.lock:
                 self.changed.notify_all()
             return
-        aj = ActiveJob(job_id, job["kind"], handle, status_path, log_path, tail=deque(maxlen=self.tail_lines))
+        aj = ActiveJob(job_id, job.kind, handle, status_path, log_path, tail=deque(maxlen=self.tail_lines))
         with self.lock:
             self.starting.pop(job_id, None)
             # cancelled (its record is final already) or the service began closing (the job stays
@@ -572,7 +586,7 @@ class JobManager:
             return
         ev = parse_line(line)
         aj.view.apply(ev)
-        if ev.kind == "OTHER" and job.get("options", {}).get("mode") == "check":
+        if ev.kind == "OTHER" and job.options.get("mode") == "check":
             if aj.stdout_other_chars < CHECK_REPORT_MAX_CHARS:
                 aj.stdout_other.append(line)
                 aj.stdout_other_chars += len(line) + 1
@@ -600,8 +614,8 @@ class JobManager:
         status = read_status(aj.status_path) if aj.status_path.is_file() else None
         status = status if isinstance(status, dict) else {}
         with self.lock:
-            row = self.store.get(aj.id) or {}
-            cancel = aj.cancel_requested or bool(row.get("cancel_requested"))
+            row = self.store.get(aj.id)
+            cancel = aj.cancel_requested or bool(row and row.cancel_requested)
             error: dict[str, Any] | None = None
             metadata = dict(aj.view.metadata)
             if rc == 0:
@@ -625,7 +639,7 @@ class JobManager:
                     how = f"signal {sig}" if sig else f"code {rc}"
                     error = {"code": "internal_error", "message": f"the job process exited with {how}",
                              "details": {"exitCode": rc}, "next_action": NEXT_ACTIONS["internal_error"]}
-            if job.get("options", {}).get("mode") == "check" and aj.stdout_other:
+            if job.options.get("mode") == "check" and aj.stdout_other:
                 try:
                     metadata["report"] = json.loads("\n".join(aj.stdout_other))
                 except ValueError:
@@ -633,14 +647,14 @@ class JobManager:
             if state == "done":
                 message = aj.view.message
                 if status.get("state") in (None, "running"):
-                    finalize(aj.status_path, None, state="completed", job_type=job["type"], only_if_running=True)
+                    finalize(aj.status_path, None, state="completed", job_type=job.type, only_if_running=True)
             elif state == "cancelled":
                 message = f"Cancelled at step {aj.view.current}/{aj.view.total}"
-                finalize(aj.status_path, error, state="cancelled", job_type=job["type"], only_if_running=True)
+                finalize(aj.status_path, error, state="cancelled", job_type=job.type, only_if_running=True)
             else:
                 message = f"{error['code']}: {error['message']}"[:500] if error else "error"
-                finalize(aj.status_path, error, state="error", job_type=job["type"], only_if_running=True)
-            message = final_message(job["type"], state, rc) or message  # the old clients' wording
+                finalize(aj.status_path, error, state="error", job_type=job.type, only_if_running=True)
+            message = final_message(job.type, state, rc) or message  # the old clients' wording
             if aj.log_fh is not None:
                 aj.log_fh.close()
             self.store.update(aj.id, state=state, exit_code=rc, error=error, ended_at=now_iso(), message=message,
@@ -659,7 +673,7 @@ class JobManager:
         with self.lock:
             aj = self.active.get(job_id)
             if aj is not None:
-                row["logs"] = list(aj.tail)
+                row.logs = list(aj.tail)
         return row
 
     def cancel(self, job_id: str, wait_s: float | None = None) -> JobRecord | None:
@@ -668,7 +682,7 @@ class JobManager:
             row = self.store.get(job_id)
             if row is None:
                 return None
-            state = row["state"]
+            state = row.state
             if state == "cancelled":
                 return row
             if state in ("done", "error"):
@@ -678,7 +692,7 @@ class JobManager:
                        "next_action": NEXT_ACTIONS["cancelled"]}
                 self.store.update(job_id, state="cancelled", cancel_requested=1, error=err, ended_at=now_iso(),
                                   message="Cancelled before it started")
-                finalize(Path(row["status_path"]), err, state="cancelled", job_type=row["type"], only_if_running=True)
+                finalize(Path(row.status_path), err, state="cancelled", job_type=row.type, only_if_running=True)
                 self.changed.notify_all()
                 return self.store.get(job_id)
             aj = self.active.get(job_id)
