@@ -59,14 +59,14 @@ def test_trace_id_that_no_header_can_carry(svc_hard_voice):
 
 
 def test_unreadable_text_is_a_400_with_its_span(svc_hard_voice):
-    """#4: 600 digits (the number normaliser raised -> 502 before) and 1e400 are 400
-    text_unvoiceable with the span; 20 digits are read digit by digit."""
+    """#4: 600 digits (the number normaliser raised -> 502 before) and 1e400 are 400 (details:
+    text_unvoiceable with the span); 20 digits are read digit by digit."""
     c = svc_hard_voice.client
     r = c.post("/api/voice/speak", json={"text": "1" * 600})
-    assert r.status_code == 400 and r.json()["error"] == "text_unvoiceable", r.text
-    assert r.json()["details"]["span"] == [0, 600]
+    assert r.status_code == 400 and r.json()["error"] == "voice_invalid_request", r.text  # the code clients know
+    assert r.json()["details"]["code"] == "text_unvoiceable" and r.json()["details"]["span"] == [0, 600]
     r = c.post("/api/voice/speak", json={"text": "code 1e400 now"})
-    assert r.status_code == 400 and r.json()["error"] == "text_unvoiceable", r.text
+    assert r.status_code == 400 and r.json()["details"]["code"] == "text_unvoiceable", r.text
     r = c.post("/api/voice/speak", json={"text": "call 12345678901234567890"})
     assert r.status_code == 200 and r.headers["content-type"] == "audio/wav", r.text[:300]
 
@@ -132,7 +132,7 @@ def test_child_error_code_reaches_the_job_record(svc_hard_server, svc_kal_corpus
 class SlowVoice:
     def synthesize(self, text: str, length_scale: float = 1.0):
         time.sleep(0.6)
-        return SimpleNamespace(audio=np.zeros(1600, dtype=np.float32), sample_rate=16000, seconds=0.1)
+        return SimpleNamespace(audio=np.zeros(1600, dtype=np.float32), sample_rate=16000, seconds=0.1, compute_s=0.6)
 
 
 @pytest.fixture

@@ -57,6 +57,7 @@ def test_host_allowlist(svc_sec_server):
     for host in (f"localhost:{srv.port}", f"127.0.0.1:{srv.port}", "localhost"):
         assert srv.client.get("/health/live", headers={"Host": host}).status_code == 200, host
     assert srv.client.get("/api/train/jobs", headers={"Host": "evil.example"}).status_code == 403
+    assert 'voicelane_http_errors_total{code="host_not_allowed",status="403"}' in srv.client.get("/metrics").text
 
 
 def test_token_file_and_announcement(svc_sec_server):

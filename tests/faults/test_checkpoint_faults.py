@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from voicelane.engine import train
-
 from test_engine import _items, _state_bytes, _train
+from voicelane.engine import train
 
 
 @pytest.fixture(scope="module")

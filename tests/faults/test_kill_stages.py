@@ -26,7 +26,7 @@ STAGES = {
     "dataset": "start",          # while importing / reading the dataset
     "features": ("dataset", 0),  # the dataset STATS closes that phase: features are being made
     "train": ("train", 3),       # mid-training, after a few steps
-    "evaluate": ("select", 0),   # snapshot choice done: evaluating
+    "evaluate": ("train", 30),   # the last training step is done: evaluating
     "export": ("evaluate", 0),   # gates passed: the bundle is being exported
     "finish": ("bundle", 0),     # bundle swapped in: the final status is being written
 }

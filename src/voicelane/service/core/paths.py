@@ -16,6 +16,9 @@ def _inside(real: Path, root: Path) -> bool:
 
 
 def confine(value: str, roots: list[Path], field: str, missing_code: str = "missing_audio_path") -> Path:
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_request", f"{field} must be a path (a string)",
+                       {"issues": [{"field": field, "code": "missing", "message": "a path is required"}]})
     if "\x00" in value:
         raise ApiError(400, "invalid_request", f"{field} contains NUL", {"field": field})
     p = Path(value)

@@ -297,6 +297,9 @@ class SecurityMiddleware:
 
 async def _reply(send, scope, status: int, code: str, message: str, details: dict[str, Any] | None) -> None:
     trace = scope.get("state", {}).get("trace_id")
+    ctx = getattr(getattr(scope.get("app"), "state", None), "ctx", None)
+    if ctx is not None and ctx.metrics is not None:  # refusals count in /metrics like any error
+        ctx.metrics.error(code, status)
     payload = json.dumps(envelope(code, message, details, trace)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})

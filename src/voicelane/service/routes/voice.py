@@ -188,8 +188,14 @@ def _check_text(text: str) -> None:
     try:
         frontend.bound_tokens(text)
     except VoicelaneError as err:
-        raise ApiError(400, err.code, err.message, {**err.details, "issues": [
-            {"field": "text", "code": err.code, "message": err.message}]}) from None
+        raise text_error(err) from None
+
+
+def text_error(err: VoicelaneError) -> ApiError:
+    """A text the front end cannot read: 400 ``voice_invalid_request`` (the code existing clients
+    know), with the lane's code (``text_unvoiceable``) and the offending span in the details."""
+    return ApiError(400, "voice_invalid_request", err.message, {
+        **err.details, "code": err.code, "issues": [{"field": "text", "code": err.code, "message": err.message}]})
 
 
 def _suppressed(reason: str, details: dict[str, Any], trace: str, tenant: str) -> JSONResponse:
@@ -300,10 +306,8 @@ async def speak(request: Request) -> Any:
             except ApiError:
                 raise
             except VoicelaneError as err:
-                if err.code in TEXT_ERRORS:  # the lane's code passes through, with the offending span
-                    raise ApiError(400, err.code, err.message,
-                                   {**err.details, "issues": [{"field": "text", "code": err.code,
-                                                               "message": err.message}]}) from None
+                if err.code in TEXT_ERRORS:
+                    raise text_error(err) from None
                 raise ApiError(502, "voice_backend_error", f"synthesis failed: {err.code}",
                                {"code": err.code}) from None
             except Exception as exc:  # noqa: BLE001 - the backend's failure, not the request's
