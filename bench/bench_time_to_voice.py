@@ -90,8 +90,8 @@ def show(i: int, r: dict) -> None:
     for k, v in (r.get("timings_s") or {}).items():
         print(f"  {k:>12}: {v:8.1f} s")
     if r["selection"]:
-        curve = ", ".join(f"{s['step']}: {s['prompts_wer']}/{s.get('smoothed_wer')}" for s in r["selection"])
-        print(f"  snapshots (raw/smoothed prompt WER): {curve}; chosen {r['selected_step']}; "
+        curve = ", ".join(f"{s['step']}: {s['prompts_wer']}" for s in r["selection"])
+        print(f"  snapshots (prompt WER): {curve}; chosen {r['selected_step']}; "
               f"bootstrap agreement {r['selection_stability']}")
     print(f"  held-out WER {r['wer']} (real-audio floor {r['wer_floor']}), content recall {r['content_word_recall']}, "
           f"MCD {r['mcd_db']} dB, median F0 {r['f0_median_hz']} Hz (real {r['f0_median_real_hz']}, "
