@@ -143,10 +143,10 @@ class SynthBackend:
         self._idle.put(child)
         return out
 
-    def render(self, served, text: str) -> Rendered:
+    def render(self, served, text: str):
+        """A synthesis (audio, sample_rate, seconds): the voice's own in a thread, a Rendered from a child."""
         if not self.processes:
-            syn = served.voice.synthesize(text)
-            return Rendered(syn.audio, int(syn.sample_rate), float(syn.seconds), float(syn.compute_s))
+            return served.voice.synthesize(text)
         out = self._call("synth", served, text, None)
         assert out is not None
         return out
