@@ -7,6 +7,8 @@ signal (the direct-path delay is removed), so reference boundary times stay vali
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import soxr
 
@@ -52,10 +54,20 @@ def room_impulse_response(sr: int, rng: np.random.Generator, rt60: float = 0.4) 
     return rir[peak:] / np.abs(rir[peak])
 
 
+N_ROOMS = 4  # rooms are drawn from a fixed set of seeds and cached (the image method is slow)
+
+
+@lru_cache(maxsize=16)
+def _room(sr: int, room_seed: int, rt60: float) -> np.ndarray:
+    return room_impulse_response(sr, np.random.default_rng(room_seed), rt60)
+
+
 def reverberate(y: np.ndarray, sr: int, rng: np.random.Generator, rt60: float = 0.4) -> np.ndarray:
+    """Convolve with one of N_ROOMS simulated rooms (chosen by `rng`)."""
     from scipy.signal import fftconvolve
 
-    wet = fftconvolve(y, room_impulse_response(sr, rng, rt60))[:len(y)]
+    rir = _room(sr, 500 + int(rng.integers(N_ROOMS)), rt60)
+    wet = fftconvolve(y, rir)[:len(y)]
     return wet * (np.max(np.abs(y)) / max(np.max(np.abs(wet)), 1e-9))
 
 
