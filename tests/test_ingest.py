@@ -288,6 +288,10 @@ def test_cli_check_reports_symlink_escape(tmp_path):
                           capture_output=True, text=True, timeout=120)
     report = json.loads(proc.stdout)
     assert {r["id"]: r["reason"] for r in report["rejected"]} == {"escape": "path_not_allowed"}
+    text = subprocess.run([str(exe), "dataset", "check", str(root)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "COLUMNS": "200"}).stdout
+    assert "corpus quality" in text and "path_not_allowed 1 clip(s): escape" in text
+    assert "-> Copy the file into the dataset folder" in text
 
 
 # ---- subtitle cues (issue 11 item 8) -------------------------------------------------------------

@@ -107,3 +107,17 @@ def print_dataset_report(report: dict[str, Any]) -> None:
         for r in rej[:200]:
             t.add_row(str(r.get("id")), str(r.get("reason")), str(r.get("detail", ""))[:80], str(r.get("line", "")))
         c.print(t)
+    _print_quality(c, report.get("quality"))
+
+
+def _print_quality(c, quality: dict[str, Any] | None) -> None:
+    """Corpus-quality summary: corpus figures, then what to do per reason (docs/dataset.md)."""
+    if not quality:
+        return
+    corpus = quality.get("corpus", {})
+    c.print("[bold]corpus quality[/bold] " + " ".join(
+        f"{k}={v}" for k, v in sorted(corpus.items()) if not isinstance(v, list)))
+    for a in quality.get("actions", []):
+        more = f" (+{a['count'] - len(a['clips'])} more)" if a["count"] > len(a["clips"]) else ""
+        c.print(f"[cyan]{a['reason']}[/cyan] {a['count']} clip(s): {', '.join(a['clips'][:8])}{more}"
+                f"\n  -> {a['action']}")
