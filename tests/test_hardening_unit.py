@@ -162,3 +162,16 @@ def test_orchestrator_keeps_a_code_reported_without_a_status(tmp_path):
     log.write_text("Traceback ...\n")
     assert orch.lane_failure(1, None).code == "internal_error"
     assert orch.lane_failure(130, None).code == "cancelled"
+
+
+@pytest.mark.parametrize("gates", ['{"wer_max": NaN}', '{"wer_max": Infinity}', '{"wer_max": 1e999}'])
+def test_cli_refuses_non_finite_gates(tmp_path, gates):
+    """#7 on the command line: a NaN threshold would silently pass every run."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "voicelane", "train", "--lane", "tts_voice_train", "--data",
+                        str(tmp_path), "--profile", "g1", "--preset", "tiny", "--out", str(tmp_path / "out"),
+                        "--gates", gates], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "invalid_argument" in r.stderr and "gates.wer_max" in r.stderr, r.stderr[-500:]
+    assert not (tmp_path / "out").exists()

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -61,7 +61,8 @@ class RunSpec(BaseModel):
     steps: int | None = Field(default=None, ge=1)
     display_name: str | None = None
     min_minutes: float | None = Field(default=None, ge=0)
-    gates: dict[str, float] | None = Field(default=None, description='e.g. {"wer_max": 0.3}')
+    gates: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None, description='e.g. {"wer_max": 0.3}; NaN/Infinity refused (a NaN threshold passes everything)')
     eval_max: int | None = Field(default=None, ge=1, description="evaluate at most N held-out clips")
     status_path: Path | None = Field(default=None, description="default TRAIN_STATUS_PATH or artifacts/")
     threads: int = Field(default=2, ge=1, le=256)
