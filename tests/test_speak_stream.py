@@ -70,7 +70,8 @@ def test_accept_l16_sends_raw_big_endian_pcm(stream_server):
 
 def test_stream_errors_keep_their_status_and_code(stream_server):
     r = stream_server.client.post("/api/voice/speak", json=_body(text="...!!!", stream=True))
-    assert r.status_code == 400 and r.json()["error"] == "text_unvoiceable", r.text[:500]
+    assert r.status_code == 400 and r.json()["error"] == "voice_invalid_request", r.text[:500]
+    assert r.json()["details"]["code"] == "text_unvoiceable"
     r = stream_server.client.post("/api/voice/speak", json=_body(stream=True, format="mp3"))
     assert r.status_code in (400, 503), r.text[:300]
     r = stream_server.client.post("/api/voice/speak", json=_body(stream="yes"))
