@@ -43,6 +43,21 @@ def noisy_voice(voice_dir: Path, alpha: float, seed: int = 0):
                             symbols=cfg["symbols"])
 
 
+def snapshot_voice(run_dir: Path, step: int):
+    """A snapshot of another lane run (e.g. the Italian fine-tune of the English base), made to
+    speak English: its inventory extends the base's, so English tokens keep their rows."""
+    from voicelane.engine import train as train_mod
+    from voicelane.engine.voice import Voice
+
+    ck = train_mod.load_checkpoint(run_dir / "work" / "train" / train_mod.CKPT_NAME)
+    snap = train_mod.load_checkpoint(train_mod.snapshot_path(run_dir / "work" / "train", step))
+    n = ck["arch"]["num_chars"]
+    from voicelane.engine import frontend
+
+    symbols = list(frontend.SYMBOLS) + [f"<x{i}>" for i in range(n - len(frontend.SYMBOLS))]
+    return Voice.from_state(snap["model"], ck["arch"], ck["feat_mean"], ck["feat_std"], "en-us", symbols=symbols)
+
+
 def finite(synthesize):
     """A broken voice (noise pushed it to NaN frames) says nothing: its samples become silence."""
     def run(text: str):
@@ -63,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=20)
     ap.add_argument("--alphas", default="0,0.01,0.02,0.03,0.04")
+    ap.add_argument("--snapshot", action="append", default=[],
+                    help="NAME=RUN_DIR@STEP: also score that lane run's snapshot speaking English")
+    ap.add_argument("--fast", default="", help="comma-separated length scales of the base (faster speech)")
     ap.add_argument("--json", type=Path, default=None, help="also write the table here")
     a = ap.parse_args(argv)
 
@@ -85,6 +103,18 @@ def main(argv: list[str] | None = None) -> int:
                           "mcd_db": 0.0})
         table.append({"voice": f"base, weight noise {alpha:g}", "wer": res["wer"], "per": res["per"],
                       "per_broad": res["per_broad"], "mcd_db": res["mcd_db"]})
+        print(json.dumps(table[-1], sort_keys=True), flush=True)
+    base_dir = REPO / "weights" / "voicelane-slt-base-v1"
+    extra = [(f"base, length scale {x}", noisy_voice(base_dir, 0.0), float(x)) for x in a.fast.split(",") if x]
+    for spec in a.snapshot:
+        name, _, where = spec.partition("=")
+        run_dir, _, step = where.rpartition("@")
+        extra.append((f"{name} step {step}", snapshot_voice(Path(run_dir), int(step)), 1.0))
+    for name, voice, scale in extra:
+        res = ev.evaluate(finite(lambda t, v=voice, s=scale: v.synthesize(t, s)), clips, [], language="en-us",
+                          with_floor=False, keep_audio=0)
+        table.append({"voice": name, "wer": res["wer"], "per": res["per"], "per_broad": res["per_broad"],
+                      "mcd_db": res["mcd_db"]})
         print(json.dumps(table[-1], sort_keys=True), flush=True)
     voices = table[1:]
     rho = {k: spearman([r["wer"] for r in voices], [r[k] for r in voices]) for k in ("per", "per_broad")}
