@@ -227,3 +227,33 @@ def test_evaluation_without_an_asr_reports_the_proxy(tmp_path):
     assert res["wer"] is None and res["prompts_wer"] is None and res["asr"] is None
     assert res["per"] is not None and res["per_broad"] is not None and res["per_broad_floor_real_audio"] is not None
     assert res["per_clip"][0]["id"] == "c1" and res["mcd_db"] > 0
+
+
+def test_a_voice_config_whose_symbols_do_not_extend_the_base_is_refused(tmp_path):
+    from voicelane.engine import model, train
+    from voicelane.engine.voice import Voice, save_voice
+
+    inv = frontend.inventory("cs")
+    arch = model.architecture(model.preset("tiny"), len(inv.symbols))
+    train.seed_everything(0)
+    net, _ = model.build_model(arch)
+    save_voice(tmp_path, net.state_dict(), arch, np.zeros(43), np.ones(43), "cs", symbols=inv.symbols)
+    cfg_path = tmp_path / "voice_config.json"
+    cfg = json.loads(cfg_path.read_text("utf-8"))
+    cfg["symbols"] = cfg["symbols"][1:] + cfg["symbols"][:1]  # same size, English rows moved
+    cfg_path.write_text(json.dumps(cfg), "utf-8")
+    with pytest.raises(VoicelaneError) as e:
+        Voice.load(tmp_path)
+    assert e.value.code == "manifest_invalid"
+
+
+@pytest.mark.slow
+def test_the_committed_inventories_are_what_the_installed_packages_give():
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "build_inventories.py"), "--check"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
