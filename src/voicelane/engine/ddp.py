@@ -47,7 +47,10 @@ def main(spec_path: str) -> int:
     if spec["init_weights"]:
         from safetensors.torch import load_file
 
-        init = load_file(spec["init_weights"])
+        from voicelane.engine import crosslingual, frontend
+
+        # another language than the base's: new tokens start from their nearest base sound
+        init = crosslingual.extend_state(load_file(spec["init_weights"]), frontend.inventory(spec["language"]).symbols)
 
     def on_step(step: int, losses: dict[str, float]) -> None:
         print(STEP_PREFIX + json.dumps({"step": step, "losses": losses}, sort_keys=True), flush=True)
