@@ -254,12 +254,16 @@ def test_settings_from_env(tmp_path):
         Settings.from_env({"VOICELANE_DEDUPE_COOLDOWN_S": "loud=3"})
 
 
-def test_token_required_beyond_loopback():
+def test_token_required_by_default_and_always_beyond_loopback():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("::")
-    assert not Settings(bind_host="127.0.0.1").admin_token_required
+    # a per-install token even on loopback (docs/security.md), unless the operator turns it off
+    assert Settings(bind_host="127.0.0.1").admin_token_required
+    assert not Settings(bind_host="127.0.0.1", auth="off").admin_token_required
+    # off loopback the token stays required whatever auth says
     assert Settings(bind_host="0.0.0.0").admin_token_required
-    assert Settings(bind_host="127.0.0.1", require_token=True).admin_token_required
+    assert Settings(bind_host="0.0.0.0", auth="off").admin_token_required
+    assert Settings(bind_host="127.0.0.1", auth="off", require_token=True).admin_token_required
 
 
 def test_confine_paths(tmp_path):
