@@ -43,7 +43,7 @@ def dereverberate(y: np.ndarray) -> np.ndarray:
 
     spec = stft(y[None, :], size=512, shift=128).transpose(2, 0, 1)
     out = wpe(spec, taps=10, delay=3, iterations=3, statistics_mode="full").transpose(1, 2, 0)
-    z = istft(out, size=512, shift=128)[0][:len(y)]
+    z = istft(out, size=512, shift=128)[0][: len(y)]
     return np.pad(z, (0, len(y) - len(z)))
 
 
@@ -84,8 +84,7 @@ def run(refs: Path, langs, conditions, methods, n) -> list[dict]:
 
     rows = []
     for lang in langs:
-        meta = [line.split("|", 1) for line in
-                (refs / lang / "metadata.csv").read_text("utf-8").splitlines()][:n]
+        meta = [line.split("|", 1) for line in (refs / lang / "metadata.csv").read_text("utf-8").splitlines()][:n]
         for cond in conditions:
             for method in methods:
                 tot = {"ref": 0, "pred": 0, "h20": 0, "h50": 0, "failed": 0, "cpu_s": 0.0}
@@ -104,24 +103,35 @@ def run(refs: Path, langs, conditions, methods, n) -> list[dict]:
                     tot["pred"] += len(pred)
                     tot["h20"] += hit_rate(ref, pred, 0.020)
                     tot["h50"] += hit_rate(ref, pred, 0.050)
-                rows.append({"lang": lang, "condition": cond, "method": method, "clips": len(meta),
-                             "boundaries": tot["ref"],
-                             "within_20ms": round(tot["h20"] / max(tot["ref"], 1), 3),
-                             "within_50ms": round(tot["h50"] / max(tot["ref"], 1), 3),
-                             "pred_per_ref": round(tot["pred"] / max(tot["ref"], 1), 2),
-                             "failed": tot["failed"],
-                             "cpu_s_per_clip": round(tot["cpu_s"] / max(len(meta), 1), 2)})
+                rows.append(
+                    {
+                        "lang": lang,
+                        "condition": cond,
+                        "method": method,
+                        "clips": len(meta),
+                        "boundaries": tot["ref"],
+                        "within_20ms": round(tot["h20"] / max(tot["ref"], 1), 3),
+                        "within_50ms": round(tot["h50"] / max(tot["ref"], 1), 3),
+                        "pred_per_ref": round(tot["pred"] / max(tot["ref"], 1), 2),
+                        "failed": tot["failed"],
+                        "cpu_s_per_clip": round(tot["cpu_s"] / max(len(meta), 1), 2),
+                    }
+                )
                 print(json.dumps(rows[-1], sort_keys=True), flush=True)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| language | condition | method | boundaries | ≤20 ms | ≤50 ms | pred/ref | failed |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| language | condition | method | boundaries | ≤20 ms | ≤50 ms | pred/ref | failed |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['lang']} | {r['condition']} | {r['method']} | {r['boundaries']} | "
-                     f"{r['within_20ms'] * 100:.1f} % | {r['within_50ms'] * 100:.1f} % | "
-                     f"{r['pred_per_ref']} | {r['failed']} |")
+        lines.append(
+            f"| {r['lang']} | {r['condition']} | {r['method']} | {r['boundaries']} | "
+            f"{r['within_20ms'] * 100:.1f} % | {r['within_50ms'] * 100:.1f} % | "
+            f"{r['pred_per_ref']} | {r['failed']} |"
+        )
     return "\n".join(lines)
 
 

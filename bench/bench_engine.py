@@ -56,15 +56,22 @@ def bench_train(preset: str, steps: int, threads: int) -> dict:
         times.append(now - last[0])
         last[0] = now
 
-    cfg = train.TrainConfig(steps=steps, batch_size=p["batch_size"], lr=p["lr"], warmup=5,
-                            checkpoint_every=10**9, threads=threads)
+    cfg = train.TrainConfig(
+        steps=steps, batch_size=p["batch_size"], lr=p["lr"], warmup=5, checkpoint_every=10**9, threads=threads
+    )
     last[0] = time.perf_counter()
     train.train(items, arch, cfg, run, mean, std, on_step=on_step)
     shutil.rmtree(run, ignore_errors=True)
     warm = times[2:] or times
-    return {"preset": preset, "batch_size": p["batch_size"], "threads": threads, "steps": steps,
-            "s_per_step_median": round(statistics.median(warm), 4), "s_per_step_mean": round(statistics.mean(warm), 4),
-            "feature_prep_s_per_clip": round(prep_s / 64, 4)}
+    return {
+        "preset": preset,
+        "batch_size": p["batch_size"],
+        "threads": threads,
+        "steps": steps,
+        "s_per_step_median": round(statistics.median(warm), 4),
+        "s_per_step_mean": round(statistics.mean(warm), 4),
+        "feature_prep_s_per_clip": round(prep_s / 64, 4),
+    }
 
 
 def bench_synthesis(bundle: Path) -> dict:

@@ -35,8 +35,18 @@ import threading
 import time
 from pathlib import Path
 
-SUBJECTS = ["engine two", "fuel pump", "left gear", "cabin pressure", "hydraulic line", "radar contact",
-            "right flap", "oil pressure", "main battery", "traffic ahead"]
+SUBJECTS = [
+    "engine two",
+    "fuel pump",
+    "left gear",
+    "cabin pressure",
+    "hydraulic line",
+    "radar contact",
+    "right flap",
+    "oil pressure",
+    "main battery",
+    "traffic ahead",
+]
 STATES = ["failing", "degraded", "unstable", "restored", "critical", "nominal"]
 ACTIONS = ["check", "monitor", "confirm", "report", "reset"]
 NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -68,8 +78,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args, tmp: Path, src: Path | None = None, workers: int | None = None
-                 ) -> tuple[subprocess.Popen, str]:
+def start_server(args, tmp: Path, src: Path | None = None, workers: int | None = None) -> tuple[subprocess.Popen, str]:
     """`voicelane serve` on a free port; ``src``: run another checkout's ``src`` (a baseline)."""
     import httpx
 
@@ -79,21 +88,28 @@ def start_server(args, tmp: Path, src: Path | None = None, workers: int | None =
         env["PYTHONPATH"] = str(Path(src).resolve() / "src")
         tmp = tmp / "baseline"
     workers = workers or args.workers
-    env.update({
-        "VOICELANE_DATA_DIR": str(tmp / "var"),
-        "VOICELANE_BUNDLE_ROOTS": os.pathsep.join(str(Path(r).resolve()) for r in args.bundle_root),
-        "VOICELANE_SPEAK_WORKERS": str(workers), "VOICELANE_SPEAK_THREADS": str(args.threads),
-        "VOICELANE_SPEAK_QUEUE_SIZE": "256", "VOICELANE_SPEAK_TIMEOUT_S": "120",
-        "VOICELANE_RATE_LIMIT_PER_MIN": "0", "VOICELANE_MISSION_BUDGET_CHARS": "0",
-        "VOICELANE_TENANT_DAILY_BUDGET_CHARS": "0", "VOICELANE_VOICE_RESCAN_S": "0",
-        "VOICELANE_LOG_LEVEL": "WARNING",
-    })
+    env.update(
+        {
+            "VOICELANE_DATA_DIR": str(tmp / "var"),
+            "VOICELANE_BUNDLE_ROOTS": os.pathsep.join(str(Path(r).resolve()) for r in args.bundle_root),
+            "VOICELANE_SPEAK_WORKERS": str(workers),
+            "VOICELANE_SPEAK_THREADS": str(args.threads),
+            "VOICELANE_SPEAK_QUEUE_SIZE": "256",
+            "VOICELANE_SPEAK_TIMEOUT_S": "120",
+            "VOICELANE_RATE_LIMIT_PER_MIN": "0",
+            "VOICELANE_MISSION_BUDGET_CHARS": "0",
+            "VOICELANE_TENANT_DAILY_BUDGET_CHARS": "0",
+            "VOICELANE_VOICE_RESCAN_S": "0",
+            "VOICELANE_LOG_LEVEL": "WARNING",
+        }
+    )
     if args.profile:
         env["VOICELANE_DEFAULT_PROFILE"] = args.profile
     tmp.mkdir(parents=True, exist_ok=True)
     log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "voicelane", "serve", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicelane", "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -181,8 +197,13 @@ def run_concurrent(fn, concurrency: int, n: int, start_index: int, cpu_probe=Non
     audio = sum(r["audio_s"] for r in results)
     compute = sum(r.get("compute_s", r["latency_s"]) for r in results)
     return {
-        "concurrency": concurrency, "requests": n, "ok": len(results), "n_errors": len(errors), "errors": errors[:3],
-        "p50_ms": round(pct(lat, 50) * 1000, 1), "p99_ms": round(pct(lat, 99) * 1000, 1),
+        "concurrency": concurrency,
+        "requests": n,
+        "ok": len(results),
+        "n_errors": len(errors),
+        "errors": errors[:3],
+        "p50_ms": round(pct(lat, 50) * 1000, 1),
+        "p99_ms": round(pct(lat, 99) * 1000, 1),
         "first_audio_p50_ms": round(pct(first, 50) * 1000, 1) if first else None,
         "first_audio_p99_ms": round(pct(first, 99) * 1000, 1) if first else None,
         "throughput_rps": round(len(results) / wall, 2) if wall else None,
@@ -207,8 +228,13 @@ def voicelane_oneshot(url: str, profile: str, repeat_text: str | None = None):
         if r.status_code != 200 or not r.content.startswith(b"RIFF"):
             raise RuntimeError(f"{r.status_code} {r.text[:200]}")
         syn = float(r.headers.get("x-voice-synthesis-ms", "nan")) / 1000.0
-        return Result(latency_s=dt, first_s=None, audio_s=float(r.headers["x-voice-audio-seconds"]),
-                      compute_s=syn, cache=r.headers.get("x-voice-cache"))
+        return Result(
+            latency_s=dt,
+            first_s=None,
+            audio_s=float(r.headers["x-voice-audio-seconds"]),
+            compute_s=syn,
+            cache=r.headers.get("x-voice-cache"),
+        )
 
     return fn
 
@@ -253,8 +279,12 @@ def festival(tmp: Path):
         out = tmp / f"fest_{i}.wav"
         txt.write_text(callout(i) + "\n")
         t0 = time.perf_counter()
-        subprocess.run(["text2wave", "-eval", "(voice_cmu_us_slt_arctic_hts)", str(txt), "-o", str(out)],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            ["text2wave", "-eval", "(voice_cmu_us_slt_arctic_hts)", str(txt), "-o", str(out)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         dt = time.perf_counter() - t0
         sec = _wav_seconds(out.read_bytes())
         out.unlink()
@@ -267,8 +297,9 @@ def festival(tmp: Path):
 def espeak():
     def fn(i: int) -> Result:
         t0 = time.perf_counter()
-        p = subprocess.Popen(["espeak-ng", "-v", "en-us", "--stdout", callout(i)], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            ["espeak-ng", "-v", "en-us", "--stdout", callout(i)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         head = p.stdout.read1(65536)
         first = time.perf_counter() - t0
         rest = p.stdout.read()
@@ -307,11 +338,17 @@ def inprocess_profile(bundle_dir: Path, threads: int, n: int = 10) -> dict:
         comp += t3 - t0
         aud += sum(len(w) for w in wavs) / features.SAMPLE_RATE
     med = lambda xs: round(statistics.median(xs) * 1000, 1)  # noqa: E731
-    return {"runtime": type(voice).__name__, "front_end_ms": med(fe), "acoustic_model_ms": med(am),
-            "world_ms": med(ws), "cpu_ms": {"front_end": med(cpu[0]), "acoustic_model": med(cpu[1]),
-                                            "world": med(cpu[2])},
-            "world_fft_size": features.SYNTH_FFT_SIZE, "rtf": round(comp / max(aud, 1e-9), 4),
-            "mean_audio_s": round(aud / n, 3), "n": n}
+    return {
+        "runtime": type(voice).__name__,
+        "front_end_ms": med(fe),
+        "acoustic_model_ms": med(am),
+        "world_ms": med(ws),
+        "cpu_ms": {"front_end": med(cpu[0]), "acoustic_model": med(cpu[1]), "world": med(cpu[2])},
+        "world_fft_size": features.SYNTH_FFT_SIZE,
+        "rtf": round(comp / max(aud, 1e-9), 4),
+        "mean_audio_s": round(aud / n, 3),
+        "n": n,
+    }
 
 
 def find_bundle(roots: list[str], profile: str | None) -> Path | None:
@@ -344,9 +381,16 @@ def summary_row(r: dict) -> dict:
     cpu = [lv["cpu_ms_per_request"] for lv in r["levels"] if lv.get("cpu_ms_per_request")]
     cpu_ms = round(statistics.median(cpu), 1) if cpu else None
     cores = os.cpu_count() or 1
-    row = {"system": r["system"], "p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"], "first_audio_ms": first,
-           "rtf": one["rtf"], "mean_audio_s": one["mean_audio_s"], "cpu_ms": cpu_ms,
-           "idle_capacity_rps": round(cores * 1000.0 / cpu_ms, 1) if cpu_ms else None}
+    row = {
+        "system": r["system"],
+        "p50_ms": one["p50_ms"],
+        "p99_ms": one["p99_ms"],
+        "first_audio_ms": first,
+        "rtf": one["rtf"],
+        "mean_audio_s": one["mean_audio_s"],
+        "cpu_ms": cpu_ms,
+        "idle_capacity_rps": round(cores * 1000.0 / cpu_ms, 1) if cpu_ms else None,
+    }
     for lv in r["levels"]:
         row[f"rps@{lv['concurrency']}"] = lv["throughput_rps"]
         row[f"p50/p99@{lv['concurrency']}"] = f"{lv['p50_ms']:.0f}/{lv['p99_ms']:.0f}"
@@ -355,8 +399,9 @@ def summary_row(r: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle-root", action="append", default=[],
-                    help="folder holding bundles/<profile>/voice_bundle (repeatable)")
+    ap.add_argument(
+        "--bundle-root", action="append", default=[], help="folder holding bundles/<profile>/voice_bundle (repeatable)"
+    )
     ap.add_argument("--profile", default=None, help="voice profile to speak with (default: the service's default)")
     ap.add_argument("--url", default=None, help="bench an already running service instead of starting one")
     ap.add_argument("--requests", type=int, default=24, help="requests per concurrency level")
@@ -366,9 +411,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="threads per synthesis")
     ap.add_argument("--peers", default="festival,espeak", help="comma list: festival, espeak (empty: none)")
     ap.add_argument("--hits", type=int, default=20, help="cache-hit requests (same text)")
-    ap.add_argument("--baseline-src", type=Path, default=None,
-                    help="also bench a service run from this checkout (e.g. `git archive OLD src | tar -x -C DIR`), "
-                         "back to back with this one, on the same callouts")
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also bench a service run from this checkout (e.g. `git archive OLD src | tar -x -C DIR`), "
+        "back to back with this one, on the same callouts",
+    )
     ap.add_argument("--baseline-workers", type=int, default=1)
     ap.add_argument("--json", default=None, help="write the results here too")
     args = ap.parse_args(argv)
@@ -392,15 +441,27 @@ def main(argv: list[str] | None = None) -> int:
             profile = args.profile or profiles.get("defaultProfile")
             served = {p["profileId"]: p for p in profiles.get("profiles", [])}
             if profile not in served:
-                raise SystemExit(f"profile {profile!r} is not served; served: {sorted(served)}; "
-                                 f"refused: {profiles.get('refused')}")
+                raise SystemExit(
+                    f"profile {profile!r} is not served; served: {sorted(served)}; refused: {profiles.get('refused')}"
+                )
             for w in range(max(args.workers, 2)):  # every worker (child process) warm
                 voicelane_oneshot(url, profile)(10**6 + 10 + w)
             probe = server_cpu_s(proc.pid) if proc is not None else None
-            systems.append(bench_system(f"voicelane ({args.workers} worker(s))", voicelane_oneshot(url, profile),
-                                        levels, args.requests, voicelane_stream(url, profile), probe))
-            hit = run_concurrent(voicelane_oneshot(url, profile, repeat_text=callout(0)), 1, args.hits, 0) \
-                if args.hits else None
+            systems.append(
+                bench_system(
+                    f"voicelane ({args.workers} worker(s))",
+                    voicelane_oneshot(url, profile),
+                    levels,
+                    args.requests,
+                    voicelane_stream(url, profile),
+                    probe,
+                )
+            )
+            hit = (
+                run_concurrent(voicelane_oneshot(url, profile, repeat_text=callout(0)), 1, args.hits, 0)
+                if args.hits
+                else None
+            )
         finally:
             if proc is not None:
                 proc.terminate()
@@ -408,40 +469,67 @@ def main(argv: list[str] | None = None) -> int:
         peers = [p.strip() for p in args.peers.split(",") if p.strip()]
         if "festival" in peers:
             if shutil_which("text2wave"):
-                systems.append(bench_system("Festival text2wave (slt HTS)", festival(Path(tmp)), levels,
-                                            args.peer_requests, cpu_probe=children_cpu_s))
+                systems.append(
+                    bench_system(
+                        "Festival text2wave (slt HTS)",
+                        festival(Path(tmp)),
+                        levels,
+                        args.peer_requests,
+                        cpu_probe=children_cpu_s,
+                    )
+                )
             else:
                 peers_missing["festival"] = "text2wave not on PATH (apt-get install festival festvox-us-slt-hts)"
         if "espeak" in peers:
             if shutil_which("espeak-ng"):
-                systems.append(bench_system("espeak-ng en-us", espeak(), levels, args.peer_requests,
-                                            cpu_probe=children_cpu_s))
+                systems.append(
+                    bench_system("espeak-ng en-us", espeak(), levels, args.peer_requests, cpu_probe=children_cpu_s)
+                )
             else:
                 peers_missing["espeak"] = "espeak-ng not on PATH (apt-get install espeak-ng)"
     bundle = find_bundle(args.bundle_root, profile) if args.bundle_root else None
     prof = inprocess_profile(bundle, args.threads) if bundle else None
     rows = [summary_row(r) for r in systems]
-    out = {"machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                       "platform": platform.platform(), "load_avg_at_end": os.getloadavg()},
-           "profile": profile, "voice": {k: served[profile].get(k) for k in ("runtime", "lane", "engine")},
-           "workers": args.workers, "threads": args.threads, "callout_example": callout(0),
-           "systems": systems, "summary": rows, "cache_hit": hit, "inprocess_profile": prof,
-           "peers_missing": peers_missing}
+    out = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_avg_at_end": os.getloadavg(),
+        },
+        "profile": profile,
+        "voice": {k: served[profile].get(k) for k in ("runtime", "lane", "engine")},
+        "workers": args.workers,
+        "threads": args.threads,
+        "callout_example": callout(0),
+        "systems": systems,
+        "summary": rows,
+        "cache_hit": hit,
+        "inprocess_profile": prof,
+        "peers_missing": peers_missing,
+    }
     print(json.dumps(out, indent=2))
     print(f"\n10-word callouts (e.g. {callout(0)!r}); load avg {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    cols = (["p50_ms", "p99_ms", "first_audio_ms", "rtf", "cpu_ms", "idle_capacity_rps"]
-            + [f"rps@{c}" for c in levels] + [f"p50/p99@{levels[-1]}"])
+    cols = (
+        ["p50_ms", "p99_ms", "first_audio_ms", "rtf", "cpu_ms", "idle_capacity_rps"]
+        + [f"rps@{c}" for c in levels]
+        + [f"p50/p99@{levels[-1]}"]
+    )
     print(f"{'system':30} " + " ".join(f"{c:>10}" for c in cols))
     for r in rows:
         print(f"{r['system'][:30]:30} " + " ".join(f"{str(r.get(c)):>10}" for c in cols))
-    print("cpu_ms: CPU time per callout (server and its children, or the peer's process); idle_capacity_rps: "
-          "CPUs x 1000 / cpu_ms, the throughput this CPU cost allows on an otherwise idle machine")
+    print(
+        "cpu_ms: CPU time per callout (server and its children, or the peer's process); idle_capacity_rps: "
+        "CPUs x 1000 / cpu_ms, the throughput this CPU cost allows on an otherwise idle machine"
+    )
     if hit:
         print(f"voicelane cache hit: p50 {hit['p50_ms']} ms, {hit['throughput_rps']} req/s")
     if prof:
-        print(f"in-process, one callout ({prof['runtime']}, {prof['mean_audio_s']} s of audio): front end "
-              f"{prof['front_end_ms']} ms, acoustic model {prof['acoustic_model_ms']} ms, WORLD (fft "
-              f"{prof['world_fft_size']}) {prof['world_ms']} ms; RTF {prof['rtf']}; CPU ms {prof['cpu_ms']}")
+        print(
+            f"in-process, one callout ({prof['runtime']}, {prof['mean_audio_s']} s of audio): front end "
+            f"{prof['front_end_ms']} ms, acoustic model {prof['acoustic_model_ms']} ms, WORLD (fft "
+            f"{prof['world_fft_size']}) {prof['world_ms']} ms; RTF {prof['rtf']}; CPU ms {prof['cpu_ms']}"
+        )
     for k, v in peers_missing.items():
         print(f"peer {k} not measured: {v}")
     if args.json:
@@ -458,8 +546,13 @@ def bench_baseline(args, tmp: Path, levels: list[int]) -> dict:
         profile = args.profile or profiles.get("defaultProfile")
         for w in range(max(args.baseline_workers, 2)):
             voicelane_oneshot(url, profile)(10**6 + 20 + w)
-        return bench_system(f"baseline {args.baseline_src.name} ({args.baseline_workers} worker(s))",
-                            voicelane_oneshot(url, profile), levels, args.requests, cpu_probe=server_cpu_s(proc.pid))
+        return bench_system(
+            f"baseline {args.baseline_src.name} ({args.baseline_workers} worker(s))",
+            voicelane_oneshot(url, profile),
+            levels,
+            args.requests,
+            cpu_probe=server_cpu_s(proc.pid),
+        )
     finally:
         proc.terminate()
         proc.wait(30)

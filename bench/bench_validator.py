@@ -76,15 +76,19 @@ def main(argv: list[str] | None = None) -> int:
         rss_after = _maxrss_mib()
 
     mb = total / 1e6
-    print(f"bundle: {mb:.1f} MB in {result.files_validated} files "
-          f"(export incl. copy+hash+validate+fsync: {export_s:.2f} s)")
+    print(
+        f"bundle: {mb:.1f} MB in {result.files_validated} files "
+        f"(export incl. copy+hash+validate+fsync: {export_s:.2f} s)"
+    )
     for i, t in enumerate(times, 1):
         print(f"run {i}: {t:.3f} s  {mb / t:.0f} MB/s  heap peak {heap_peaks[i - 1] / 1024:.0f} KiB")
     best = min(times)
     print(f"best: {mb / best:.0f} MB/s  median: {mb / sorted(times)[len(times) // 2]:.0f} MB/s")
-    print(f"peak RSS before validation {rss_before:.1f} MiB, after {args.runs} runs "
-          f"{rss_after:.1f} MiB, delta {rss_after - rss_before:.1f} MiB "
-          f"(file size {size / 2**20:.0f} MiB)")
+    print(
+        f"peak RSS before validation {rss_before:.1f} MiB, after {args.runs} runs "
+        f"{rss_after:.1f} MiB, delta {rss_after - rss_before:.1f} MiB "
+        f"(file size {size / 2**20:.0f} MiB)"
+    )
     return 0
 
 

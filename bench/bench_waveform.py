@@ -75,12 +75,14 @@ def score(asr, text: str, real: np.ndarray, wav: np.ndarray) -> dict[str, float]
 
 def summarise(rows: list[dict[str, float]], ms: list[float], audio_s: float) -> dict[str, float]:
     f0 = [r["f0"] for r in rows if np.isfinite(r["f0"])]
-    return {"wer": round(sum(r["err"] for r in rows) / max(sum(r["n"] for r in rows), 1), 4),
-            "mcd_db": round(statistics.fmean(r["mcd"] for r in rows), 3),
-            "f0_rmse_hz": round(statistics.fmean(f0), 2) if f0 else None,
-            "dnsmos_p808": round(statistics.fmean(r["p808"] for r in rows), 3),
-            "dnsmos_ovrl": round(statistics.fmean(r["ovrl"] for r in rows), 3),
-            "ms_per_audio_s": round(sum(ms) / max(audio_s, 1e-9), 2) if ms else None}
+    return {
+        "wer": round(sum(r["err"] for r in rows) / max(sum(r["n"] for r in rows), 1), 4),
+        "mcd_db": round(statistics.fmean(r["mcd"] for r in rows), 3),
+        "f0_rmse_hz": round(statistics.fmean(f0), 2) if f0 else None,
+        "dnsmos_p808": round(statistics.fmean(r["p808"] for r in rows), 3),
+        "dnsmos_ovrl": round(statistics.fmean(r["ovrl"] for r in rows), 3),
+        "ms_per_audio_s": round(sum(ms) / max(audio_s, 1e-9), 2) if ms else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,18 +127,27 @@ def main(argv: list[str] | None = None) -> int:
     for f in ffts:
         audio_s = sum(len(w) for w in tts[f]) / features.SAMPLE_RATE
         # per-sentence medians over the repeats, summed
-        ms = [statistics.median(timings[f][k * args.repeats:(k + 1) * args.repeats]) for k in range(len(clips))]
+        ms = [statistics.median(timings[f][k * args.repeats : (k + 1) * args.repeats]) for k in range(len(clips))]
         rows = [score(asr, clips[k][1], clips[k][2], tts[f][k]) for k in range(len(clips))]
         table[f"voice -> WORLD fft {f}"] = summarise(rows, ms, audio_s)
         rows = [score(asr, clips[k][1], clips[k][2], cps[f][k]) for k in range(len(clips))]
         table[f"copy-synthesis WORLD fft {f}"] = summarise(rows, [], 0.0)
-    out = {"voice": str(args.voice), "heldout": str(args.heldout), "n": len(clips), "repeats": args.repeats,
-           "load_avg": os.getloadavg(), "cpu_count": os.cpu_count(), "table": table}
+    out = {
+        "voice": str(args.voice),
+        "heldout": str(args.heldout),
+        "n": len(clips),
+        "repeats": args.repeats,
+        "load_avg": os.getloadavg(),
+        "cpu_count": os.cpu_count(),
+        "table": table,
+    }
     print(json.dumps(out, indent=2))
     print(f"\n{'path':34} {'ms/s audio':>10} {'WER':>6} {'MCD dB':>7} {'F0 RMSE':>8} {'P808':>6} {'OVRL':>6}")
     for name, r in table.items():
-        print(f"{name:34} {str(r['ms_per_audio_s'] or '-'):>10} {r['wer']:>6} {r['mcd_db']:>7} "
-              f"{str(r['f0_rmse_hz']):>8} {r['dnsmos_p808']:>6} {r['dnsmos_ovrl']:>6}")
+        print(
+            f"{name:34} {str(r['ms_per_audio_s'] or '-'):>10} {r['wer']:>6} {r['mcd_db']:>7} "
+            f"{str(r['f0_rmse_hz']):>8} {r['dnsmos_p808']:>6} {r['dnsmos_ovrl']:>6}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return 0

@@ -17,12 +17,11 @@ def active_power(y: np.ndarray, sr: int) -> float:
     """Mean power of the frames within 40 dB of the loudest (speech, not pauses)."""
     hop = int(0.01 * sr)
     frames = np.lib.stride_tricks.sliding_window_view(y, int(0.025 * sr))[::hop]
-    p = (frames ** 2).mean(axis=1)
+    p = (frames**2).mean(axis=1)
     return float(p[p >= p.max() * 1e-4].mean())
 
 
-def add_noise(y: np.ndarray, sr: int, snr_db: float, rng: np.random.Generator,
-              colour: str = "pink") -> np.ndarray:
+def add_noise(y: np.ndarray, sr: int, snr_db: float, rng: np.random.Generator, colour: str = "pink") -> np.ndarray:
     """Stationary noise at `snr_db` below the active speech power (pink: 1/f spectrum)."""
     white = rng.standard_normal(len(y))
     if colour == "pink":
@@ -33,7 +32,7 @@ def add_noise(y: np.ndarray, sr: int, snr_db: float, rng: np.random.Generator,
         noise = np.fft.irfft(spec, len(y))
     else:
         noise = white
-    noise *= np.sqrt(active_power(y, sr) / 10 ** (snr_db / 10) / np.mean(noise ** 2))
+    noise *= np.sqrt(active_power(y, sr) / 10 ** (snr_db / 10) / np.mean(noise**2))
     return y + noise
 
 
@@ -67,7 +66,7 @@ def reverberate(y: np.ndarray, sr: int, rng: np.random.Generator, rt60: float = 
     from scipy.signal import fftconvolve
 
     rir = _room(sr, 500 + int(rng.integers(N_ROOMS)), rt60)
-    wet = fftconvolve(y, rir)[:len(y)]
+    wet = fftconvolve(y, rir)[: len(y)]
     return wet * (np.max(np.abs(y)) / max(np.max(np.abs(wet)), 1e-9))
 
 

@@ -33,8 +33,12 @@ def load_base(base: Path, ckpt: Path | None):
     from safetensors.torch import load_file
 
     cfg = json.loads((base / "voice_config.json").read_text())
-    return (load_file(str(base / "model.safetensors")), cfg["arch"], np.asarray(cfg["feat_mean"], np.float32),
-            np.asarray(cfg["feat_std"], np.float32))
+    return (
+        load_file(str(base / "model.safetensors")),
+        cfg["arch"],
+        np.asarray(cfg["feat_mean"], np.float32),
+        np.asarray(cfg["feat_std"], np.float32),
+    )
 
 
 def main() -> None:
@@ -71,23 +75,40 @@ def main() -> None:
 
     def stats(norm):
         return {"base": (mean, std), "speaker": (spk_mean, spk_std), "pitch": (pitch_mean, pitch_std)}[norm]
+
     for norm in a.renorm.split(","):
         if a.no_base_row:
             break
         m, sd = stats(norm)
         v = Voice.from_state(state, arch, m, sd)
         r = evaluate(v.synthesize, clips, prompts=[])
-        rows.append({"scope": f"base (no fine-tune), {norm} stats", "train_s": 0, "wer": r["wer"],
-                     "floor": r["wer_floor_real_audio"], "recall": r["content_word_recall"], "mcd_db": r["mcd_db"],
-                     "f0": r["f0_median_hz"], "f0_real": r["f0_median_real_hz"]})
+        rows.append(
+            {
+                "scope": f"base (no fine-tune), {norm} stats",
+                "train_s": 0,
+                "wer": r["wer"],
+                "floor": r["wer_floor_real_audio"],
+                "recall": r["content_word_recall"],
+                "mcd_db": r["mcd_db"],
+                "f0": r["f0_median_hz"],
+                "f0_real": r["f0_median_real_hz"],
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     p = model.preset("cpu")
     combos = [(sc, nm) for sc in a.scopes.split(",") for nm in a.renorm.split(",")]
     for scope, norm in combos:
         m, sd = stats(norm)
         run = work / f"run_{scope}_{norm}_{a.steps}"
-        cfg = train.TrainConfig(steps=a.steps, batch_size=p["batch_size"], lr=a.lr, warmup=50,
-                                checkpoint_every=10**9, threads=a.threads, finetune_scope=scope)
+        cfg = train.TrainConfig(
+            steps=a.steps,
+            batch_size=p["batch_size"],
+            lr=a.lr,
+            warmup=50,
+            checkpoint_every=10**9,
+            threads=a.threads,
+            finetune_scope=scope,
+        )
         t0 = time.perf_counter()
         import shutil
 
@@ -96,9 +117,18 @@ def main() -> None:
         dt = time.perf_counter() - t0
         v = Voice.from_state(ck["model"], arch, m, sd)
         r = evaluate(v.synthesize, clips, prompts=[], with_floor=False)
-        rows.append({"scope": f"{scope}, {norm} stats", "steps": a.steps, "train_s": round(dt, 1), "wer": r["wer"],
-                     "recall": r["content_word_recall"],
-                     "mcd_db": r["mcd_db"], "f0": r["f0_median_hz"], "f0_real": r["f0_median_real_hz"]})
+        rows.append(
+            {
+                "scope": f"{scope}, {norm} stats",
+                "steps": a.steps,
+                "train_s": round(dt, 1),
+                "wer": r["wer"],
+                "recall": r["content_word_recall"],
+                "mcd_db": r["mcd_db"],
+                "f0": r["f0_median_hz"],
+                "f0_real": r["f0_median_real_hz"],
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps(rows, indent=1))
 

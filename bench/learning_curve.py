@@ -51,9 +51,15 @@ def evaluate_snapshot(snap: Path, ck_meta: dict, clips, with_prompts: bool) -> d
     v = Voice.from_state(s["model"], ck_meta["arch"], ck_meta["feat_mean"], ck_meta["feat_std"])
     res = evaluate(v.synthesize, clips, prompts=None if with_prompts else [], with_floor=False)
     seconds = s.get("train_seconds") or read_train_seconds(snap.parent / "train_time.json")
-    row = {"step": s["step"], "train_minutes": round(seconds / 60, 2), "wer": res["wer"],
-           "content_word_recall": res["content_word_recall"], "mcd_db": res["mcd_db"],
-           "f0_median_hz": res["f0_median_hz"], "f0_median_real_hz": res["f0_median_real_hz"]}
+    row = {
+        "step": s["step"],
+        "train_minutes": round(seconds / 60, 2),
+        "wer": res["wer"],
+        "content_word_recall": res["content_word_recall"],
+        "mcd_db": res["mcd_db"],
+        "f0_median_hz": res["f0_median_hz"],
+        "f0_median_real_hz": res["f0_median_real_hz"],
+    }
     if with_prompts:
         row["prompts_wer"] = res["prompts_wer"]
     cache.write_text(json.dumps(row, sort_keys=True))
@@ -69,9 +75,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--png", type=Path, default=None)
     ap.add_argument("--label", default="run")
-    ap.add_argument("--prompts", action="store_true",
-                    help="also score the regression prompts (text-only; a selection signal that is not the "
-                         "held-out set)")
+    ap.add_argument(
+        "--prompts",
+        action="store_true",
+        help="also score the regression prompts (text-only; a selection signal that is not the held-out set)",
+    )
     a = ap.parse_args()
     ck = load_checkpoint(a.run / "checkpoint.pt")
     meta = {"arch": ck["arch"], "feat_mean": np.asarray(ck["feat_mean"]), "feat_std": np.asarray(ck["feat_std"])}
@@ -86,8 +94,10 @@ def main() -> None:
     print("| step | train min | WER | content recall | MCD dB | median F0 (real) | prompts WER |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['step']} | {r['train_minutes']} | {r['wer']:.3f} | {r['content_word_recall']:.3f} | "
-              f"{r['mcd_db']:.2f} | {r['f0_median_hz']} ({r['f0_median_real_hz']}) | {r.get('prompts_wer', '')} |")
+        print(
+            f"| {r['step']} | {r['train_minutes']} | {r['wer']:.3f} | {r['content_word_recall']:.3f} | "
+            f"{r['mcd_db']:.2f} | {r['f0_median_hz']} ({r['f0_median_real_hz']}) | {r.get('prompts_wer', '')} |"
+        )
     if a.png and rows:
         import matplotlib
 
@@ -97,8 +107,9 @@ def main() -> None:
         fig, ax1 = plt.subplots(figsize=(7, 4))
         mins = [r["train_minutes"] for r in rows]
         ax1.plot(mins, [r["wer"] for r in rows], "o-", color="tab:blue", label="WER (pocketsphinx)")
-        ax1.plot(mins, [1 - r["content_word_recall"] for r in rows], "s--", color="tab:cyan",
-                 label="1 - content-word recall")
+        ax1.plot(
+            mins, [1 - r["content_word_recall"] for r in rows], "s--", color="tab:cyan", label="1 - content-word recall"
+        )
         ax1.set_xlabel("training minutes (2-core CPU)")
         ax1.set_ylabel("error rate")
         ax1.set_ylim(0, max(0.5, 1.2 * max(max(r["wer"], 1 - r["content_word_recall"]) for r in rows)))

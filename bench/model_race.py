@@ -81,12 +81,25 @@ def main() -> None:
             step += 1
         minutes = (time.perf_counter() - t0) / 60
         net.eval()
-        v = Voice(net, {"arch": arch, "language": "en-us", "feat_mean": list(map(float, mean)),
-                        "feat_std": list(map(float, std))})
+        v = Voice(
+            net,
+            {"arch": arch, "language": "en-us", "feat_mean": list(map(float, mean)), "feat_std": list(map(float, std))},
+        )
         r = evaluate(v.synthesize, clips, prompts=[], with_floor=False)
-        print(json.dumps({"variant": variant, "steps": step, "train_minutes": round(minutes, 2), "wer": r["wer"],
-                          "content_word_recall": r["content_word_recall"], "mcd_db": r["mcd_db"],
-                          "duration_ratio": r["duration_ratio"]}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "variant": variant,
+                    "steps": step,
+                    "train_minutes": round(minutes, 2),
+                    "wer": r["wer"],
+                    "content_word_recall": r["content_word_recall"],
+                    "mcd_db": r["mcd_db"],
+                    "duration_ratio": r["duration_ratio"],
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

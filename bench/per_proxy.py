@@ -39,8 +39,9 @@ def noisy_voice(voice_dir: Path, alpha: float, seed: int = 0):
         if v.is_floating_point() and v.numel() > 1 and alpha > 0:
             v = v + torch.randn(v.shape, generator=gen) * (alpha * float(v.std()))
         noisy[k] = v
-    return Voice.from_state(noisy, cfg["arch"], cfg["feat_mean"], cfg["feat_std"], cfg["language"],
-                            symbols=cfg["symbols"])
+    return Voice.from_state(
+        noisy, cfg["arch"], cfg["feat_mean"], cfg["feat_std"], cfg["language"], symbols=cfg["symbols"]
+    )
 
 
 def snapshot_voice(run_dir: Path, step: int):
@@ -60,11 +61,13 @@ def snapshot_voice(run_dir: Path, step: int):
 
 def finite(synthesize):
     """A broken voice (noise pushed it to NaN frames) says nothing: its samples become silence."""
+
     def run(text: str):
         syn = synthesize(text)
         if not np.all(np.isfinite(syn.audio)):  # near-silence (not zeros: MCD takes logs)
             syn.audio = np.random.default_rng(0).normal(0, 1e-4, len(syn.audio)).astype(np.float32)
         return syn
+
     return run
 
 
@@ -78,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=20)
     ap.add_argument("--alphas", default="0,0.01,0.02,0.03,0.04")
-    ap.add_argument("--snapshot", action="append", default=[],
-                    help="NAME=RUN_DIR@STEP: also score that lane run's snapshot speaking English")
+    ap.add_argument(
+        "--snapshot",
+        action="append",
+        default=[],
+        help="NAME=RUN_DIR@STEP: also score that lane run's snapshot speaking English",
+    )
     ap.add_argument("--fast", default="", help="comma-separated length scales of the base (faster speech)")
     ap.add_argument("--json", type=Path, default=None, help="also write the table here")
     a = ap.parse_args(argv)
@@ -91,18 +98,30 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = REPO / "corpora" / "slt_heldout"
     rows = [r.split("|") for r in (folder / "metadata.csv").read_text("utf-8").splitlines() if r][: a.clips]
-    clips = [ev.Clip(cid, text, sf.read(folder / "wavs" / f"{cid}.flac", dtype="float32")[0])
-             for cid, text, *_ in rows]
+    clips = [ev.Clip(cid, text, sf.read(folder / "wavs" / f"{cid}.flac", dtype="float32")[0]) for cid, text, *_ in rows]
     table = []
     for k, alpha in enumerate(float(x) for x in a.alphas.split(",")):
         voice = noisy_voice(REPO / "weights" / "voicelane-slt-base-v1", alpha)
         res = ev.evaluate(finite(voice.synthesize), clips, [], language="en-us", with_floor=(k == 0), keep_audio=0)
         if k == 0:
-            table.append({"voice": "real recordings (floor)", "wer": res["wer_floor_real_audio"],
-                          "per": res["per_floor_real_audio"], "per_broad": res["per_broad_floor_real_audio"],
-                          "mcd_db": 0.0})
-        table.append({"voice": f"base, weight noise {alpha:g}", "wer": res["wer"], "per": res["per"],
-                      "per_broad": res["per_broad"], "mcd_db": res["mcd_db"]})
+            table.append(
+                {
+                    "voice": "real recordings (floor)",
+                    "wer": res["wer_floor_real_audio"],
+                    "per": res["per_floor_real_audio"],
+                    "per_broad": res["per_broad_floor_real_audio"],
+                    "mcd_db": 0.0,
+                }
+            )
+        table.append(
+            {
+                "voice": f"base, weight noise {alpha:g}",
+                "wer": res["wer"],
+                "per": res["per"],
+                "per_broad": res["per_broad"],
+                "mcd_db": res["mcd_db"],
+            }
+        )
         print(json.dumps(table[-1], sort_keys=True), flush=True)
     base_dir = REPO / "weights" / "voicelane-slt-base-v1"
     extra = [(f"base, length scale {x}", noisy_voice(base_dir, 0.0), float(x)) for x in a.fast.split(",") if x]
@@ -111,10 +130,23 @@ def main(argv: list[str] | None = None) -> int:
         run_dir, _, step = where.rpartition("@")
         extra.append((f"{name} step {step}", snapshot_voice(Path(run_dir), int(step)), 1.0))
     for name, voice, scale in extra:
-        res = ev.evaluate(finite(lambda t, v=voice, s=scale: v.synthesize(t, s)), clips, [], language="en-us",
-                          with_floor=False, keep_audio=0)
-        table.append({"voice": name, "wer": res["wer"], "per": res["per"], "per_broad": res["per_broad"],
-                      "mcd_db": res["mcd_db"]})
+        res = ev.evaluate(
+            finite(lambda t, v=voice, s=scale: v.synthesize(t, s)),
+            clips,
+            [],
+            language="en-us",
+            with_floor=False,
+            keep_audio=0,
+        )
+        table.append(
+            {
+                "voice": name,
+                "wer": res["wer"],
+                "per": res["per"],
+                "per_broad": res["per_broad"],
+                "mcd_db": res["mcd_db"],
+            }
+        )
         print(json.dumps(table[-1], sort_keys=True), flush=True)
     voices = table[1:]
     rho = {k: spearman([r["wer"] for r in voices], [r[k] for r in voices]) for k in ("per", "per_broad")}
@@ -125,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("per", "per_broad"):
         print(f"Spearman rank correlation WER vs {k}: synthetic voices {rho[k]:.3f}; with the floor {rho_all[k]:.3f}")
     if a.json:
-        a.json.write_text(json.dumps({"rows": table, "spearman": rho, "spearman_with_floor": rho_all},
-                                     indent=1, sort_keys=True))
+        a.json.write_text(
+            json.dumps({"rows": table, "spearman": rho, "spearman_with_floor": rho_all}, indent=1, sort_keys=True)
+        )
     return 0
 
 

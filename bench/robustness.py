@@ -33,8 +33,18 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tools"))
 
-CONDITIONS = ("clean", "snr30", "snr20", "snr10", "snr10+denoise", "reverb", "snr20+reverb", "drift",
-              "wrongword", "tel")
+CONDITIONS = (
+    "clean",
+    "snr30",
+    "snr20",
+    "snr10",
+    "snr10+denoise",
+    "reverb",
+    "snr20+reverb",
+    "drift",
+    "wrongword",
+    "tel",
+)
 
 
 def corrupt_transcripts(texts: list[str], share: float, seed: int) -> tuple[list[str], set[int]]:
@@ -45,8 +55,13 @@ def corrupt_transcripts(texts: list[str], share: float, seed: int) -> tuple[list
     out = list(texts)
     for i in sorted(picked):
         words = out[i].split()
-        donors = [w for j, t in enumerate(texts) if j != i for w in t.split()
-                  if w.isalpha() and len(w) > 3 and w.lower() not in out[i].lower()]
+        donors = [
+            w
+            for j, t in enumerate(texts)
+            if j != i
+            for w in t.split()
+            if w.isalpha() and len(w) > 3 and w.lower() not in out[i].lower()
+        ]
         k = int(rng.integers(len(words)))
         words[k] = donors[int(rng.integers(len(donors)))]
         out[i] = " ".join(words)
@@ -56,8 +71,7 @@ def corrupt_transcripts(texts: list[str], share: float, seed: int) -> tuple[list
 def build_condition(refs: Path, lang: str, cond: str, n: int, folder: Path) -> dict:
     from degrade import degrade, level_drift
 
-    meta = [line.split("|", 1) for line in
-            (refs / lang / "metadata.csv").read_text("utf-8").splitlines()][:n]
+    meta = [line.split("|", 1) for line in (refs / lang / "metadata.csv").read_text("utf-8").splitlines()][:n]
     ids = [m[0] for m in meta]
     texts = [m[1].strip() for m in meta]
     wrong: set[int] = set()
@@ -81,8 +95,7 @@ def build_condition(refs: Path, lang: str, cond: str, n: int, folder: Path) -> d
             sf.write(folder / "wavs" / f"{clip_id}.flac", soxr.resample(y, sr, 8000), 8000)
         else:
             sf.write(folder / "wavs" / f"{clip_id}.flac", y, sr)
-    (folder / "metadata.csv").write_text(
-        "".join(f"{i}|{t}\n" for i, t in zip(ids, texts)), encoding="utf-8")
+    (folder / "metadata.csv").write_text("".join(f"{i}|{t}\n" for i, t in zip(ids, texts)), encoding="utf-8")
     return {"ids": ids, "texts": texts, "wrong": {ids[i] for i in wrong}, "audio": audio}
 
 
@@ -109,9 +122,11 @@ def boundary_accuracy(refs: Path, lang: str, built: dict, denoise: bool = False)
         tot["ref"] += len(ref)
         tot["h20"] += hit_rate(ref, pred, 0.020)
         tot["h50"] += hit_rate(ref, pred, 0.050)
-    return {"within_20ms": round(tot["h20"] / max(tot["ref"], 1), 3),
-            "within_50ms": round(tot["h50"] / max(tot["ref"], 1), 3),
-            "align_failed_direct": tot["failed"]}
+    return {
+        "within_20ms": round(tot["h20"] / max(tot["ref"], 1), 3),
+        "within_50ms": round(tot["h50"] / max(tot["ref"], 1), 3),
+        "align_failed_direct": tot["failed"],
+    }
 
 
 def run_one(refs: Path, lang: str, cond: str, n: int) -> dict:
@@ -123,12 +138,16 @@ def run_one(refs: Path, lang: str, cond: str, n: int) -> dict:
         report = align_dataset(Path(tmp) / "data", Path(tmp) / "out", cfg)
     rejected = {r["id"]: r["reason"] for r in report["rejected"]}
     by_reason = {k: v for k, v in report["totals"]["rejected_by_reason"].items() if v}
-    row = {"lang": lang, "condition": cond, "clips": len(built["ids"]),
-           "rejected": by_reason, "kept": report["totals"]["kept"],
-           "snr_db_median": report["quality"]["corpus"]["snr_db_median"],
-           "level_drift_db_per_100_clips":
-               report["quality"]["corpus"].get("level_drift_db_per_100_clips"),
-           "align_score_median": report["alignment"]["score_median"]}
+    row = {
+        "lang": lang,
+        "condition": cond,
+        "clips": len(built["ids"]),
+        "rejected": by_reason,
+        "kept": report["totals"]["kept"],
+        "snr_db_median": report["quality"]["corpus"]["snr_db_median"],
+        "level_drift_db_per_100_clips": report["quality"]["corpus"].get("level_drift_db_per_100_clips"),
+        "align_score_median": report["alignment"]["score_median"],
+    }
     if built["wrong"]:
         row["wrong_transcripts"] = sorted(built["wrong"])
         row["wrong_caught"] = sorted(i for i in built["wrong"] if i in rejected)
@@ -139,17 +158,23 @@ def run_one(refs: Path, lang: str, cond: str, n: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| language | degradation | ≤20 ms | ≤50 ms | kept | rejected (reason: clips) | "
-             "SNR est. (median dB) | wrong transcripts caught |",
-             "|---|---|---:|---:|---:|---|---:|---|"]
+    lines = [
+        "| language | degradation | ≤20 ms | ≤50 ms | kept | rejected (reason: clips) | "
+        "SNR est. (median dB) | wrong transcripts caught |",
+        "|---|---|---:|---:|---:|---|---:|---|",
+    ]
     for r in rows:
         rej = ", ".join(f"{k}: {v}" for k, v in sorted(r["rejected"].items())) or "-"
-        caught = (f"{len(r['wrong_caught'])}/{len(r['wrong_transcripts'])} "
-                  f"({', '.join(r['wrong_caught_by']) or 'none'})"
-                  if "wrong_transcripts" in r else "")
-        lines.append(f"| {r['lang']} | {r['condition']} | {r['within_20ms'] * 100:.1f} % | "
-                     f"{r['within_50ms'] * 100:.1f} % | {r['kept']}/{r['clips']} | {rej} | "
-                     f"{r['snr_db_median']} | {caught} |")
+        caught = (
+            f"{len(r['wrong_caught'])}/{len(r['wrong_transcripts'])} ({', '.join(r['wrong_caught_by']) or 'none'})"
+            if "wrong_transcripts" in r
+            else ""
+        )
+        lines.append(
+            f"| {r['lang']} | {r['condition']} | {r['within_20ms'] * 100:.1f} % | "
+            f"{r['within_50ms'] * 100:.1f} % | {r['kept']}/{r['clips']} | {rej} | "
+            f"{r['snr_db_median']} | {caught} |"
+        )
     return "\n".join(lines)
 
 
@@ -162,8 +187,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     langs = args.lang or sorted(p.name for p in args.refs.iterdir() if (p / "segs").is_dir())
-    rows = [run_one(args.refs, lang, cond, args.n)
-            for lang in langs for cond in args.conditions.split(",")]
+    rows = [run_one(args.refs, lang, cond, args.n) for lang in langs for cond in args.conditions.split(",")]
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")

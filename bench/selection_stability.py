@@ -20,7 +20,7 @@ CURVES = {"demo (docs/model-choice.md)": [0.175, 0.246, 0.159, 0.119, 0.246], "f
 
 
 def smoothed(scores: np.ndarray) -> int:
-    s = np.array([np.mean(scores[max(0, i - 1):i + 2]) for i in range(len(scores))])
+    s = np.array([np.mean(scores[max(0, i - 1) : i + 2]) for i in range(len(scores))])
     return selection.pick(s)
 
 
@@ -30,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     w0 = np.array([len(reference_words(t)) for t in REGRESSION_PROMPTS])
-    rules = {"raw minimum": selection.pick, f"latest within {selection.MARGIN}": selection.pick_with_margin,
-             "smoothed": smoothed}
+    rules = {
+        "raw minimum": selection.pick,
+        f"latest within {selection.MARGIN}": selection.pick_with_margin,
+        "smoothed": smoothed,
+    }
     print(f"{'curve':28} {'prompts':>8} " + " ".join(f"{r:>18}" for r in rules))
     for cname, curve in CURVES.items():
         p = np.array(curve)
@@ -39,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
             words = np.tile(w0, reps)
             agree = dict.fromkeys(rules, 0)
             for _ in range(args.draws):
-                a, b = (rng.binomial(np.repeat(words[None, :], len(p), 0), p[:, None]).sum(1) / words.sum()
-                        for _ in range(2))
+                a, b = (
+                    rng.binomial(np.repeat(words[None, :], len(p), 0), p[:, None]).sum(1) / words.sum()
+                    for _ in range(2)
+                )
                 for name, rule in rules.items():
                     agree[name] += rule(a) == rule(b)
             print(f"{cname:28} {'x' + str(reps):>8} " + " ".join(f"{agree[r] / args.draws:>18.3f}" for r in rules))

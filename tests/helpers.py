@@ -12,7 +12,7 @@ CORPORA = REPO / "corpora"
 def mini_corpus(dest: Path, name: str = "kal", n: int = 12, start: int = 0) -> Path:
     """Copy the first n clips of an embedded corpus into dest (LJSpeech layout)."""
     src = CORPORA / name
-    rows = (src / "metadata.csv").read_text("utf-8").splitlines()[start:start + n]
+    rows = (src / "metadata.csv").read_text("utf-8").splitlines()[start : start + n]
     (dest / "wavs").mkdir(parents=True, exist_ok=True)
     for row in rows:
         clip_id = row.split("|", 1)[0]
@@ -22,6 +22,9 @@ def mini_corpus(dest: Path, name: str = "kal", n: int = 12, start: int = 0) -> P
 
 
 def consent_file(dest: Path) -> Path:
-    dest.write_text("speaker_name: test speaker\nasserted_by: voicelane tests\n"
-                    "I consent to my voice being used to train a synthetic voice.\n", "utf-8")
+    dest.write_text(
+        "speaker_name: test speaker\nasserted_by: voicelane tests\n"
+        "I consent to my voice being used to train a synthetic voice.\n",
+        "utf-8",
+    )
     return dest

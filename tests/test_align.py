@@ -24,14 +24,14 @@ LANG = {"cs_0002": "cs", "it_0003": "it", "en_0002": "en", "ca_0006": "ca"}
 
 
 def clip(clip_id):
-    text = dict(line.split("|", 1) for line in
-                (DATA / "metadata.csv").read_text("utf-8").splitlines())[clip_id]
+    text = dict(line.split("|", 1) for line in (DATA / "metadata.csv").read_text("utf-8").splitlines())[clip_id]
     y, sr = sf.read(str(DATA / f"{clip_id}.flac"), dtype="float64")
     return y, sr, text
 
 
-@pytest.mark.parametrize("lang", ["ar", "ca", "cs", "de", "en-us", "es", "fa", "fr", "it", "nl",
-                                  "pt", "ru", "sv", "sw"])
+@pytest.mark.parametrize(
+    "lang", ["ar", "ca", "cs", "de", "en-us", "es", "fa", "fr", "it", "nl", "pt", "ru", "sv", "sw"]
+)
 def test_every_gruut_phoneme_maps_onto_en_us(lang):
     gruut_ipa = pytest.importorskip("gruut_ipa")
     try:
@@ -47,7 +47,7 @@ def test_every_gruut_phoneme_maps_onto_en_us(lang):
 
 
 def test_mapping_keeps_distinct_letters_and_strips_diacritics():
-    assert align.ipa_to_arpabet("ç") == ("HH",)          # not "c" + cedilla
+    assert align.ipa_to_arpabet("ç") == ("HH",)  # not "c" + cedilla
     assert align.ipa_to_arpabet("ˈaː") == ("AA",)
     assert align.ipa_to_arpabet("t͡s") == ("T", "S")
     assert align.ipa_to_arpabet("ou̯") == ("OW",)
@@ -68,14 +68,14 @@ def test_boundaries_match_festival_reference(clip_id):
     assert align.implausibility(al) is None
     assert [w.label for w in al.words][0].lower() == text.split()[0].lower()
     assert all(p.end_s > p.start_s for p in al.phones)
-    assert all(al.phones[i].end_s <= al.phones[i + 1].start_s + 1e-9
-               for i in range(len(al.phones) - 1))
+    assert all(al.phones[i].end_s <= al.phones[i + 1].start_s + 1e-9 for i in range(len(al.phones) - 1))
 
 
 def test_wrong_transcript_is_implausible():
     y, sr, _text = clip("en_0002")
-    long_text = ("The clock stopped at noon and then the whole town waited for the bells to ring "
-                 "again across the valley.")
+    long_text = (
+        "The clock stopped at noon and then the whole town waited for the bells to ring again across the valley."
+    )
     with _maybe():
         al = align.align_text(y, sr, long_text, "en")
         assert align.implausibility(al) is not None
@@ -136,7 +136,8 @@ def test_score_far_below_the_corpus_median_fails():
     out = _score_outliers(scores, DatasetConfig())
     assert list(out) == ["wrong"] and "robust SDs below" in out["wrong"]
     assert _score_outliers({"a": -10.0, "b": -80.0}, DatasetConfig())["b"].startswith(
-        "alignment score -80.0 per frame < floor")
+        "alignment score -80.0 per frame < floor"
+    )
 
 
 # ---- voicelane dataset align ---------------------------------------------------------------------
@@ -155,13 +156,16 @@ def test_dataset_align_cli_writes_textgrids_and_rejects_wrong_transcript(tmp_pat
     y, sr, _ = clip("it_0003")
     sf.write(root / "wavs" / "wrong.wav", y, sr)
     (root / "metadata.csv").write_text(
-        "good|Venku prší a fouká studený vítr.\n"
-        "wrong|Zítra pojedeme vlakem do Brna a potom domů.\n", encoding="utf-8")
+        "good|Venku prší a fouká studený vítr.\nwrong|Zítra pojedeme vlakem do Brna a potom domů.\n", encoding="utf-8"
+    )
     out = tmp_path / "aligned"
     exe = Path(sys.executable).parent / "voicelane"
-    proc = subprocess.run([str(exe), "dataset", "align", str(root), "--language", "cs-CZ",
-                           "--out", str(out), "--json"], capture_output=True, text=True,
-                          timeout=180)
+    proc = subprocess.run(
+        [str(exe), "dataset", "align", str(root), "--language", "cs-CZ", "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert json.loads((out / "alignment_report.json").read_text()) == report
@@ -178,8 +182,7 @@ def test_dataset_align_cli_writes_textgrids_and_rejects_wrong_transcript(tmp_pat
     assert words == ["Venku", "prší", "a", "fouká", "studený", "vítr"]
     phones = tg.getTier("phones").entries
     assert len(phones) >= 20 and phones[0].label == "v"
-    assert float(tg.getTier("score").entries[0].label) == pytest.approx(clips["good"]["score"],
-                                                                         abs=0.01)
+    assert float(tg.getTier("score").entries[0].label) == pytest.approx(clips["good"]["score"], abs=0.01)
     # a rejected clip keeps its TextGrid (to inspect) and its score is in the report
     assert clips["wrong"]["status"] == "alignment_failed"
     assert clips["wrong"]["score"] is None or f"{clips['wrong']['score']:.1f}" in rej["wrong"]["detail"]

@@ -14,12 +14,33 @@ PACKAGE = SRC / "voicelane"
 
 # lowest first; a module is in the layer of the longest prefix listed here
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("voicelane", "voicelane.errors", "voicelane.fsutil", "voicelane.paths", "voicelane.protocol",
-                    "voicelane.status", "voicelane.runspec", "voicelane.weights", "voicelane.compat_shapes",
-                    "voicelane.lifeline")),
+    (
+        "foundation",
+        (
+            "voicelane",
+            "voicelane.errors",
+            "voicelane.fsutil",
+            "voicelane.paths",
+            "voicelane.protocol",
+            "voicelane.status",
+            "voicelane.runspec",
+            "voicelane.weights",
+            "voicelane.compat_shapes",
+            "voicelane.lifeline",
+        ),
+    ),
     ("engine", ("voicelane.engine",)),
-    ("domain", ("voicelane.dataset", "voicelane.bundle", "voicelane.evaluate", "voicelane.selection",
-                "voicelane.speak", "voicelane.registry")),
+    (
+        "domain",
+        (
+            "voicelane.dataset",
+            "voicelane.bundle",
+            "voicelane.evaluate",
+            "voicelane.selection",
+            "voicelane.speak",
+            "voicelane.registry",
+        ),
+    ),
     ("lane", ("voicelane.lane", "voicelane.progress", "voicelane.demo", "voicelane.base_voice")),
     ("runner", ("voicelane.runner",)),
     ("apps", ("voicelane.service", "voicelane.ops")),
@@ -91,11 +112,14 @@ def test_no_module_imports_a_layer_above_it():
     assert violations() == []
 
 
-@pytest.mark.parametrize("module, target, why", [
-    ("voicelane.engine.train", "voicelane.evaluate", "layer above"),
-    ("voicelane.service.core.jobs", "voicelane.ops.common", "service and ops"),
-    ("voicelane.ops.verify", "voicelane.service.main", "service and ops"),
-])
+@pytest.mark.parametrize(
+    "module, target, why",
+    [
+        ("voicelane.engine.train", "voicelane.evaluate", "layer above"),
+        ("voicelane.service.core.jobs", "voicelane.ops.common", "service and ops"),
+        ("voicelane.ops.verify", "voicelane.service.main", "service and ops"),
+    ],
+)
 def test_the_rule_catches_what_it_should(tmp_path, monkeypatch, module, target, why):
     """The checker itself: a planted import is reported."""
     planted = tmp_path / "src" / Path(*module.split(".")).with_suffix(".py")

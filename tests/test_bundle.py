@@ -36,8 +36,9 @@ def make_sources(tmp_path: Path, extra: dict[str, bytes] | None = None) -> dict[
 
 def export(tmp_path: Path, pid: str = "demo_voice", **kw) -> B.ValidationResult:
     files = kw.pop("files", None) or make_sources(tmp_path)
-    return B.export_bundle(tmp_path / "root", pid, kw.pop("display_name", "Demo Voice"), files,
-                           kw.pop("created_at", CREATED), **kw)
+    return B.export_bundle(
+        tmp_path / "root", pid, kw.pop("display_name", "Demo Voice"), files, kw.pop("created_at", CREATED), **kw
+    )
 
 
 @pytest.fixture
@@ -58,8 +59,7 @@ def write_manifest(d: Path, m: dict) -> None:
 def add_entry(d: Path, path: str, data: bytes = b"x") -> dict:
     """List `path` in the manifest with the hash/size of `data` (file not created)."""
     m = read_manifest(d)
-    m["files"].append({"path": path, "sha256": hashlib.sha256(data).hexdigest(),
-                       "bytes": len(data)})
+    m["files"].append({"path": path, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
     write_manifest(d, m)
     return m
 
@@ -75,11 +75,18 @@ def code(d: Path) -> str | None:
 
 
 def test_export_then_validate_happy_path(tmp_path: Path):
-    res = export(tmp_path, extra={"lane": "production", "promotable": True, "language": "en",
-                                  "engine": {"name": "coqui-vits", "version": "0.28.0",
-                                             "model_type": "vits", "sample_rate": 22050},
-                                  "consent": None, "eval": {"wer": 0.1},
-                                  "future_field": {"anything": [1, 2]}})
+    res = export(
+        tmp_path,
+        extra={
+            "lane": "production",
+            "promotable": True,
+            "language": "en",
+            "engine": {"name": "coqui-vits", "version": "0.28.0", "model_type": "vits", "sample_rate": 22050},
+            "consent": None,
+            "eval": {"wer": 0.1},
+            "future_field": {"anything": [1, 2]},
+        },
+    )
     d = tmp_path / "root" / "bundles" / "demo_voice" / "voice_bundle"
     assert B.bundle_dir_for(tmp_path / "root", "demo_voice") == d
     assert res.ok and res.profile_id == "demo_voice" and res.files_validated == 4
@@ -107,12 +114,20 @@ def test_export_nested_optional_file_and_dot_slash(tmp_path: Path):
 
 def test_manifest_bytes_are_reproducible(tmp_path: Path):
     files = make_sources(tmp_path)
-    extra = {"provenance": {"commit": "abc", "config_sha256": "0" * 64, "dataset_sha256": None,
-                            "base_weights": None, "license_override": False}}
+    extra = {
+        "provenance": {
+            "commit": "abc",
+            "config_sha256": "0" * 64,
+            "dataset_sha256": None,
+            "base_weights": None,
+            "license_override": False,
+        }
+    }
     B.export_bundle(tmp_path / "r1", "demo_voice", "Demo", files, CREATED, extra)
     # different dict order for files and extra, same content
-    B.export_bundle(tmp_path / "r2", "demo_voice", "Demo", dict(reversed(files.items())),
-                    CREATED, dict(reversed(extra.items())))
+    B.export_bundle(
+        tmp_path / "r2", "demo_voice", "Demo", dict(reversed(files.items())), CREATED, dict(reversed(extra.items()))
+    )
     m1 = (B.bundle_dir_for(tmp_path / "r1", "demo_voice") / "manifest.json").read_bytes()
     m2 = (B.bundle_dir_for(tmp_path / "r2", "demo_voice") / "manifest.json").read_bytes()
     assert m1 == m2
@@ -131,16 +146,19 @@ def test_export_over_existing_bundle_replaces_it(tmp_path: Path):
     assert sorted(os.listdir(d.parent)) == [".export.lock", "voice_bundle"]
 
 
-@pytest.mark.parametrize("bad_export", ["missing_role", "missing_source", "bad_created_at",
-                                        "unsafe_dest"])
+@pytest.mark.parametrize("bad_export", ["missing_role", "missing_source", "bad_created_at", "unsafe_dest"])
 def test_failed_export_keeps_previous_bundle_and_leaves_no_staging(tmp_path: Path, bad_export):
     export(tmp_path)
     d = B.bundle_dir_for(tmp_path / "root", "demo_voice")
     before = {p.name: p.read_bytes() for p in d.iterdir()}
     files = make_sources(tmp_path, {"model.safetensors": b"replacement"})
     kw: dict = {}
-    expected = {"missing_role": "required_file_missing", "missing_source": "required_file_missing",
-                "bad_created_at": "manifest_invalid", "unsafe_dest": "path_unsafe"}[bad_export]
+    expected = {
+        "missing_role": "required_file_missing",
+        "missing_source": "required_file_missing",
+        "bad_created_at": "manifest_invalid",
+        "unsafe_dest": "path_unsafe",
+    }[bad_export]
     if bad_export == "missing_role":
         del files["sample.wav"]
     elif bad_export == "missing_source":
@@ -185,8 +203,7 @@ def test_manifest_missing(bundle_dir: Path, tmp_path: Path):
     assert code(tmp_path / "does-not-exist") == "manifest_missing"
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe{}", b"[]",
-                                 b'{"files": [], "files": []}'])
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe{}", b"[]", b'{"files": [], "files": []}'])
 def test_manifest_invalid_json(bundle_dir: Path, raw: bytes):
     (bundle_dir / "manifest.json").write_bytes(raw)
     assert code(bundle_dir) == "manifest_invalid"
@@ -216,22 +233,25 @@ def test_manifest_invalid_duplicate_key(bundle_dir: Path):
     assert res.error["code"] == "manifest_invalid" and "duplicate" in res.error["message"]
 
 
-@pytest.mark.parametrize("mutate, pointer", [
-    (lambda m: m.pop("display_name"), ""),
-    (lambda m: m.pop("files"), ""),
-    (lambda m: m.update(bundle_version="voice_bundle/2"), "/bundle_version"),
-    (lambda m: m["files"][0].update(sha256="GG" * 32), "/files/0/sha256"),
-    (lambda m: m["files"][0].update(sha256="ab" * 31), "/files/0/sha256"),
-    (lambda m: m["files"][0].update(sha256="ab" * 32 + "\n"), "/files/0/sha256"),
-    (lambda m: m["files"][1].update(bytes=-1), "/files/1/bytes"),
-    (lambda m: m["files"][1].update(bytes="12"), "/files/1/bytes"),
-    (lambda m: m.update(created_at="2026-01-01T00:00:00+02:00"), "/created_at"),
-    (lambda m: m.update(created_at="2026-13-01T00:00:00Z"), "/created_at"),
-    (lambda m: m.update(voice_profile_id="Demo Voice"), "/voice_profile_id"),
-    (lambda m: m.update(voice_profile_id="demo\n"), "/voice_profile_id"),
-    (lambda m: m.update(lane="staging"), "/lane"),
-    (lambda m: m.update(consent={"speaker_name": "x"}), "/consent"),
-])
+@pytest.mark.parametrize(
+    "mutate, pointer",
+    [
+        (lambda m: m.pop("display_name"), ""),
+        (lambda m: m.pop("files"), ""),
+        (lambda m: m.update(bundle_version="voice_bundle/2"), "/bundle_version"),
+        (lambda m: m["files"][0].update(sha256="GG" * 32), "/files/0/sha256"),
+        (lambda m: m["files"][0].update(sha256="ab" * 31), "/files/0/sha256"),
+        (lambda m: m["files"][0].update(sha256="ab" * 32 + "\n"), "/files/0/sha256"),
+        (lambda m: m["files"][1].update(bytes=-1), "/files/1/bytes"),
+        (lambda m: m["files"][1].update(bytes="12"), "/files/1/bytes"),
+        (lambda m: m.update(created_at="2026-01-01T00:00:00+02:00"), "/created_at"),
+        (lambda m: m.update(created_at="2026-13-01T00:00:00Z"), "/created_at"),
+        (lambda m: m.update(voice_profile_id="Demo Voice"), "/voice_profile_id"),
+        (lambda m: m.update(voice_profile_id="demo\n"), "/voice_profile_id"),
+        (lambda m: m.update(lane="staging"), "/lane"),
+        (lambda m: m.update(consent={"speaker_name": "x"}), "/consent"),
+    ],
+)
 def test_manifest_invalid_schema(bundle_dir: Path, mutate, pointer):
     m = read_manifest(bundle_dir)
     mutate(m)
@@ -245,8 +265,7 @@ def test_schema_is_valid_draft_2020_12_and_shipped():
     schema = B.load_schema()
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert set(schema["required"]) == {"bundle_version", "voice_profile_id", "display_name",
-                                       "created_at", "files"}
+    assert set(schema["required"]) == {"bundle_version", "voice_profile_id", "display_name", "created_at", "files"}
     path = Path(B.__file__).parent / "schemas" / "voice_bundle.schema.json"
     assert json.loads(path.read_text()) == schema
 
@@ -304,9 +323,22 @@ def test_checksum_mismatch_same_size(bundle_dir: Path):
     assert res.error["details"]["path"] == "sample.wav"
 
 
-@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.bin", "a/../../outside.bin",
-                                  "sub\\model.bin", "C:/model.bin", "", "a\x00b", "a//b",
-                                  "manifest.json", "./manifest.json", "."])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd",
+        "../outside.bin",
+        "a/../../outside.bin",
+        "sub\\model.bin",
+        "C:/model.bin",
+        "",
+        "a\x00b",
+        "a//b",
+        "manifest.json",
+        "./manifest.json",
+        ".",
+    ],
+)
 def test_path_unsafe_names(bundle_dir: Path, path: str):
     add_entry(bundle_dir, path)
     res = B.validate_voice_bundle(bundle_dir)
@@ -346,8 +378,9 @@ def test_manifest_symlink_leaving_bundle_is_not_read(bundle_dir: Path, tmp_path:
     assert code(bundle_dir) == "path_unsafe"
 
 
-@pytest.mark.parametrize("path", ["manifest.json", "./manifest.json", "", "a//b", "x/../y",
-                                  "/abs", "D:x", "a\\b", "n\x00ul", "."])
+@pytest.mark.parametrize(
+    "path", ["manifest.json", "./manifest.json", "", "a//b", "x/../y", "/abs", "D:x", "a\\b", "n\x00ul", "."]
+)
 def test_normalise_bundle_path_refuses(path: str, tmp_path: Path):
     assert B.normalise_bundle_path(path)[0] is None
     with pytest.raises(VoicelaneError) as exc:  # the exporter refuses them too
@@ -413,8 +446,16 @@ def _minimal_bundle(tmp_path: Path) -> Path:
     for name, data in (("model.pth", b"old-model" * 100), ("config.json", b'{"x": 1}')):
         (d / name).write_bytes(data)
         files.append({"path": name, "sha256": hashlib.sha256(data).hexdigest().upper(), "bytes": len(data)})
-    write_manifest(d, {"bundle_version": "voice_bundle/1", "voice_profile_id": "old_voice",
-                       "display_name": "Old Voice", "created_at": CREATED, "files": files})
+    write_manifest(
+        d,
+        {
+            "bundle_version": "voice_bundle/1",
+            "voice_profile_id": "old_voice",
+            "display_name": "Old Voice",
+            "created_at": CREATED,
+            "files": files,
+        },
+    )
     return d
 
 
@@ -428,11 +469,18 @@ def test_old_minimal_layout_validates_only_under_compat_level(tmp_path: Path):
     assert B.validate_voice_bundle(d, legacy=True) == {"ok": True, "profileId": "old_voice", "filesValidated": 2}
     (d / "config.json").write_bytes(b'{"x": 2}')
     assert B.validate_voice_bundle(d, legacy=True) == {
-        "ok": False, "failure": {"code": "checksum_mismatch", "message": "files[1]: 'config.json' sha256 differs "
-                                 "from the manifest", "details": {
-                                     "index": 1, "path": "config.json",
-                                     "expected_sha256": hashlib.sha256(b'{"x": 1}').hexdigest().upper(),
-                                     "actual_sha256": hashlib.sha256(b'{"x": 2}').hexdigest()}}}
+        "ok": False,
+        "failure": {
+            "code": "checksum_mismatch",
+            "message": "files[1]: 'config.json' sha256 differs from the manifest",
+            "details": {
+                "index": 1,
+                "path": "config.json",
+                "expected_sha256": hashlib.sha256(b'{"x": 1}').hexdigest().upper(),
+                "actual_sha256": hashlib.sha256(b'{"x": 2}').hexdigest(),
+            },
+        },
+    }
     # a voicelane manifest (additive fields present) that lacks a role never passes as compat
     m = read_manifest(d)
     m["lane"] = "production"
@@ -481,11 +529,25 @@ def test_require_valid_raises_validator_code(bundle_dir: Path):
     assert res.to_dict() == {"ok": False, "error": res.error}
 
 
-@pytest.mark.parametrize("pid, ok", [("demo_voice", True), ("a", True), ("0-x_y", True),
-                                     ("a" * 64, True), ("a" * 65, False), ("", False),
-                                     ("Demo", False), ("_x", False), ("-x", False),
-                                     ("a/b", False), ("..", False), ("demo\n", False),
-                                     (None, False), (3, False)])
+@pytest.mark.parametrize(
+    "pid, ok",
+    [
+        ("demo_voice", True),
+        ("a", True),
+        ("0-x_y", True),
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("", False),
+        ("Demo", False),
+        ("_x", False),
+        ("-x", False),
+        ("a/b", False),
+        ("..", False),
+        ("demo\n", False),
+        (None, False),
+        (3, False),
+    ],
+)
 def test_validate_profile_id(pid, ok, tmp_path: Path):
     if ok:
         assert B.validate_profile_id(pid) == pid

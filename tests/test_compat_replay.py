@@ -30,15 +30,22 @@ def _minimal_bundle(root: Path, profile: str = "old_voice") -> Path:
     for name, data in (("model.pth", b"old-model" * 100), ("config.json", b'{"x": 1}')):
         (d / name).write_bytes(data)
         files.append({"path": name, "sha256": hashlib.sha256(data).hexdigest().upper(), "bytes": len(data)})
-    (d / "manifest.json").write_text(json.dumps({
-        "bundle_version": "voice_bundle/1", "voice_profile_id": profile, "display_name": "Old Voice",
-        "created_at": "2026-01-01T00:00:00Z", "files": files}))
+    (d / "manifest.json").write_text(
+        json.dumps(
+            {
+                "bundle_version": "voice_bundle/1",
+                "voice_profile_id": profile,
+                "display_name": "Old Voice",
+                "created_at": "2026-01-01T00:00:00Z",
+                "files": files,
+            }
+        )
+    )
     return d
 
 
 def _vl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "voicelane", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "voicelane", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def _replay_ok(results: list[dict]) -> None:
@@ -55,14 +62,22 @@ def compat_voice_server(tmp_path_factory, svc_start_server, svc_prod_bundle):
     work = tmp_path_factory.mktemp("compat_voice")
     old_root = work / "old"
     _minimal_bundle(old_root)
-    return svc_start_server(work, VOICELANE_BUNDLE_ROOTS=f"{svc_prod_bundle.root}:{old_root}",
-                            VOICELANE_DEFAULT_PROFILE=svc_prod_bundle.profile,
-                            VOICELANE_DATA_ROOTS=str(work / "no_data"), VOICELANE_SPEAK_TIMEOUT_S="60")
+    return svc_start_server(
+        work,
+        VOICELANE_BUNDLE_ROOTS=f"{svc_prod_bundle.root}:{old_root}",
+        VOICELANE_DEFAULT_PROFILE=svc_prod_bundle.profile,
+        VOICELANE_DATA_ROOTS=str(work / "no_data"),
+        VOICELANE_SPEAK_TIMEOUT_S="60",
+    )
 
 
 def test_old_speak_shapes_keep_their_answers(compat_voice_server, svc_prod_bundle):
-    results = C.replay(compat_voice_server.url, C.SPEAK_SHAPES, profile=svc_prod_bundle.profile,
-                       headers=compat_voice_server.auth_headers)
+    results = C.replay(
+        compat_voice_server.url,
+        C.SPEAK_SHAPES,
+        profile=svc_prod_bundle.profile,
+        headers=compat_voice_server.auth_headers,
+    )
     assert [r["id"] for r in results] == [s["id"] for s in C.SPEAK_SHAPES]
     assert all(r["ok"] is not None for r in results)  # none skipped
     _replay_ok(results)
@@ -100,8 +115,12 @@ def test_metering_and_tenancy_headers(compat_voice_server, svc_prod_bundle):
     assert h["x-voice-meter-char-count"] == str(len(text))
     assert abs(int(h["x-voice-meter-duration-ms"]) - 1000 * len(audio) / rate) <= 1
     # a streamed reply echoes the watermark mode and meters the same way
-    with c.stream("POST", "/api/voice/speak", json={"text": text, "missionId": "meter-s", "stream": True,
-                                                    "watermark_mode": "off"}, headers={"x-tenant-id": "t1"}) as s:
+    with c.stream(
+        "POST",
+        "/api/voice/speak",
+        json={"text": text, "missionId": "meter-s", "stream": True, "watermark_mode": "off"},
+        headers={"x-tenant-id": "t1"},
+    ) as s:
         assert s.status_code == 200 and s.headers["x-watermark-mode"] == "off"
         assert s.headers["x-voice-tenant"] == "t1" and s.headers["x-voice-meter-char-count"] == str(len(text))
         assert len(s.read()) > 44
@@ -161,8 +180,7 @@ def test_validator_old_shape_cli(tmp_path, svc_prod_bundle):
     assert out["ok"] is True and out["profileId"] == svc_prod_bundle.profile and out["filesValidated"] >= 4
     old = _minimal_bundle(tmp_path / "old")
     r = _vl("validate", str(old), "--json")
-    assert r.returncode == 0 and json.loads(r.stdout) == {"ok": True, "profileId": "old_voice",
-                                                          "filesValidated": 2}
+    assert r.returncode == 0 and json.loads(r.stdout) == {"ok": True, "profileId": "old_voice", "filesValidated": 2}
     r = _vl("validate", str(old))  # the full level refuses the minimal layout
     assert r.returncode == 1 and json.loads(r.stdout)["error"]["code"] == "required_file_missing"
     r = _vl("validate", str(old), "--level", "compat")
@@ -177,7 +195,7 @@ def test_validator_old_shape_cli(tmp_path, svc_prod_bundle):
 
 def test_shapes_are_listed_in_the_service_contract():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "service-contract.md").read_text()
-    section = doc[doc.index("## Compatibility"):]
+    section = doc[doc.index("## Compatibility") :]
     missing = [s["id"] for s in C.SHAPES if f"`{s['id']}`" not in section]
     assert not missing, missing
 
@@ -203,13 +221,20 @@ def compat_train_server(tmp_path_factory, svc_start_server, svc_kal_corpus):
     """Defaults point at the 12-clip kal corpus with its consent statement, tiny preset, 2 steps."""
     work = tmp_path_factory.mktemp("compat_train")
     srv = svc_start_server(
-        work, VOICELANE_DATA_ROOTS=str(work / "no_data"), VOICELANE_MAX_DATASET_JOBS="2",
+        work,
+        VOICELANE_DATA_ROOTS=str(work / "no_data"),
+        VOICELANE_MAX_DATASET_JOBS="2",
         VOICELANE_TRAIN_DEFAULT_DATA=str(svc_kal_corpus),
         VOICELANE_TRAIN_DEFAULT_CONSENT=str(svc_kal_corpus.parent / "consent.txt"),
-        VOICELANE_TRAIN_DEFAULT_PROFILE="compat_default", VOICELANE_TRAIN_DEFAULT_BASE="none",
-        VOICELANE_TRAIN_DEFAULT_PRESET="tiny", VOICELANE_TRAIN_DEFAULT_STEPS="2",
-        VOICELANE_TRAIN_DEFAULT_MIN_MINUTES="0", VOICELANE_TRAIN_DEFAULT_EVAL_MAX="1",
-        VOICELANE_TRAIN_DEFAULT_ONNX="0", VOICELANE_TRAIN_DEFAULT_GATES='{"wer_max": 5.0}')
+        VOICELANE_TRAIN_DEFAULT_PROFILE="compat_default",
+        VOICELANE_TRAIN_DEFAULT_BASE="none",
+        VOICELANE_TRAIN_DEFAULT_PRESET="tiny",
+        VOICELANE_TRAIN_DEFAULT_STEPS="2",
+        VOICELANE_TRAIN_DEFAULT_MIN_MINUTES="0",
+        VOICELANE_TRAIN_DEFAULT_EVAL_MAX="1",
+        VOICELANE_TRAIN_DEFAULT_ONNX="0",
+        VOICELANE_TRAIN_DEFAULT_GATES='{"wer_max": 5.0}',
+    )
     srv.corpus = svc_kal_corpus
     return srv
 
@@ -219,10 +244,28 @@ def test_status_is_the_latest_run_on_the_machine(compat_train_server):
     gone = c.get("/api/train/status")
     assert gone.status_code == 404 and gone.json()["error"] == "status_not_found"
     # a run the CLI made (not the service): artifacts/train_status.dataset.json in its cwd
-    r = subprocess.run([sys.executable, "-m", "voicelane", "dataset", "prepare", "--data", str(srv.corpus),
-                        "--profile", "cli_ds", "--out", str(srv.workdir / "cli_run"), "--min-minutes", "0"],
-                       cwd=str(srv.workdir), capture_output=True, text=True, timeout=300,
-                       env={k: v for k, v in srv.env.items() if k != "TRAIN_STATUS_PATH"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voicelane",
+            "dataset",
+            "prepare",
+            "--data",
+            str(srv.corpus),
+            "--profile",
+            "cli_ds",
+            "--out",
+            str(srv.workdir / "cli_run"),
+            "--min-minutes",
+            "0",
+        ],
+        cwd=str(srv.workdir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in srv.env.items() if k != "TRAIN_STATUS_PATH"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert (srv.workdir / "artifacts" / "train_status.dataset.json").is_file()
     doc = c.get("/api/train/status").json()
@@ -260,8 +303,11 @@ def test_old_train_shapes_start_real_jobs_from_server_defaults(compat_train_serv
 
     # old dataset modes: prepared datasets with voice_dataset/1 stats
     for mode in ("voice_dataset", "knowledge_audio"):
-        row = next(j for j in c.get("/api/train/jobs", params={"type": "dataset"}).json()["jobs"]
-                   if j["options"].get("requestedMode") == mode)
+        row = next(
+            j
+            for j in c.get("/api/train/jobs", params={"type": "dataset"}).json()["jobs"]
+            if j["options"].get("requestedMode") == mode
+        )
         done = _wait_final(c, row["id"])
         assert done["state"] == "done" and done["message"] == "Dataset complete", done
         assert done["options"]["mode"] == "prepare"
@@ -279,8 +325,10 @@ def test_old_train_shapes_start_real_jobs_from_server_defaults(compat_train_serv
 def test_old_failure_message(compat_train_server):
     c = compat_train_server.client
     # explicit paths stay confined to the data roots (the defaults are the operator's, not the client's)
-    r = c.post("/api/train/start", json={"jobType": "tts_prod_train", "dataPath": str(compat_train_server.corpus),
-                                         "profile": "x"})
+    r = c.post(
+        "/api/train/start",
+        json={"jobType": "tts_prod_train", "dataPath": str(compat_train_server.corpus), "profile": "x"},
+    )
     assert r.status_code == 400 and r.json()["error"] == "path_not_allowed"
     b = c.post("/api/train/start", json={"jobType": "tts_prod_train_nemo"}).json()
     assert b["error"] == "engine_unavailable" and b["details"]["use"] == "tts_prod_train"
@@ -295,12 +343,17 @@ def test_old_failure_message(compat_train_server):
 def test_checker_catches_changed_answers():
     """The replay's checker fails on what an old client would trip over (no server needed)."""
     exp = C.fill(C.SPEAK_SHAPES[0]["steps"][0], {"profile": "p", "uniq": "u"})
-    wav_headers = {"content-type": "audio/wav", "x-voice-provider": "local-onnx", "x-voice-profile": "p",
-                   "x-voice-meter-request-count": "1", "x-watermark-mode": "none", "x-voice-meter-char-count": "9"}
+    wav_headers = {
+        "content-type": "audio/wav",
+        "x-voice-provider": "local-onnx",
+        "x-voice-profile": "p",
+        "x-voice-meter-request-count": "1",
+        "x-watermark-mode": "none",
+        "x-voice-meter-char-count": "9",
+    }
     assert C.check(exp, 200, wav_headers, b"RIFF....") == []
     assert C.check(exp, 400, wav_headers, b"{}")[0].startswith("status 400")
-    assert any("x-voice-provider" in p for p in C.check(exp, 200, {**wav_headers, "x-voice-provider": "acme"},
-                                                           b"RIFF"))
+    assert any("x-voice-provider" in p for p in C.check(exp, 200, {**wav_headers, "x-voice-provider": "acme"}, b"RIFF"))
     assert any("body starts" in p for p in C.check(exp, 200, wav_headers, b"ID3\x03"))
     started = C.STARTED
     assert C.check(started, 200, {}, json.dumps({"ok": True, "started": True, "jobId": "j1"}).encode()) == []

@@ -86,8 +86,7 @@ def lufs(path):
 
 
 def dir_hashes(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
 # ---- fixtures -----------------------------------------------------------------------------------
@@ -105,11 +104,13 @@ def ds_good_lj(tmp_path_factory):
         "a4.wav": (voiced(1.5, 16000, 200, seed=3), 16000, "WAV"),
         "a5.wav": (voiced(1.1, 22050, 170, seed=4), 22050, "WAV"),
     }
-    rows = [f"a1|{text_for(1.2)}",
-            f"a2|raw 1 2 3|{text_for(1.4)}",          # normalized column wins
-            f"a3|{text_for(1.3)}|",                    # empty normalized column -> text
-            f"a4.wav|{text_for(1.5)}",                 # id that already has an extension
-            f"a5|  {text_for(1.1)}  "]
+    rows = [
+        f"a1|{text_for(1.2)}",
+        f"a2|raw 1 2 3|{text_for(1.4)}",  # normalized column wins
+        f"a3|{text_for(1.3)}|",  # empty normalized column -> text
+        f"a4.wav|{text_for(1.5)}",  # id that already has an extension
+        f"a5|  {text_for(1.1)}  ",
+    ]
     return ljspeech(root, rows, clips)
 
 
@@ -136,17 +137,26 @@ def ds_reasons(tmp_path_factory):
         "silent.wav": (np.random.default_rng(1).normal(0, 1e-4, 22050), 22050, "WAV"),
         "clipped.wav": (np.clip(3 * voiced(1.2, 22050, 190, amp=1.0, seed=8), -1, 1), 22050, "WAV"),
         "lowrate.wav": (voiced(1.2, 6000, 200), 6000, "WAV"),  # below the 8 kHz minimum
-        "dup_pcm.flac": (good_i16, 22050, "FLAC"),   # same PCM as good1, other container
+        "dup_pcm.flac": (good_i16, 22050, "FLAC"),  # same PCM as good1, other container
         "fast.wav": (voiced(1.0, 22050, 210, seed=9), 22050, "WAV"),
         "slow.wav": (voiced(2.0, 22050, 220, seed=10), 22050, "WAV"),
     }
     rows = {
-        "good1": text_for(1.2), "good2": text_for(1.3), "missing": text_for(1.0),
-        "undecodable": text_for(1.0), "unvoiceable": "1234 5678 -- ?!",
-        "too_short": "Hi.", "too_long": text_for(4.0), "trimmed_short": "Yo.",
-        "silent": text_for(1.0), "clipped": text_for(1.2), "lowrate": text_for(1.2),
-        "dup_copy": text_for(1.2), "dup_pcm": text_for(1.2),
-        "fast": "x" * 60, "slow": "Ah.",
+        "good1": text_for(1.2),
+        "good2": text_for(1.3),
+        "missing": text_for(1.0),
+        "undecodable": text_for(1.0),
+        "unvoiceable": "1234 5678 -- ?!",
+        "too_short": "Hi.",
+        "too_long": text_for(4.0),
+        "trimmed_short": "Yo.",
+        "silent": text_for(1.0),
+        "clipped": text_for(1.2),
+        "lowrate": text_for(1.2),
+        "dup_copy": text_for(1.2),
+        "dup_pcm": text_for(1.2),
+        "fast": "x" * 60,
+        "slow": "Ah.",
     }
     ljspeech(root, [f"{k}|{v}" for k, v in rows.items()], clips)
     (wavs / "undecodable.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" * 10)
@@ -168,7 +178,7 @@ def ds_long(tmp_path_factory):
     y = np.random.default_rng(3).normal(0, 1e-4, int(8.0 * sr))
     for i, (a, b) in enumerate(cues):
         seg = voiced(b - a, sr, 120 + 25 * i, seed=i)
-        y[int(a * sr):int(a * sr) + len(seg)] = seg
+        y[int(a * sr) : int(a * sr) + len(seg)] = seg
     write(root / "talk.flac", y, sr, "FLAC")
     return root, cues
 
@@ -182,9 +192,9 @@ def test_ljspeech_happy_path(ds_good_manifest, ds_good_lj):
     assert [e["id"] for e in m["entries"]] == ["a1", "a2", "a3", "a4", "a5"]
     assert m["rejected"] == []
     texts = {e["id"]: e["text"] for e in m["entries"]}
-    assert texts["a2"] == text_for(1.4)                 # normalized column used
-    assert texts["a3"] == text_for(1.3)                 # empty normalized column ignored
-    assert texts["a5"] == text_for(1.1)                 # whitespace cleaned
+    assert texts["a2"] == text_for(1.4)  # normalized column used
+    assert texts["a3"] == text_for(1.3)  # empty normalized column ignored
+    assert texts["a5"] == text_for(1.1)  # whitespace cleaned
     for e in m["entries"]:
         assert e["path"] == f"wavs/{e['id']}.wav"
         p = out / e["path"]
@@ -242,7 +252,7 @@ def test_short_clip_rms_fallback(tmp_path):
     m = prepare_dataset(src, tmp_path / "o", replace(CFG, min_clip_s=0.1))
     y, _ = sf.read(tmp_path / "o" / m["entries"][0]["path"])
     assert len(y) < 0.4 * 16000  # too short for pyloudnorm's gating block
-    assert abs(20 * math.log10(np.sqrt(np.mean(y ** 2))) - CFG.target_lufs) < 1.0
+    assert abs(20 * math.log10(np.sqrt(np.mean(y**2))) - CFG.target_lufs) < 1.0
 
 
 def test_silence_trimmed(ds_good_manifest):
@@ -253,7 +263,7 @@ def test_silence_trimmed(ds_good_manifest):
     assert 1.4 <= d["a2"] <= 1.4 + 0.13
     y, sr = sf.read(out / "wavs" / "a1.wav")
     head = y[: int(0.2 * sr)]
-    assert np.sqrt(np.mean(head ** 2)) > 10 ** (-40 / 20)  # speech starts near the beginning
+    assert np.sqrt(np.mean(head**2)) > 10 ** (-40 / 20)  # speech starts near the beginning
 
 
 def test_audio_txt_layout(tmp_path):
@@ -289,7 +299,8 @@ def test_long_recording_srt(ds_long, tmp_path):
         "2\n00:00:02,500 --> 00:00:04,000\nOver the lazy dog, while\n<b>birds</b> sing.\n\n"
         "3\n00:00:05,000 --> 00:00:06,200\nSeven birds sing &amp; fly.\n\n"
         "4\n00:00:06,600 --> 00:00:07,600\n<i></i>\n\n"
-        "5\n00:00:09,000 --> 00:00:10,500\nPast the end of the file.\n")
+        "5\n00:00:09,000 --> 00:00:10,500\nPast the end of the file.\n"
+    )
     try:
         m = prepare_dataset(root, tmp_path, CFG)
     finally:
@@ -297,8 +308,10 @@ def test_long_recording_srt(ds_long, tmp_path):
     assert m["source"]["layout"] == "long_recording"
     assert [e["id"] for e in m["entries"]] == ["talk_0001", "talk_0002", "talk_0003"]
     assert [e["text"] for e in m["entries"]] == [
-        "The quick brown fox jumps.", "Over the lazy dog, while birds sing.",
-        "Seven birds sing & fly."]
+        "The quick brown fox jumps.",
+        "Over the lazy dog, while birds sing.",
+        "Seven birds sing & fly.",
+    ]
     for e, (a, b) in zip(m["entries"], cues):
         assert abs(e["duration_s"] - (b - a)) < 0.08, e
         assert sf.info(tmp_path / e["path"]).samplerate == 16000
@@ -314,15 +327,15 @@ def test_long_recording_vtt_given_the_audio_file(ds_long):
         "WEBVTT - demo\n\nNOTE a comment\n\nintro\n00:00.500 --> 00:01.700 align:start\n"
         "<v Roger>The quick brown fox jumps.</v>\n\n"
         "00:02.500 --> 00:04.000\nOver the lazy dog, while birds sing.\n\n"
-        "01:00:05.000 --> 01:00:06.000\nNot there.\n")
+        "01:00:05.000 --> 01:00:06.000\nNot there.\n"
+    )
     try:
         r = inspect_dataset(root / "talk.flac", CFG)
     finally:
         (root / "talk.vtt").unlink()
     assert r["source"] == {"path": str(root / "talk.flac"), "layout": "long_recording"}
     got = [(e["id"], e["text"]) for e in r["entries"]]
-    assert got == [("talk_0001", "The quick brown fox jumps."),
-                   ("talk_0002", "Over the lazy dog, while birds sing.")]
+    assert got == [("talk_0001", "The quick brown fox jumps."), ("talk_0002", "Over the lazy dog, while birds sing.")]
     for e, (a, b) in zip(r["entries"], cues):
         assert abs(e["duration_s"] - (b - a)) < 0.08
     assert [x["id"] for x in r["rejected"]] == ["talk_0003"]
@@ -334,7 +347,8 @@ def test_long_recording_folder_with_one_audio_and_one_subtitle(tmp_path):
     write(tmp_path / "session.wav", y, sr)
     (tmp_path / "transcript.srt").write_text(
         "1\n00:00:00,000 --> 00:00:01,500\nThe quick brown fox jumps.\n\n"
-        "2\n00:00:02,000 --> 00:00:03,200\nOver the lazy dog.\n")
+        "2\n00:00:02,000 --> 00:00:03,200\nOver the lazy dog.\n"
+    )
     r = inspect_dataset(tmp_path, CFG)
     assert [e["id"] for e in r["entries"]] == ["session_0001", "session_0002"]
 
@@ -343,10 +357,12 @@ def test_subtitle_parser():
     cues = ds.parse_subtitles(
         "\ufeffWEBVTT\n\nSTYLE\n::cue { color: red }\n\n"
         "a\n1:02:03.4 --> 1:02:04.250 line:0\n{\\an8}<c.red>Hello</c>\nthere\n\n"
-        "2\r\n00:00:01,000 --> 00:00:02,500\r\nSecond &lt;cue&gt;\r\n")
+        "2\r\n00:00:01,000 --> 00:00:02,500\r\nSecond &lt;cue&gt;\r\n"
+    )
     assert [(c["index"], c["start_s"], c["end_s"], c["text"], c["line"]) for c in cues] == [
         (1, 3723.4, 3724.25, "Hello there", 7),
-        (2, 1.0, 2.5, "Second <cue>", 12)]
+        (2, 1.0, 2.5, "Second <cue>", 12),
+    ]
     with pytest.raises(ValueError):
         ds.parse_subtitles("1\n00:00:01 --> soon\nbad\n")
 
@@ -356,7 +372,7 @@ def test_subtitle_parser():
 EXPECTED = {
     "missing_file": ["missing"],
     "undecodable": ["undecodable"],
-    "empty_transcript": None,          # covered by the audio_txt and SRT layout tests
+    "empty_transcript": None,  # covered by the audio_txt and SRT layout tests
     "unvoiceable_text": ["unvoiceable"],
     "too_short": ["too_short", "trimmed_short"],
     "too_long": ["too_long"],
@@ -366,8 +382,20 @@ EXPECTED = {
     "duplicate_audio": ["dup_copy", "dup_pcm"],
     "length_mismatch": ["fast", "slow"],
     # real-recording reasons: tests/test_ingest.py, each on audio generated there
-    **{r: None for r in ("path_not_allowed", "cue_reversed", "cue_overlap", "snr_low", "dc_offset",
-                         "long_silence", "rate_outlier", "level_outlier", "alignment_failed")},
+    **{
+        r: None
+        for r in (
+            "path_not_allowed",
+            "cue_reversed",
+            "cue_overlap",
+            "snr_low",
+            "dc_offset",
+            "long_silence",
+            "rate_outlier",
+            "level_outlier",
+            "alignment_failed",
+        )
+    },
 }
 
 
@@ -431,15 +459,20 @@ def test_metadata_wrong_delimiter_names_the_line(tmp_path):
     assert (e.details["line"], e.details["problem"]) == (2, "wrong_delimiter")
     assert "line 2" in e.message and "tab-separated" in e.message
     assert [(p["line"], p["problem"]) for p in e.details["problems"]] == [
-        (2, "wrong_delimiter"), (3, "wrong_delimiter")]
+        (2, "wrong_delimiter"),
+        (3, "wrong_delimiter"),
+    ]
     assert "comma-separated" in e.details["problems"][1]["message"]
 
 
-@pytest.mark.parametrize("content,line", [
-    (b"a|Hello there.\n\nb|Again.\n", 2),
-    (b"a|Hello there.\nb|Again.\n   \n", 3),            # trailing whitespace-only row
-    (b"a|Hello there.\r\n\r\nb|Again.\r\n", 2),
-])
+@pytest.mark.parametrize(
+    "content,line",
+    [
+        (b"a|Hello there.\n\nb|Again.\n", 2),
+        (b"a|Hello there.\nb|Again.\n   \n", 3),  # trailing whitespace-only row
+        (b"a|Hello there.\r\n\r\nb|Again.\r\n", 2),
+    ],
+)
 def test_metadata_blank_row_names_the_line(tmp_path, content, line):
     e = _meta_error(tmp_path, content)
     assert (e.details["line"], e.details["problem"]) == (line, "blank_row")
@@ -452,12 +485,15 @@ def test_metadata_duplicate_id(tmp_path):
     assert "line 1" in e.message and "line 3" in e.message
 
 
-@pytest.mark.parametrize("content,problem", [
-    (b"a|\n", "missing_text"),
-    (b"|Hello there.\n", "missing_id"),
-    (b"../../evil|Hello there.\n", "unsafe_id"),
-    (b"a|b|c|d\n", "too_many_fields"),
-])
+@pytest.mark.parametrize(
+    "content,problem",
+    [
+        (b"a|\n", "missing_text"),
+        (b"|Hello there.\n", "missing_id"),
+        (b"../../evil|Hello there.\n", "unsafe_id"),
+        (b"a|b|c|d\n", "too_many_fields"),
+    ],
+)
 def test_metadata_other_problems(tmp_path, content, problem):
     assert _meta_error(tmp_path, content).details["problem"] == problem
 
@@ -534,8 +570,7 @@ def test_failed_prepare_keeps_previous_dataset(ds_good_lj, ds_good_manifest, tmp
 
 
 @pytest.mark.parametrize("fail_at", ["swap", "manifest"])
-def test_failure_while_swapping_restores_previous_dataset(ds_good_lj, ds_good_manifest, tmp_path,
-                                                          monkeypatch, fail_at):
+def test_failure_while_swapping_restores_previous_dataset(ds_good_lj, ds_good_manifest, tmp_path, monkeypatch, fail_at):
     out = tmp_path / "out"
     shutil.copytree(ds_good_manifest[1], out)
     (out / "wavs" / "a1.wav").unlink()  # make the previous dataset distinguishable
@@ -564,8 +599,7 @@ def test_failure_while_swapping_restores_previous_dataset(ds_good_lj, ds_good_ma
 def test_rerun_replaces_stale_files(ds_good_lj, tmp_path):
     write(tmp_path / "wavs" / "stale.wav", voiced(1.0, 16000), 16000)
     m = prepare_dataset(ds_good_lj, tmp_path, CFG)
-    assert sorted(p.name for p in (tmp_path / "wavs").iterdir()) == \
-        sorted(Path(e["path"]).name for e in m["entries"])
+    assert sorted(p.name for p in (tmp_path / "wavs").iterdir()) == sorted(Path(e["path"]).name for e in m["entries"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset_manifest.json", "wavs"]
 
 
@@ -579,8 +613,9 @@ def test_long_recording_undecodable(tmp_path):
 
 def test_bad_subtitle_timing_names_line(tmp_path):
     write(tmp_path / "rec.wav", voiced(2.0, 22050), 22050)
-    (tmp_path / "rec.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nHi there.\n\n"
-                                      "2\n00:00:01 -> 00:00:02 --> x\nBad.\n")
+    (tmp_path / "rec.srt").write_text(
+        "1\n00:00:00,000 --> 00:00:01,000\nHi there.\n\n2\n00:00:01 -> 00:00:02 --> x\nBad.\n"
+    )
     with pytest.raises(VoicelaneError) as ei:
         inspect_dataset(tmp_path / "rec.wav", CFG)
     assert ei.value.code == "metadata_invalid" and ei.value.details["line"] == 6
@@ -604,9 +639,9 @@ def test_split_deterministic_and_sized():
     lowest = sorted(ids, key=lambda i: hashlib.sha256(i.encode()).hexdigest())[:10]
     assert val == set(lowest)
     assert len(ds._choose_val(ids * 1 + [f"x{i}" for i in range(3000)], cfg)) == 50  # val_max
-    assert len(ds._choose_val(ids[:3], cfg)) == 1                                   # val_min
-    assert len(ds._choose_val(ids[:1], cfg)) == 0                                   # n-1
-    assert len(ds._choose_val(ids[:2], replace(cfg, val_min=5))) == 1              # n-1
+    assert len(ds._choose_val(ids[:3], cfg)) == 1  # val_min
+    assert len(ds._choose_val(ids[:1], cfg)) == 0  # n-1
+    assert len(ds._choose_val(ids[:2], replace(cfg, val_min=5))) == 1  # n-1
     # growing the dataset only moves ids into val whose hash beats the current ones
     grown = ds._choose_val(ids + [f"new{i}" for i in range(20)], cfg)
     assert len(grown) == 11
@@ -616,8 +651,7 @@ def test_split_in_manifest(ds_good_manifest, ds_good_lj, tmp_path):
     m, _ = ds_good_manifest
     val = [e["id"] for e in m["entries"] if e["split"] == "val"]
     assert len(val) == 1 and m["totals"]["val"] == 1 and m["totals"]["train"] == 4
-    assert val == sorted(["a1", "a2", "a3", "a4", "a5"],
-                         key=lambda i: hashlib.sha256(i.encode()).hexdigest())[:1]
+    assert val == sorted(["a1", "a2", "a3", "a4", "a5"], key=lambda i: hashlib.sha256(i.encode()).hexdigest())[:1]
     r = inspect_dataset(ds_good_lj, replace(CFG, val_fraction=0.4))
     assert sum(e["split"] == "val" for e in r["entries"]) == 2
 
@@ -625,13 +659,12 @@ def test_split_in_manifest(ds_good_manifest, ds_good_lj, tmp_path):
 def test_determinism_two_runs_identical(ds_good_lj, ds_good_manifest, tmp_path):
     m1, out1 = ds_good_manifest
     m2 = prepare_dataset(ds_good_lj, tmp_path, CFG)
-    assert (out1 / "dataset_manifest.json").read_bytes() == \
-        (tmp_path / "dataset_manifest.json").read_bytes()
+    assert (out1 / "dataset_manifest.json").read_bytes() == (tmp_path / "dataset_manifest.json").read_bytes()
     assert dir_hashes(out1 / "wavs") == dir_hashes(tmp_path / "wavs")
     assert m1 == m2
-    canon = [{"id": e["id"], "text": e["text"], "sha256": e["sha256"], "split": e["split"]}
-             for e in m1["entries"]]
+    canon = [{"id": e["id"], "text": e["text"], "sha256": e["sha256"], "split": e["split"]} for e in m1["entries"]]
     from voicelane.fsutil import canonical_json
+
     assert m1["dataset_sha256"] == hashlib.sha256(canonical_json(canon).encode()).hexdigest()
     # inspect computes the very same report without writing
     r = inspect_dataset(ds_good_lj, CFG)
@@ -641,18 +674,18 @@ def test_determinism_two_runs_identical(ds_good_lj, ds_good_manifest, tmp_path):
 def test_manifest_validates_against_schema(ds_good_manifest, ds_reasons_report):
     import jsonschema
 
-    schema = json.loads((Path(ds.__file__).parent / "schemas" /
-                         "dataset_manifest.schema.json").read_text())
+    schema = json.loads((Path(ds.__file__).parent / "schemas" / "dataset_manifest.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     m, out = ds_good_manifest
     on_disk = json.loads((out / "dataset_manifest.json").read_text())
     jsonschema.validate(on_disk, schema, cls=jsonschema.Draft202012Validator)
     jsonschema.validate(ds_reasons_report, schema, cls=jsonschema.Draft202012Validator)
-    for mutate in (lambda d: d["entries"][0].update(split="test"),
-                   lambda d: d["entries"][0].update(path="../x.wav"),
-                   lambda d: d["rejected"].append({"id": "x", "source": "x", "reason": "nope",
-                                                   "detail": "", "line": None}),
-                   lambda d: d.pop("dataset_sha256")):
+    for mutate in (
+        lambda d: d["entries"][0].update(split="test"),
+        lambda d: d["entries"][0].update(path="../x.wav"),
+        lambda d: d["rejected"].append({"id": "x", "source": "x", "reason": "nope", "detail": "", "line": None}),
+        lambda d: d.pop("dataset_sha256"),
+    ):
         bad = json.loads(json.dumps(on_disk))
         mutate(bad)
         with pytest.raises(jsonschema.ValidationError):
@@ -664,8 +697,7 @@ def test_manifest_config_and_warning(ds_good_manifest, ds_good_lj):
     assert m["config"] == {f: getattr(CFG, f) for f in CFG.__dataclass_fields__}
     assert m["schema"] == "dataset_manifest/1" and m["language"] == "en-us"
     assert 0.09 < m["totals"]["kept_minutes"] < 0.13
-    assert any(w.startswith("kept audio is 0.1 min; at least 30 min are recommended, 1-2 h")
-               for w in m["warnings"])
+    assert any(w.startswith("kept audio is 0.1 min; at least 30 min are recommended, 1-2 h") for w in m["warnings"])
     r = inspect_dataset(ds_good_lj, replace(CFG, warn_total_minutes=0.05))
     assert not any("kept audio" in w for w in r["warnings"])
 

@@ -75,8 +75,9 @@ def _items(tmp_path, n=6):
     for row in rows:
         clip_id, text = row.split("|")[:2]
         p = CORPORA / "kal" / "wavs" / f"{clip_id}.flac"
-        entries.append({"id": clip_id, "abs_path": p, "text": text,
-                        "sha256": hashlib.sha256(p.read_bytes()).hexdigest()})
+        entries.append(
+            {"id": clip_id, "abs_path": p, "text": text, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        )
     items, errors = data.prepare_all(entries, tmp_path / "cache", workers=1)
     assert not errors
     return items
@@ -91,8 +92,9 @@ def _train(items, run_dir, steps, ckpt_every=2):
     p = model.preset("tiny")
     arch = model.architecture(p)
     mean, std = data.feature_stats(items)
-    cfg = train.TrainConfig(steps=steps, batch_size=3, lr=1e-3, warmup=2, checkpoint_every=ckpt_every, seed=7,
-                            threads=1)
+    cfg = train.TrainConfig(
+        steps=steps, batch_size=3, lr=1e-3, warmup=2, checkpoint_every=ckpt_every, seed=7, threads=1
+    )
     return train.train(items, arch, cfg, run_dir, mean, std)
 
 
@@ -111,7 +113,7 @@ def test_training_is_deterministic(items, tmp_path):
 
 def test_resume_restores_step_optimizer_and_data_order(items, tmp_path):
     full = _train(items, tmp_path / "full", 4)
-    _train(items, tmp_path / "part", 2)           # "killed" after the step-2 checkpoint
+    _train(items, tmp_path / "part", 2)  # "killed" after the step-2 checkpoint
     resumed = _train(items, tmp_path / "part", 4)  # same command again
     assert resumed["step"] == 4
     assert resumed["optimizer"]["state"]  # Adam moments came back

@@ -48,12 +48,12 @@ def with_snr(y, sr, snr_db, seed=0):
     """Speech plus pink noise `snr_db` below the speech's active (louder-half) power."""
     noise = pink_noise(len(y), sr, np.random.default_rng(seed))
     active = _active_power(y, sr)
-    return y + noise * np.sqrt(active / 10 ** (snr_db / 10) / np.mean(noise ** 2))
+    return y + noise * np.sqrt(active / 10 ** (snr_db / 10) / np.mean(noise**2))
 
 
 def _active_power(y, sr):
     frame, hop = int(0.025 * sr), int(0.010 * sr)
-    pw = np.array([np.mean(y[i:i + frame] ** 2) for i in range(0, len(y) - frame, hop)])
+    pw = np.array([np.mean(y[i : i + frame] ** 2) for i in range(0, len(y) - frame, hop)])
     return float(np.mean(pw[pw >= np.median(pw)]))
 
 
@@ -95,8 +95,7 @@ def test_formats_rates_depths_and_channels(tmp_path):
         "ogg": (y * 0.7, 16000, "OGG", None),
         "mp3": (soxr.resample(y, 16000, 22050) * 0.6, 22050, "MP3", None),
         "tel8k": (soxr.resample(y, 16000, 8000), 8000, "WAV", "PCM_16"),
-        "tel8k_noisy": (soxr.resample(with_snr(y, 16000, 20, 9), 16000, 8000), 8000, "WAV",
-                        "PCM_16"),
+        "tel8k_noisy": (soxr.resample(with_snr(y, 16000, 20, 9), 16000, 8000), 8000, "WAV", "PCM_16"),
         "dead_right": (stereo_dead * 0.5, 16000, "WAV", "PCM_16"),
         "anti_phase": (stereo_anti * 0.5, 16000, "WAV", "PCM_16"),
     }
@@ -127,9 +126,11 @@ def test_snr_estimate_tracks_added_noise():
 
 def test_snr_low_rejected_and_warned(tmp_path):
     y = speech()
-    clips = {"clean": (y, 16000, "WAV", "PCM_16"),
-             "snr20": (with_snr(y, 16000, 20, 1), 16000, "WAV", "PCM_16"),
-             "snr5": (with_snr(y, 16000, 5, 2), 16000, "WAV", "PCM_16")}
+    clips = {
+        "clean": (y, 16000, "WAV", "PCM_16"),
+        "snr20": (with_snr(y, 16000, 20, 1), 16000, "WAV", "PCM_16"),
+        "snr5": (with_snr(y, 16000, 5, 2), 16000, "WAV", "PCM_16"),
+    }
     r = inspect_dataset(lj(tmp_path / "d", clips), CFG)
     assert reasons(r) == {"snr5": "snr_low"}
     assert "dB" in r["rejected"][0]["detail"]
@@ -153,8 +154,9 @@ def test_denoise_is_opt_in_and_raises_snr(tmp_path):
 
 def test_dc_offset_rejected_small_offset_removed(tmp_path):
     y = speech() * 0.5
-    root = lj(tmp_path / "d", {"dc_big": (y + 0.2, 16000, "WAV", "PCM_16"),
-                               "dc_small": (y + 0.02, 16000, "WAV", "PCM_16")})
+    root = lj(
+        tmp_path / "d", {"dc_big": (y + 0.2, 16000, "WAV", "PCM_16"), "dc_small": (y + 0.02, 16000, "WAV", "PCM_16")}
+    )
     out = tmp_path / "out"
     with pytest.raises(VoicelaneError):
         prepare_dataset(root, out, replace(CFG, min_total_minutes=0.05))
@@ -169,12 +171,13 @@ def test_dc_offset_rejected_small_offset_removed(tmp_path):
 def test_long_internal_silence(tmp_path):
     y = speech()
     half = len(y) // 2
-    cut = half + int(np.argmin(np.abs(y[half:half + 4000])))
+    cut = half + int(np.argmin(np.abs(y[half : half + 4000])))
     rng = np.random.default_rng(4)
     gap = rng.normal(0, 1e-4, 3 * 16000)
-    root = lj(tmp_path / "d", {"gap": (np.concatenate([y[:cut], gap, y[cut:]]), 16000, "WAV",
-                                       "PCM_16"),
-                               "ok": (y, 16000, "WAV", "PCM_16")})
+    root = lj(
+        tmp_path / "d",
+        {"gap": (np.concatenate([y[:cut], gap, y[cut:]]), 16000, "WAV", "PCM_16"), "ok": (y, 16000, "WAV", "PCM_16")},
+    )
     r = inspect_dataset(root, CFG)
     assert reasons(r) == {"gap": "long_silence"}
     assert r["quality"]["clips"]["ok"]["longest_pause_s"] < 1.0
@@ -184,8 +187,7 @@ def _tone_corpus(root, n=12, overrides=None):
     clips, texts = {}, {}
     for i in range(n):
         dur = 1.2 + 0.05 * i
-        clips[f"c{i:02d}"] = (voiced(dur, 22050, 120 + 5 * i, lead=0.2, tail=0.2, seed=i), 22050,
-                              "WAV", "PCM_16")
+        clips[f"c{i:02d}"] = (voiced(dur, 22050, 120 + 5 * i, lead=0.2, tail=0.2, seed=i), 22050, "WAV", "PCM_16")
         texts[f"c{i:02d}"] = text_for(dur)
     for k, (y, text) in (overrides or {}).items():
         clips[k] = (y, 22050, "WAV", "PCM_16")
@@ -197,8 +199,9 @@ def test_rate_outlier_across_the_corpus(tmp_path):
     # 1.3 s of speech with a 30-character-per-second transcript: inside the absolute 2-35 range,
     # far outside this speaker's rate
     fast_text = text_for(2.8)
-    root = _tone_corpus(tmp_path / "d", overrides={
-        "wrong": (voiced(1.3, 22050, 150, lead=0.2, tail=0.2, seed=40), fast_text)})
+    root = _tone_corpus(
+        tmp_path / "d", overrides={"wrong": (voiced(1.3, 22050, 150, lead=0.2, tail=0.2, seed=40), fast_text)}
+    )
     r = inspect_dataset(root, replace(CFG, max_clip_s=3.0))
     assert reasons(r) == {"wrong": "rate_outlier"}
     assert "robust z" in r["rejected"][0]["detail"]
@@ -284,12 +287,18 @@ def test_cli_check_reports_symlink_escape(tmp_path):
     with open(root / "metadata.csv", "a", encoding="utf-8") as fh:
         fh.write(f"escape|{SPEECH_TEXT}\n")
     exe = Path(sys.executable).parent / "voicelane"
-    proc = subprocess.run([str(exe), "dataset", "check", str(root), "--json"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(exe), "dataset", "check", str(root), "--json"], capture_output=True, text=True, timeout=120
+    )
     report = json.loads(proc.stdout)
     assert {r["id"]: r["reason"] for r in report["rejected"]} == {"escape": "path_not_allowed"}
-    text = subprocess.run([str(exe), "dataset", "check", str(root)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "COLUMNS": "200"}).stdout
+    text = subprocess.run(
+        [str(exe), "dataset", "check", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
     assert "corpus quality" in text and "path_not_allowed 1 clip(s): escape" in text
     assert "-> Copy the file into the dataset folder" in text
 
@@ -302,17 +311,20 @@ def test_overlapping_and_reversed_cues(tmp_path):
     y = np.random.default_rng(5).normal(0, 1e-4, int(9.0 * sr))
     for i, (a, b) in enumerate([(0.5, 1.7), (2.5, 3.6), (4.0, 5.4), (5.0, 6.2), (7.0, 8.2)]):
         seg = voiced(b - a, sr, 130 + 10 * i, seed=i)
-        y[int(a * sr):int(a * sr) + len(seg)] += seg
+        y[int(a * sr) : int(a * sr) + len(seg)] += seg
     write(tmp_path / "talk.flac", y, sr, "FLAC")
-    cues = [("00:00:00,500", "00:00:01,700"), ("00:00:03,600", "00:00:02,500"),
-            ("00:00:04,000", "00:00:05,400"), ("00:00:05,000", "00:00:06,200"),
-            ("00:00:07,000", "00:00:08,200")]
+    cues = [
+        ("00:00:00,500", "00:00:01,700"),
+        ("00:00:03,600", "00:00:02,500"),
+        ("00:00:04,000", "00:00:05,400"),
+        ("00:00:05,000", "00:00:06,200"),
+        ("00:00:07,000", "00:00:08,200"),
+    ]
     srt = "".join(f"{i}\n{a} --> {b}\n{text_for(1.2)}\n\n" for i, (a, b) in enumerate(cues, 1))
     (tmp_path / "talk.srt").write_text(srt, encoding="utf-8")
     r = inspect_dataset(tmp_path / "talk.flac", replace(CFG, max_clip_s=3.0))
     got = reasons(r)
-    assert got == {"talk_0002": "cue_reversed", "talk_0003": "cue_overlap",
-                   "talk_0004": "cue_overlap"}
+    assert got == {"talk_0002": "cue_reversed", "talk_0003": "cue_overlap", "talk_0004": "cue_overlap"}
     detail = {x["id"]: x["detail"] for x in r["rejected"]}
     assert "overlaps cue 4" in detail["talk_0003"] and "overlaps cue 3" in detail["talk_0004"]
     assert "ends at 2.500 s" in detail["talk_0002"]

@@ -29,15 +29,24 @@ class HeldRunner(LocalRunner):
 
 
 def _manager(tmp_path, runner):
-    return JobManager(JobStore(tmp_path / "jobs.db"), runner, tmp_path / "var", cancel_grace_s=5,
-                      child_env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    return JobManager(
+        JobStore(tmp_path / "jobs.db"),
+        runner,
+        tmp_path / "var",
+        cancel_grace_s=5,
+        child_env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
 
 
 def _submit_check_job(jm, tmp_path):
     """`voicelane dataset check` as a job, submitted from another thread (submit starts it)."""
     data = mini_corpus(tmp_path / "data", n=2)
-    t = threading.Thread(target=jm.submit, args=("dataset", "data", "dataset", {"mode": "check"}),
-                         kwargs={"argv_tail": ["dataset", "check", str(data), "--json"]}, daemon=True)
+    t = threading.Thread(
+        target=jm.submit,
+        args=("dataset", "data", "dataset", {"mode": "check"}),
+        kwargs={"argv_tail": ["dataset", "check", str(data), "--json"]},
+        daemon=True,
+    )
     t.start()
     return t
 

@@ -37,8 +37,19 @@ def test_every_language_gruut_ships_is_supported():
     assert all(r["package_version"] for r in rows)  # every gruut-lang package is installed
 
 
-@pytest.mark.parametrize("tag,code", [("ru", "ru"), ("ru-RU", "ru"), ("pt-BR", "pt"), ("en-us", "en-us"),
-                                      ("en", "en-us"), ("EN-US", "en-us"), ("cs_CZ", "cs"), ("de-AT", "de")])
+@pytest.mark.parametrize(
+    "tag,code",
+    [
+        ("ru", "ru"),
+        ("ru-RU", "ru"),
+        ("pt-BR", "pt"),
+        ("en-us", "en-us"),
+        ("en", "en-us"),
+        ("EN-US", "en-us"),
+        ("cs_CZ", "cs"),
+        ("de-AT", "de"),
+    ],
+)
 def test_bcp47_tags_map_to_the_engine_language(tag, code):
     assert frontend.check_language(tag) == code
 
@@ -58,7 +69,7 @@ def test_each_language_phonemizes_inside_its_inventory(lang):
     assert utt.tokens[0] == frontend.START and utt.tokens[-1] == "<.>"
     assert all(t in inv.index for t in utt.tokens)
     assert utt.ids == [inv.index[t] for t in utt.tokens]
-    assert list(inv.symbols[:len(frontend.SYMBOLS)]) == frontend.SYMBOLS  # base rows keep their ids
+    assert list(inv.symbols[: len(frontend.SYMBOLS)]) == frontend.SYMBOLS  # base rows keep their ids
 
 
 def test_english_inventory_is_the_base_weights_inventory():
@@ -69,29 +80,35 @@ def test_english_inventory_is_the_base_weights_inventory():
     assert cfg["arch"]["num_chars"] == len(frontend.SYMBOLS) == 80
 
 
-@pytest.mark.parametrize("lang,text,words", [
-    ("cs", "Přišlo 25 lidí.", ["přišlo", "dvacet", "pět", "lidí"]),
-    ("de", "Es kostet 12 Euro.", ["es", "kostet", "zwölf", "euro"]),
-    ("ru", "Мне 25 лет.", ["мне", "двадцать", "пять", "лет"]),
-    ("it", "Nel 2024.", ["nel", "duemilaventiquattro"]),
-    ("es", "Tengo 25 años.", ["tengo", "veinticinco", "años"]),
-    ("fr", "J'ai 25 ans.", ["j'ai", "vingt", "cinq", "ans"]),
-    ("nl", "Op 3 mei 2024.", ["op", "drie", "mei", "tweeduizendvierentwintig"]),
-    ("pt", "Em 2024.", ["em", "dois", "mil", "e", "vinte", "e", "quatro"]),
-    ("en-us", "Dr. Smith paid $5.", ["doctor", "smith", "paid", "five", "dollars"]),
-])
+@pytest.mark.parametrize(
+    "lang,text,words",
+    [
+        ("cs", "Přišlo 25 lidí.", ["přišlo", "dvacet", "pět", "lidí"]),
+        ("de", "Es kostet 12 Euro.", ["es", "kostet", "zwölf", "euro"]),
+        ("ru", "Мне 25 лет.", ["мне", "двадцать", "пять", "лет"]),
+        ("it", "Nel 2024.", ["nel", "duemilaventiquattro"]),
+        ("es", "Tengo 25 años.", ["tengo", "veinticinco", "años"]),
+        ("fr", "J'ai 25 ans.", ["j'ai", "vingt", "cinq", "ans"]),
+        ("nl", "Op 3 mei 2024.", ["op", "drie", "mei", "tweeduizendvierentwintig"]),
+        ("pt", "Em 2024.", ["em", "dois", "mil", "e", "vinte", "e", "quatro"]),
+        ("en-us", "Dr. Smith paid $5.", ["doctor", "smith", "paid", "five", "dollars"]),
+    ],
+)
 def test_numbers_are_read_by_the_languages_rules(lang, text, words):
     assert frontend.normalized_words(text, lang) == words
 
 
-@pytest.mark.parametrize("lang,text,why", [
-    ("cs", "Привет", "Latin script"),             # wrong script: gruut would guess 's k iː iː'
-    ("it", "ciao мир", "Latin script"),
-    ("ru", "hello", "Cyrillic script"),
-    ("sw", "miaka 25", "write them as words"),   # no number rules for Swahili: not '25' -> 'i'
-    ("de", "Ich habe 5 €.", "symbol"),           # gruut would read '€' as 'ç'
-    ("sv", "År 2024.", "digits"),                # num2words has no Swedish years
-])
+@pytest.mark.parametrize(
+    "lang,text,why",
+    [
+        ("cs", "Привет", "Latin script"),  # wrong script: gruut would guess 's k iː iː'
+        ("it", "ciao мир", "Latin script"),
+        ("ru", "hello", "Cyrillic script"),
+        ("sw", "miaka 25", "write them as words"),  # no number rules for Swahili: not '25' -> 'i'
+        ("de", "Ich habe 5 €.", "symbol"),  # gruut would read '€' as 'ç'
+        ("sv", "År 2024.", "digits"),  # num2words has no Swedish years
+    ],
+)
 def test_text_the_voice_cannot_say_is_refused(lang, text, why):
     with pytest.raises(VoicelaneError) as e:
         frontend.phonemize(text, lang)
@@ -142,7 +159,7 @@ def test_new_phoneme_embeddings_start_from_their_nearest_base_phoneme():
     state = crosslingual.extend_state(base, inv.symbols)
     emb, old = state[crosslingual.EMBEDDING_KEY], base[crosslingual.EMBEDDING_KEY]
     assert emb.shape == (len(inv.symbols), old.shape[1])
-    assert torch.equal(emb[:old.shape[0]], old)  # the base's rows are untouched
+    assert torch.equal(emb[: old.shape[0]], old)  # the base's rows are untouched
     for tok in inv.new_symbols:
         src = crosslingual.source_token(tok)
         assert torch.equal(emb[inv.index[tok]], old[frontend.SYMBOL_TO_ID[src]]), tok
@@ -254,6 +271,10 @@ def test_the_committed_inventories_are_what_the_installed_packages_give():
 
     from helpers import REPO
 
-    r = subprocess.run([sys.executable, str(REPO / "tools" / "build_inventories.py"), "--check"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "build_inventories.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout + r.stderr

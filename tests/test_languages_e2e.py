@@ -62,24 +62,69 @@ def _run(cmd, tmp, timeout=900):
 @pytest.fixture(scope="module")
 def italian_run(italian_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("it_run")
-    gates = json.dumps({"mcd_db_max": 100.0, "per_broad_max": 2.0, "duration_ratio_max": 10.0,
-                        "duration_ratio_min": 0.0})
-    cmd = [sys.executable, "-m", "voicelane", "train", "--lane", "tts_prod_train", "--language", "it-IT",
-           "--base", "voicelane-slt-base-v1", "--data", str(italian_corpus / "train"),
-           "--heldout", str(italian_corpus / "heldout"), "--profile", "it_test", "--preset", "tiny",
-           "--out", str(out), "--min-minutes", "0", "--steps", "3", "--threads", "1", "--no-onnx",
-           "--consent-statement", str(italian_corpus / "consent.txt"), "--gates", gates, "--protocol"]
+    gates = json.dumps(
+        {"mcd_db_max": 100.0, "per_broad_max": 2.0, "duration_ratio_max": 10.0, "duration_ratio_min": 0.0}
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "voicelane",
+        "train",
+        "--lane",
+        "tts_prod_train",
+        "--language",
+        "it-IT",
+        "--base",
+        "voicelane-slt-base-v1",
+        "--data",
+        str(italian_corpus / "train"),
+        "--heldout",
+        str(italian_corpus / "heldout"),
+        "--profile",
+        "it_test",
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--min-minutes",
+        "0",
+        "--steps",
+        "3",
+        "--threads",
+        "1",
+        "--no-onnx",
+        "--consent-statement",
+        str(italian_corpus / "consent.txt"),
+        "--gates",
+        gates,
+        "--protocol",
+    ]
     r = _run(cmd, out)
     assert r.returncode == 0, r.stderr[-4000:]
     return out
 
 
 def test_dataset_check_accepts_italian(italian_corpus, tmp_path):
-    r = _run([sys.executable, "-m", "voicelane", "dataset", "check", str(italian_corpus / "train"),
-              "--language", "it", "--min-minutes", "0"], tmp_path)
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "voicelane",
+            "dataset",
+            "check",
+            str(italian_corpus / "train"),
+            "--language",
+            "it",
+            "--min-minutes",
+            "0",
+        ],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    r = _run([sys.executable, "-m", "voicelane", "dataset", "check", str(italian_corpus / "train"),
-              "--language", "tlh"], tmp_path)
+    r = _run(
+        [sys.executable, "-m", "voicelane", "dataset", "check", str(italian_corpus / "train"), "--language", "tlh"],
+        tmp_path,
+    )
     assert r.returncode != 0 and "language_unsupported" in r.stdout + r.stderr
 
 
@@ -103,19 +148,53 @@ def test_italian_bundle_is_valid_and_keeps_its_inventory(italian_run):
 def test_voicelane_speak_voices_italian_and_refuses_other_scripts(italian_run, tmp_path):
     bdir = italian_run / "bundles" / "it_test" / "voice_bundle"
     wav = tmp_path / "it.wav"
-    r = _run([sys.executable, "-m", "voicelane", "speak", "--bundle", str(bdir), "--text",
-              "Buongiorno, il treno parte alle otto.", "--out", str(wav), "--engine", "pytorch"], tmp_path)
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "voicelane",
+            "speak",
+            "--bundle",
+            str(bdir),
+            "--text",
+            "Buongiorno, il treno parte alle otto.",
+            "--out",
+            str(wav),
+            "--engine",
+            "pytorch",
+        ],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     audio, sr = sf.read(wav)
     assert sr == 16000 and len(audio) > 0.5 * sr
-    r = _run([sys.executable, "-m", "voicelane", "speak", "--bundle", str(bdir), "--text", "Привет, мир",
-              "--out", str(tmp_path / "ru.wav"), "--engine", "pytorch"], tmp_path)
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "voicelane",
+            "speak",
+            "--bundle",
+            str(bdir),
+            "--text",
+            "Привет, мир",
+            "--out",
+            str(tmp_path / "ru.wav"),
+            "--engine",
+            "pytorch",
+        ],
+        tmp_path,
+    )
     assert r.returncode != 0 and "text_unvoiceable" in r.stdout + r.stderr
 
 
 def test_service_speaks_italian(italian_run, tmp_path, svc_start_server):
-    srv = svc_start_server(tmp_path, VOICELANE_BUNDLE_ROOTS=str(italian_run),
-                           VOICELANE_DEFAULT_PROFILE="it_test", VOICELANE_DATA_ROOTS=str(tmp_path / "no_data"))
+    srv = svc_start_server(
+        tmp_path,
+        VOICELANE_BUNDLE_ROOTS=str(italian_run),
+        VOICELANE_DEFAULT_PROFILE="it_test",
+        VOICELANE_DATA_ROOTS=str(tmp_path / "no_data"),
+    )
     r = srv.client.post("/api/voice/speak", json={"text": "Dove si trova la stazione?", "voiceProfile": "it_test"})
     assert r.status_code == 200 and r.headers["content-type"] == "audio/wav", r.text[:500]
     audio, sr = sf.read(io.BytesIO(r.content))

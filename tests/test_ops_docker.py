@@ -60,7 +60,7 @@ def pip_installs(lines: list[str]) -> list[list[str]]:
             pips = [k for k, t in enumerate(toks) if t == "pip" or t.endswith("/pip") or t.endswith("/pip3")]
             for k in pips:
                 if "install" in toks[k:]:
-                    args = toks[toks.index("install", k) + 1:]
+                    args = toks[toks.index("install", k) + 1 :]
                     out.append([a for a in args if a not in ("-q", "--quiet", "--no-cache-dir")])
                     break
     return out
@@ -79,8 +79,12 @@ def test_dockerfile_install_step_is_the_ci_install():
     # no other package installation anywhere in the image: the pins live in setup.sh only
     assert pip_installs(runs) == [], pip_installs(runs)
     setup = pip_installs(shell_commands(REPO / "scripts" / "setup.sh"))
-    specs = [a for args in setup for k, a in enumerate(args)
-             if not a.startswith(("-", ">", "<", "2>")) and (k == 0 or args[k - 1] not in ("-c", "--constraint"))]
+    specs = [
+        a
+        for args in setup
+        for k, a in enumerate(args)
+        if not a.startswith(("-", ">", "<", "2>")) and (k == 0 or args[k - 1] not in ("-c", "--constraint"))
+    ]
     torch = [s for s in specs if s.strip('"').startswith("torch")]
     assert torch == ["torch==2.13.0"], specs
     assert any(args[:2] == ["-c", "requirements.lock"] for args in setup), setup
@@ -118,28 +122,39 @@ def test_dockerfile_runs_as_non_root_and_installs_nothing_at_run_time():
 
 
 def _entrypoint(env: dict, timeout: float = 900):
-    proc = subprocess.run(["nice", "-n", "10", str(ENTRYPOINT)], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        ["nice", "-n", "10", str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=timeout
+    )
     lines = proc.stdout.splitlines()
     assert REPORT_BEGIN in lines and lines[-1] == REPORT_END, proc.stdout[-3000:] + proc.stderr[-3000:]
-    block = lines[lines.index(REPORT_BEGIN):]
+    block = lines[lines.index(REPORT_BEGIN) :]
     return proc, lines, block, parse_report(lines)
 
 
 def test_entrypoint_real_success(tmp_path):
     data = quick_data(tmp_path / "data")
     out = tmp_path / "out"
-    env = base_env(AUDIO_PATH=str(data), OUT_DIR=str(out), CONSENT_STATEMENT=str(consent_of(data)),
-                   VOICE_PROFILE_ID="docker_ep", VOICELANE_PYTHON=sys.executable, **TINY)
+    env = base_env(
+        AUDIO_PATH=str(data),
+        OUT_DIR=str(out),
+        CONSENT_STATEMENT=str(consent_of(data)),
+        VOICE_PROFILE_ID="docker_ep",
+        VOICELANE_PYTHON=sys.executable,
+        **TINY,
+    )
     proc, lines, block, rep = _entrypoint(env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert block[1:6] == ["outcome=success", "exit_code=0",
-                          f"train_status_path={out}/train_status.tts_prod_train.json",
-                          f"log_path={out}/train.log", "train_status_present=true"]
+    assert block[1:6] == [
+        "outcome=success",
+        "exit_code=0",
+        f"train_status_path={out}/train_status.tts_prod_train.json",
+        f"log_path={out}/train.log",
+        "train_status_present=true",
+    ]
     assert rep["bundle_path"] == str(out / "bundles" / "docker_ep" / "voice_bundle")
     assert validate_voice_bundle(rep["bundle_path"]).ok
     # the lane's protocol passes through on stdout before the block
-    view = fold(lines[:lines.index(REPORT_BEGIN)])
+    view = fold(lines[: lines.index(REPORT_BEGIN)])
     assert view.total > 0 and view.current == view.total
     assert json.loads((out / "train_status.tts_prod_train.json").read_text())["state"] == "completed"
     assert "PROGRESS" in (out / "train.log").read_text("utf-8")
@@ -148,8 +163,9 @@ def test_entrypoint_real_success(tmp_path):
 def test_entrypoint_reports_the_lanes_real_exit_code(tmp_path):
     data = quick_data(tmp_path / "data", n=2, with_consent=False)
     out = tmp_path / "out"
-    env = base_env(AUDIO_PATH=str(data), OUT_DIR=str(out), VOICE_PROFILE_ID="docker_ep",
-                   VOICELANE_PYTHON=sys.executable, **TINY)
+    env = base_env(
+        AUDIO_PATH=str(data), OUT_DIR=str(out), VOICE_PROFILE_ID="docker_ep", VOICELANE_PYTHON=sys.executable, **TINY
+    )
     proc, _lines, block, rep = _entrypoint(env)
     assert proc.returncode == 2
     assert rep["outcome"] == "failed" and rep["exit_code"] == "2" and rep["error_code"] == "consent_missing"
@@ -218,9 +234,18 @@ def test_orchestrator_reads_the_containers_report(tmp_path):
     fake.write_text(FAKE_DOCKER.format(python=sys.executable, record=str(record), entrypoint=str(ENTRYPOINT)))
     fake.chmod(0o755)
     data = quick_data(tmp_path / "data", n=2, with_consent=False)
-    run = run_script(base_env(TRAIN_BACKEND="local_docker", DOCKER=str(fake), AUDIO_PATH=str(data),
-                              OUT_DIR=str(tmp_path / "out"), LOG_PATH=str(tmp_path / "orch.log"),
-                              TRAIN_STATUS_PATH=str(tmp_path / "status.json"), VOICE_PROFILE_ID="docker_orch", **TINY))
+    run = run_script(
+        base_env(
+            TRAIN_BACKEND="local_docker",
+            DOCKER=str(fake),
+            AUDIO_PATH=str(data),
+            OUT_DIR=str(tmp_path / "out"),
+            LOG_PATH=str(tmp_path / "orch.log"),
+            TRAIN_STATUS_PATH=str(tmp_path / "status.json"),
+            VOICE_PROFILE_ID="docker_orch",
+            **TINY,
+        )
+    )
     line = error_line(run)
     assert line.startswith("[tts-prod][error] consent_missing "), run.stdout[-3000:]
     assert run.rc == 2 and kv_of(line)["exit_code"] == "2" and kv_of(line)["backend"] == "local_docker"

@@ -28,8 +28,12 @@ from voicelane.protocol import fold
 
 
 def _env(tmp_path, **kw):
-    return base_env(LOG_PATH=str(tmp_path / "orch.log"), TRAIN_STATUS_PATH=str(tmp_path / "status.json"),
-                    OUT_DIR=str(tmp_path / "out"), **kw)
+    return base_env(
+        LOG_PATH=str(tmp_path / "orch.log"),
+        TRAIN_STATUS_PATH=str(tmp_path / "status.json"),
+        OUT_DIR=str(tmp_path / "out"),
+        **kw,
+    )
 
 
 def _assert_refused(run, code, exit_code, tmp_path):
@@ -114,8 +118,15 @@ def test_docker_run_failed_with_the_real_client(tmp_path):
     if _docker_engine_up():
         pytest.skip("a docker engine is running here; this test covers the engine-less failure")
     data = quick_data(tmp_path / "data", n=2)
-    run = run_script(_env(tmp_path, TRAIN_BACKEND="local_docker", AUDIO_PATH=str(data), DOCKER_SKIP_BUILD="1",
-                          DOCKER_IMAGE="voicelane-train-prod:ops-test"))
+    run = run_script(
+        _env(
+            tmp_path,
+            TRAIN_BACKEND="local_docker",
+            AUDIO_PATH=str(data),
+            DOCKER_SKIP_BUILD="1",
+            DOCKER_IMAGE="voicelane-train-prod:ops-test",
+        )
+    )
     kv = _assert_refused(run, "docker_run_failed", 1, tmp_path)
     assert kv["image"] == "voicelane-train-prod:ops-test"
     assert kv["exit_code"] not in ("0", "") and kv["docker_error"]
@@ -166,8 +177,13 @@ def test_sigterm_cancels_the_run(tmp_path):
     import time
 
     data = quick_data(tmp_path / "data", n=4)
-    env = _env(tmp_path, TRAIN_BACKEND="local", AUDIO_PATH=str(data), CONSENT_STATEMENT=str(consent_of(data)),
-               **dict(TINY, TRAIN_STEPS="400"))
+    env = _env(
+        tmp_path,
+        TRAIN_BACKEND="local",
+        AUDIO_PATH=str(data),
+        CONSENT_STATEMENT=str(consent_of(data)),
+        **dict(TINY, TRAIN_STEPS="400"),
+    )
     proc = subprocess.Popen([str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     for line in proc.stdout:

@@ -37,8 +37,10 @@ def _served(srv, profile: str, timeout: float = 60.0, sha: str | None = None) ->
 
 CALLOUT = "Unit four, proceed to gate twelve."
 # a two-step tiny voice has barely learned durations: a longer text gives it more than half a second
-LONG = ("The evening shift starts at seven. Check the north gate, confirm the radio channel, "
-        "and report back when the inspection is complete.")
+LONG = (
+    "The evening shift starts at seven. Check the north gate, confirm the radio channel, "
+    "and report back when the inspection is complete."
+)
 
 
 def _speak(srv, profile: str, text: str = CALLOUT) -> tuple[float, dict]:
@@ -50,16 +52,28 @@ def _speak(srv, profile: str, text: str = CALLOUT) -> tuple[float, dict]:
 
 
 def _voices(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "voicelane", "voices", *args], capture_output=True, text=True,
-                          timeout=300, env=base_env())
+    return subprocess.run(
+        [sys.executable, "-m", "voicelane", "voices", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=base_env(),
+    )
 
 
 def _env(tmp_path: Path, data: Path, registry_dir: Path, profile: str, **extra: str) -> dict[str, str]:
-    return base_env(TRAIN_BACKEND="local", AUDIO_PATH=str(data), VOICE_PROFILE_ID=profile,
-                    OUT_DIR=str(tmp_path / f"out_{profile}"),
-                    TRAIN_STATUS_PATH=str(tmp_path / f"status_{profile}.json"),
-                    LOG_PATH=str(tmp_path / f"log_{profile}.txt"), CONSENT_STATEMENT=str(consent_of(data)),
-                    VOICELANE_REGISTRY_DIR=str(registry_dir), SOURCE_DATE_EPOCH="315532800", **extra)
+    return base_env(
+        TRAIN_BACKEND="local",
+        AUDIO_PATH=str(data),
+        VOICE_PROFILE_ID=profile,
+        OUT_DIR=str(tmp_path / f"out_{profile}"),
+        TRAIN_STATUS_PATH=str(tmp_path / f"status_{profile}.json"),
+        LOG_PATH=str(tmp_path / f"log_{profile}.txt"),
+        CONSENT_STATEMENT=str(consent_of(data)),
+        VOICELANE_REGISTRY_DIR=str(registry_dir),
+        SOURCE_DATE_EPOCH="315532800",
+        **extra,
+    )
 
 
 def test_one_command_publishes_and_a_running_service_speaks_it(tmp_path, svc_start_server):
@@ -124,8 +138,9 @@ def test_production_voice_from_corpora_kal_is_served_and_rolled_back(tmp_path, s
     kal = CORPORA / "kal"
     env = _env(tmp_path, kal, reg, "kal_prod", **BASE_QUICK)
     env["CONSENT_STATEMENT"] = str(kal / "CONSENT.txt")
-    env["WEIGHTS_MANIFEST_PATH"] = str(Path(__file__).resolve().parents[1] / "weights" / "voicelane-slt-base-v1"
-                                       / "weights_manifest.json")
+    env["WEIGHTS_MANIFEST_PATH"] = str(
+        Path(__file__).resolve().parents[1] / "weights" / "voicelane-slt-base-v1" / "weights_manifest.json"
+    )
     del env["BASE_WEIGHTS_ID"]  # the old name supplies it
     run = run_script(env, timeout=3600)
     assert run.rc == 0, run.stdout[-3000:]
@@ -151,11 +166,41 @@ def test_train_cli_publish(tmp_path):
     data = quick_data(tmp_path / "data")
     reg = tmp_path / "reg"
     proc = subprocess.run(
-        [sys.executable, "-m", "voicelane", "train", "--lane", "tts_prod_train", "--data", str(data), "--profile",
-         "cli_pub", "--out", str(tmp_path / "out"), "--preset", "tiny", "--steps", "2", "--min-minutes", "0",
-         "--eval-max", "1", "--no-onnx", "--gates", TINY["TRAIN_GATES"], "--consent-statement", str(consent_of(data)),
-         "--publish", "--registry", str(reg)],
-        capture_output=True, text=True, timeout=1800, env=base_env(TRAIN_STATUS_PATH=str(tmp_path / "s.json")))
+        [
+            sys.executable,
+            "-m",
+            "voicelane",
+            "train",
+            "--lane",
+            "tts_prod_train",
+            "--data",
+            str(data),
+            "--profile",
+            "cli_pub",
+            "--out",
+            str(tmp_path / "out"),
+            "--preset",
+            "tiny",
+            "--steps",
+            "2",
+            "--min-minutes",
+            "0",
+            "--eval-max",
+            "1",
+            "--no-onnx",
+            "--gates",
+            TINY["TRAIN_GATES"],
+            "--consent-statement",
+            str(consent_of(data)),
+            "--publish",
+            "--registry",
+            str(reg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=base_env(TRAIN_STATUS_PATH=str(tmp_path / "s.json")),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "published: profile=cli_pub version=1" in proc.stderr
     assert registry.status(reg)[0]["profile"] == "cli_pub"

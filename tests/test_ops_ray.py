@@ -32,8 +32,14 @@ def test_ray_states_map_to_ours():
 
 def test_the_run_spec_travels_as_json_with_its_paths_mapped(tmp_path):
     data = quick_data(tmp_path / "data", n=2)
-    spec = RunSpec.build(job_type="tts_voice_train", data=data, profile_id="p", out="o", heldout=data,
-                         consent_statement=tmp_path / "data.consent.txt")
+    spec = RunSpec.build(
+        job_type="tts_voice_train",
+        data=data,
+        profile_id="p",
+        out="o",
+        heldout=data,
+        consent_statement=tmp_path / "data.consent.txt",
+    )
     path = spec.write(tmp_path / "spec.json")
     args = rb.cli_args_of([sys.executable, "-m", "voicelane", "run", str(path)])
     assert rb.spec_of(args, tmp_path) == spec and rb.spec_of(["dataset", "check", "x"], tmp_path) is None
@@ -51,8 +57,15 @@ def test_the_run_spec_travels_as_json_with_its_paths_mapped(tmp_path):
     assert shipped.data == Path("inputs/data") and (staging / shipped.data / "metadata.csv").is_file()
     assert (staging / shipped.consent_statement).read_text() == (tmp_path / "data.consent.txt").read_text()
     assert status == tmp_path / "s.json"
-    env = rb.forwarded_env({"VOICELANE_API_TOKEN": "secret", "VOICELANE_THREADS": "2", "AWS_SECRET": "x",
-                            "VOICELANE_RAY_TRANSFER": "upload", "SOURCE_DATE_EPOCH": "1"})
+    env = rb.forwarded_env(
+        {
+            "VOICELANE_API_TOKEN": "secret",
+            "VOICELANE_THREADS": "2",
+            "AWS_SECRET": "x",
+            "VOICELANE_RAY_TRANSFER": "upload",
+            "SOURCE_DATE_EPOCH": "1",
+        }
+    )
     assert env == {"VOICELANE_THREADS": "2", "SOURCE_DATE_EPOCH": "1", "PYTHONUNBUFFERED": "1"}
     assert " " not in encode_spec({"args": ["a b; rm -rf /"]})
     assert rb.RayRunner(address="http://127.0.0.1:8265").mode == "shared"
@@ -86,11 +99,9 @@ def test_a_fetched_bundle_is_validated_before_it_is_swapped_in(tmp_path):
     assert exc.value.code == "bundle_invalid" and exc.value.details["validator_code"] == "bytes_mismatch"
     assert _tree(bundle_dir_for(local / "root", "demo_voice")) == before
     assert sorted(p.name for p in (local / "root").iterdir()) == ["bundles"]
-    assert sorted(os.listdir(bundle_dir_for(local / "root", "demo_voice").parent)) == [".export.lock",
-                                                                                       "voice_bundle"]
+    assert sorted(os.listdir(bundle_dir_for(local / "root", "demo_voice").parent)) == [".export.lock", "voice_bundle"]
     export(remote, files=make_sources(remote, {"eval.json": b'{"wer": 0.2}\n'}))  # intact again
-    rb.unpack_outputs(pack_outputs(remote / "root", remote / "root" / "st.json"), local / "root",
-                      local / "status.json")
+    rb.unpack_outputs(pack_outputs(remote / "root", remote / "root" / "st.json"), local / "root", local / "status.json")
     assert _tree(bundle_dir_for(local / "root", "demo_voice")) == _tree(remote_bundle) != before
     assert json.loads((local / "status.json").read_text()) == {"state": "completed"}
 
@@ -113,10 +124,20 @@ def ray_head():
 def test_managed_job_real_tiny_run_on_loopback(ray_head, tmp_path):
     data = quick_data(tmp_path / "data")
     out, status, log = tmp_path / "out", tmp_path / "status.json", tmp_path / "train.log"
-    env = base_env(TRAIN_BACKEND="managed_job", RAY_ADDRESS=ray_head.address, VOICELANE_RAY_TRANSFER="upload",
-                   VOICELANE_RAY_PYTHON=sys.executable, AUDIO_PATH=str(data), CONSENT_STATEMENT=str(consent_of(data)),
-                   VOICE_PROFILE_ID="ray_tiny", OUT_DIR=str(out), TRAIN_STATUS_PATH=str(status), LOG_PATH=str(log),
-                   SOURCE_DATE_EPOCH="315532800", **TINY)
+    env = base_env(
+        TRAIN_BACKEND="managed_job",
+        RAY_ADDRESS=ray_head.address,
+        VOICELANE_RAY_TRANSFER="upload",
+        VOICELANE_RAY_PYTHON=sys.executable,
+        AUDIO_PATH=str(data),
+        CONSENT_STATEMENT=str(consent_of(data)),
+        VOICE_PROFILE_ID="ray_tiny",
+        OUT_DIR=str(out),
+        TRAIN_STATUS_PATH=str(status),
+        LOG_PATH=str(log),
+        SOURCE_DATE_EPOCH="315532800",
+        **TINY,
+    )
     run = run_script(env, timeout=900)
     assert run.rc == 0, run.stdout[-4000:] + run.stderr[-2000:]
     lines = run.lines
@@ -150,21 +171,28 @@ def test_service_runs_jobs_on_ray_and_stops_them_when_orphaned(ray_head, tmp_pat
 
     from test_service_jobs import start_job, wait_job
 
-    srv = svc_start_server(tmp_path / "svc", VOICELANE_RUNNER="ray", RAY_ADDRESS=ray_head.address,
-                           VOICELANE_RAY_TRANSFER="shared", VOICELANE_RAY_PYTHON=sys.executable,
-                           VOICELANE_DATA_ROOTS=str(svc_kal_corpus.parent),
-                           VOICELANE_BUNDLE_ROOTS=str(tmp_path / "no_bundles"))
+    srv = svc_start_server(
+        tmp_path / "svc",
+        VOICELANE_RUNNER="ray",
+        RAY_ADDRESS=ray_head.address,
+        VOICELANE_RAY_TRANSFER="shared",
+        VOICELANE_RAY_PYTHON=sys.executable,
+        VOICELANE_DATA_ROOTS=str(svc_kal_corpus.parent),
+        VOICELANE_BUNDLE_ROOTS=str(tmp_path / "no_bundles"),
+    )
     tiny = {"preset": "tiny", "minMinutes": 0, "evalMax": 2, "onnx": False}
     c = srv.client
-    done_id = start_job(c, jobType="tts_voice_train", dataPath=str(svc_kal_corpus), profile="ray_svc",
-                        **(tiny | {"steps": 4}))
+    done_id = start_job(
+        c, jobType="tts_voice_train", dataPath=str(svc_kal_corpus), profile="ray_svc", **(tiny | {"steps": 4})
+    )
     job = wait_job(c, done_id, lambda j: j["state"] in ("done", "error", "cancelled"), timeout=900)
     assert job["state"] == "done", job
     assert job["progress"]["current"] == job["progress"]["total"] > 0
     assert "bundles/ray_svc/voice_bundle/manifest.json" in job["artifactRefs"]
 
-    run_id = start_job(c, jobType="tts_voice_train", dataPath=str(svc_kal_corpus), profile="ray_orphan",
-                       **(tiny | {"steps": 5000}))
+    run_id = start_job(
+        c, jobType="tts_voice_train", dataPath=str(svc_kal_corpus), profile="ray_orphan", **(tiny | {"steps": 5000})
+    )
     wait_job(c, run_id, lambda j: j["state"] == "running" and j["progress"]["current"] >= 3, timeout=600)
     client = JobSubmissionClient(ray_head.address)
     running = [j for j in client.list_jobs() if str(j.status).endswith("RUNNING")]

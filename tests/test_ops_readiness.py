@@ -11,8 +11,14 @@ from test_ops_support import base_env, copy_run, verified_run
 
 def _readiness(tmp_path, *args):
     out = tmp_path / "reports" / "readiness.md"
-    proc = subprocess.run([sys.executable, "-m", "voicelane", "readiness", *args, "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, env=base_env(), cwd=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "voicelane", "readiness", *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=base_env(),
+        cwd=str(tmp_path),
+    )
     return proc, out
 
 

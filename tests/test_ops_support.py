@@ -28,18 +28,58 @@ from helpers import CORPORA, REPO, consent_file, mini_corpus
 
 SCRIPT = REPO / "scripts" / "voice" / "train_production_voice.sh"
 ENTRYPOINT = REPO / "docker" / "voice-train-prod" / "entrypoint.sh"
-OPS_ENV = ("TRAIN_BACKEND", "AUDIO_PATH", "EXPECTED_HEAD", "TRAIN_LANE", "VOICE_PROFILE_ID", "BASE_WEIGHTS_ID",
-           "LOG_PATH", "OUT_DIR", "TRAIN_STATUS_PATH", "CONSENT_STATEMENT", "HELDOUT_PATH", "TRAIN_PRESET",
-           "TRAIN_STEPS", "TRAIN_MIN_MINUTES", "TRAIN_EVAL_MAX", "TRAIN_GATES", "TRAIN_NO_ONNX", "TRAIN_THREADS",
-           "SPEAKER_NAME", "TRAIN_EXTRA_ARGS", "RAY_ADDRESS", "DOCKER", "DOCKER_IMAGE", "DOCKER_SKIP_BUILD",
-           "VOICE_PUBLISH", "VOICELANE_REGISTRY_DIR", "VOICELANE_DATA_DIR", "IMAGE_TAG", "WEIGHTS_MANIFEST_PATH")
-TINY = {"TRAIN_PRESET": "tiny", "TRAIN_STEPS": "2", "TRAIN_MIN_MINUTES": "0", "TRAIN_EVAL_MAX": "1",
-        "TRAIN_NO_ONNX": "1", "TRAIN_GATES": '{"wer_max": 1.5}', "TRAIN_THREADS": "1"}
+OPS_ENV = (
+    "TRAIN_BACKEND",
+    "AUDIO_PATH",
+    "EXPECTED_HEAD",
+    "TRAIN_LANE",
+    "VOICE_PROFILE_ID",
+    "BASE_WEIGHTS_ID",
+    "LOG_PATH",
+    "OUT_DIR",
+    "TRAIN_STATUS_PATH",
+    "CONSENT_STATEMENT",
+    "HELDOUT_PATH",
+    "TRAIN_PRESET",
+    "TRAIN_STEPS",
+    "TRAIN_MIN_MINUTES",
+    "TRAIN_EVAL_MAX",
+    "TRAIN_GATES",
+    "TRAIN_NO_ONNX",
+    "TRAIN_THREADS",
+    "SPEAKER_NAME",
+    "TRAIN_EXTRA_ARGS",
+    "RAY_ADDRESS",
+    "DOCKER",
+    "DOCKER_IMAGE",
+    "DOCKER_SKIP_BUILD",
+    "VOICE_PUBLISH",
+    "VOICELANE_REGISTRY_DIR",
+    "VOICELANE_DATA_DIR",
+    "IMAGE_TAG",
+    "WEIGHTS_MANIFEST_PATH",
+)
+TINY = {
+    "TRAIN_PRESET": "tiny",
+    "TRAIN_STEPS": "2",
+    "TRAIN_MIN_MINUTES": "0",
+    "TRAIN_EVAL_MAX": "1",
+    "TRAIN_NO_ONNX": "1",
+    "TRAIN_GATES": '{"wer_max": 1.5}',
+    "TRAIN_THREADS": "1",
+}
 # two fine-tuning steps from the shipped base voice: a real voice that meets the production gates
 # (measured: kal held-out WER 0.12, MCD 9.4 dB against 0.35 / 12.0) in about a minute
-BASE_QUICK = {"BASE_WEIGHTS_ID": "voicelane-slt-base-v1", "TRAIN_PRESET": "cpu", "TRAIN_STEPS": "2",
-              "TRAIN_MIN_MINUTES": "0", "TRAIN_EVAL_MAX": "4", "HELDOUT_PATH": str(CORPORA / "kal_heldout"),
-              "TRAIN_NO_ONNX": "1", "TRAIN_THREADS": "1"}
+BASE_QUICK = {
+    "BASE_WEIGHTS_ID": "voicelane-slt-base-v1",
+    "TRAIN_PRESET": "cpu",
+    "TRAIN_STEPS": "2",
+    "TRAIN_MIN_MINUTES": "0",
+    "TRAIN_EVAL_MAX": "4",
+    "HELDOUT_PATH": str(CORPORA / "kal_heldout"),
+    "TRAIN_NO_ONNX": "1",
+    "TRAIN_THREADS": "1",
+}
 
 _session_dir = Path(tempfile.mkdtemp(prefix="voicelane-ops-tests-"))
 atexit.register(shutil.rmtree, _session_dir, True)
@@ -87,8 +127,14 @@ class Run:
 
 
 def run_script(env: dict[str, str], timeout: float = 900, script: Path = SCRIPT, cwd: Path | None = None) -> Run:
-    proc = subprocess.run(["nice", "-n", "10", str(script)], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=str(cwd) if cwd else None)
+    proc = subprocess.run(
+        ["nice", "-n", "10", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(cwd) if cwd else None,
+    )
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -110,8 +156,9 @@ def kv_of(line: str) -> dict[str, str]:
 
 
 def git_sha() -> str:
-    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,9 +186,17 @@ def local_run() -> LocalRun:
     root = session_dir("local_run")
     data = quick_data(root / "data")
     r = LocalRun(None, root, data, root / "out", root / "train_status.json", root / "train.log", "ops_local")  # type: ignore[arg-type]
-    env = base_env(TRAIN_BACKEND="local", AUDIO_PATH=str(data), VOICE_PROFILE_ID=r.profile, OUT_DIR=str(r.out),
-                   TRAIN_STATUS_PATH=str(r.status), LOG_PATH=str(r.log), CONSENT_STATEMENT=str(consent_of(data)),
-                   SOURCE_DATE_EPOCH="315532800", **TINY)
+    env = base_env(
+        TRAIN_BACKEND="local",
+        AUDIO_PATH=str(data),
+        VOICE_PROFILE_ID=r.profile,
+        OUT_DIR=str(r.out),
+        TRAIN_STATUS_PATH=str(r.status),
+        LOG_PATH=str(r.log),
+        CONSENT_STATEMENT=str(consent_of(data)),
+        SOURCE_DATE_EPOCH="315532800",
+        **TINY,
+    )
     r.run = run_script(env)
     return r
 
@@ -152,9 +207,17 @@ def policy_run() -> LocalRun:
     root = session_dir("policy_run")
     data = quick_data(root / "data")
     r = LocalRun(None, root, data, root / "out", root / "train_status.json", root / "train.log", "ops_policy")  # type: ignore[arg-type]
-    env = base_env(TRAIN_BACKEND="local", AUDIO_PATH=str(data), VOICE_PROFILE_ID=r.profile, OUT_DIR=str(r.out),
-                   TRAIN_STATUS_PATH=str(r.status), LOG_PATH=str(r.log), CONSENT_STATEMENT=str(consent_of(data)),
-                   SOURCE_DATE_EPOCH="315532800", **BASE_QUICK)
+    env = base_env(
+        TRAIN_BACKEND="local",
+        AUDIO_PATH=str(data),
+        VOICE_PROFILE_ID=r.profile,
+        OUT_DIR=str(r.out),
+        TRAIN_STATUS_PATH=str(r.status),
+        LOG_PATH=str(r.log),
+        CONSENT_STATEMENT=str(consent_of(data)),
+        SOURCE_DATE_EPOCH="315532800",
+        **BASE_QUICK,
+    )
     r.run = run_script(env)
     return r
 
@@ -178,9 +241,14 @@ def free_port() -> int:
 def junit_evidence() -> Path:
     """A real junit XML from the README test command narrowed to one file (so not the default suite)."""
     path = session_dir("junit") / "junit.xml"
-    subprocess.run(["bash", str(REPO / "scripts" / "test.sh"), str(REPO / "tests" / "test_protocol.py"),
-                    "-p", "no:cacheprovider"], capture_output=True, text=True, timeout=600, cwd=str(REPO),
-                   env=base_env(VOICELANE_JUNIT=str(path), VOICELANE_SKIP_SETUP="1"))
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "test.sh"), str(REPO / "tests" / "test_protocol.py"), "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(REPO),
+        env=base_env(VOICELANE_JUNIT=str(path), VOICELANE_SKIP_SETUP="1"),
+    )
     return path
 
 
@@ -193,10 +261,33 @@ def verified_run() -> Verified:
     trace = session_dir("verify") / "training-trace.jsonl"
     junit = junit_evidence()
     proc = subprocess.run(
-        ["nice", "-n", "10", sys.executable, "-m", "voicelane", "verify", "--bundle", str(lr.bundle), "--status",
-         str(lr.status), "--trace", str(trace), "--junit", str(junit), "--consent-statement",
-         str(consent_of(lr.data)), "--trace-id", "ops-test-trace"],
-        capture_output=True, text=True, timeout=1800, env=base_env(), cwd=str(session_dir("verify")))
+        [
+            "nice",
+            "-n",
+            "10",
+            sys.executable,
+            "-m",
+            "voicelane",
+            "verify",
+            "--bundle",
+            str(lr.bundle),
+            "--status",
+            str(lr.status),
+            "--trace",
+            str(trace),
+            "--junit",
+            str(junit),
+            "--consent-statement",
+            str(consent_of(lr.data)),
+            "--trace-id",
+            "ops-test-trace",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=base_env(),
+        cwd=str(session_dir("verify")),
+    )
     assert proc.stdout.strip(), proc.stderr[-3000:]
     return Verified(lr, json.loads(proc.stdout), proc.returncode, trace, junit)
 
@@ -232,15 +323,44 @@ class RayHead:
         import urllib.request
 
         ray_bin = str(Path(sys.executable).parent / "ray")
-        env = base_env(RAY_USAGE_STATS_ENABLED="0", VOICELANE_TEST_RAY_TAG=self.tag,
-                       PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+        env = base_env(
+            RAY_USAGE_STATS_ENABLED="0",
+            VOICELANE_TEST_RAY_TAG=self.tag,
+            PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        )
         log = open(self.temp / "head.log", "wb")
         self.proc = subprocess.Popen(
-            ["nice", "-n", "10", ray_bin, "start", "--head", "--block", "--port", str(free_port()), "--num-cpus", "1",
-             "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
-             "--ray-client-server-port", str(free_port()), "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
-             "--temp-dir", str(self.temp)],
-            env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                "nice",
+                "-n",
+                "10",
+                ray_bin,
+                "start",
+                "--head",
+                "--block",
+                "--port",
+                str(free_port()),
+                "--num-cpus",
+                "1",
+                "--include-dashboard=true",
+                "--dashboard-host",
+                "127.0.0.1",
+                "--dashboard-port",
+                str(self.dashboard_port),
+                "--ray-client-server-port",
+                str(free_port()),
+                "--node-ip-address",
+                "127.0.0.1",
+                "--disable-usage-stats",
+                "--temp-dir",
+                str(self.temp),
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -20,8 +20,14 @@ HARD = [c["id"] for c in V.PACK["constraints"] if c["severity"] == "HARD"]
 
 
 def _verify(args: list[str], cwd: Path) -> tuple[int, dict]:
-    proc = subprocess.run(["nice", "-n", "10", sys.executable, "-m", "voicelane", "verify", *args],
-                          capture_output=True, text=True, timeout=1200, env=base_env(), cwd=str(cwd))
+    proc = subprocess.run(
+        ["nice", "-n", "10", sys.executable, "-m", "voicelane", "verify", *args],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=base_env(),
+        cwd=str(cwd),
+    )
     assert proc.stdout.strip(), proc.stderr[-3000:]
     return proc.returncode, json.loads(proc.stdout)
 
@@ -29,8 +35,9 @@ def _verify(args: list[str], cwd: Path) -> tuple[int, dict]:
 def _recompute(doc: dict) -> str:
     cert = doc["certificate"]
     results = [{k: c[k] for k in ("id", "severity", "evaluated", "pass", "measured")} for c in doc["constraints"]]
-    return V.certificate_hash(results, [{k: b[k] for k in ("role", "name", "sha256", "bytes")}
-                                        for b in cert["bound"]], cert["code"])
+    return V.certificate_hash(
+        results, [{k: b[k] for k in ("role", "name", "sha256", "bytes")} for b in cert["bound"]], cert["code"]
+    )
 
 
 def test_verify_measures_every_constraint_on_a_fresh_bundle():
@@ -70,8 +77,12 @@ def test_verify_measures_every_constraint_on_a_fresh_bundle():
     assert _recompute(doc) == cert["certificateHash"]
     other = dict(cert["code"], commit="0" * 40)
     results = [{k: c[k] for k in ("id", "severity", "evaluated", "pass", "measured")} for c in doc["constraints"]]
-    assert V.certificate_hash(results, [{k: b[k] for k in ("role", "name", "sha256", "bytes")}
-                                        for b in cert["bound"]], other) != cert["certificateHash"]
+    assert (
+        V.certificate_hash(
+            results, [{k: b[k] for k in ("role", "name", "sha256", "bytes")} for b in cert["bound"]], other
+        )
+        != cert["certificateHash"]
+    )
 
 
 def test_loosened_gates_are_a_hard_fail_and_readiness_says_no_go(tmp_path):
@@ -79,17 +90,45 @@ def test_loosened_gates_are_a_hard_fail_and_readiness_says_no_go(tmp_path):
     lr = local_run()
     assert lr.run.rc == 0, lr.run.stdout[-3000:]
     trace = tmp_path / "trace.jsonl"
-    rc, doc = _verify(["--bundle", str(lr.bundle), "--status", str(lr.status), "--trace", str(trace),
-                       "--junit", str(junit_evidence()), "--skip-determinism"], tmp_path)
+    rc, doc = _verify(
+        [
+            "--bundle",
+            str(lr.bundle),
+            "--status",
+            str(lr.status),
+            "--trace",
+            str(trace),
+            "--junit",
+            str(junit_evidence()),
+            "--skip-determinism",
+        ],
+        tmp_path,
+    )
     assert rc == 2 and doc["verdict"] == "FAIL"
     assert doc["firstFail"] == "gate_thresholds_pinned" and doc["firstFailCode"] == "gate_thresholds_loosened"
     by_id = {c["id"]: c for c in doc["constraints"]}
     assert by_id["status_completed"]["pass"] and by_id["bundle_valid"]["pass"]  # a valid, completed run
     assert by_id["gate_thresholds_pinned"]["measured"]["looser"]["wer_max"] == {"bundle": 1.5, "policy": 0.35}
     out = tmp_path / "readiness.md"
-    proc = subprocess.run([sys.executable, "-m", "voicelane", "readiness", "--status", str(lr.status), "--trace",
-                           str(trace), "--out", str(out)], capture_output=True, text=True, timeout=600,
-                          env=base_env(), cwd=str(tmp_path))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voicelane",
+            "readiness",
+            "--status",
+            str(lr.status),
+            "--trace",
+            str(trace),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=base_env(),
+        cwd=str(tmp_path),
+    )
     text = out.read_text("utf-8")
     assert proc.returncode == 2 and "## Decision: NO-GO" in text
     assert "| `gate_thresholds_loosened` |" in text and "blocking: gate_thresholds_loosened" in proc.stdout
@@ -98,9 +137,26 @@ def test_loosened_gates_are_a_hard_fail_and_readiness_says_no_go(tmp_path):
 
 def _junit(tmp_path: Path, name: str, suite: str, extra: list[str] | None = None) -> Path:
     path = tmp_path / name
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={path}",
-                    "-o", f"junit_suite_name={suite}", str(REPO / "tests" / "test_protocol.py"), *(extra or [])],
-                   capture_output=True, text=True, timeout=600, cwd=str(REPO), env=base_env())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={path}",
+            "-o",
+            f"junit_suite_name={suite}",
+            str(REPO / "tests" / "test_protocol.py"),
+            *(extra or []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(REPO),
+        env=base_env(),
+    )
     return path
 
 
@@ -123,8 +179,11 @@ def test_tests_green_binds_the_default_suite_not_any_junit(tmp_path):
     if ev.tests_expected.get("tests") is not None:
         assert r.code == "tests_not_default_suite" and r.measured["expected_tests"] > r.measured["tests"]
     # with the count it claims, a failure is still a failure
-    ev.junit = {**V.parse_junit(_junit(tmp_path, "fail.xml", "voicelane-default", ["-k", "nothing_matches_this"])),
-                "failures": 1, "tests": 5}
+    ev.junit = {
+        **V.parse_junit(_junit(tmp_path, "fail.xml", "voicelane-default", ["-k", "nothing_matches_this"])),
+        "failures": 1,
+        "tests": 5,
+    }
     ev.tests_expected = {"tests": 5}
     r = checks.tests_green(ev)
     assert not r.passed and r.code == "tests_failed"
@@ -134,16 +193,40 @@ def test_trace_record_deltas_and_export(tmp_path):
     v = verified_run()
     recs = V.read_trace(v.trace)
     rec = next(r for r in recs if r["id"] == v.doc["runId"])
-    assert {"kind", "version", "id", "seq", "ts", "traceId", "pass", "metrics", "firstFail", "certificate",
-            "profile", "deltas"} <= set(rec)
+    assert {
+        "kind",
+        "version",
+        "id",
+        "seq",
+        "ts",
+        "traceId",
+        "pass",
+        "metrics",
+        "firstFail",
+        "certificate",
+        "profile",
+        "deltas",
+    } <= set(rec)
     assert rec["kind"] == "training-trace" and rec["version"] == 1 and rec["profile"] == "ops_policy"
     assert rec["certificate"]["certificateHash"] == v.doc["certificate"]["certificateHash"]
     assert V.recheck_record(rec) == (True, [])
     # a second run of the same profile (no determinism evidence now): deltas name what moved
     trace = tmp_path / "trace.jsonl"
     trace.write_text("".join(json.dumps(r) + "\n" for r in recs), "utf-8")
-    rc, doc = _verify(["--bundle", str(v.local.bundle), "--status", str(v.local.status), "--trace", str(trace),
-                       "--junit", str(v.junit), "--skip-determinism"], tmp_path)
+    rc, doc = _verify(
+        [
+            "--bundle",
+            str(v.local.bundle),
+            "--status",
+            str(v.local.status),
+            "--trace",
+            str(trace),
+            "--junit",
+            str(v.junit),
+            "--skip-determinism",
+        ],
+        tmp_path,
+    )
     assert rc == 2
     d = doc["deltas"]
     assert d is not None and d["since_id"] == rec["id"]
@@ -151,14 +234,37 @@ def test_trace_record_deltas_and_export(tmp_path):
     assert any(k.startswith("rtf_target.") or k.startswith("latency_target.") for k in d["metrics"])
     # export: all, by profile, newest N
     out = tmp_path / "export.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "voicelane", "verify", "export", "--trace", str(trace),
-                           "--out", str(out)], capture_output=True, text=True, timeout=120, env=base_env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "voicelane", "verify", "export", "--trace", str(trace), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=base_env(),
+    )
     assert proc.returncode == 0, proc.stderr
     exported = [json.loads(x) for x in out.read_text("utf-8").splitlines()]
     assert exported == V.read_trace(trace) and json.loads(proc.stdout)["exported"] == len(exported)
-    proc = subprocess.run([sys.executable, "-m", "voicelane", "verify", "export", "--trace", str(trace), "--out",
-                           str(out), "--profile", "ops_policy", "--limit", "1"], capture_output=True, text=True,
-                          timeout=120, env=base_env())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voicelane",
+            "verify",
+            "export",
+            "--trace",
+            str(trace),
+            "--out",
+            str(out),
+            "--profile",
+            "ops_policy",
+            "--limit",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=base_env(),
+    )
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(x)["id"] for x in out.read_text("utf-8").splitlines()] == [doc["runId"]]
     assert V.export_trace(trace, tmp_path / "none.json", profile="no_such_profile") == 0
@@ -172,8 +278,15 @@ def test_tampering_fails_with_the_tampered_constraint(tmp_path):
     lr = v.local
     first_hash = v.doc["certificate"]["certificateHash"]
     trace = tmp_path / "trace.jsonl"
-    common = ["--trace", str(trace), "--junit", str(junit_evidence()), "--skip-determinism",
-              "--consent-statement", str(consent_of(lr.data))]
+    common = [
+        "--trace",
+        str(trace),
+        "--junit",
+        str(junit_evidence()),
+        "--skip-determinism",
+        "--consent-statement",
+        str(consent_of(lr.data)),
+    ]
 
     # 1. a flipped byte in the model: the re-hash catches it
     bundle, status = copy_run(lr, tmp_path / "a")
@@ -245,18 +358,53 @@ def test_verify_pass_with_the_default_suite_junit_and_readiness_go(tmp_path):
     """The whole default suite through the README command, then a PASS and a GO (tens of minutes)."""
     v = verified_run()
     junit = session_dir("full-suite") / "junit.xml"
-    subprocess.run(["bash", str(REPO / "scripts" / "test.sh")], capture_output=True, text=True, timeout=4 * 3600,
-                   cwd=str(REPO), env=base_env(VOICELANE_JUNIT=str(junit)))
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "test.sh")],
+        capture_output=True,
+        text=True,
+        timeout=4 * 3600,
+        cwd=str(REPO),
+        env=base_env(VOICELANE_JUNIT=str(junit)),
+    )
     trace = tmp_path / "trace.jsonl"
-    rc, doc = _verify(["--bundle", str(v.local.bundle), "--status", str(v.local.status), "--trace", str(trace),
-                       "--junit", str(junit), "--consent-statement", str(consent_of(v.local.data))], tmp_path)
+    rc, doc = _verify(
+        [
+            "--bundle",
+            str(v.local.bundle),
+            "--status",
+            str(v.local.status),
+            "--trace",
+            str(trace),
+            "--junit",
+            str(junit),
+            "--consent-statement",
+            str(consent_of(v.local.data)),
+        ],
+        tmp_path,
+    )
     failing = {c["id"]: c["reason"] for c in doc["constraints"] if not c["pass"] and c["severity"] == "HARD"}
     assert rc == 0 and doc["verdict"] == "PASS" and not failing, failing
     assert doc["certificate"]["status"] == "issued" and _recompute(doc) == doc["certificate"]["certificateHash"]
     out = tmp_path / "readiness.md"
-    proc = subprocess.run([sys.executable, "-m", "voicelane", "readiness", "--status", str(v.local.status),
-                           "--trace", str(trace), "--out", str(out)], capture_output=True, text=True, timeout=600,
-                          env=base_env(), cwd=str(tmp_path))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voicelane",
+            "readiness",
+            "--status",
+            str(v.local.status),
+            "--trace",
+            str(trace),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=base_env(),
+        cwd=str(tmp_path),
+    )
     text = out.read_text("utf-8")
     assert proc.returncode == 0 and "## Decision: GO" in text, proc.stdout + text
     assert "integrity now (recomputed from the bound artifacts): True" in text

@@ -54,8 +54,15 @@ def test_artifact_must_be_relative(path):
 
 
 def test_parser_tolerates_garbage():
-    lines = ["STATS {not json", "PROGRESS x 3", "PROGRESS 5 3", "hello world", "STATS [1,2]",
-             "PROGRESS 2 3", "STATS {\"ok\":true}"]
+    lines = [
+        "STATS {not json",
+        "PROGRESS x 3",
+        "PROGRESS 5 3",
+        "hello world",
+        "STATS [1,2]",
+        "PROGRESS 2 3",
+        'STATS {"ok":true}',
+    ]
     view = fold(lines)
     assert (view.current, view.total) == (2, 3)
     assert view.metadata == {"ok": True}
@@ -76,7 +83,7 @@ def test_parser_accepts_old_line_extras():
 
 
 def test_iter_lines_splits_real_lines_across_chunks():
-    chunks = [b"PROGRESS 1 ", b"2\nSTATS {\"a\"", b":1}\nARTIF", b"ACT x.json\n", b"tail"]
+    chunks = [b"PROGRESS 1 ", b'2\nSTATS {"a"', b":1}\nARTIF", b"ACT x.json\n", b"tail"]
     assert list(iter_lines(chunks)) == ["PROGRESS 1 2", 'STATS {"a":1}', "ARTIFACT x.json", "tail"]
 
 

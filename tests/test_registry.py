@@ -30,8 +30,11 @@ def _variant(src: Path, dest: Path) -> Path:
 
     man = json.loads((src / "manifest.json").read_text("utf-8"))
     files = {f["path"]: src / f["path"] for f in man["files"]}
-    extra = {k: v for k, v in man.items() if k not in ("bundle_version", "voice_profile_id", "display_name",
-                                                       "created_at", "files")}
+    extra = {
+        k: v
+        for k, v in man.items()
+        if k not in ("bundle_version", "voice_profile_id", "display_name", "created_at", "files")
+    }
     export_bundle(dest, man["voice_profile_id"], "Variant " + man["display_name"], files, man["created_at"], extra)
     return dest / "bundles" / man["voice_profile_id"] / "voice_bundle"
 
@@ -86,8 +89,10 @@ def test_publish_refuses_what_must_not_be_served(bundle, tmp_path):
     (broken / "sample.wav").write_bytes(b"RIFF")
     with pytest.raises(VoicelaneError) as e:
         registry.publish(broken, root)
-    assert e.value.code == "bundle_invalid" and e.value.details["validator_code"] in ("bytes_mismatch",
-                                                                                        "checksum_mismatch")
+    assert e.value.code == "bundle_invalid" and e.value.details["validator_code"] in (
+        "bytes_mismatch",
+        "checksum_mismatch",
+    )
     unpromotable = _variant(bundle, tmp_path / "u")
     man = json.loads((unpromotable / "manifest.json").read_text("utf-8"))
     ev = json.loads((unpromotable / "eval.json").read_text("utf-8"))
@@ -104,10 +109,14 @@ def _reexport_with_eval(src: Path, dest: Path, ev: dict, man: dict) -> Path:
 
     (dest / "src").mkdir(parents=True)
     (dest / "src" / "eval.json").write_text(json.dumps(ev), "utf-8")
-    files = {f["path"]: (dest / "src" / "eval.json") if f["path"] == "eval.json" else src / f["path"]
-             for f in man["files"]}
-    extra = {k: v for k, v in man.items() if k not in ("bundle_version", "voice_profile_id", "display_name",
-                                                       "created_at", "files")}
+    files = {
+        f["path"]: (dest / "src" / "eval.json") if f["path"] == "eval.json" else src / f["path"] for f in man["files"]
+    }
+    extra = {
+        k: v
+        for k, v in man.items()
+        if k not in ("bundle_version", "voice_profile_id", "display_name", "created_at", "files")
+    }
     export_bundle(dest, man["voice_profile_id"], man["display_name"], files, man["created_at"], extra)
     return dest / "bundles" / man["voice_profile_id"] / "voice_bundle"
 
@@ -117,12 +126,20 @@ def _certificate(bundle_dir: Path, status: str = "issued") -> dict:
     from voicelane.fsutil import sha256_file
 
     man = json.loads((bundle_dir / "manifest.json").read_text("utf-8"))
-    bound = [{"role": "bundle_manifest", "name": "bundle/manifest.json",
-              **dict(zip(("sha256", "bytes"), sha256_file(bundle_dir / "manifest.json")))}]
-    bound += [{"role": "bundle_file", "name": f"bundle/{f['path']}", "sha256": f["sha256"], "bytes": f["bytes"]}
-              for f in man["files"]]
-    return {"certificate": {"status": status, "certificateId": "vlcert-test", "certificateHash": "0" * 64,
-                            "bound": bound}}
+    bound = [
+        {
+            "role": "bundle_manifest",
+            "name": "bundle/manifest.json",
+            **dict(zip(("sha256", "bytes"), sha256_file(bundle_dir / "manifest.json"))),
+        }
+    ]
+    bound += [
+        {"role": "bundle_file", "name": f"bundle/{f['path']}", "sha256": f["sha256"], "bytes": f["bytes"]}
+        for f in man["files"]
+    ]
+    return {
+        "certificate": {"status": status, "certificateId": "vlcert-test", "certificateHash": "0" * 64, "bound": bound}
+    }
 
 
 def test_certificates_are_bound_at_publish_and_rechecked_by_the_service(bundle, tmp_path):

@@ -27,12 +27,31 @@ def sample(tmp_path):
     (root / "heldout").mkdir()
     consent = consent_file(root / "consent.txt")
     return root, {
-        "job_type": "tts_voice_train", "data": root / "data", "profile_id": "every_field", "out": tmp_path / "o",
-        "preset": "tiny", "base": "voicelane-slt-base-v1", "accept_license_risk": True,
-        "consent_statement": consent, "speaker_name": "Kal", "heldout": root / "heldout", "language": "de",
-        "seed": 7, "steps": 3, "display_name": "Every field", "min_minutes": 0.5, "gates": {"wer_max": 0.9},
-        "eval_max": 2, "status_path": tmp_path / "st.json", "threads": 3, "onnx": False, "snapshot_every": 2,
-        "select_snapshot": True, "finetune_scope": "decoder", "device": "cpu", "nproc": 2,
+        "job_type": "tts_voice_train",
+        "data": root / "data",
+        "profile_id": "every_field",
+        "out": tmp_path / "o",
+        "preset": "tiny",
+        "base": "voicelane-slt-base-v1",
+        "accept_license_risk": True,
+        "consent_statement": consent,
+        "speaker_name": "Kal",
+        "heldout": root / "heldout",
+        "language": "de",
+        "seed": 7,
+        "steps": 3,
+        "display_name": "Every field",
+        "min_minutes": 0.5,
+        "gates": {"wer_max": 0.9},
+        "eval_max": 2,
+        "status_path": tmp_path / "st.json",
+        "threads": 3,
+        "onnx": False,
+        "snapshot_every": 2,
+        "select_snapshot": True,
+        "finetune_scope": "decoder",
+        "device": "cpu",
+        "nproc": 2,
     }
 
 
@@ -120,14 +139,25 @@ def test_lanes_and_presets_are_defined_once():
 
 def _run_child(spec: RunSpec, tmp_path: Path) -> subprocess.CompletedProcess:
     path = spec.write(tmp_path / "spec.json")
-    return subprocess.run([sys.executable, "-m", "voicelane", "run", str(path)], capture_output=True, text=True,
-                          timeout=600, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "voicelane", "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_child_runs_a_spec_file(tmp_path):
     data = mini_corpus(tmp_path / "data", n=4)
-    spec = RunSpec.build(job_type="dataset", data=data, profile_id="spec_child", out=tmp_path / "out",
-                         status_path=tmp_path / "status.json", min_minutes=0)
+    spec = RunSpec.build(
+        job_type="dataset",
+        data=data,
+        profile_id="spec_child",
+        out=tmp_path / "out",
+        status_path=tmp_path / "status.json",
+        min_minutes=0,
+    )
     proc = _run_child(spec, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-1] == "ARTIFACT dataset/dataset_manifest.json"
@@ -137,17 +167,31 @@ def test_child_runs_a_spec_file(tmp_path):
 
 def test_child_refuses_an_invalid_spec(tmp_path):
     (tmp_path / "spec.json").write_text('{"data": "x"}')
-    proc = subprocess.run([sys.executable, "-m", "voicelane", "run", str(tmp_path / "spec.json")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "voicelane", "run", str(tmp_path / "spec.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "error: invalid_argument" in proc.stderr
 
 
 @pytest.mark.slow
 def test_child_trains_a_tiny_voice_from_a_spec(tmp_path):
     data = mini_corpus(tmp_path / "data", n=8)
-    spec = RunSpec.build(job_type="tts_voice_train", data=data, profile_id="spec_tiny", out=tmp_path / "out",
-                         status_path=tmp_path / "status.json", preset="tiny", steps=2, min_minutes=0, eval_max=1,
-                         onnx=False, threads=1)
+    spec = RunSpec.build(
+        job_type="tts_voice_train",
+        data=data,
+        profile_id="spec_tiny",
+        out=tmp_path / "out",
+        status_path=tmp_path / "status.json",
+        preset="tiny",
+        steps=2,
+        min_minutes=0,
+        eval_max=1,
+        onnx=False,
+        threads=1,
+    )
     proc = _run_child(spec, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "status.json").read_text())["state"] == "completed"

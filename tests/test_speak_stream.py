@@ -23,9 +23,13 @@ TEXT = "Caution, gear unsafe on the left side. Check it now, then report back."
 @pytest.fixture(scope="module")
 def stream_server(tmp_path_factory, svc_start_server, svc_prod_bundle):
     work = tmp_path_factory.mktemp("svc_stream")
-    return svc_start_server(work, VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
-                            VOICELANE_SPEAK_WORKERS="2", VOICELANE_RATE_LIMIT_PER_MIN="0",
-                            VOICELANE_SPEAK_TIMEOUT_S="120")
+    return svc_start_server(
+        work,
+        VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
+        VOICELANE_SPEAK_WORKERS="2",
+        VOICELANE_RATE_LIMIT_PER_MIN="0",
+        VOICELANE_SPEAK_TIMEOUT_S="120",
+    )
 
 
 def _body(**kw):
@@ -80,8 +84,11 @@ def test_stream_errors_keep_their_status_and_code(stream_server):
 
 def _synth_children(server_pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(server_pid)], capture_output=True, text=True)
-    return [int(line.split()[0]) for line in out.stdout.splitlines()
-            if "multiprocessing" in line and "resource_tracker" not in line]
+    return [
+        int(line.split()[0])
+        for line in out.stdout.splitlines()
+        if "multiprocessing" in line and "resource_tracker" not in line
+    ]
 
 
 def test_two_workers_synthesise_in_child_processes_that_are_replaced_when_killed(stream_server):
@@ -101,15 +108,24 @@ def test_two_workers_synthesise_in_child_processes_that_are_replaced_when_killed
 def _cli(*args, env_extra=None, timeout=300):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICELANE_")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "voicelane", "speak", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "voicelane", "speak", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def test_speak_play_streams_into_the_player(tmp_path, svc_prod_bundle):
     played = tmp_path / "played.wav"
     kept = tmp_path / "kept.wav"
-    res = _cli("--bundle", str(svc_prod_bundle.bundle_dir), "--text", TEXT, "--play", "--out", str(kept),
-               env_extra={"VOICELANE_PLAYER": f"dd of={played} status=none"})
+    res = _cli(
+        "--bundle",
+        str(svc_prod_bundle.bundle_dir),
+        "--text",
+        TEXT,
+        "--play",
+        "--out",
+        str(kept),
+        env_extra={"VOICELANE_PLAYER": f"dd of={played} status=none"},
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info["played_with"] == "dd" and info["first_audio_ms"] > 0
@@ -119,8 +135,14 @@ def test_speak_play_streams_into_the_player(tmp_path, svc_prod_bundle):
 
 
 def test_speak_play_without_a_player_fails_with_a_stable_code(tmp_path, svc_prod_bundle):
-    res = _cli("--bundle", str(svc_prod_bundle.bundle_dir), "--text", TEXT, "--play",
-               env_extra={"VOICELANE_PLAYER": "no-such-player-xyz"})
+    res = _cli(
+        "--bundle",
+        str(svc_prod_bundle.bundle_dir),
+        "--text",
+        TEXT,
+        "--play",
+        env_extra={"VOICELANE_PLAYER": "no-such-player-xyz"},
+    )
     assert res.returncode != 0
     assert "audio_player_missing" in res.stdout + res.stderr
     res = _cli("--bundle", str(svc_prod_bundle.bundle_dir), "--text", TEXT)
@@ -129,8 +151,12 @@ def test_speak_play_without_a_player_fails_with_a_stable_code(tmp_path, svc_prod
 
 
 def test_one_worker_streams_in_its_own_thread(tmp_path_factory, svc_start_server, svc_prod_bundle):
-    srv = svc_start_server(tmp_path_factory.mktemp("svc_stream1"), VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
-                           VOICELANE_SPEAK_WORKERS="1", VOICELANE_RATE_LIMIT_PER_MIN="0")
+    srv = svc_start_server(
+        tmp_path_factory.mktemp("svc_stream1"),
+        VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
+        VOICELANE_SPEAK_WORKERS="1",
+        VOICELANE_RATE_LIMIT_PER_MIN="0",
+    )
     one = _one_shot(srv)
     r = srv.client.post("/api/voice/speak", json=_body(stream=True))
     assert r.status_code == 200 and r.headers["x-voice-stream"] == "wav"

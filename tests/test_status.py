@@ -4,8 +4,19 @@ import os
 from voicelane.errors import VoicelaneError
 from voicelane.status import StatusWriter, default_status_path, finalize, read_status
 
-REQUIRED = {"schema", "job_type", "lane", "state", "status", "progress", "stats", "artifacts",
-            "started_at", "updated_at", "finished_at"}
+REQUIRED = {
+    "schema",
+    "job_type",
+    "lane",
+    "state",
+    "status",
+    "progress",
+    "stats",
+    "artifacts",
+    "started_at",
+    "updated_at",
+    "finished_at",
+}
 
 
 def test_running_then_completed(tmp_path):

@@ -49,8 +49,11 @@ def test_pages_assets_and_offline_docs(srv):
     with srv.bare_client() as bare:
         page = bare.get("/studio")
     assert page.status_code == 200 and "voicelane studio" in page.text
-    for ref in ("/studio/static/js/main.js", "/studio/static/vendor/uplot/uPlot.iife.min.js",
-                "/studio/static/studio.css"):
+    for ref in (
+        "/studio/static/js/main.js",
+        "/studio/static/vendor/uplot/uPlot.iife.min.js",
+        "/studio/static/studio.css",
+    ):
         assert ref in page.text
         assert srv.client.get(ref).status_code == 200
     docs = srv.client.get("/docs").text
@@ -58,9 +61,17 @@ def test_pages_assets_and_offline_docs(srv):
     assert srv.client.get("/studio/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
     assert "cdn." not in srv.client.get("/redoc", follow_redirects=True).text
     paths = srv.client.get("/openapi.json").json()["paths"]
-    for p in ("/api/data/prompts", "/api/data/datasets", "/api/data/clip", "/api/data/recordings/{name}",
-              "/api/data/recordings/{name}/takes", "/api/data/recordings/{name}/consent", "/api/data/uploads",
-              "/api/train/bases", "/api/voice/profiles/{profile}/bundle"):
+    for p in (
+        "/api/data/prompts",
+        "/api/data/datasets",
+        "/api/data/clip",
+        "/api/data/recordings/{name}",
+        "/api/data/recordings/{name}/takes",
+        "/api/data/recordings/{name}/consent",
+        "/api/data/uploads",
+        "/api/train/bases",
+        "/api/voice/profiles/{profile}/bundle",
+    ):
         assert p in paths, p
 
 
@@ -86,13 +97,16 @@ def test_recording_session_takes_consent_and_resume(srv):
     root = Path(srv.workdir) / "var" / "datasets" / "sess"
     r = _post(srv, "/api/data/recordings/sess/takes?clipId=a1&text=Hello%20there", _wav(), "audio/wav")
     assert r.status_code == 409 and r.json()["error"] == "consent_missing"
-    r = _post(srv, "/api/data/recordings/sess/consent?speakerName=Ann&statement=I%20consent&language=de", _wav(2.0),
-              "audio/wav")
+    r = _post(
+        srv,
+        "/api/data/recordings/sess/consent?speakerName=Ann&statement=I%20consent&language=de",
+        _wav(2.0),
+        "audio/wav",
+    )
     assert r.status_code == 200, r.text
     assert "speaker_name: Ann" in (root / "consent.txt").read_text()
     for clip, amp in (("a1", 0.3), ("a2", 0.3), ("a1", 0.5)):  # the third is a re-take of a1
-        r = _post(srv, f"/api/data/recordings/sess/takes?clipId={clip}&text=Take%20{clip}", _wav(1.5, amp),
-                  "audio/wav")
+        r = _post(srv, f"/api/data/recordings/sess/takes?clipId={clip}&text=Take%20{clip}", _wav(1.5, amp), "audio/wav")
         assert r.status_code == 200, r.text
     state = srv.client.get("/api/data/recordings/sess").json()
     listed = {d["name"]: d for d in srv.client.get("/api/data/datasets").json()["datasets"]}
@@ -106,9 +120,13 @@ def test_recording_session_takes_consent_and_resume(srv):
     quiet = _post(srv, "/api/data/recordings/sess/takes?clipId=a4&text=Soft", _wav(1.0, 0.01), "audio/wav")
     assert quiet.status_code == 200 and "too_quiet" in quiet.json()["warnings"]
     before = (root / "metadata.csv").read_bytes()
-    for body, code, status in ((b"", "upload_empty", 400), (_wav(1.0, 0.0), "recording_silent", 422),
-                               (b"RIFF....WAVEjunk", "recording_invalid", 400), (_wav(0.2), "recording_invalid", 400),
-                               (_wav(1.0, rate=8000), "recording_invalid", 400)):
+    for body, code, status in (
+        (b"", "upload_empty", 400),
+        (_wav(1.0, 0.0), "recording_silent", 422),
+        (b"RIFF....WAVEjunk", "recording_invalid", 400),
+        (_wav(0.2), "recording_invalid", 400),
+        (_wav(1.0, rate=8000), "recording_invalid", 400),
+    ):
         r = _post(srv, "/api/data/recordings/sess/takes?clipId=a2&text=Bad", body, "audio/wav")
         assert (r.status_code, r.json()["error"]) == (status, code)
     assert (root / "metadata.csv").read_bytes() == before  # a refused take changes nothing
@@ -137,8 +155,11 @@ def test_zip_uploads_are_checked_before_anything_is_written(srv):
     assert _post(srv, "/api/data/uploads?name=e1", b"not a zip", "application/zip").json()["error"] == "upload_invalid"
     no_meta = _zip({"wavs/a.wav": _wav()})
     assert _post(srv, "/api/data/uploads?name=e2", no_meta, "application/zip").json()["error"] == "upload_invalid"
-    assert not [p for p in (var / "datasets").iterdir() if p.name.startswith(("e", "."))] \
-        if (var / "datasets").exists() else True
+    assert (
+        not [p for p in (var / "datasets").iterdir() if p.name.startswith(("e", "."))]
+        if (var / "datasets").exists()
+        else True
+    )
 
     rows = (CORPORA / "kal" / "metadata.csv").read_text("utf-8").splitlines()[:2]
     good = {"kal2/metadata.csv": ("\n".join(rows) + "\n").encode()}
@@ -167,8 +188,9 @@ def test_zip_uploads_are_checked_before_anything_is_written(srv):
 
 
 def test_unusable_paths_and_corrupt_zips_are_client_errors(srv):
-    long = srv.client.get("/api/data/clip", params={"dataPath": str(Path(srv.workdir) / "var" / ("a" * 300)),
-                                                     "clipId": "x"})
+    long = srv.client.get(
+        "/api/data/clip", params={"dataPath": str(Path(srv.workdir) / "var" / ("a" * 300)), "clipId": "x"}
+    )
     assert long.status_code == 400, long.text
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -27,16 +27,21 @@ from helpers import CORPORA, REPO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium / chromedriver not installed "
-                                                                        "(apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="chromium / chromedriver not installed (apt-get install chromium chromium-driver)",
+)
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 # screenshots: docs/img/ when VOICELANE_STUDIO_SCREENSHOTS=docs (how docs/studio.md's images are made),
 # else a temp folder, so a test run leaves the checkout clean
-IMG = REPO / "docs" / "img" if os.environ.get("VOICELANE_STUDIO_SCREENSHOTS") == "docs" else \
-    Path(tempfile.gettempdir()) / "voicelane-studio-shots"
+IMG = (
+    REPO / "docs" / "img"
+    if os.environ.get("VOICELANE_STUDIO_SCREENSHOTS") == "docs"
+    else Path(tempfile.gettempdir()) / "voicelane-studio-shots"
+)
 TAKE_S = 2.2
 
 
@@ -54,10 +59,18 @@ def _wav48k(src: Path, dest: Path, silent: bool = False) -> Path:
 def _driver(fake_wav: Path):
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={fake_wav}", "--autoplay-policy=no-user-gesture-required",
-                "--disable-background-networking", "--no-first-run"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={fake_wav}",
+        "--autoplay-policy=no-user-gesture-required",
+        "--disable-background-networking",
+        "--no-first-run",
+    ):
         opts.add_argument(arg)
     from selenium.webdriver.chrome.service import Service
 
@@ -116,8 +129,12 @@ def _record_one(drv, expect: str) -> None:
     _wait(drv, lambda d: d.find_element(By.ID, "rec-stop").is_enabled(), 10, "recording to start")
     time.sleep(TAKE_S)
     drv.find_element(By.ID, "rec-stop").click()
-    _wait(drv, lambda d: expect in _text(d, "rec-status") or "Not saved" in _text(d, "rec-status"), 30,
-          f"status {expect!r}")
+    _wait(
+        drv,
+        lambda d: expect in _text(d, "rec-status") or "Not saved" in _text(d, "rec-status"),
+        30,
+        f"status {expect!r}",
+    )
 
 
 def _open_session(drv, name: str, speaker: str) -> None:
@@ -162,23 +179,37 @@ def test_record_consent_and_prompts_then_check(studio, browser):
     assert "speaker_name: Test Speaker" in consent and "audio_sha256:" in consent
     info = sf.info(str(folder / "wavs" / "en_0001.wav"))
     assert info.samplerate >= 16000 and TAKE_S - 0.5 < info.duration < 20  # real time: later under load
-    res = subprocess.run([sys.executable, "-m", "voicelane", "dataset", "check", str(folder), "--json",
-                          "--min-minutes", "0"], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "voicelane", "dataset", "check", str(folder), "--json", "--min-minutes", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(res.stdout)
     assert report["totals"]["kept"] == 5, report["rejected"]
 
     # the Data page runs the same check through the API and plays a clip
     _open(drv, studio, "data")
-    _wait(drv, lambda d: any(o.get_attribute("value") == str(folder)
-                             for o in d.find_elements(By.CSS_SELECTOR, "#data-select option")), 20, "dataset list")
+    _wait(
+        drv,
+        lambda d: any(
+            o.get_attribute("value") == str(folder) for o in d.find_elements(By.CSS_SELECTOR, "#data-select option")
+        ),
+        20,
+        "dataset list",
+    )
     Select(drv.find_element(By.ID, "data-select")).select_by_value(str(folder))
     drv.find_element(By.ID, "data-check").click()
     _wait(drv, lambda d: "Checked:" in _text(d, "data-status") or _text(d, "data-error"), 120, "the check job")
     assert "5 kept, 0 rejected" in _text(drv, "data-status"), _text(drv, "data-error")
     drv.find_element(By.CSS_SELECTOR, "#data-kept tr[data-clip='en_0001'] button").click()
-    _wait(drv, lambda d: d.execute_script("const a=document.getElementById('data-audio');"
-                                          "return a.currentTime > 0 || a.ended"), 20, "the clip to play")
+    _wait(
+        drv,
+        lambda d: d.execute_script("const a=document.getElementById('data-audio');return a.currentTime > 0 || a.ended"),
+        20,
+        "the clip to play",
+    )
     _shot(drv, "data")
 
 
@@ -227,8 +258,12 @@ def test_bad_input_messages_and_nothing_outside_the_root(studio, browser, tmp_pa
     _wait(drv, lambda d: "Checked:" in _text(d, "data-status") or _text(d, "data-error"), 120, "the check job")
     assert "2 kept" in _text(drv, "data-status"), _text(drv, "data-error")
     drv.find_element(By.CSS_SELECTOR, "#data-kept tr[data-clip='kal_0001'] button.align").click()
-    _wait(drv, lambda d: d.find_element(By.ID, "data-align").get_attribute("data-state") in ("done", "error"), 60,
-          "the alignment")
+    _wait(
+        drv,
+        lambda d: d.find_element(By.ID, "data-align").get_attribute("data-state") in ("done", "error"),
+        60,
+        "the alignment",
+    )
     assert drv.find_element(By.ID, "data-align").get_attribute("data-state") == "done", _text(drv, "data-align-info")
     assert int(drv.find_element(By.ID, "data-align").get_attribute("data-phones")) > 20
     assert "hill" in _text(drv, "data-align-words")
@@ -265,16 +300,27 @@ def test_silent_recording_is_refused(studio, tmp_path):
 def test_train_tiny_from_the_page(studio, browser, svc_kal_corpus):
     drv = browser
     _open(drv, studio, "train")
-    _wait(drv, lambda d: any(o.get_attribute("value") == str(svc_kal_corpus)
-                             for o in d.find_elements(By.CSS_SELECTOR, "#train-data option")), 20, "datasets")
+    _wait(
+        drv,
+        lambda d: any(
+            o.get_attribute("value") == str(svc_kal_corpus)
+            for o in d.find_elements(By.CSS_SELECTOR, "#train-data option")
+        ),
+        20,
+        "datasets",
+    )
     Select(drv.find_element(By.ID, "train-data")).select_by_value(str(svc_kal_corpus))
     Select(drv.find_element(By.ID, "train-lane")).select_by_value("tts_voice_train")
     Select(drv.find_element(By.ID, "train-preset")).select_by_value("tiny")
     Select(drv.find_element(By.ID, "train-base")).select_by_value("coqui-xtts-v2")
     assert "NONCOMMERCIAL" in _text(drv, "train-base-verdict")
     Select(drv.find_element(By.ID, "train-base")).select_by_value("")
-    for el_id, value in (("train-profile", "studio_tiny"), ("train-minmin", "0"), ("train-steps", "20"),
-                         ("train-snap", "10")):
+    for el_id, value in (
+        ("train-profile", "studio_tiny"),
+        ("train-minmin", "0"),
+        ("train-steps", "20"),
+        ("train-snap", "10"),
+    ):
         box = drv.find_element(By.ID, el_id)
         box.clear()
         box.send_keys(value)
@@ -282,17 +328,29 @@ def test_train_tiny_from_the_page(studio, browser, svc_kal_corpus):
     drv.find_element(By.ID, "train-start").click()
     _wait(drv, lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-job-id"), 20, "the job")
     ended = ("done", "error", "cancelled")
-    _wait(drv, lambda d: int(d.find_element(By.ID, "train-loss").get_attribute("data-points") or 0) > 0
-          or d.find_element(By.ID, "train-watch").get_attribute("data-state") in ended, 300, "a loss point")
+    _wait(
+        drv,
+        lambda d: (
+            int(d.find_element(By.ID, "train-loss").get_attribute("data-points") or 0) > 0
+            or d.find_element(By.ID, "train-watch").get_attribute("data-state") in ended
+        ),
+        300,
+        "a loss point",
+    )
     _shot(drv, "train")
-    _wait(drv, lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-state") in ended, 400,
-          "the job to end")
+    _wait(
+        drv, lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-state") in ended, 400, "the job to end"
+    )
     assert drv.find_element(By.ID, "train-watch").get_attribute("data-state") == "done", _text(drv, "train-log")
     assert drv.execute_script("return document.getElementById('train-progress').value") == 1
     assert int(drv.find_element(By.ID, "train-loss").get_attribute("data-points")) >= 2  # steps 10 and 20
     assert drv.find_elements(By.CSS_SELECTOR, "#train-loss canvas"), "uPlot drew no chart"
-    _wait(drv, lambda d: int(d.find_element(By.ID, "train-wer").get_attribute("data-points") or 0) >= 2, 20,
-          "the snapshot WER curve")  # snapshots at steps 10 and 20, each scored on the regression prompts
+    _wait(
+        drv,
+        lambda d: int(d.find_element(By.ID, "train-wer").get_attribute("data-points") or 0) >= 2,
+        20,
+        "the snapshot WER curve",
+    )  # snapshots at steps 10 and 20, each scored on the regression prompts
     assert "kept step" in _text(drv, "train-wer-text")
     drv.find_element(By.ID, "jobs-refresh").click()
     _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tr[data-state='done']"), 10, "jobs list")
@@ -307,23 +365,35 @@ def test_voices_speak_plays_audio(studio, browser, svc_prod_bundle):
     shutil.copytree(svc_prod_bundle.bundle_dir, dest)
     assert studio.client.post("/api/voice/reload").status_code == 200
     _open(drv, studio, "voices")
-    _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, f"article[data-profile='{svc_prod_bundle.profile}']"),
-          30, "the served voice")
+    _wait(
+        drv,
+        lambda d: d.find_elements(By.CSS_SELECTOR, f"article[data-profile='{svc_prod_bundle.profile}']"),
+        30,
+        "the served voice",
+    )
     card = drv.find_element(By.CSS_SELECTOR, f"article[data-profile='{svc_prod_bundle.profile}']").text
     assert "WER" in card and "consent recorded" in card and "verify certificate" in card
     box = drv.find_element(By.ID, "speak-text")
     box.clear()
-    box.send_keys("The studio speaks these sentences with a voice trained by the lane. A producer types the text, "
-                  "presses the button, and hears the result at once. Nothing leaves this machine.")
+    box.send_keys(
+        "The studio speaks these sentences with a voice trained by the lane. A producer types the text, "
+        "presses the button, and hears the result at once. Nothing leaves this machine."
+    )
     Select(drv.find_element(By.ID, "speak-voice-b")).select_by_value(svc_prod_bundle.profile)  # A/B
     drv.find_element(By.ID, "speak-btn").click()
-    _wait(drv, lambda d: d.execute_script("const a=document.getElementById('speak-audio');"
-                                          "return a.duration > 0 && (a.currentTime > 0 || a.ended)"), 60,
-          "the audio to play")
+    _wait(
+        drv,
+        lambda d: d.execute_script(
+            "const a=document.getElementById('speak-audio');return a.duration > 0 && (a.currentTime > 0 || a.ended)"
+        ),
+        60,
+        "the audio to play",
+    )
     duration = drv.execute_script("return document.getElementById('speak-audio').duration")
     assert duration > 0.5
-    _wait(drv, lambda d: d.execute_script("return document.getElementById('speak-audio-b').duration > 0.5"), 30,
-          "voice B")
+    _wait(
+        drv, lambda d: d.execute_script("return document.getElementById('speak-audio-b').duration > 0.5"), 30, "voice B"
+    )
     _shot(drv, "voices")
     # the bundle download is the served bundle, zipped
     res = studio.client.get(f"/api/voice/profiles/{svc_prod_bundle.profile}/bundle")
@@ -340,8 +410,9 @@ def test_docs_page_renders_offline(studio, browser):
     _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"), 30, "Swagger UI")
     assert "voicelane service" in drv.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
     assert drv.find_elements(By.CSS_SELECTOR, ".opblock-tag[data-tag='data']")
-    foreign = ("return performance.getEntriesByType('resource').map(e => e.name)"
-               ".filter(u => !u.startsWith(arguments[0]))")
+    foreign = (
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(u => !u.startsWith(arguments[0]))"
+    )
     assert drv.execute_script(foreign, studio.url) == []  # nothing fetched from anywhere else
     _open(drv, studio, "train")
     time.sleep(0.5)
@@ -363,11 +434,13 @@ def test_keyboard_and_200_percent_zoom(studio, browser):
     _wait(drv, lambda d: d.execute_script("return document.body.dataset.page") == "data", 10, "keyboard navigation")
     unlabelled = drv.execute_script(
         "return [...document.querySelectorAll('input, select, textarea')].filter(e => e.type !== 'hidden' &&"
-        " !document.querySelector(`label[for='${e.id}']`) && !e.getAttribute('aria-label')).map(e => e.id)")
+        " !document.querySelector(`label[for='${e.id}']`) && !e.getAttribute('aria-label')).map(e => e.id)"
+    )
     assert unlabelled == []
     # 200 % zoom of a 1280 px window: a 640 CSS px viewport at device scale 2; no page scrolls sideways
-    drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                        {"width": 640, "height": 1000, "deviceScaleFactor": 2, "mobile": False})
+    drv.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": 640, "height": 1000, "deviceScaleFactor": 2, "mobile": False}
+    )
     try:
         for page in ("record", "data", "train", "voices"):
             drv.get(f"{studio.url}/studio#{page}")
@@ -384,8 +457,15 @@ def test_keyboard_and_200_percent_zoom(studio, browser):
 def test_cancel_a_running_job_from_the_page(studio, browser, svc_kal_corpus):
     drv = browser
     _open(drv, studio, "train")
-    _wait(drv, lambda d: any(o.get_attribute("value") == str(svc_kal_corpus)
-                             for o in d.find_elements(By.CSS_SELECTOR, "#train-data option")), 20, "datasets")
+    _wait(
+        drv,
+        lambda d: any(
+            o.get_attribute("value") == str(svc_kal_corpus)
+            for o in d.find_elements(By.CSS_SELECTOR, "#train-data option")
+        ),
+        20,
+        "datasets",
+    )
     Select(drv.find_element(By.ID, "train-data")).select_by_value(str(svc_kal_corpus))
     Select(drv.find_element(By.ID, "train-lane")).select_by_value("tts_voice_train")
     Select(drv.find_element(By.ID, "train-preset")).select_by_value("cpu")  # long enough to be cancelled
@@ -396,9 +476,12 @@ def test_cancel_a_running_job_from_the_page(studio, browser, svc_kal_corpus):
     drv.find_element(By.ID, "train-start").click()
     _wait(drv, lambda d: _text(d, "train-state") == "running", 60, "the job to run")
     drv.find_element(By.ID, "train-cancel").click()
-    _wait(drv, lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-state") in ("done", "error",
-                                                                                               "cancelled"), 60,
-          "the job to stop")
+    _wait(
+        drv,
+        lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-state") in ("done", "error", "cancelled"),
+        60,
+        "the job to stop",
+    )
     assert drv.find_element(By.ID, "train-watch").get_attribute("data-state") == "cancelled"
     Select(drv.find_element(By.ID, "jobs-filter")).select_by_value("cancelled")
     _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tr[data-state='cancelled']"), 10, "the filter")

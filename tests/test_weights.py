@@ -17,8 +17,16 @@ def write_allowlist(tmp_path, entries):
 
 
 def entry(**kw):
-    e = {"id": "w1", "path": "w1", "file": "model.safetensors", "sha256": None, "code_license": "MPL-2.0",
-         "weights_license": "MIT", "data_license": "CC-BY-4.0", "commercial_use_allowed": True}
+    e = {
+        "id": "w1",
+        "path": "w1",
+        "file": "model.safetensors",
+        "sha256": None,
+        "code_license": "MPL-2.0",
+        "weights_license": "MIT",
+        "data_license": "CC-BY-4.0",
+        "commercial_use_allowed": True,
+    }
     e.update(kw)
     return e
 
@@ -40,12 +48,15 @@ def test_unknown_id_is_rejected(tmp_path):
     assert e.value.code == "allowlist_rejected" and e.value.details["allowlisted"] == ["w1"]
 
 
-@pytest.mark.parametrize("field,value", [
-    ("weights_license", "CC-BY-NC-4.0"),
-    ("weights_license", "LicenseRef-Coqui-Public-Model-License-1.0.0"),
-    ("data_license", "LicenseRef-Blizzard-2013-noncommercial"),
-    ("code_license", "CC-BY-NC-SA-4.0"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("weights_license", "CC-BY-NC-4.0"),
+        ("weights_license", "LicenseRef-Coqui-Public-Model-License-1.0.0"),
+        ("data_license", "LicenseRef-Blizzard-2013-noncommercial"),
+        ("code_license", "CC-BY-NC-SA-4.0"),
+    ],
+)
 def test_noncommercial_licence_is_refused(tmp_path, field, value):
     with pytest.raises(VoicelaneError) as e:
         gate(tmp_path, **{field: value})
@@ -54,8 +65,15 @@ def test_noncommercial_licence_is_refused(tmp_path, field, value):
     assert {c["which"]: c["verdict"] for c in e.value.details["checks"]}[which] == "noncommercial"
 
 
-@pytest.mark.parametrize("field,value", [("weights_license", None), ("code_license", ""),
-                                         ("data_license", "unknown"), ("weights_license", "Some-Custom-EULA")])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("weights_license", None),
+        ("code_license", ""),
+        ("data_license", "unknown"),
+        ("weights_license", "Some-Custom-EULA"),
+    ],
+)
 def test_missing_or_unknown_licence_is_refused(tmp_path, field, value):
     with pytest.raises(VoicelaneError) as e:
         gate(tmp_path, **{field: value})

@@ -26,8 +26,21 @@ from pathlib import Path
 
 from voicelane.engine import crosslingual, frontend
 
-GRUUT_IPA_DIR = {"cs": "cs-cz", "de": "de-de", "es": "es-es", "fr": "fr-fr", "it": "it-it", "lb": "lb-lb",
-                 "ru": "ru-ru", "sv": "sv-se", "ar": "ar", "fa": "fa", "nl": "nl", "pt": "pt", "sw": "sw"}
+GRUUT_IPA_DIR = {
+    "cs": "cs-cz",
+    "de": "de-de",
+    "es": "es-es",
+    "fr": "fr-fr",
+    "it": "it-it",
+    "lb": "lb-lb",
+    "ru": "ru-ru",
+    "sv": "sv-se",
+    "ar": "ar",
+    "fa": "fa",
+    "nl": "nl",
+    "pt": "pt",
+    "sw": "sw",
+}
 
 
 def lexicon_tokens(package: str) -> set[str]:
@@ -69,10 +82,13 @@ def build() -> dict:
             if base not in nearest:
                 nearest[base] = crosslingual.compute_nearest_base(base)
     versions = {lang.package: md.version(lang.package) for lang in frontend.LANGUAGES.values()}
-    versions |= {"gruut": md.version("gruut"), "gruut-ipa": md.version("gruut-ipa"),
-                 "panphon": md.version("panphon")}
-    return {"schema": "voicelane-phoneme-inventories/1", "built_with": dict(sorted(versions.items())),
-            "languages": languages, "nearest_base": dict(sorted(nearest.items()))}
+    versions |= {"gruut": md.version("gruut"), "gruut-ipa": md.version("gruut-ipa"), "panphon": md.version("panphon")}
+    return {
+        "schema": "voicelane-phoneme-inventories/1",
+        "built_with": dict(sorted(versions.items())),
+        "languages": languages,
+        "nearest_base": dict(sorted(nearest.items())),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,11 +63,12 @@ def render_one(voice: RefVoice, sentence: str, work: Path) -> tuple[np.ndarray, 
     wav, lab, scm = work / "out.wav", work / "out.lab", work / "run.scm"
     for p in (wav, lab):
         p.unlink(missing_ok=True)
-    script = (f"(voice_{voice.festival_name})\n(set! utt (SynthText {scheme_string(sentence)}))\n"
-              f'(utt.save.wave utt "{wav}" \'riff)\n(utt.save.segs utt "{lab}")\n')
+    script = (
+        f"(voice_{voice.festival_name})\n(set! utt (SynthText {scheme_string(sentence)}))\n"
+        f'(utt.save.wave utt "{wav}" \'riff)\n(utt.save.segs utt "{lab}")\n'
+    )
     scm.write_bytes(script.encode(voice.encoding))
-    proc = subprocess.run(["festival", "--batch", str(scm)], capture_output=True, text=True,
-                          errors="replace")
+    proc = subprocess.run(["festival", "--batch", str(scm)], capture_output=True, text=True, errors="replace")
     if proc.returncode != 0 or not wav.is_file() or not lab.is_file():
         raise RenderError(f"festival failed for {sentence!r}: {proc.stderr.strip()[-400:]}")
     data, sr = sf.read(str(wav), dtype="float64", always_2d=True)
@@ -77,8 +78,7 @@ def render_one(voice: RefVoice, sentence: str, work: Path) -> tuple[np.ndarray, 
 
 def render_language(lang: str, out: Path) -> int:
     voice = VOICES[lang]
-    sentences = [s.strip() for s in (TEXT_DIR / f"align_{lang}.txt").read_text("utf-8").splitlines()
-                 if s.strip()]
+    sentences = [s.strip() for s in (TEXT_DIR / f"align_{lang}.txt").read_text("utf-8").splitlines() if s.strip()]
     folder = out / lang
     (folder / "wavs").mkdir(parents=True, exist_ok=True)
     (folder / "segs").mkdir(exist_ok=True)
@@ -90,8 +90,7 @@ def render_language(lang: str, out: Path) -> int:
             if sr != TARGET_SR:
                 mono = soxr.resample(mono, sr, TARGET_SR, quality="VHQ")
             pcm = np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
-            sf.write(str(folder / "wavs" / f"{clip_id}.flac"), pcm, TARGET_SR, format="FLAC",
-                     subtype="PCM_16")
+            sf.write(str(folder / "wavs" / f"{clip_id}.flac"), pcm, TARGET_SR, format="FLAC", subtype="PCM_16")
             (folder / "segs" / f"{clip_id}.lab").write_text(segs, encoding="utf-8")
             rows.append(f"{clip_id}|{sentence}\n")
     (folder / "metadata.csv").write_text("".join(rows), encoding="utf-8")

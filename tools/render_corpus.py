@@ -163,8 +163,7 @@ def synth(text2wave: str, voice: Voice, sentence: str, workdir: Path) -> tuple[n
         # Festival silently falls back to its default voice if the requested
         # one cannot be loaded; the sample rate gives that away.
         raise RenderError(
-            f"voice {voice.name}: expected {voice.native_sr} Hz output, got {sr} Hz "
-            f"(is the voice installed?)"
+            f"voice {voice.name}: expected {voice.native_sr} Hz output, got {sr} Hz (is the voice installed?)"
         )
     mono = data.mean(axis=1)
     if mono.size == 0 or not np.any(mono):
@@ -201,8 +200,9 @@ def write_sha256sums(folder: Path) -> None:
     (folder / "SHA256SUMS").write_text("".join(lines), encoding="ascii", newline="\n")
 
 
-def source_md(spec: CorpusSpec, voice: Voice, fest_ver: str, versions: dict[str, str],
-              n_clips: int, total_s: float) -> str:
+def source_md(
+    spec: CorpusSpec, voice: Voice, fest_ver: str, versions: dict[str, str], n_clips: int, total_s: float
+) -> str:
     return f"""# {spec.name}: provenance
 
 Synthetic speech corpus ({spec.role}) for voicelane, LJSpeech layout:
@@ -210,7 +210,7 @@ Synthetic speech corpus ({spec.role}) for voicelane, LJSpeech layout:
 
 ## Generator
 
-- Festival: `{fest_ver}` (Debian package `festival` {versions['festival']})
+- Festival: `{fest_ver}` (Debian package `festival` {versions["festival"]})
 - Voice: `{voice.name}` (Debian package `{voice.package}` {versions[voice.package]})
 - Voice type: {voice.kind}.
 - No new recordings of any real person were made for this corpus; every clip
@@ -249,8 +249,9 @@ Rendering is deterministic; `tools/render_corpus.py --check` verifies
 # --------------------------------------------------------------------------- render
 
 
-def render_corpus(spec: CorpusSpec, root: Path, fest_ver: str, versions: dict[str, str],
-                  text2wave: str, verbose: bool) -> tuple[int, float]:
+def render_corpus(
+    spec: CorpusSpec, root: Path, fest_ver: str, versions: dict[str, str], text2wave: str, verbose: bool
+) -> tuple[int, float]:
     voice = VOICES[spec.voice]
     sentences = read_sentences(root / "text" / spec.text)
     final = root / spec.name
@@ -272,13 +273,12 @@ def render_corpus(spec: CorpusSpec, root: Path, fest_ver: str, versions: dict[st
                 total_samples += pcm.shape[0]
                 rows.append(f"{clip_id}|{sentence}|{sentence}\n")
                 if verbose and (i % 50 == 0 or i == len(sentences)):
-                    print(f"  {spec.name}: {i}/{len(sentences)} "
-                          f"({time.monotonic() - t0:.0f} s)", flush=True)
+                    print(f"  {spec.name}: {i}/{len(sentences)} ({time.monotonic() - t0:.0f} s)", flush=True)
         (stage / "metadata.csv").write_text("".join(rows), encoding="utf-8", newline="\n")
         total_s = total_samples / TARGET_SR
         (stage / "SOURCE.md").write_text(
-            source_md(spec, voice, fest_ver, versions, len(rows), total_s),
-            encoding="utf-8", newline="\n")
+            source_md(spec, voice, fest_ver, versions, len(rows), total_s), encoding="utf-8", newline="\n"
+        )
         write_sha256sums(stage)
         # Keep files that are not generated here (e.g. CONSENT.txt).
         if final.exists():
@@ -314,11 +314,13 @@ def check_folder(folder: Path) -> list[str]:
         missing = sorted(set(expected) - set(listed))
         stale = sorted(set(listed) - set(expected))
         if missing:
-            problems.append(f"{folder}: not in SHA256SUMS: {', '.join(missing[:5])}"
-                            + (" ..." if len(missing) > 5 else ""))
+            problems.append(
+                f"{folder}: not in SHA256SUMS: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")
+            )
         if stale:
-            problems.append(f"{folder}: listed but missing: {', '.join(stale[:5])}"
-                            + (" ..." if len(stale) > 5 else ""))
+            problems.append(
+                f"{folder}: listed but missing: {', '.join(stale[:5])}" + (" ..." if len(stale) > 5 else "")
+            )
         if not missing and not stale:
             problems.append(f"{folder}: SHA256SUMS not sorted by path")
     for rel, digest in listed.items():
@@ -340,12 +342,16 @@ def check_folder(folder: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT,
-                    help="corpora root holding text/ and the output folders (default: %(default)s)")
-    ap.add_argument("--only", action="append", choices=sorted(CORPORA_BY_NAME),
-                    help="render/check only this corpus (repeatable)")
-    ap.add_argument("--check", action="store_true",
-                    help="verify SHA256SUMS of each corpus folder instead of rendering")
+    ap.add_argument(
+        "--root",
+        type=Path,
+        default=DEFAULT_ROOT,
+        help="corpora root holding text/ and the output folders (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--only", action="append", choices=sorted(CORPORA_BY_NAME), help="render/check only this corpus (repeatable)"
+    )
+    ap.add_argument("--check", action="store_true", help="verify SHA256SUMS of each corpus folder instead of rendering")
     ap.add_argument("--text2wave", default="text2wave", help="text2wave executable")
     ap.add_argument("-q", "--quiet", action="store_true", help="less progress output")
     args = ap.parse_args(argv)
@@ -368,8 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if bad else 0
 
     if shutil.which(args.text2wave) is None:
-        print(f"error: {args.text2wave} not found; apt-get install festival "
-              "festvox-us-slt-hts festvox-kallpc16k", file=sys.stderr)
+        print(
+            f"error: {args.text2wave} not found; apt-get install festival festvox-us-slt-hts festvox-kallpc16k",
+            file=sys.stderr,
+        )
         return 2
     fest_ver = festival_version()
     versions = {"festival": dpkg_version("festival")}
@@ -381,8 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     for spec in specs:
         t0 = time.monotonic()
         n, secs = render_corpus(spec, root, fest_ver, versions, args.text2wave, not args.quiet)
-        print(f"{spec.name}: {n} clips, {secs / 60:.2f} min audio, "
-              f"rendered in {time.monotonic() - t0:.0f} s", flush=True)
+        print(
+            f"{spec.name}: {n} clips, {secs / 60:.2f} min audio, rendered in {time.monotonic() - t0:.0f} s", flush=True
+        )
     print(f"total render time {time.monotonic() - t_all:.0f} s")
     return 0
 

@@ -38,11 +38,27 @@ def score(run_dir: Path, step: int, language: str, clips, with_floor: bool) -> d
 
     ck = train_mod.load_checkpoint(run_dir / "work" / "train" / train_mod.CKPT_NAME)
     snap = train_mod.load_checkpoint(train_mod.snapshot_path(run_dir / "work" / "train", step))
-    voice = Voice.from_state(snap["model"], ck["arch"], ck["feat_mean"], ck["feat_std"], language,
-                             symbols=frontend.inventory(language).symbols)
+    voice = Voice.from_state(
+        snap["model"],
+        ck["arch"],
+        ck["feat_mean"],
+        ck["feat_std"],
+        language,
+        symbols=frontend.inventory(language).symbols,
+    )
     res = evaluate(voice.synthesize, clips, [], language=language, with_floor=with_floor, keep_audio=0)
-    keep = ("mcd_db", "f0_median_hz", "f0_median_real_hz", "f0_median_rel_error", "f0_rmse_hz", "duration_ratio",
-            "per", "per_broad", "per_floor_real_audio", "per_broad_floor_real_audio")
+    keep = (
+        "mcd_db",
+        "f0_median_hz",
+        "f0_median_real_hz",
+        "f0_median_rel_error",
+        "f0_rmse_hz",
+        "duration_ratio",
+        "per",
+        "per_broad",
+        "per_floor_real_audio",
+        "per_broad_floor_real_audio",
+    )
     return {"step": step, "train_seconds": snap.get("train_seconds")} | {k: res.get(k) for k in keep}
 
 
@@ -71,13 +87,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row, sort_keys=True), flush=True)
     floor = rows[0]
-    print(f"\nheld-out: {len(clips)} clips; real recordings: median F0 {floor['f0_median_real_hz']} Hz, "
-          f"PER {floor['per_floor_real_audio']}, PER broad {floor['per_broad_floor_real_audio']}\n")
+    print(
+        f"\nheld-out: {len(clips)} clips; real recordings: median F0 {floor['f0_median_real_hz']} Hz, "
+        f"PER {floor['per_floor_real_audio']}, PER broad {floor['per_broad_floor_real_audio']}\n"
+    )
     print("| run | step | train s | MCD (dB) | median F0 err | F0 RMSE (Hz) | duration ratio | PER | PER broad |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['run']} | {r['step']} | {r['train_seconds']:.0f} | {r['mcd_db']} | {r['f0_median_rel_error']} | "
-              f"{r['f0_rmse_hz']} | {r['duration_ratio']} | {r['per']} | {r['per_broad']} |")
+        print(
+            f"| {r['run']} | {r['step']} | {r['train_seconds']:.0f} | {r['mcd_db']} | {r['f0_median_rel_error']} | "
+            f"{r['f0_rmse_hz']} | {r['duration_ratio']} | {r['per']} | {r['per_broad']} |"
+        )
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1, sort_keys=True))
     return 0

@@ -22,28 +22,106 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import render_corpus as rc
 
-VOICE = rc.Voice(name="lp_diphone", package="festvox-italp16k", native_sr=16000,
-                 kind="Italian female LPC diphone voice")
+VOICE = rc.Voice(
+    name="lp_diphone", package="festvox-italp16k", native_sr=16000, kind="Italian female LPC diphone voice"
+)
 
-SUBJECTS = ["Il medico", "La maestra", "Mio fratello", "Una ragazza", "Il vecchio pescatore", "La signora Rossi",
-            "Il nostro vicino", "Un ragazzo alto", "La nonna", "Il capitano", "Mia cugina", "Lo studente",
-            "La cantante", "Il panettiere", "Un turista", "La dottoressa", "Il sindaco", "Mio padre",
-            "La bambina", "Il cuoco"]
-VERBS = ["ha comprato", "cerca", "porta", "guarda", "ha trovato", "prepara", "vende", "ha dimenticato",
-         "aspetta", "ricorda", "disegna", "pulisce", "chiude", "apre", "regala", "prende"]
-OBJECTS = ["una borsa rossa", "il giornale di oggi", "tre mele verdi", "la chiave della porta",
-           "un libro antico", "due biglietti del treno", "la lettera della zia", "un piatto di pasta",
-           "il cappello nero", "una bottiglia di vino", "le scarpe nuove", "un mazzo di fiori",
-           "la mappa della citta", "quattro bicchieri", "una tazza di caffe", "il regalo per Marco",
-           "una scatola di legno", "la bicicletta blu", "sei uova fresche", "il quaderno giallo"]
-TAILS = ["questa mattina", "prima di cena", "vicino alla stazione", "dopo il lavoro", "nel mercato del paese",
-         "sotto la pioggia", "alle nove di sera", "con molta pazienza", "senza dire niente", "in fretta",
-         "per la festa di domenica", "davanti alla chiesa", "lungo il fiume", "al secondo piano",
-         "durante le vacanze", "tra le montagne"]
-QUESTIONS = ["Dove hai messo {o}?", "Perche {s_l} non {v3} {o}?", "Quando arriva {s_l}?",
-             "Chi ha visto {o} {t}?", "Vuoi venire con noi {t}?"]
-CLAUSES = ["ma nessuno se ne accorge", "e poi torna a casa", "mentre fuori nevica", "perche domani parte",
-           "quando il sole tramonta", "anche se e molto stanco", "e tutti sono contenti"]
+SUBJECTS = [
+    "Il medico",
+    "La maestra",
+    "Mio fratello",
+    "Una ragazza",
+    "Il vecchio pescatore",
+    "La signora Rossi",
+    "Il nostro vicino",
+    "Un ragazzo alto",
+    "La nonna",
+    "Il capitano",
+    "Mia cugina",
+    "Lo studente",
+    "La cantante",
+    "Il panettiere",
+    "Un turista",
+    "La dottoressa",
+    "Il sindaco",
+    "Mio padre",
+    "La bambina",
+    "Il cuoco",
+]
+VERBS = [
+    "ha comprato",
+    "cerca",
+    "porta",
+    "guarda",
+    "ha trovato",
+    "prepara",
+    "vende",
+    "ha dimenticato",
+    "aspetta",
+    "ricorda",
+    "disegna",
+    "pulisce",
+    "chiude",
+    "apre",
+    "regala",
+    "prende",
+]
+OBJECTS = [
+    "una borsa rossa",
+    "il giornale di oggi",
+    "tre mele verdi",
+    "la chiave della porta",
+    "un libro antico",
+    "due biglietti del treno",
+    "la lettera della zia",
+    "un piatto di pasta",
+    "il cappello nero",
+    "una bottiglia di vino",
+    "le scarpe nuove",
+    "un mazzo di fiori",
+    "la mappa della citta",
+    "quattro bicchieri",
+    "una tazza di caffe",
+    "il regalo per Marco",
+    "una scatola di legno",
+    "la bicicletta blu",
+    "sei uova fresche",
+    "il quaderno giallo",
+]
+TAILS = [
+    "questa mattina",
+    "prima di cena",
+    "vicino alla stazione",
+    "dopo il lavoro",
+    "nel mercato del paese",
+    "sotto la pioggia",
+    "alle nove di sera",
+    "con molta pazienza",
+    "senza dire niente",
+    "in fretta",
+    "per la festa di domenica",
+    "davanti alla chiesa",
+    "lungo il fiume",
+    "al secondo piano",
+    "durante le vacanze",
+    "tra le montagne",
+]
+QUESTIONS = [
+    "Dove hai messo {o}?",
+    "Perche {s_l} non {v3} {o}?",
+    "Quando arriva {s_l}?",
+    "Chi ha visto {o} {t}?",
+    "Vuoi venire con noi {t}?",
+]
+CLAUSES = [
+    "ma nessuno se ne accorge",
+    "e poi torna a casa",
+    "mentre fuori nevica",
+    "perche domani parte",
+    "quando il sole tramonta",
+    "anche se e molto stanco",
+    "e tutti sono contenti",
+]
 V3 = {"ha comprato": "compra", "ha trovato": "trova", "ha dimenticato": "dimentica"}
 
 
@@ -89,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", type=int, default=24)
     a = ap.parse_args(argv)
     texts = sentences(a.train + a.heldout, seed=10)
-    tr = render(a.out / "train", "it", texts[:a.train])
-    ho = render(a.out / "heldout", "ith", texts[a.train:])
+    tr = render(a.out / "train", "it", texts[: a.train])
+    ho = render(a.out / "heldout", "ith", texts[a.train :])
     print(f"train: {a.train} clips, {tr / 60:.2f} min; heldout: {a.heldout} clips, {ho / 60:.2f} min")
     return 0
 

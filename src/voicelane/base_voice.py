@@ -26,16 +26,27 @@ def print_allowlist() -> None:
     entries = weights.load_allowlist()
     for wid, e in sorted(entries.items()):
         gate = {w: weights.classify(e.get(f"{w}_license")) for w in ("code", "weights", "data")}
-        print(f"{wid}\tcode={e.get('code_license')}\tweights={e.get('weights_license')}\t"
-              f"data={e.get('data_license')}\tcommercial={e.get('commercial_use_allowed')}\tgate={gate}")
+        print(
+            f"{wid}\tcode={e.get('code_license')}\tweights={e.get('weights_license')}\t"
+            f"data={e.get('data_license')}\tcommercial={e.get('commercial_use_allowed')}\tgate={gate}"
+        )
 
 
 def base_options(out: Path, steps: int | None, threads: int) -> RunSpec:
     return RunSpec.build(
-        job_type="tts_prod_train", data=corpus("slt"), profile_id="slt_base", out=out, preset="cpu",
-        consent_statement=corpus("slt") / "CONSENT.txt", heldout=corpus("slt_heldout"),
-        display_name="voicelane base voice (slt)", steps=steps or BASE_STEPS, threads=threads,
-        gates={"wer_max": 0.15}, snapshot_every=500, select_snapshot=True,
+        job_type="tts_prod_train",
+        data=corpus("slt"),
+        profile_id="slt_base",
+        out=out,
+        preset="cpu",
+        consent_statement=corpus("slt") / "CONSENT.txt",
+        heldout=corpus("slt_heldout"),
+        display_name="voicelane base voice (slt)",
+        steps=steps or BASE_STEPS,
+        threads=threads,
+        gates={"wer_max": 0.15},
+        snapshot_every=500,
+        select_snapshot=True,
     )
 
 
@@ -53,8 +64,18 @@ def base_on_demo_speaker(voice_dir: Path) -> dict:
         cid, text = row.split("|")[:2]
         clips.append(Clip(cid, text, sf.read(folder / "wavs" / f"{cid}.flac", dtype="float32")[0]))
     res = evaluate(Voice.load(voice_dir).synthesize, clips, prompts=[])
-    return {k: res[k] for k in ("wer", "wer_floor_real_audio", "content_word_recall", "mcd_db",
-                                "f0_median_hz", "f0_median_real_hz", "n_heldout")}
+    return {
+        k: res[k]
+        for k in (
+            "wer",
+            "wer_floor_real_audio",
+            "content_word_recall",
+            "mcd_db",
+            "f0_median_hz",
+            "f0_median_real_hz",
+            "n_heldout",
+        )
+    }
 
 
 def install_base(bundle_dir: Path, eval_summary: dict, steps: int, minutes: float) -> Path:
@@ -84,13 +105,16 @@ def install_base(bundle_dir: Path, eval_summary: dict, steps: int, minutes: floa
         "data_license": "LicenseRef-Festival-EST-BSD-style",
         "commercial_use_allowed": True,
         "license_url": "https://www.cstr.ed.ac.uk/projects/festival/ (festvox-us-slt-hts COPYING); "
-                       "https://github.com/idiap/coqui-ai-TTS/blob/main/LICENSE.txt",
+        "https://github.com/idiap/coqui-ai-TTS/blob/main/LICENSE.txt",
         "notes": "Trained by voicelane on corpora/slt (sentences written for voicelane, rendered with "
-                 "Festival's cmu_us_slt_arctic_hts voice). Code: coqui-tts (MPL-2.0); weights: MIT.",
-        "training": {"hardware": "2-core CPU (no GPU)", "train_minutes": round(minutes, 1),
-                     "selection": "snapshot every 500 steps; the one with the lowest regression-prompt WER",
-                     "eval": eval_summary,
-                     "eval_on_kal": eval_on_kal},
+        "Festival's cmu_us_slt_arctic_hts voice). Code: coqui-tts (MPL-2.0); weights: MIT.",
+        "training": {
+            "hardware": "2-core CPU (no GPU)",
+            "train_minutes": round(minutes, 1),
+            "selection": "snapshot every 500 steps; the one with the lowest regression-prompt WER",
+            "eval": eval_summary,
+            "eval_on_kal": eval_on_kal,
+        },
     }
     atomic_write_json(dest / "weights_manifest.json", entry)
     allow_path = weights.PACKAGE_DATA / "weights_allowlist.json"

@@ -98,8 +98,14 @@ class ValidationResult:
         if self.ok:
             return {"ok": True, "profileId": self.profile_id, "filesValidated": self.files_validated}
         err = self.error or {}
-        return {"ok": False, "failure": {"code": err.get("code"), "message": err.get("message"),
-                                         "details": dict(err.get("details") or {})}}
+        return {
+            "ok": False,
+            "failure": {
+                "code": err.get("code"),
+                "message": err.get("message"),
+                "details": dict(err.get("details") or {}),
+            },
+        }
 
     @property
     def code(self) -> str | None:
@@ -147,21 +153,30 @@ def _check_manifest_schema(manifest: Any) -> None:
     error = best_match(_schema_validator().iter_errors(manifest))
     if error is not None:
         pointer = _pointer(error.absolute_path)
-        raise _Fail("manifest_invalid",
-                    f"manifest.json does not match {BUNDLE_VERSION}: "
-                    f"{pointer or '/'}: {error.message}",
-                    pointer=pointer, schema_path=_pointer(error.absolute_schema_path),
-                    validator=error.validator)
+        raise _Fail(
+            "manifest_invalid",
+            f"manifest.json does not match {BUNDLE_VERSION}: {pointer or '/'}: {error.message}",
+            pointer=pointer,
+            schema_path=_pointer(error.absolute_schema_path),
+            validator=error.validator,
+        )
     # JSON Schema `pattern` is a search and `$` also matches before a trailing newline in
     # Python's engine; re-check the anchored fields strictly.
     if not _PROFILE_ID_RE.fullmatch(manifest["voice_profile_id"]):
-        raise _Fail("manifest_invalid", "manifest.json: /voice_profile_id is not a valid id",
-                    pointer="/voice_profile_id", validator="pattern")
+        raise _Fail(
+            "manifest_invalid",
+            "manifest.json: /voice_profile_id is not a valid id",
+            pointer="/voice_profile_id",
+            validator="pattern",
+        )
     created = manifest["created_at"]
     if not _CREATED_AT_RE.fullmatch(created) or _parse_utc(created) is None:
-        raise _Fail("manifest_invalid",
-                    "manifest.json: /created_at is not an RFC 3339 UTC timestamp (…Z)",
-                    pointer="/created_at", validator="format")
+        raise _Fail(
+            "manifest_invalid",
+            "manifest.json: /created_at is not an RFC 3339 UTC timestamp (…Z)",
+            pointer="/created_at",
+            validator="format",
+        )
 
 
 def _parse_utc(text: str) -> _dt.datetime | None:
@@ -210,8 +225,12 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-_HAVE_DIR_FD = (os.open in os.supports_dir_fd and os.stat in os.supports_dir_fd
-                and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY"))
+_HAVE_DIR_FD = (
+    os.open in os.supports_dir_fd
+    and os.stat in os.supports_dir_fd
+    and hasattr(os, "O_NOFOLLOW")
+    and hasattr(os, "O_DIRECTORY")
+)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -230,17 +249,26 @@ class _Bundle:
         """Path checks for one entry: (normalised path, relative real path). Raises _Fail."""
         norm, reason = normalise_bundle_path(raw)
         if norm is None:
-            raise _Fail("path_unsafe", f"files[{index}]: unsafe path {raw!r}: {reason}",
-                        index=index, path=raw, reason=reason)
+            raise _Fail(
+                "path_unsafe", f"files[{index}]: unsafe path {raw!r}: {reason}", index=index, path=raw, reason=reason
+            )
         real = os.path.realpath(os.path.join(self.real, *norm.split("/")))
         if not _inside(real, self.real):
-            raise _Fail("path_unsafe",
-                        f"files[{index}]: {norm!r} resolves outside the bundle (symlink)",
-                        index=index, path=norm, reason="resolves outside the bundle")
+            raise _Fail(
+                "path_unsafe",
+                f"files[{index}]: {norm!r} resolves outside the bundle (symlink)",
+                index=index,
+                path=norm,
+                reason="resolves outside the bundle",
+            )
         if real == self.real or os.path.normcase(real) == os.path.normcase(self.manifest_real):
-            raise _Fail("path_unsafe",
-                        f"files[{index}]: {norm!r} resolves to the bundle directory or manifest",
-                        index=index, path=norm, reason="resolves to the bundle or its manifest")
+            raise _Fail(
+                "path_unsafe",
+                f"files[{index}]: {norm!r} resolves to the bundle directory or manifest",
+                index=index,
+                path=norm,
+                reason="resolves to the bundle or its manifest",
+            )
         return norm, os.path.relpath(real, self.real)
 
     @contextlib.contextmanager
@@ -254,28 +282,39 @@ class _Bundle:
                     dir_fd = os.open(self.real, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
                     opened.append(dir_fd)
                     for part in parts[:-1]:
-                        dir_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW
-                                         | _O_CLOEXEC, dir_fd=dir_fd)
+                        dir_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dir_fd)
                         opened.append(dir_fd)
                     st = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
                 else:  # pragma: no cover - platforms without dir_fd (Windows)
                     dir_fd = None
                     st = os.lstat(os.path.join(self.real, rel_real))
             except FileNotFoundError:
-                raise _Fail("required_file_missing", f"files[{index}]: {norm!r} does not exist",
-                            index=index, path=norm) from None
+                raise _Fail(
+                    "required_file_missing", f"files[{index}]: {norm!r} does not exist", index=index, path=norm
+                ) from None
             except NotADirectoryError:
-                raise _Fail("required_file_missing",
-                            f"files[{index}]: {norm!r} does not exist (a parent is not a folder)",
-                            index=index, path=norm) from None
+                raise _Fail(
+                    "required_file_missing",
+                    f"files[{index}]: {norm!r} does not exist (a parent is not a folder)",
+                    index=index,
+                    path=norm,
+                ) from None
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.EMLINK):
-                    raise _Fail("path_unsafe",
-                                f"files[{index}]: {norm!r} became a symlink during validation",
-                                index=index, path=norm, reason="symlink race") from None
-                raise _Fail("required_file_missing",
-                            f"files[{index}]: {norm!r} cannot be read: {exc.strerror}",
-                            index=index, path=norm, reason=exc.strerror) from None
+                    raise _Fail(
+                        "path_unsafe",
+                        f"files[{index}]: {norm!r} became a symlink during validation",
+                        index=index,
+                        path=norm,
+                        reason="symlink race",
+                    ) from None
+                raise _Fail(
+                    "required_file_missing",
+                    f"files[{index}]: {norm!r} cannot be read: {exc.strerror}",
+                    index=index,
+                    path=norm,
+                    reason=exc.strerror,
+                ) from None
             self._check_regular(index, norm, st)
             flags = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY
             try:
@@ -284,22 +323,36 @@ class _Bundle:
                 else:  # pragma: no cover
                     fd = os.open(os.path.join(self.real, rel_real), flags)
             except FileNotFoundError:
-                raise _Fail("required_file_missing", f"files[{index}]: {norm!r} does not exist",
-                            index=index, path=norm) from None
+                raise _Fail(
+                    "required_file_missing", f"files[{index}]: {norm!r} does not exist", index=index, path=norm
+                ) from None
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.EMLINK):
-                    raise _Fail("path_unsafe",
-                                f"files[{index}]: {norm!r} became a symlink during validation",
-                                index=index, path=norm, reason="symlink race") from None
-                raise _Fail("required_file_missing",
-                            f"files[{index}]: {norm!r} cannot be read: {exc.strerror}",
-                            index=index, path=norm, reason=exc.strerror) from None
+                    raise _Fail(
+                        "path_unsafe",
+                        f"files[{index}]: {norm!r} became a symlink during validation",
+                        index=index,
+                        path=norm,
+                        reason="symlink race",
+                    ) from None
+                raise _Fail(
+                    "required_file_missing",
+                    f"files[{index}]: {norm!r} cannot be read: {exc.strerror}",
+                    index=index,
+                    path=norm,
+                    reason=exc.strerror,
+                ) from None
             opened.append(fd)
             fst = os.fstat(fd)
             self._check_regular(index, norm, fst)
             if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-                raise _Fail("path_unsafe", f"files[{index}]: {norm!r} changed during validation",
-                            index=index, path=norm, reason="file replaced during validation")
+                raise _Fail(
+                    "path_unsafe",
+                    f"files[{index}]: {norm!r} changed during validation",
+                    index=index,
+                    path=norm,
+                    reason="file replaced during validation",
+                )
             yield fd
         finally:
             for fd in reversed(opened):
@@ -310,61 +363,93 @@ class _Bundle:
         if stat.S_ISREG(st.st_mode):
             return
         if stat.S_ISDIR(st.st_mode):
-            raise _Fail("required_file_missing", f"files[{index}]: {norm!r} is a folder, not a file",
-                        index=index, path=norm, reason="not a regular file")
+            raise _Fail(
+                "required_file_missing",
+                f"files[{index}]: {norm!r} is a folder, not a file",
+                index=index,
+                path=norm,
+                reason="not a regular file",
+            )
         if stat.S_ISLNK(st.st_mode):
-            raise _Fail("path_unsafe", f"files[{index}]: {norm!r} became a symlink during validation",
-                        index=index, path=norm, reason="symlink race")
-        raise _Fail("path_unsafe", f"files[{index}]: {norm!r} is not a regular file",
-                    index=index, path=norm, reason="special file (fifo, socket or device)")
+            raise _Fail(
+                "path_unsafe",
+                f"files[{index}]: {norm!r} became a symlink during validation",
+                index=index,
+                path=norm,
+                reason="symlink race",
+            )
+        raise _Fail(
+            "path_unsafe",
+            f"files[{index}]: {norm!r} is not a regular file",
+            index=index,
+            path=norm,
+            reason="special file (fifo, socket or device)",
+        )
 
     def read_manifest(self) -> Any:
         manifest_path = os.path.join(self.dir, MANIFEST_NAME)
         if not os.path.lexists(manifest_path):
-            raise _Fail("manifest_missing", f"no {MANIFEST_NAME} in {self.dir}",
-                        bundle_dir=self.dir)
+            raise _Fail("manifest_missing", f"no {MANIFEST_NAME} in {self.dir}", bundle_dir=self.dir)
         real = os.path.realpath(manifest_path)
         if not _inside(real, self.real):
-            raise _Fail("path_unsafe", f"{MANIFEST_NAME} is a symlink leaving the bundle",
-                        path=MANIFEST_NAME, reason="resolves outside the bundle")
+            raise _Fail(
+                "path_unsafe",
+                f"{MANIFEST_NAME} is a symlink leaving the bundle",
+                path=MANIFEST_NAME,
+                reason="resolves outside the bundle",
+            )
         if not os.path.exists(real):
-            raise _Fail("manifest_missing", f"{MANIFEST_NAME} is a dangling symlink",
-                        bundle_dir=self.dir)
+            raise _Fail("manifest_missing", f"{MANIFEST_NAME} is a dangling symlink", bundle_dir=self.dir)
         try:
             st = os.stat(real)
             if not stat.S_ISREG(st.st_mode):
-                raise _Fail("manifest_invalid", f"{MANIFEST_NAME} is not a regular file",
-                            pointer="", reason="not a regular file")
+                raise _Fail(
+                    "manifest_invalid",
+                    f"{MANIFEST_NAME} is not a regular file",
+                    pointer="",
+                    reason="not a regular file",
+                )
             fd = os.open(real, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY)
             with os.fdopen(fd, "rb") as fh:
                 fst = os.fstat(fh.fileno())
                 if not stat.S_ISREG(fst.st_mode):
-                    raise _Fail("manifest_invalid", f"{MANIFEST_NAME} is not a regular file",
-                                pointer="", reason="not a regular file")
+                    raise _Fail(
+                        "manifest_invalid",
+                        f"{MANIFEST_NAME} is not a regular file",
+                        pointer="",
+                        reason="not a regular file",
+                    )
                 # size the read from fstat: read(MAX) would preallocate MAX bytes
                 raw = fh.read(min(fst.st_size, MAX_MANIFEST_BYTES) + 1)
         except _Fail:
             raise
         except OSError as exc:
-            raise _Fail("manifest_invalid", f"{MANIFEST_NAME} cannot be read: {exc.strerror}",
-                        pointer="", reason=exc.strerror) from None
+            raise _Fail(
+                "manifest_invalid", f"{MANIFEST_NAME} cannot be read: {exc.strerror}", pointer="", reason=exc.strerror
+            ) from None
         if len(raw) > MAX_MANIFEST_BYTES:
-            raise _Fail("manifest_invalid", f"{MANIFEST_NAME} is larger than "
-                        f"{MAX_MANIFEST_BYTES} bytes", pointer="", reason="too large")
+            raise _Fail(
+                "manifest_invalid",
+                f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES} bytes",
+                pointer="",
+                reason="too large",
+            )
         try:
-            return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
-                              parse_constant=_no_constants)
+            return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
         except UnicodeDecodeError as exc:
-            raise _Fail("manifest_invalid", f"{MANIFEST_NAME} is not UTF-8: {exc.reason}",
-                        pointer="", reason="not UTF-8") from None
+            raise _Fail(
+                "manifest_invalid", f"{MANIFEST_NAME} is not UTF-8: {exc.reason}", pointer="", reason="not UTF-8"
+            ) from None
         except json.JSONDecodeError as exc:
-            raise _Fail("manifest_invalid",
-                        f"{MANIFEST_NAME} is not valid JSON: {exc.msg} "
-                        f"(line {exc.lineno}, column {exc.colno})",
-                        pointer="", line=exc.lineno, column=exc.colno) from None
+            raise _Fail(
+                "manifest_invalid",
+                f"{MANIFEST_NAME} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                pointer="",
+                line=exc.lineno,
+                column=exc.colno,
+            ) from None
         except ValueError as exc:
-            raise _Fail("manifest_invalid", f"{MANIFEST_NAME} is not valid JSON: {exc}",
-                        pointer="") from None
+            raise _Fail("manifest_invalid", f"{MANIFEST_NAME} is not valid JSON: {exc}", pointer="") from None
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
@@ -406,23 +491,44 @@ def _check_entry(bundle: _Bundle, index: int, entry: dict, seen: dict[str, int])
     """Every check of one listed file, in the old validator's order; returns its path."""
     norm, rel_real = bundle.resolve(index, entry["path"])
     if norm in seen:
-        raise _Fail("duplicate_path", f"files[{index}]: {norm!r} is already listed at files[{seen[norm]}]",
-                    index=index, path=norm, first_index=seen[norm])
+        raise _Fail(
+            "duplicate_path",
+            f"files[{index}]: {norm!r} is already listed at files[{seen[norm]}]",
+            index=index,
+            path=norm,
+            first_index=seen[norm],
+        )
     seen[norm] = index
     with bundle.open_file(index, norm, rel_real) as fd:
         size = os.fstat(fd).st_size
         if size != entry["bytes"]:
-            raise _Fail("bytes_mismatch", f"files[{index}]: {norm!r} has {size} bytes, manifest says "
-                        f"{entry['bytes']}", index=index, path=norm,
-                        expected_bytes=entry["bytes"], actual_bytes=size)
+            raise _Fail(
+                "bytes_mismatch",
+                f"files[{index}]: {norm!r} has {size} bytes, manifest says {entry['bytes']}",
+                index=index,
+                path=norm,
+                expected_bytes=entry["bytes"],
+                actual_bytes=size,
+            )
         digest, size = _hash_fd(fd)
     if size != entry["bytes"]:
-        raise _Fail("bytes_mismatch", f"files[{index}]: {norm!r} changed size during validation "
-                    f"({size} bytes, manifest says {entry['bytes']})", index=index,
-                    path=norm, expected_bytes=entry["bytes"], actual_bytes=size)
+        raise _Fail(
+            "bytes_mismatch",
+            f"files[{index}]: {norm!r} changed size during validation ({size} bytes, manifest says {entry['bytes']})",
+            index=index,
+            path=norm,
+            expected_bytes=entry["bytes"],
+            actual_bytes=size,
+        )
     if digest != entry["sha256"].lower():
-        raise _Fail("checksum_mismatch", f"files[{index}]: {norm!r} sha256 differs from the manifest",
-                    index=index, path=norm, expected_sha256=entry["sha256"], actual_sha256=digest)
+        raise _Fail(
+            "checksum_mismatch",
+            f"files[{index}]: {norm!r} sha256 differs from the manifest",
+            index=index,
+            path=norm,
+            expected_sha256=entry["sha256"],
+            actual_sha256=digest,
+        )
     return norm
 
 
@@ -433,14 +539,19 @@ def _check_roles(manifest: dict, seen: dict[str, int], level: str) -> str:
     if level == "compat" and is_minimal_layout(manifest):
         return "compat"
     role, path = missing[0]
-    hint = " (old minimal layout: it validates with level='compat' but is never served)" \
-        if is_minimal_layout(manifest) else ""
-    raise _Fail("required_file_missing", f"the bundle does not list its {role} file {path!r}{hint}",
-                role=role, path=path)
+    hint = (
+        " (old minimal layout: it validates with level='compat' but is never served)"
+        if is_minimal_layout(manifest)
+        else ""
+    )
+    raise _Fail(
+        "required_file_missing", f"the bundle does not list its {role} file {path!r}{hint}", role=role, path=path
+    )
 
 
-def validate_voice_bundle(bundle_dir: str | os.PathLike, level: str = "full",
-                          legacy: bool = False) -> ValidationResult | dict:
+def validate_voice_bundle(
+    bundle_dir: str | os.PathLike, level: str = "full", legacy: bool = False
+) -> ValidationResult | dict:
     """Validate a voice_bundle/1 directory; never raises for a bad bundle.
 
     Returns ``ValidationResult(ok=True, profile_id, files_validated, level)`` or the first failure
@@ -456,8 +567,11 @@ def validate_voice_bundle(bundle_dir: str | os.PathLike, level: str = "full",
     try:
         bundle = _Bundle(bundle_dir)
         if not os.path.isdir(bundle.real):
-            raise _Fail("manifest_missing", f"bundle folder {os.fspath(bundle_dir)} does not exist",
-                        bundle_dir=os.fspath(bundle_dir))
+            raise _Fail(
+                "manifest_missing",
+                f"bundle folder {os.fspath(bundle_dir)} does not exist",
+                bundle_dir=os.fspath(bundle_dir),
+            )
         manifest = bundle.read_manifest()
         _check_manifest_schema(manifest)
         entries = manifest["files"]
@@ -469,10 +583,18 @@ def validate_voice_bundle(bundle_dir: str | os.PathLike, level: str = "full",
         ok_manifest = manifest if isinstance(manifest, dict) else None
         pid = ok_manifest.get("voice_profile_id") if ok_manifest else None
         return ValidationResult(
-            ok=False, profile_id=pid if isinstance(pid, str) else None, manifest=ok_manifest,
-            error={"code": fail.code, "message": fail.message, "details": fail.details})
-    return ValidationResult(ok=True, profile_id=manifest["voice_profile_id"],
-                            files_validated=len(entries), manifest=manifest, level=got_level)
+            ok=False,
+            profile_id=pid if isinstance(pid, str) else None,
+            manifest=ok_manifest,
+            error={"code": fail.code, "message": fail.message, "details": fail.details},
+        )
+    return ValidationResult(
+        ok=True,
+        profile_id=manifest["voice_profile_id"],
+        files_validated=len(entries),
+        manifest=manifest,
+        level=got_level,
+    )
 
 
 def require_valid(bundle_dir: str | os.PathLike) -> ValidationResult:
@@ -482,8 +604,7 @@ def require_valid(bundle_dir: str | os.PathLike) -> ValidationResult:
         err = result.error or {}
         details = dict(err.get("details") or {})
         details.setdefault("bundle_dir", os.fspath(bundle_dir))
-        raise VoicelaneError(err.get("code", "bundle_invalid"),
-                             err.get("message", "bundle is invalid"), details)
+        raise VoicelaneError(err.get("code", "bundle_invalid"), err.get("message", "bundle is invalid"), details)
     return result
 
 
@@ -493,11 +614,12 @@ def require_valid(bundle_dir: str | os.PathLike) -> ValidationResult:
 
 def validate_profile_id(profile_id: Any) -> str:
     if not isinstance(profile_id, str) or not _PROFILE_ID_RE.fullmatch(profile_id):
-        raise VoicelaneError("profile_id_invalid",
-                             f"invalid voice profile id {profile_id!r}: use 1-64 characters "
-                             "from a-z, 0-9, '_' and '-', starting with a letter or digit",
-                             {"profile_id": profile_id if isinstance(profile_id, str)
-                              else repr(profile_id)})
+        raise VoicelaneError(
+            "profile_id_invalid",
+            f"invalid voice profile id {profile_id!r}: use 1-64 characters "
+            "from a-z, 0-9, '_' and '-', starting with a letter or digit",
+            {"profile_id": profile_id if isinstance(profile_id, str) else repr(profile_id)},
+        )
     return profile_id
 
 
@@ -512,20 +634,25 @@ def created_at_from(source_date_epoch: str | None, fallback_iso: str) -> str:
     if source_date_epoch is not None and source_date_epoch.strip() != "":
         text = source_date_epoch.strip()
         if not re.fullmatch(r"[0-9]{1,12}", text):
-            raise VoicelaneError("invalid_argument",
-                                 f"SOURCE_DATE_EPOCH must be integer seconds, got "
-                                 f"{source_date_epoch!r}", {"SOURCE_DATE_EPOCH": source_date_epoch})
+            raise VoicelaneError(
+                "invalid_argument",
+                f"SOURCE_DATE_EPOCH must be integer seconds, got {source_date_epoch!r}",
+                {"SOURCE_DATE_EPOCH": source_date_epoch},
+            )
         try:
             moment = _dt.datetime.fromtimestamp(int(text), tz=_dt.timezone.utc)
         except (OverflowError, OSError, ValueError):
-            raise VoicelaneError("invalid_argument", f"SOURCE_DATE_EPOCH out of range: {text}",
-                                 {"SOURCE_DATE_EPOCH": source_date_epoch}) from None
+            raise VoicelaneError(
+                "invalid_argument", f"SOURCE_DATE_EPOCH out of range: {text}", {"SOURCE_DATE_EPOCH": source_date_epoch}
+            ) from None
     else:
         moment = _parse_utc(fallback_iso) if isinstance(fallback_iso, str) else None
         if moment is None:
-            raise VoicelaneError("invalid_argument",
-                                 f"created_at fallback must be an ISO 8601 timestamp with a "
-                                 f"time zone, got {fallback_iso!r}", {"fallback": repr(fallback_iso)})
+            raise VoicelaneError(
+                "invalid_argument",
+                f"created_at fallback must be an ISO 8601 timestamp with a time zone, got {fallback_iso!r}",
+                {"fallback": repr(fallback_iso)},
+            )
         moment = moment.astimezone(_dt.timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -562,13 +689,17 @@ def _copy_source(src: Path, dst: Path, rel: str) -> None:
     try:
         st = os.stat(src)
     except OSError as exc:
-        raise VoicelaneError("required_file_missing",
-                             f"cannot export {rel!r}: source {src} is missing or unreadable "
-                             f"({exc.strerror})", {"path": rel, "source": str(src)}) from None
+        raise VoicelaneError(
+            "required_file_missing",
+            f"cannot export {rel!r}: source {src} is missing or unreadable ({exc.strerror})",
+            {"path": rel, "source": str(src)},
+        ) from None
     if not stat.S_ISREG(st.st_mode):
-        raise VoicelaneError("required_file_missing",
-                             f"cannot export {rel!r}: source {src} is not a regular file",
-                             {"path": rel, "source": str(src)})
+        raise VoicelaneError(
+            "required_file_missing",
+            f"cannot export {rel!r}: source {src} is not a regular file",
+            {"path": rel, "source": str(src)},
+        )
     dst.parent.mkdir(parents=True, exist_ok=True)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -584,13 +715,21 @@ def require_valid_bundle(folder: Path, stage: str = "export") -> None:
     checked = validate_voice_bundle(folder)
     if not checked.ok:
         err = checked.error or {}
-        raise VoicelaneError(err.get("code", "bundle_invalid"), f"{stage}ed bundle failed validation: "
-                             f"{err.get('message')}", {**(err.get("details") or {}), "stage": stage})
+        raise VoicelaneError(
+            err.get("code", "bundle_invalid"),
+            f"{stage}ed bundle failed validation: {err.get('message')}",
+            {**(err.get("details") or {}), "stage": stage},
+        )
 
 
-def export_bundle(root: str | os.PathLike, profile_id: str, display_name: str,
-                  files: dict[str, str | os.PathLike], created_at: str,
-                  extra: dict | None = None) -> ValidationResult:
+def export_bundle(
+    root: str | os.PathLike,
+    profile_id: str,
+    display_name: str,
+    files: dict[str, str | os.PathLike],
+    created_at: str,
+    extra: dict | None = None,
+) -> ValidationResult:
     """Build ``root/bundles/<profile_id>/voice_bundle`` from ``files`` ({path in bundle: source}).
 
     Files are copied into a fresh staging folder, hashed, ``manifest.json`` is written last,
@@ -606,18 +745,18 @@ def export_bundle(root: str | os.PathLike, profile_id: str, display_name: str,
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(REQUIRED_FIELDS))
     if clash:
-        raise VoicelaneError("invalid_argument",
-                             f"extra manifest fields may not override {', '.join(clash)}",
-                             {"fields": clash})
+        raise VoicelaneError(
+            "invalid_argument", f"extra manifest fields may not override {', '.join(clash)}", {"fields": clash}
+        )
     plan: dict[str, Path] = {}
     for rel, src in files.items():
         norm, reason = normalise_bundle_path(rel)
         if norm is None:
-            raise VoicelaneError("path_unsafe", f"cannot export to unsafe bundle path {rel!r}: "
-                                 f"{reason}", {"path": rel, "reason": reason})
+            raise VoicelaneError(
+                "path_unsafe", f"cannot export to unsafe bundle path {rel!r}: {reason}", {"path": rel, "reason": reason}
+            )
         if norm in plan:
-            raise VoicelaneError("duplicate_path", f"bundle path {norm!r} given twice",
-                                 {"path": norm})
+            raise VoicelaneError("duplicate_path", f"bundle path {norm!r} given twice", {"path": norm})
         plan[norm] = Path(src)
 
     profile_dir = Path(root) / "bundles" / profile_id
@@ -633,14 +772,18 @@ def export_bundle(root: str | os.PathLike, profile_id: str, display_name: str,
                 _copy_source(plan[rel], dst, rel)
                 digest, size = sha256_file(dst)
                 entries.append({"path": rel, "sha256": digest, "bytes": size})
-            manifest = {**extra, "bundle_version": BUNDLE_VERSION,
-                        "voice_profile_id": profile_id, "display_name": display_name,
-                        "created_at": created_at, "files": entries}
+            manifest = {
+                **extra,
+                "bundle_version": BUNDLE_VERSION,
+                "voice_profile_id": profile_id,
+                "display_name": display_name,
+                "created_at": created_at,
+                "files": entries,
+            }
             try:
                 text = json.dumps(manifest, sort_keys=True, indent=2, allow_nan=False) + "\n"
             except (TypeError, ValueError) as exc:
-                raise VoicelaneError("invalid_argument",
-                                     f"manifest fields are not plain JSON: {exc}") from None
+                raise VoicelaneError("invalid_argument", f"manifest fields are not plain JSON: {exc}") from None
             with open(staging / MANIFEST_NAME, "xb") as fh:
                 fh.write(text.encode("utf-8"))
             swap_dir(staging, final, check=require_valid_bundle, old_prefix=_OLD_PREFIX)
@@ -653,13 +796,21 @@ def export_bundle(root: str | os.PathLike, profile_id: str, display_name: str,
     result = validate_voice_bundle(final)
     if not result.ok:  # pragma: no cover - only if someone edits the bundle concurrently
         err = result.error or {}
-        raise VoicelaneError(err.get("code", "bundle_invalid"), err.get("message", ""),
-                             err.get("details") or {})
+        raise VoicelaneError(err.get("code", "bundle_invalid"), err.get("message", ""), err.get("details") or {})
     return result
 
 
 __all__ = [
-    "BUNDLE_VERSION", "REQUIRED_ROLES", "MANIFEST_NAME", "ValidationResult",
-    "validate_voice_bundle", "require_valid", "bundle_dir_for", "export_bundle",
-    "created_at_from", "validate_profile_id", "load_schema", "normalise_bundle_path",
+    "BUNDLE_VERSION",
+    "REQUIRED_ROLES",
+    "MANIFEST_NAME",
+    "ValidationResult",
+    "validate_voice_bundle",
+    "require_valid",
+    "bundle_dir_for",
+    "export_bundle",
+    "created_at_from",
+    "validate_profile_id",
+    "load_schema",
+    "normalise_bundle_path",
 ]

@@ -43,10 +43,17 @@ def _lane_args(p: argparse.ArgumentParser) -> None:
 
     add_cli_arguments(p)
     p.add_argument("--protocol", action="store_true", help="stdout carries only the line protocol")
-    p.add_argument("--publish", action="store_true",
-                   help="after a successful production run, publish the bundle into the voice registry")
-    p.add_argument("--registry", type=Path, default=None,
-                   help="voice registry root (default VOICELANE_REGISTRY_DIR, else VOICELANE_DATA_DIR, else ./var)")
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="after a successful production run, publish the bundle into the voice registry",
+    )
+    p.add_argument(
+        "--registry",
+        type=Path,
+        default=None,
+        help="voice registry root (default VOICELANE_REGISTRY_DIR, else VOICELANE_DATA_DIR, else ./var)",
+    )
 
 
 def _run_spec(spec, protocol: bool) -> int:
@@ -117,8 +124,10 @@ def cmd_dataset_align(a: argparse.Namespace) -> int:
 
         print_dataset_report(report)
         al = report["alignment"]
-        print(f"aligned {al['aligned']} clip(s), alignment_failed {al['failed']}; median score "
-              f"{al['score_median']}; TextGrids in {a.out / dataset.TEXTGRID_DIR}")
+        print(
+            f"aligned {al['aligned']} clip(s), alignment_failed {al['failed']}; median score "
+            f"{al['score_median']}; TextGrids in {a.out / dataset.TEXTGRID_DIR}"
+        )
     if not report["entries"]:
         print("error: no clip could be aligned; see the report", file=sys.stderr)
         return EXIT_BLOCKED
@@ -130,8 +139,14 @@ def cmd_dataset_prepare(a: argparse.Namespace) -> int:
     from voicelane.runspec import RunSpec
 
     _sigterm_to_interrupt()
-    spec = RunSpec.build(job_type="dataset", data=a.data, profile_id=a.profile,
-                         out=a.out or Path("runs") / a.profile, language=a.language, min_minutes=a.min_minutes)
+    spec = RunSpec.build(
+        job_type="dataset",
+        data=a.data,
+        profile_id=a.profile,
+        out=a.out or Path("runs") / a.profile,
+        language=a.language,
+        min_minutes=a.min_minutes,
+    )
     run_lane(spec, Emitter(sys.stdout))
     return EXIT_OK
 
@@ -170,8 +185,10 @@ def cmd_languages(a: argparse.Namespace) -> int:
         return EXIT_OK
     for r in rows:
         numbers = "numbers" if r["numbers"] else "no number rules: write numbers as words"
-        print(f"{r['code']:<6} {r['name']:<32} {r['package']} {r['package_version']}  "
-              f"{r['phonemes']} tokens, {r['script']} script, {numbers}")
+        print(
+            f"{r['code']:<6} {r['name']:<32} {r['package']} {r['package_version']}  "
+            f"{r['phonemes']} tokens, {r['script']} script, {numbers}"
+        )
     return EXIT_OK
 
 
@@ -189,8 +206,7 @@ def cmd_base(a: argparse.Namespace) -> int:
         base_voice.print_allowlist()
         return EXIT_OK
     _sigterm_to_interrupt()
-    return base_voice.train_base(out=a.out, steps=a.steps, threads=a.threads, protocol=a.protocol,
-                                 do_install=a.install)
+    return base_voice.train_base(out=a.out, steps=a.steps, threads=a.threads, protocol=a.protocol, do_install=a.install)
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
@@ -220,8 +236,9 @@ def cmd_voices(a: argparse.Namespace) -> int:
             try:
                 cert = json.loads(a.certificate.read_text("utf-8"))
             except (OSError, ValueError) as exc:
-                raise VoicelaneError("invalid_argument", f"cannot read --certificate {a.certificate}: {exc}",
-                                     {"flag": "--certificate"}) from None
+                raise VoicelaneError(
+                    "invalid_argument", f"cannot read --certificate {a.certificate}: {exc}", {"flag": "--certificate"}
+                ) from None
         pub = registry.publish(a.bundle, a.registry, a.profile, certificate=cert)
     else:
         pub = registry.rollback(a.registry, a.profile)
@@ -272,20 +289,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate a voice_bundle/1 directory")
     p.add_argument("bundle", type=Path)
-    p.add_argument("--json", action="store_true",
-                   help="print the old validator's result shape {ok, profileId, filesValidated} | "
-                        "{ok: false, failure: {code, message, details}} (level compat)")
-    p.add_argument("--level", choices=("full", "compat"), default="full",
-                   help="compat also accepts the old minimal layout (five manifest fields + files)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the old validator's result shape {ok, profileId, filesValidated} | "
+        "{ok: false, failure: {code, message, details}} (level compat)",
+    )
+    p.add_argument(
+        "--level",
+        choices=("full", "compat"),
+        default="full",
+        help="compat also accepts the old minimal layout (five manifest fields + files)",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("speak", help="synthesise text with a validated bundle")
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--text", required=True)
     p.add_argument("--out", type=Path, default=None, help="write a WAV here (required unless --play)")
-    p.add_argument("--play", action="store_true",
-                   help="stream the speech into an audio player as it is made ($VOICELANE_PLAYER or the first of "
-                        "pw-play/aplay/paplay/ffplay/play on PATH; none: error audio_player_missing)")
+    p.add_argument(
+        "--play",
+        action="store_true",
+        help="stream the speech into an audio player as it is made ($VOICELANE_PLAYER or the first of "
+        "pw-play/aplay/paplay/ffplay/play on PATH; none: error audio_player_missing)",
+    )
     p.add_argument("--engine", choices=["auto", "pytorch", "onnx"], default="auto")
     p.add_argument("--length-scale", type=float, default=1.0)
     p.set_defaults(func=cmd_speak)
@@ -313,18 +340,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--install", action="store_true", help="copy the result into weights/ and update the allowlist")
     c.set_defaults(func=cmd_base)
 
-    p = sub.add_parser("verify", help="verification gate: pack voicelane-lane/2 -> PASS/FAIL + certificate "
-                                      "(exit 0 PASS, 2 FAIL, 1 error)")
+    p = sub.add_parser(
+        "verify",
+        help="verification gate: pack voicelane-lane/2 -> PASS/FAIL + certificate (exit 0 PASS, 2 FAIL, 1 error)",
+    )
     p.add_argument("--bundle", type=Path, default=None, help="bundle dir (default: the one the status names)")
-    p.add_argument("--status", type=Path, default=None,
-                   help="train_status JSON (default TRAIN_STATUS_PATH or artifacts/train_status.tts_prod_train.json)")
-    p.add_argument("--url", default=None, help="running service to replay the train routes against "
-                                               "(default: start one on loopback)")
+    p.add_argument(
+        "--status",
+        type=Path,
+        default=None,
+        help="train_status JSON (default TRAIN_STATUS_PATH or artifacts/train_status.tts_prod_train.json)",
+    )
+    p.add_argument(
+        "--url",
+        default=None,
+        help="running service to replay the train routes against (default: start one on loopback)",
+    )
     p.add_argument("--token", default=None, help="bearer token for --url (default VOICELANE_API_TOKEN)")
     p.add_argument("--trace", type=Path, default=Path("reports/training-trace.jsonl"))
     p.add_argument("--junit", type=Path, default=None, help="junit XML of the test run")
-    p.add_argument("--run-tests", action="store_true",
-                   help="run the README test command (bash scripts/test.sh) and bind its junit")
+    p.add_argument(
+        "--run-tests", action="store_true", help="run the README test command (bash scripts/test.sh) and bind its junit"
+    )
     p.add_argument("--skip-determinism", action="store_true", help="do not run the lane twice (fails the constraint)")
     p.add_argument("--determinism-data", type=Path, default=None)
     p.add_argument("--determinism-steps", type=int, default=2)
@@ -344,17 +381,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("voices", help="the voice registry the service serves from (list, publish, rollback)")
     vsub = p.add_subparsers(dest="voices_cmd", required=True)
-    for name, help_ in (("list", "published profiles and their versions"),
-                        ("publish", "publish a validated production bundle (a failed gate never publishes)"),
-                        ("rollback", "serve the profile's previous version again")):
+    for name, help_ in (
+        ("list", "published profiles and their versions"),
+        ("publish", "publish a validated production bundle (a failed gate never publishes)"),
+        ("rollback", "serve the profile's previous version again"),
+    ):
         c = vsub.add_parser(name, help=help_)
-        c.add_argument("--registry", type=Path, default=None,
-                       help="registry root (default VOICELANE_REGISTRY_DIR, else VOICELANE_DATA_DIR, else ./var)")
+        c.add_argument(
+            "--registry",
+            type=Path,
+            default=None,
+            help="registry root (default VOICELANE_REGISTRY_DIR, else VOICELANE_DATA_DIR, else ./var)",
+        )
         if name == "publish":
             c.add_argument("bundle", type=Path)
             c.add_argument("--profile", default=None)
-            c.add_argument("--certificate", type=Path, default=None,
-                           help="the `voicelane verify --json-out` document that certified this bundle")
+            c.add_argument(
+                "--certificate",
+                type=Path,
+                default=None,
+                help="the `voicelane verify --json-out` document that certified this bundle",
+            )
         elif name == "rollback":
             c.add_argument("profile")
         c.set_defaults(func=cmd_voices)

@@ -28,18 +28,30 @@ from typing import Any
 
 WAV = ["52494646"]  # RIFF
 MP3 = ["494433", "fffb", "fff3", "fff2"]  # ID3 tag or an MPEG layer III frame sync
-AUDIO_OK = {"status": 200, "content_type": "audio/wav", "body_prefix": WAV,
-            "headers_prefix": {"x-voice-provider": "local"},
-            "headers_equal": {"x-voice-profile": "{profile}", "x-voice-meter-request-count": "1"}}
+AUDIO_OK = {
+    "status": 200,
+    "content_type": "audio/wav",
+    "body_prefix": WAV,
+    "headers_prefix": {"x-voice-provider": "local"},
+    "headers_equal": {"x-voice-profile": "{profile}", "x-voice-meter-request-count": "1"},
+}
 STARTED = {"status": 200, "json": {"ok": True, "started": True, "jobId": "<str>"}}
 
 
-def _speak(sid: str, body: dict[str, Any], *steps: dict[str, Any], headers: dict[str, str] | None = None,
-           section: str = "§2") -> dict[str, Any]:
+def _speak(
+    sid: str, body: dict[str, Any], *steps: dict[str, Any], headers: dict[str, str] | None = None, section: str = "§2"
+) -> dict[str, Any]:
     base = {"missionId": "m-{uniq}-" + sid}
-    return {"id": sid, "section": section, "method": "POST", "path": "/api/voice/speak", "needs_voice": True,
-            "json": {**base, **body}, "headers": {"x-tenant-id": "t-{uniq}", **(headers or {})},
-            "steps": list(steps)}
+    return {
+        "id": sid,
+        "section": section,
+        "method": "POST",
+        "path": "/api/voice/speak",
+        "needs_voice": True,
+        "json": {**base, **body},
+        "headers": {"x-tenant-id": "t-{uniq}", **(headers or {})},
+        "steps": list(steps),
+    }
 
 
 def _audio(**extra_headers: str) -> dict[str, Any]:
@@ -49,81 +61,210 @@ def _audio(**extra_headers: str) -> dict[str, Any]:
 
 
 def _error(status: int, code: str) -> dict[str, Any]:
-    return {"status": status, "content_type": "application/json",
-            "json": {"error": code, "message": "<str>", "traceId": "<str>"}}
+    return {
+        "status": status,
+        "content_type": "application/json",
+        "json": {"error": code, "message": "<str>", "traceId": "<str>"},
+    }
 
 
 def _suppressed(reason: str) -> dict[str, Any]:
-    return {"status": 200, "content_type": "application/json",
-            "json": {"ok": True, "suppressed": True, "reason": reason}}
+    return {
+        "status": 200,
+        "content_type": "application/json",
+        "json": {"ok": True, "suppressed": True, "reason": reason},
+    }
 
 
 SPEAK_SHAPES: list[dict[str, Any]] = [
-    _speak("speak_minimal", {"text": "Fuel low.", "voiceProfile": "{profile}"},
-           _audio(**{"x-watermark-mode": "none", "x-voice-meter-char-count": "9"})),
-    _speak("speak_voice_profile_id", {"text": "Gear down.", "voice_profile_id": "{profile}", "mode": "briefing",
-                                      "priority": "warn", "format": "wav", "consent_asserted": False},
-           _audio()),
-    _speak("speak_provider_local_chatterbox", {"text": "Fuel low.", "voiceProfile": "{profile}",
-                                               "provider": "local-chatterbox"},
-           _audio(**{"x-voice-provider-requested": "local-chatterbox"})),
-    _speak("speak_format_mp3", {"text": "Fuel low.", "voiceProfile": "{profile}", "format": "mp3"},
-           {**_audio(), "content_type": "audio/mpeg", "body_prefix": MP3}),
-    _speak("speak_watermark_off", {"text": "Fuel low.", "voiceProfile": "{profile}", "watermark_mode": "off"},
-           _audio(**{"x-watermark-mode": "off"})),
-    _speak("speak_watermark_unhonourable", {"text": "Fuel low.", "voiceProfile": "{profile}",
-                                            "watermark_mode": "audible"},
-           _error(400, "voice_watermark_unsupported")),
+    _speak(
+        "speak_minimal",
+        {"text": "Fuel low.", "voiceProfile": "{profile}"},
+        _audio(**{"x-watermark-mode": "none", "x-voice-meter-char-count": "9"}),
+    ),
+    _speak(
+        "speak_voice_profile_id",
+        {
+            "text": "Gear down.",
+            "voice_profile_id": "{profile}",
+            "mode": "briefing",
+            "priority": "warn",
+            "format": "wav",
+            "consent_asserted": False,
+        },
+        _audio(),
+    ),
+    _speak(
+        "speak_provider_local_chatterbox",
+        {"text": "Fuel low.", "voiceProfile": "{profile}", "provider": "local-chatterbox"},
+        _audio(**{"x-voice-provider-requested": "local-chatterbox"}),
+    ),
+    _speak(
+        "speak_format_mp3",
+        {"text": "Fuel low.", "voiceProfile": "{profile}", "format": "mp3"},
+        {**_audio(), "content_type": "audio/mpeg", "body_prefix": MP3},
+    ),
+    _speak(
+        "speak_watermark_off",
+        {"text": "Fuel low.", "voiceProfile": "{profile}", "watermark_mode": "off"},
+        _audio(**{"x-watermark-mode": "off"}),
+    ),
+    _speak(
+        "speak_watermark_unhonourable",
+        {"text": "Fuel low.", "voiceProfile": "{profile}", "watermark_mode": "audible"},
+        _error(400, "voice_watermark_unsupported"),
+    ),
     _speak("speak_profile_upper_case", {"text": "Fuel low.", "voiceProfile": "{PROFILE}"}, _audio()),
-    _speak("speak_critical_only_action", {"text": "Pull up.", "voiceProfile": "{profile}",
-                                          "voiceMode": "critical_only", "priority": "action"}, _audio()),
-    _speak("speak_critical_only_info", {"text": "Pull up.", "voiceProfile": "{profile}",
-                                        "voiceMode": "critical_only", "priority": "info"},
-           _suppressed("voice_context_ineligible")),
+    _speak(
+        "speak_critical_only_action",
+        {"text": "Pull up.", "voiceProfile": "{profile}", "voiceMode": "critical_only", "priority": "action"},
+        _audio(),
+    ),
+    _speak(
+        "speak_critical_only_info",
+        {"text": "Pull up.", "voiceProfile": "{profile}", "voiceMode": "critical_only", "priority": "info"},
+        _suppressed("voice_context_ineligible"),
+    ),
     _speak("speak_tier0", {"text": "Pull up.", "contextTier": "tier0"}, _suppressed("voice_context_ineligible")),
-    _speak("speak_tenant_header", {"text": "Fuel low.", "voiceProfile": "{profile}"},
-           _audio(**{"x-voice-tenant": "t-{uniq}"})),
-    _speak("speak_customer_header", {"text": "Fuel low.", "voiceProfile": "{profile}"},
-           _audio(**{"x-voice-tenant": "c-{uniq}"}), headers={"x-tenant-id": "", "x-customer-id": "c-{uniq}"}),
-    _speak("speak_no_tenant", {"text": "Fuel low.", "voiceProfile": "{profile}"},
-           _audio(**{"x-voice-tenant": "single-tenant"}), headers={"x-tenant-id": ""}),
-    _speak("speak_reference_without_consent", {"text": "Fuel low.", "referenceAudioHash": "ab" * 32},
-           _error(400, "voice_consent_required")),
-    _speak("speak_remote_provider_refused", {"text": "Fuel low.", "provider": "acme-cloud"},
-           _error(403, "voice_provider_not_allowed")),
-    _speak("speak_remote_provider_critical_local", {"text": "Fuel low.", "voiceProfile": "{profile}",
-                                                    "provider": "acme-cloud", "priority": "critical"},
-           _audio(**{"x-voice-provider-requested": "acme-cloud"})),
-    _speak("speak_dedupe_event", {"text": "Gear down.", "voiceProfile": "{profile}", "eventId": "ev-{uniq}"},
-           _audio(), _suppressed("dedupe_cooldown")),
+    _speak(
+        "speak_tenant_header",
+        {"text": "Fuel low.", "voiceProfile": "{profile}"},
+        _audio(**{"x-voice-tenant": "t-{uniq}"}),
+    ),
+    _speak(
+        "speak_customer_header",
+        {"text": "Fuel low.", "voiceProfile": "{profile}"},
+        _audio(**{"x-voice-tenant": "c-{uniq}"}),
+        headers={"x-tenant-id": "", "x-customer-id": "c-{uniq}"},
+    ),
+    _speak(
+        "speak_no_tenant",
+        {"text": "Fuel low.", "voiceProfile": "{profile}"},
+        _audio(**{"x-voice-tenant": "single-tenant"}),
+        headers={"x-tenant-id": ""},
+    ),
+    _speak(
+        "speak_reference_without_consent",
+        {"text": "Fuel low.", "referenceAudioHash": "ab" * 32},
+        _error(400, "voice_consent_required"),
+    ),
+    _speak(
+        "speak_remote_provider_refused",
+        {"text": "Fuel low.", "provider": "acme-cloud"},
+        _error(403, "voice_provider_not_allowed"),
+    ),
+    _speak(
+        "speak_remote_provider_critical_local",
+        {"text": "Fuel low.", "voiceProfile": "{profile}", "provider": "acme-cloud", "priority": "critical"},
+        _audio(**{"x-voice-provider-requested": "acme-cloud"}),
+    ),
+    _speak(
+        "speak_dedupe_event",
+        {"text": "Gear down.", "voiceProfile": "{profile}", "eventId": "ev-{uniq}"},
+        _audio(),
+        _suppressed("dedupe_cooldown"),
+    ),
     _speak("speak_text_too_long", {"text": "x" * 601}, _error(400, "voice_invalid_request")),
-    _speak("speak_unknown_keys_ignored", {"text": "Fuel low.", "voiceProfile": "{profile}",
-                                          "sessionState": "active", "traceId": "tr-{uniq}",
-                                          "someFutureField": {"x": 1}}, _audio()),
+    _speak(
+        "speak_unknown_keys_ignored",
+        {
+            "text": "Fuel low.",
+            "voiceProfile": "{profile}",
+            "sessionState": "active",
+            "traceId": "tr-{uniq}",
+            "someFutureField": {"x": 1},
+        },
+        _audio(),
+    ),
 ]
 
 TRAIN_SHAPES: list[dict[str, Any]] = [
-    {"id": "train_start_empty", "section": "§1", "method": "POST", "path": "/api/train/start", "json": {},
-     "starts_job": True, "steps": [STARTED]},
-    {"id": "train_status_latest", "section": "§1", "method": "GET", "path": "/api/train/status", "poll_s": 120,
-     "steps": [{"status": 200, "json": {"status": "<str>", "job_type": "<str>", "stats": "<any>"}}]},
-    {"id": "train_job", "section": "§1", "method": "GET", "path": "/api/train/job/{jobId}", "needs_job": True,
-     "steps": [{"status": 200, "json": {"id": "{jobId}", "message": "<str>", "progress": "<any>",
-                                        "state": "<str>"}}]},
-    {"id": "train_start_prod", "section": "§1", "method": "POST", "path": "/api/train/start",
-     "json": {"jobType": "tts_prod_train"}, "starts_job": True, "steps": [STARTED]},
-    {"id": "train_start_voice", "section": "§1", "method": "POST", "path": "/api/train/start",
-     "json": {"jobType": "tts_voice_train"}, "starts_job": True, "steps": [STARTED]},
-    {"id": "train_start_nemo", "section": "§1", "method": "POST", "path": "/api/train/start",
-     "json": {"jobType": "tts_prod_train_nemo"}, "steps": [_error(400, "engine_unavailable")]},
-    {"id": "train_start_unknown", "section": "§1", "method": "POST", "path": "/api/train/start",
-     "json": {"jobType": "tts_magic"}, "steps": [_error(400, "invalid_job_type")]},
-    {"id": "train_dataset_voice_dataset", "section": "§1", "method": "POST", "path": "/api/train/dataset",
-     "json": {"mode": "voice_dataset"}, "starts_job": True, "steps": [STARTED]},
-    {"id": "train_dataset_knowledge_audio", "section": "§1", "method": "POST", "path": "/api/train/dataset",
-     "json": {"mode": "knowledge_audio"}, "starts_job": True, "steps": [STARTED]},
-    {"id": "train_job_missing", "section": "§1", "method": "GET", "path": "/api/train/job/no-such-job",
-     "steps": [_error(404, "job_not_found")]},
+    {
+        "id": "train_start_empty",
+        "section": "§1",
+        "method": "POST",
+        "path": "/api/train/start",
+        "json": {},
+        "starts_job": True,
+        "steps": [STARTED],
+    },
+    {
+        "id": "train_status_latest",
+        "section": "§1",
+        "method": "GET",
+        "path": "/api/train/status",
+        "poll_s": 120,
+        "steps": [{"status": 200, "json": {"status": "<str>", "job_type": "<str>", "stats": "<any>"}}],
+    },
+    {
+        "id": "train_job",
+        "section": "§1",
+        "method": "GET",
+        "path": "/api/train/job/{jobId}",
+        "needs_job": True,
+        "steps": [
+            {"status": 200, "json": {"id": "{jobId}", "message": "<str>", "progress": "<any>", "state": "<str>"}}
+        ],
+    },
+    {
+        "id": "train_start_prod",
+        "section": "§1",
+        "method": "POST",
+        "path": "/api/train/start",
+        "json": {"jobType": "tts_prod_train"},
+        "starts_job": True,
+        "steps": [STARTED],
+    },
+    {
+        "id": "train_start_voice",
+        "section": "§1",
+        "method": "POST",
+        "path": "/api/train/start",
+        "json": {"jobType": "tts_voice_train"},
+        "starts_job": True,
+        "steps": [STARTED],
+    },
+    {
+        "id": "train_start_nemo",
+        "section": "§1",
+        "method": "POST",
+        "path": "/api/train/start",
+        "json": {"jobType": "tts_prod_train_nemo"},
+        "steps": [_error(400, "engine_unavailable")],
+    },
+    {
+        "id": "train_start_unknown",
+        "section": "§1",
+        "method": "POST",
+        "path": "/api/train/start",
+        "json": {"jobType": "tts_magic"},
+        "steps": [_error(400, "invalid_job_type")],
+    },
+    {
+        "id": "train_dataset_voice_dataset",
+        "section": "§1",
+        "method": "POST",
+        "path": "/api/train/dataset",
+        "json": {"mode": "voice_dataset"},
+        "starts_job": True,
+        "steps": [STARTED],
+    },
+    {
+        "id": "train_dataset_knowledge_audio",
+        "section": "§1",
+        "method": "POST",
+        "path": "/api/train/dataset",
+        "json": {"mode": "knowledge_audio"},
+        "starts_job": True,
+        "steps": [STARTED],
+    },
+    {
+        "id": "train_job_missing",
+        "section": "§1",
+        "method": "GET",
+        "path": "/api/train/job/no-such-job",
+        "steps": [_error(404, "job_not_found")],
+    },
 ]
 
 SHAPES: list[dict[str, Any]] = SPEAK_SHAPES + TRAIN_SHAPES
@@ -186,8 +327,9 @@ def check(expect: dict[str, Any], status: int, headers: dict[str, str], body: by
     return problems
 
 
-def send(base_url: str, method: str, path: str, body: Any | None, headers: dict[str, str],
-         timeout: float = 120.0) -> tuple[int, dict[str, str], bytes]:
+def send(
+    base_url: str, method: str, path: str, body: Any | None, headers: dict[str, str], timeout: float = 120.0
+) -> tuple[int, dict[str, str], bytes]:
     """One HTTP request with the standard library: (status, lower-case headers, body)."""
     data = None if body is None else json.dumps(body).encode("utf-8")
     hdrs = {k: v for k, v in headers.items() if v != ""}
@@ -201,8 +343,13 @@ def send(base_url: str, method: str, path: str, body: Any | None, headers: dict[
         return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
 
 
-def replay(base_url: str, shapes: list[dict[str, Any]] | None = None, profile: str | None = None,
-           headers: dict[str, str] | None = None, include_jobs: bool = False) -> list[dict[str, Any]]:
+def replay(
+    base_url: str,
+    shapes: list[dict[str, Any]] | None = None,
+    profile: str | None = None,
+    headers: dict[str, str] | None = None,
+    include_jobs: bool = False,
+) -> list[dict[str, Any]]:
     """Replay shapes against a running service; one ``{id, ok, problems}`` per shape.
 
     Shapes that need a served voice are skipped without ``profile``; shapes that start jobs are
@@ -213,8 +360,11 @@ def replay(base_url: str, shapes: list[dict[str, Any]] | None = None, profile: s
         env.update(profile=profile, PROFILE=profile.upper())
     results = []
     for shape in shapes if shapes is not None else SHAPES:
-        if (shape.get("needs_voice") and not profile) or (shape.get("starts_job") and not include_jobs) \
-                or (shape.get("needs_job") and "jobId" not in env):
+        if (
+            (shape.get("needs_voice") and not profile)
+            or (shape.get("starts_job") and not include_jobs)
+            or (shape.get("needs_job") and "jobId" not in env)
+        ):
             results.append({"id": shape["id"], "ok": None, "problems": ["skipped"]})
             continue
         problems: list[str] = []
@@ -224,12 +374,23 @@ def replay(base_url: str, shapes: list[dict[str, Any]] | None = None, profile: s
     return results
 
 
-def _step(base_url: str, shape: dict[str, Any], expect: dict[str, Any], env: dict[str, str],
-          headers: dict[str, str], poll: bool) -> list[str]:
+def _step(
+    base_url: str,
+    shape: dict[str, Any],
+    expect: dict[str, Any],
+    env: dict[str, str],
+    headers: dict[str, str],
+    poll: bool,
+) -> list[str]:
     deadline = time.monotonic() + (float(shape.get("poll_s", 0)) if poll else 0.0)
     while True:
-        status, hdrs, body = send(base_url, shape["method"], fill(shape["path"], env), fill(shape.get("json"), env),
-                                  {**headers, **fill(shape.get("headers") or {}, env)})
+        status, hdrs, body = send(
+            base_url,
+            shape["method"],
+            fill(shape["path"], env),
+            fill(shape.get("json"), env),
+            {**headers, **fill(shape.get("headers") or {}, env)},
+        )
         problems = check(expect, status, hdrs, body)
         if not problems or time.monotonic() >= deadline:
             break

@@ -43,27 +43,27 @@ MANIFEST_NAME = "dataset_manifest.json"
 WAVS_DIR = "wavs"
 
 REASONS = (
-    "missing_file",         # the audio (or its .txt transcript) does not exist
-    "undecodable",          # soundfile cannot decode the audio
-    "empty_transcript",     # transcript empty after whitespace/tag clean-up
-    "unvoiceable_text",     # transcript has no letters (or is not UTF-8 text)
+    "missing_file",  # the audio (or its .txt transcript) does not exist
+    "undecodable",  # soundfile cannot decode the audio
+    "empty_transcript",  # transcript empty after whitespace/tag clean-up
+    "unvoiceable_text",  # transcript has no letters (or is not UTF-8 text)
     "sample_rate_too_low",  # source rate below cfg.min_source_rate
-    "duplicate_audio",      # same file bytes or same decoded PCM as an earlier kept clip
-    "too_short",            # speech (after trimming) shorter than cfg.min_clip_s
-    "too_long",             # speech (after trimming) longer than cfg.max_clip_s
-    "silent",               # loudest 25 ms frame below -50 dBFS
-    "clipped",              # more than 0.1 % of the original samples at |x| >= 0.999
-    "length_mismatch",      # transcript characters per second of speech outside [2, 35]
+    "duplicate_audio",  # same file bytes or same decoded PCM as an earlier kept clip
+    "too_short",  # speech (after trimming) shorter than cfg.min_clip_s
+    "too_long",  # speech (after trimming) longer than cfg.max_clip_s
+    "silent",  # loudest 25 ms frame below -50 dBFS
+    "clipped",  # more than 0.1 % of the original samples at |x| >= 0.999
+    "length_mismatch",  # transcript characters per second of speech outside [2, 35]
     # real recordings (docs/dataset.md "Ingestion of real recordings")
-    "path_not_allowed",     # the file resolves outside the dataset folder (a symlink out)
-    "cue_reversed",         # subtitle cue ends before (or when) it starts
-    "cue_overlap",          # subtitle cue overlaps its neighbour in time
-    "snr_low",              # estimated signal-to-noise ratio below cfg.min_snr_db
-    "dc_offset",            # |mean| above cfg.max_dc_offset (broken input chain)
-    "long_silence",         # an internal pause longer than cfg.max_pause_s
-    "rate_outlier",         # speaking rate far from the corpus median (often a wrong transcript)
-    "level_outlier",        # source loudness far from the corpus median (another setup)
-    "alignment_failed",     # forced alignment found no plausible path (voicelane dataset align)
+    "path_not_allowed",  # the file resolves outside the dataset folder (a symlink out)
+    "cue_reversed",  # subtitle cue ends before (or when) it starts
+    "cue_overlap",  # subtitle cue overlaps its neighbour in time
+    "snr_low",  # estimated signal-to-noise ratio below cfg.min_snr_db
+    "dc_offset",  # |mean| above cfg.max_dc_offset (broken input chain)
+    "long_silence",  # an internal pause longer than cfg.max_pause_s
+    "rate_outlier",  # speaking rate far from the corpus median (often a wrong transcript)
+    "level_outlier",  # source loudness far from the corpus median (another setup)
+    "alignment_failed",  # forced alignment found no plausible path (voicelane dataset align)
 )
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
@@ -72,19 +72,19 @@ SUBTITLE_EXTS = (".srt", ".vtt")
 # Audio analysis constants (documented in docs/dataset.md).
 FRAME_S = 0.025
 HOP_S = 0.010
-TRIM_REL_DB = -40.0          # frame RMS threshold relative to the loudest frame
-TRIM_PAD_S = 0.05            # padding kept around the speech
-SILENT_DBFS = -50.0          # loudest frame RMS below this -> silent
+TRIM_REL_DB = -40.0  # frame RMS threshold relative to the loudest frame
+TRIM_PAD_S = 0.05  # padding kept around the speech
+SILENT_DBFS = -50.0  # loudest frame RMS below this -> silent
 CLIP_LEVEL = 0.999
-CLIP_FRACTION = 0.001        # > 0.1 % of samples at |x| >= CLIP_LEVEL -> clipped
+CLIP_FRACTION = 0.001  # > 0.1 % of samples at |x| >= CLIP_LEVEL -> clipped
 PEAK_LIMIT = 0.99
-MIN_CPS = 2.0                # plausible speaking rates, characters per second of speech
+MIN_CPS = 2.0  # plausible speaking rates, characters per second of speech
 MAX_CPS = 35.0
 UNDECODED_LONG_FACTOR = 3.0  # clip files longer than this x max_clip_s are not even decoded
 MAX_PROBLEMS = 20
-DC_REMOVE = 1e-3             # |DC| at or above this is subtracted (below: bytes left untouched)
+DC_REMOVE = 1e-3  # |DC| at or above this is subtracted (below: bytes left untouched)
 SNR_CAP_DB = 100.0
-NOISE_FLATNESS = 0.1         # quiet frames flatter than this are noise, not quiet speech
+NOISE_FLATNESS = 0.1  # quiet frames flatter than this are noise, not quiet speech
 
 
 @dataclass
@@ -92,8 +92,8 @@ class DatasetConfig:
     sample_rate: int = 16000
     min_clip_s: float = 0.5
     max_clip_s: float = 20.0
-    min_source_rate: int = 8000      # below -> reject 'sample_rate_too_low'
-    min_total_minutes: float = 5.0   # kept audio below -> VoicelaneError('dataset_too_small')
+    min_source_rate: int = 8000  # below -> reject 'sample_rate_too_low'
+    min_total_minutes: float = 5.0  # kept audio below -> VoicelaneError('dataset_too_small')
     warn_total_minutes: float = 30.0  # below -> a warning in the report (recommend 1-2 h)
     target_lufs: float = -23.0
     val_fraction: float = 0.05
@@ -105,12 +105,12 @@ class DatasetConfig:
     warn_snr_db: float = 25.0
     max_dc_offset: float | None = 0.05
     max_pause_s: float | None = 2.0
-    rate_outlier_z: float | None = 4.5    # robust z-score of characters per second
+    rate_outlier_z: float | None = 4.5  # robust z-score of characters per second
     max_level_deviation_db: float | None = 20.0
     min_clips_for_corpus_checks: int = 10
-    align_min_score: float = -60.0        # mean acoustic score per frame (docs/alignment.md)
-    align_score_z: float | None = 4.0     # clips this many robust SDs below the corpus median
-    denoise: bool = False                 # noisereduce spectral gating, opt-in
+    align_min_score: float = -60.0  # mean acoustic score per frame (docs/alignment.md)
+    align_score_z: float | None = 4.0  # clips this many robust SDs below the corpus median
+    denoise: bool = False  # noisereduce spectral gating, opt-in
     follow_external_symlinks: bool = False
 
 
@@ -121,11 +121,11 @@ class DatasetConfig:
 @dataclass
 class _Candidate:
     id: str
-    source: str                      # path relative to the dataset root (POSIX), for reports
-    text: str | None                 # None: no transcript file; checked per clip
-    audio: Path | None               # None: missing audio file
-    line: int | None = None          # metadata.csv / subtitle line (1-based)
-    start_s: float | None = None     # long recording cue
+    source: str  # path relative to the dataset root (POSIX), for reports
+    text: str | None  # None: no transcript file; checked per clip
+    audio: Path | None  # None: missing audio file
+    line: int | None = None  # metadata.csv / subtitle line (1-based)
+    start_s: float | None = None  # long recording cue
     end_s: float | None = None
     text_problem: str | None = None  # e.g. transcript not UTF-8
     missing_detail: str | None = None
@@ -148,21 +148,23 @@ def _inside(path: Path, root: Path) -> bool:
     return real == real_root or real_root in real.parents
 
 
-def _escape_problem(paths: list[Path], root: Path, allow_external: bool
-                    ) -> tuple[str, str] | None:
+def _escape_problem(paths: list[Path], root: Path, allow_external: bool) -> tuple[str, str] | None:
     if allow_external:
         return None
     for p in paths:
         if not _inside(p, root):
-            return ("path_not_allowed", f"{_rel(p, root)} resolves outside the dataset folder "
-                    "(a symlink to a file elsewhere)")
+            return (
+                "path_not_allowed",
+                f"{_rel(p, root)} resolves outside the dataset folder (a symlink to a file elsewhere)",
+            )
     return None
 
 
 def _require_inside(path: Path, root: Path, allow_external: bool) -> None:
     if not allow_external and not _inside(path, root):
-        raise VoicelaneError("path_not_allowed", f"{path.name} resolves outside the dataset "
-                             f"folder {root}", {"path": str(path)})
+        raise VoicelaneError(
+            "path_not_allowed", f"{path.name} resolves outside the dataset folder {root}", {"path": str(path)}
+        )
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -204,8 +206,7 @@ def _metadata_problem(path: Path, problems: list[dict[str, Any]]) -> VoicelaneEr
     return VoicelaneError(
         "metadata_invalid",
         f"{path.name} line {first['line']}: {first['message']}{more}",
-        {"path": str(path), "line": first["line"], "problem": first["problem"],
-         "problems": problems[:MAX_PROBLEMS]},
+        {"path": str(path), "line": first["line"], "problem": first["problem"], "problems": problems[:MAX_PROBLEMS]},
     )
 
 
@@ -218,8 +219,7 @@ def _parse_metadata(path: Path) -> list[tuple[int, str, str]]:
         problems.append({"line": line, "problem": kind, "message": message})
 
     if raw.startswith(b"\xef\xbb\xbf"):
-        problem(1, "utf8_bom", "the file starts with a UTF-8 byte-order mark (BOM); "
-                "save it as UTF-8 without BOM")
+        problem(1, "utf8_bom", "the file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM")
         raw = raw[3:]
     chunks = raw.split(b"\n")
     if chunks and chunks[-1] == b"":
@@ -247,16 +247,18 @@ def _parse_metadata(path: Path) -> list[tuple[int, str, str]]:
             continue
         cols = line.split("|")
         if len(cols) > 3:
-            problem(n, "too_many_fields", f"{len(cols)} '|'-separated fields; expected "
-                    "`id|text` or `id|text|normalized_text`")
+            problem(
+                n,
+                "too_many_fields",
+                f"{len(cols)} '|'-separated fields; expected `id|text` or `id|text|normalized_text`",
+            )
             continue
         clip_id = cols[0].strip()
         if not clip_id:
             problem(n, "missing_id", "the id (first field) is empty")
             continue
         if _unsafe_id(clip_id):
-            problem(n, "unsafe_id", f"id {clip_id!r} contains a path separator, a control "
-                    "character or a leading dot")
+            problem(n, "unsafe_id", f"id {clip_id!r} contains a path separator, a control character or a leading dot")
             continue
         text = _clean_text(cols[1])
         if len(cols) == 3 and _clean_text(cols[2]):
@@ -304,16 +306,21 @@ def _layout_ljspeech(root: Path, metadata: Path, allow_external: bool) -> _Layou
             source = _rel(found, root)
         else:
             source = f"{WAVS_DIR}/{names[0]}"
-        cands.append(_Candidate(
-            id=clip_id, source=source, text=text, audio=found, line=line,
-            missing_detail=None if found else
-            f"none of {', '.join(WAVS_DIR + '/' + n for n in names)} exists",
-            problem=_escape_problem([found], root, allow_external) if found else None))
+        cands.append(
+            _Candidate(
+                id=clip_id,
+                source=source,
+                text=text,
+                audio=found,
+                line=line,
+                missing_detail=None if found else f"none of {', '.join(WAVS_DIR + '/' + n for n in names)} exists",
+                problem=_escape_problem([found], root, allow_external) if found else None,
+            )
+        )
     warn = []
     unused = [p for p in listing.values() if p.parent == wavs and p not in used]
     if unused:
-        warn.append(f"{len(unused)} audio file(s) in {WAVS_DIR}/ are not listed in "
-                    f"{metadata.name} and were ignored")
+        warn.append(f"{len(unused)} audio file(s) in {WAVS_DIR}/ are not listed in {metadata.name} and were ignored")
     return _Layout("ljspeech", root, cands, warn)
 
 
@@ -327,8 +334,7 @@ def _read_transcript(path: Path) -> tuple[str | None, str | None]:
         return "", "transcript is not valid UTF-8 text"
 
 
-def _layout_audio_txt(root: Path, audio: list[Path], txts: dict[str, Path],
-                      allow_external: bool) -> _Layout:
+def _layout_audio_txt(root: Path, audio: list[Path], txts: dict[str, Path], allow_external: bool) -> _Layout:
     stems: dict[str, int] = {}
     for p in audio:
         stems[p.stem] = stems.get(p.stem, 0) + 1
@@ -337,19 +343,28 @@ def _layout_audio_txt(root: Path, audio: list[Path], txts: dict[str, Path],
         clip_id = p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix[1:].lower()}"
         txt = txts.get(p.stem)
         if txt is None:
-            cands.append(_Candidate(id=clip_id, source=_rel(p, root), text=None, audio=None,
-                                    missing_detail=f"no transcript {p.stem}.txt next to {p.name}"))
+            cands.append(
+                _Candidate(
+                    id=clip_id,
+                    source=_rel(p, root),
+                    text=None,
+                    audio=None,
+                    missing_detail=f"no transcript {p.stem}.txt next to {p.name}",
+                )
+            )
             continue
         escape = _escape_problem([p, txt], root, allow_external)
         text, text_problem = ("", None) if escape else _read_transcript(txt)
-        cands.append(_Candidate(id=clip_id, source=_rel(p, root), text=text, audio=p,
-                                text_problem=text_problem, problem=escape))
+        cands.append(
+            _Candidate(id=clip_id, source=_rel(p, root), text=text, audio=p, text_problem=text_problem, problem=escape)
+        )
     audio_stems = {p.stem for p in audio}
     orphans = sorted(s for s in txts if s not in audio_stems)
     warn = []
     if orphans:
-        warn.append(f"{len(orphans)} .txt transcript(s) have no same-named audio file and were "
-                    f"ignored (e.g. {orphans[0]}.txt)")
+        warn.append(
+            f"{len(orphans)} .txt transcript(s) have no same-named audio file and were ignored (e.g. {orphans[0]}.txt)"
+        )
     return _Layout("audio_txt", root, cands, warn)
 
 
@@ -382,8 +397,13 @@ def parse_subtitles(text: str) -> list[dict[str, Any]]:
             if not m:
                 raise ValueError(n, f"cannot parse the cue timing {line.strip()!r}")
             g = m.groups()
-            current = {"index": len(cues) + 1, "line": n, "start_s": _ts_seconds(*g[:4]),
-                       "end_s": _ts_seconds(*g[4:]), "parts": []}
+            current = {
+                "index": len(cues) + 1,
+                "line": n,
+                "start_s": _ts_seconds(*g[:4]),
+                "end_s": _ts_seconds(*g[4:]),
+                "parts": [],
+            }
             cues.append(current)
             continue
         if not line.strip():
@@ -407,26 +427,37 @@ def _layout_long(root: Path, pairs: list[tuple[Path, Path]], allow_external: boo
             content = sub.read_bytes().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise VoicelaneError(
-                "metadata_invalid", f"{sub.name} is not valid UTF-8 (byte {exc.start + 1})",
+                "metadata_invalid",
+                f"{sub.name} is not valid UTF-8 (byte {exc.start + 1})",
                 {"path": str(sub), "line": _content_line(sub, exc.start), "problem": "not_utf8"},
-                next_action="Save the subtitle file as UTF-8 and rerun.") from None
+                next_action="Save the subtitle file as UTF-8 and rerun.",
+            ) from None
         try:
             cues = parse_subtitles(content)
         except ValueError as exc:
             line, msg = exc.args
             raise VoicelaneError(
-                "metadata_invalid", f"{sub.name} line {line}: {msg}",
+                "metadata_invalid",
+                f"{sub.name} line {line}: {msg}",
                 {"path": str(sub), "line": line, "problem": "bad_timestamp"},
-                next_action="Fix the cue timing at the reported line (HH:MM:SS,mmm --> "
-                            "HH:MM:SS,mmm) and rerun.") from None
+                next_action="Fix the cue timing at the reported line (HH:MM:SS,mmm --> HH:MM:SS,mmm) and rerun.",
+            ) from None
         source = _rel(audio, root)
         recordings[source] = audio
         problems = cue_problems(cues)
         for cue in cues:
-            cands.append(_Candidate(
-                id=f"{audio.stem}_{cue['index']:04d}", source=source, text=cue["text"],
-                audio=audio, line=cue["line"], start_s=cue["start_s"], end_s=cue["end_s"],
-                problem=problems.get(cue["index"])))
+            cands.append(
+                _Candidate(
+                    id=f"{audio.stem}_{cue['index']:04d}",
+                    source=source,
+                    text=cue["text"],
+                    audio=audio,
+                    line=cue["line"],
+                    start_s=cue["start_s"],
+                    end_s=cue["end_s"],
+                    problem=problems.get(cue["index"]),
+                )
+            )
     return _Layout("long_recording", root, cands, [], recordings)
 
 
@@ -436,15 +467,18 @@ def cue_problems(cues: list[dict[str, Any]]) -> dict[int, tuple[str, str]]:
     prev: dict[str, Any] | None = None
     for cue in cues:
         if cue["end_s"] <= cue["start_s"]:
-            out[cue["index"]] = ("cue_reversed", f"cue {cue['index']} (line {cue['line']}) ends at "
-                                 f"{cue['end_s']:.3f} s, not after its start {cue['start_s']:.3f} s")
+            out[cue["index"]] = (
+                "cue_reversed",
+                f"cue {cue['index']} (line {cue['line']}) ends at "
+                f"{cue['end_s']:.3f} s, not after its start {cue['start_s']:.3f} s",
+            )
             continue
         if prev is not None and cue["start_s"] < prev["end_s"]:
             span = f"{cue['start_s']:.3f}-{min(cue['end_s'], prev['end_s']):.3f} s"
-            out.setdefault(prev["index"], ("cue_overlap", f"overlaps cue {cue['index']} "
-                                           f"(line {cue['line']}) by {span}"))
-            out[cue["index"]] = ("cue_overlap", f"overlaps cue {prev['index']} "
-                                 f"(line {prev['line']}) by {span}")
+            out.setdefault(
+                prev["index"], ("cue_overlap", f"overlaps cue {cue['index']} (line {cue['line']}) by {span}")
+            )
+            out[cue["index"]] = ("cue_overlap", f"overlaps cue {prev['index']} (line {prev['line']}) by {span}")
         if prev is None or cue["end_s"] > prev["end_s"]:
             prev = cue
     return out
@@ -464,8 +498,7 @@ def _subtitle_for(audio: Path) -> Path | None:
 
 def _detect(data_path: Path, allow_external: bool = False) -> _Layout:
     if not data_path.exists():
-        raise VoicelaneError("missing_audio_path", f"{data_path} does not exist",
-                             {"path": str(data_path)})
+        raise VoicelaneError("missing_audio_path", f"{data_path} does not exist", {"path": str(data_path)})
     if data_path.is_file():
         root = data_path.parent
         suffix = data_path.suffix.lower()
@@ -475,21 +508,24 @@ def _detect(data_path: Path, allow_external: bool = False) -> _Layout:
             sub = _subtitle_for(data_path)
             if sub is None:
                 raise VoicelaneError(
-                    "dataset_empty", f"{data_path.name} has no same-named .srt or .vtt "
-                    "transcript to cut it by", {"path": str(data_path)})
+                    "dataset_empty",
+                    f"{data_path.name} has no same-named .srt or .vtt transcript to cut it by",
+                    {"path": str(data_path)},
+                )
             return _layout_long(root, [(data_path, sub)], allow_external)
         if suffix in SUBTITLE_EXTS:
-            audio = next((p for p in _listdir(root)
-                          if p.stem == data_path.stem and _is_audio(p) and p.is_file()), None)
+            audio = next((p for p in _listdir(root) if p.stem == data_path.stem and _is_audio(p) and p.is_file()), None)
             if audio is None:
                 raise VoicelaneError(
-                    "dataset_empty", f"{data_path.name} has no same-named audio file",
-                    {"path": str(data_path)})
+                    "dataset_empty", f"{data_path.name} has no same-named audio file", {"path": str(data_path)}
+                )
             return _layout_long(root, [(audio, data_path)], allow_external)
         raise VoicelaneError(
-            "dataset_empty", f"{data_path.name} is neither a folder, an audio file "
+            "dataset_empty",
+            f"{data_path.name} is neither a folder, an audio file "
             f"({', '.join(AUDIO_EXTS)}), a subtitle file nor metadata.csv",
-            {"path": str(data_path)})
+            {"path": str(data_path)},
+        )
 
     root = data_path
     metadata = root / "metadata.csv"
@@ -512,8 +548,8 @@ def _detect(data_path: Path, allow_external: bool = False) -> _Layout:
         f"{data_path} matches no dataset layout: found {len(audio)} audio file(s), "
         f"{len(txts)} .txt and {len(subs)} subtitle file(s) but no metadata.csv, no audio with "
         "a same-named .txt and no recording with a same-named .srt/.vtt",
-        {"path": str(data_path), "audio_files": len(audio), "txt_files": len(txts),
-         "subtitle_files": len(subs)})
+        {"path": str(data_path), "audio_files": len(audio), "txt_files": len(txts), "subtitle_files": len(subs)},
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,7 +605,7 @@ def _normalise(y: np.ndarray, sr: int, target_lufs: float) -> np.ndarray:
                 loudness = float("nan")
     if not math.isfinite(loudness):
         # Too short for the 400 ms gating blocks (or fully gated): match RMS level instead.
-        rms = float(np.sqrt(np.mean(y ** 2)))
+        rms = float(np.sqrt(np.mean(y**2)))
         loudness = 20 * math.log10(rms) if rms > 0 else float("nan")
     if math.isfinite(loudness):
         y = y * 10 ** ((target_lufs - loudness) / 20)
@@ -589,12 +625,12 @@ def _pick_channel(x: np.ndarray) -> tuple[np.ndarray, str]:
     if x.shape[1] == 1:
         return x[:, 0].astype(np.float64), "mono"
     chans = x.astype(np.float64).T
-    rms = np.sqrt(np.mean(chans ** 2, axis=1))
+    rms = np.sqrt(np.mean(chans**2, axis=1))
     loud = int(np.argmax(rms))
     if rms[loud] <= 0:
         return chans.mean(axis=0), f"mix of {x.shape[1]}"
     mix = chans.mean(axis=0)
-    mix_rms = float(np.sqrt(np.mean(mix ** 2)))
+    mix_rms = float(np.sqrt(np.mean(mix**2)))
     if np.min(rms) < rms[loud] * 10 ** (-30 / 20):
         return chans[loud], f"channel {loud + 1} of {x.shape[1]} (other channel silent)"
     if mix_rms < 0.5 * float(np.mean(rms)):
@@ -610,8 +646,9 @@ def _flatness(frames: np.ndarray, sr: int, top_hz: float) -> float:
     return float(np.exp(np.mean(np.log(band))) / np.mean(band))
 
 
-def estimate_snr(y: np.ndarray, sr: int, require_flat_noise: bool = True,
-                 source_rate: int | None = None) -> tuple[float | None, float]:
+def estimate_snr(
+    y: np.ndarray, sr: int, require_flat_noise: bool = True, source_rate: int | None = None
+) -> tuple[float | None, float]:
     """(SNR in dB, noise RMS) from the frame energies of an untrimmed clip.
 
     The noise floor is the mean power of the quietest 5 % of 25 ms frames; the signal is the
@@ -625,14 +662,14 @@ def estimate_snr(y: np.ndarray, sr: int, require_flat_noise: bool = True,
     rms, starts, frame = _frame_rms(y, sr)
     if len(rms) < 20:
         return None, 0.0
-    power = rms ** 2
+    power = rms**2
     order = np.argsort(power, kind="stable")
-    quiet = order[:max(2, len(order) // 20)]
+    quiet = order[: max(2, len(order) // 20)]
     noise = float(np.mean(power[quiet]))
     speech = float(np.mean(power[power >= np.median(power)])) - noise
     if noise <= 1e-12:
         return SNR_CAP_DB, math.sqrt(max(noise, 0.0))
-    frames = np.stack([y[s:s + frame] for s in starts[quiet]])
+    frames = np.stack([y[s : s + frame] for s in starts[quiet]])
     top_hz = 0.45 * min(sr, source_rate or sr)
     if require_flat_noise and _flatness(frames, sr, top_hz) < NOISE_FLATNESS:
         return None, math.sqrt(noise)
@@ -664,7 +701,7 @@ def _loudness(y: np.ndarray, sr: int) -> float:
         except ValueError:
             value = float("nan")
     if not math.isfinite(value):
-        value = _dbfs(float(np.sqrt(np.mean(y ** 2))) if len(y) else 0.0)
+        value = _dbfs(float(np.sqrt(np.mean(y**2))) if len(y) else 0.0)
     return value
 
 
@@ -672,8 +709,7 @@ def _denoise(y: np.ndarray, sr: int) -> np.ndarray:
     """Stationary spectral gating (noisereduce); opt-in with DatasetConfig.denoise."""
     import noisereduce
 
-    return np.asarray(noisereduce.reduce_noise(y=y, sr=sr, stationary=True, n_jobs=1),
-                      dtype=np.float64)
+    return np.asarray(noisereduce.reduce_noise(y=y, sr=sr, stationary=True, n_jobs=1), dtype=np.float64)
 
 
 def _encode_wav(y: np.ndarray, sr: int) -> bytes:
@@ -714,8 +750,7 @@ class _Processor:
         if info.frames <= 0 or info.samplerate <= 0:
             raise _Reject("undecodable", "the file holds no audio frames")
         if info.samplerate < cfg.min_source_rate:
-            raise _Reject("sample_rate_too_low",
-                          f"{info.samplerate} Hz < {cfg.min_source_rate} Hz")
+            raise _Reject("sample_rate_too_low", f"{info.samplerate} Hz < {cfg.min_source_rate} Hz")
         raw_s = info.frames / info.samplerate
         if raw_s < cfg.min_clip_s:
             raise _Reject("too_short", f"{raw_s:.3f} s < {cfg.min_clip_s:g} s")
@@ -724,8 +759,7 @@ class _Processor:
         data = path.read_bytes()
         file_hash = sha256_bytes(data)
         if file_hash in self.file_hashes:
-            raise _Reject("duplicate_audio",
-                          f"same file bytes as {self.file_hashes[file_hash]}")
+            raise _Reject("duplicate_audio", f"same file bytes as {self.file_hashes[file_hash]}")
         try:
             x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
         except Exception as exc:  # noqa: BLE001 - any decoder failure rejects the clip, with its reason
@@ -750,8 +784,7 @@ class _Processor:
         b = min(int(round(cand.end_s * sr)), f.frames)
         cue = f"cue {cand.start_s:.3f}-{cand.end_s:.3f} s"
         if a >= f.frames:
-            raise _Reject("too_short", f"{cue} starts after the recording ends "
-                          f"({f.frames / sr:.3f} s)")
+            raise _Reject("too_short", f"{cue} starts after the recording ends ({f.frames / sr:.3f} s)")
         if (b - a) / sr < cfg.min_clip_s:
             raise _Reject("too_short", f"{cue}: {max(b - a, 0) / sr:.3f} s < {cfg.min_clip_s:g} s")
         if (b - a) / sr > UNDECODED_LONG_FACTOR * cfg.max_clip_s:
@@ -798,23 +831,20 @@ class _Processor:
         dc = float(np.mean(y))
         m["dc_offset"] = round(dc, 4)
         if cfg.max_dc_offset is not None and abs(dc) > cfg.max_dc_offset:
-            raise _Reject("dc_offset", f"mean sample value {dc:+.3f} (|DC| > {cfg.max_dc_offset:g} "
-                          "of full scale)")
+            raise _Reject("dc_offset", f"mean sample value {dc:+.3f} (|DC| > {cfg.max_dc_offset:g} of full scale)")
         if abs(dc) >= DC_REMOVE:
             y = y - dc
         if sr != cfg.sample_rate:
             y = soxr.resample(y, sr, cfg.sample_rate, quality="VHQ")
         if cfg.denoise:
             y = _denoise(y, cfg.sample_rate)
-        snr, noise_rms = estimate_snr(y, cfg.sample_rate, require_flat_noise=not cfg.denoise,
-                                      source_rate=sr)
+        snr, noise_rms = estimate_snr(y, cfg.sample_rate, require_flat_noise=not cfg.denoise, source_rate=sr)
         m["snr_db"] = None if snr is None else round(snr, 1)
         y = _trim(y, cfg.sample_rate)  # raises 'silent'
         clipped = float(np.mean(np.abs(x) >= CLIP_LEVEL))
         m["clipped_fraction"] = round(clipped, 5)
         if clipped > CLIP_FRACTION:
-            raise _Reject("clipped", f"{clipped * 100:.2f}% of samples at full scale "
-                          f"(> {CLIP_FRACTION * 100:g}%)")
+            raise _Reject("clipped", f"{clipped * 100:.2f}% of samples at full scale (> {CLIP_FRACTION * 100:g}%)")
         dur = len(y) / cfg.sample_rate
         if dur < cfg.min_clip_s:
             raise _Reject("too_short", f"{dur:.3f} s of speech < {cfg.min_clip_s:g} s")
@@ -823,16 +853,19 @@ class _Processor:
         cps = len(text) / dur
         m["chars_per_s"] = round(cps, 2)
         if not MIN_CPS <= cps <= MAX_CPS:
-            raise _Reject("length_mismatch", f"{len(text)} characters in {dur:.3f} s of speech "
-                          f"= {cps:.1f}/s (plausible: {MIN_CPS:g}-{MAX_CPS:g}/s)")
+            raise _Reject(
+                "length_mismatch",
+                f"{len(text)} characters in {dur:.3f} s of speech = {cps:.1f}/s (plausible: {MIN_CPS:g}-{MAX_CPS:g}/s)",
+            )
         if cfg.min_snr_db is not None and snr is not None and snr < cfg.min_snr_db:
-            raise _Reject("snr_low", f"estimated SNR {snr:.1f} dB < {cfg.min_snr_db:g} dB "
-                          f"(noise floor {_dbfs(noise_rms):.1f} dBFS)")
+            raise _Reject(
+                "snr_low",
+                f"estimated SNR {snr:.1f} dB < {cfg.min_snr_db:g} dB (noise floor {_dbfs(noise_rms):.1f} dBFS)",
+            )
         pause = longest_pause(y, cfg.sample_rate, noise_rms)
         m["longest_pause_s"] = round(pause, 2)
         if cfg.max_pause_s is not None and pause > cfg.max_pause_s:
-            raise _Reject("long_silence", f"a {pause:.2f} s pause inside the clip "
-                          f"(> {cfg.max_pause_s:g} s)")
+            raise _Reject("long_silence", f"a {pause:.2f} s pause inside the clip (> {cfg.max_pause_s:g} s)")
         m["loudness_lufs"] = round(_loudness(y, cfg.sample_rate), 1)
         y = _normalise(y, cfg.sample_rate, cfg.target_lufs)
         wav = _encode_wav(y, cfg.sample_rate)
@@ -862,12 +895,14 @@ def _val_count(n: int, cfg: DatasetConfig) -> int:
 def _choose_val(ids: list[str], cfg: DatasetConfig) -> set[str]:
     """Validation ids: the ``count`` ids with the lowest sha256(id) — stable as data grows."""
     ranked = sorted(sorted(ids), key=lambda i: hashlib.sha256(i.encode("utf-8")).hexdigest())
-    return set(ranked[:_val_count(len(ids), cfg)])
+    return set(ranked[: _val_count(len(ids), cfg)])
 
 
 def dataset_sha256(entries: list[dict[str, Any]]) -> str:
-    canon = [{"id": e["id"], "text": e["text"], "sha256": e["sha256"], "split": e["split"]}
-             for e in sorted(entries, key=lambda e: e["id"])]
+    canon = [
+        {"id": e["id"], "text": e["text"], "sha256": e["sha256"], "split": e["split"]}
+        for e in sorted(entries, key=lambda e: e["id"])
+    ]
     return sha256_bytes(canonical_json(canon).encode("utf-8"))
 
 
@@ -886,19 +921,23 @@ def _check_cfg(cfg: DatasetConfig) -> None:
     if not math.isfinite(cfg.target_lufs) or cfg.target_lufs >= 0:
         problems.append("target_lufs must be negative")
     if problems:
-        raise VoicelaneError("invalid_argument", "invalid dataset config: " + "; ".join(problems),
-                             {"problems": problems})
+        raise VoicelaneError(
+            "invalid_argument", "invalid dataset config: " + "; ".join(problems), {"problems": problems}
+        )
 
 
-def _build(data_path: Any, cfg: DatasetConfig, wav_dir: Path | None,
-           on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+def _build(
+    data_path: Any, cfg: DatasetConfig, wav_dir: Path | None, on_progress: Callable[[int, int], None] | None
+) -> dict[str, Any]:
     _check_cfg(cfg)
     layout = _detect(Path(data_path), cfg.follow_external_symlinks)
     cands = layout.candidates
     if not cands:
-        raise VoicelaneError("dataset_empty", f"{data_path} holds no clips "
-                             f"({layout.name} layout with no rows/cues)",
-                             {"path": str(data_path), "layout": layout.name})
+        raise VoicelaneError(
+            "dataset_empty",
+            f"{data_path} holds no clips ({layout.name} layout with no rows/cues)",
+            {"path": str(data_path), "layout": layout.name},
+        )
     if layout.recordings:
         import soundfile as sf
 
@@ -909,8 +948,9 @@ def _build(data_path: Any, cfg: DatasetConfig, wav_dir: Path | None,
                         raise RuntimeError("no audio frames")
                     f.read(min(f.frames, 1024), dtype="float32")
             except Exception as exc:  # noqa: BLE001 - any decoder failure: the recording cannot be read
-                raise VoicelaneError("audio_undecodable", f"cannot decode the recording "
-                                     f"{source}: {_short(exc)}", {"path": str(path)}) from None
+                raise VoicelaneError(
+                    "audio_undecodable", f"cannot decode the recording {source}: {_short(exc)}", {"path": str(path)}
+                ) from None
 
     proc = _Processor(cfg)
     kept: list[dict[str, Any]] = []
@@ -920,14 +960,22 @@ def _build(data_path: Any, cfg: DatasetConfig, wav_dir: Path | None,
             try:
                 wav, dur = proc.process(cand)
             except _Reject as r:
-                rejected.append({"id": cand.id, "source": cand.source, "reason": r.reason,
-                                 "detail": r.detail, "line": cand.line})
+                rejected.append(
+                    {"id": cand.id, "source": cand.source, "reason": r.reason, "detail": r.detail, "line": cand.line}
+                )
             else:
                 rel = f"{WAVS_DIR}/{cand.id}.wav"
                 if wav_dir is not None:
                     atomic_write_bytes(wav_dir / f"{cand.id}.wav", wav)
-                kept.append({"id": cand.id, "path": rel, "text": cand.text,
-                             "duration_s": round(dur, 3), "sha256": sha256_bytes(wav)})
+                kept.append(
+                    {
+                        "id": cand.id,
+                        "path": rel,
+                        "text": cand.text,
+                        "duration_s": round(dur, 3),
+                        "sha256": sha256_bytes(wav),
+                    }
+                )
             if on_progress is not None:
                 on_progress(i, len(cands))
     finally:
@@ -939,8 +987,7 @@ def _build(data_path: Any, cfg: DatasetConfig, wav_dir: Path | None,
         if wav_dir is not None:
             (wav_dir / f"{clip_id}.wav").unlink(missing_ok=True)
         cand = by_id[clip_id]
-        rejected.append({"id": clip_id, "source": cand.source, "reason": reason,
-                         "detail": detail, "line": cand.line})
+        rejected.append({"id": clip_id, "source": cand.source, "reason": reason, "detail": detail, "line": cand.line})
     kept.sort(key=lambda e: e["id"])
     val = _choose_val([e["id"] for e in kept], cfg)
     for e in kept:
@@ -952,8 +999,10 @@ def _build(data_path: Any, cfg: DatasetConfig, wav_dir: Path | None,
     kept_minutes = round(sum(e["duration_s"] for e in kept) / 60.0, 3)
     warn = list(layout.warnings)
     if kept and kept_minutes < cfg.warn_total_minutes:
-        warn.append(f"kept audio is {kept_minutes:.1f} min; at least {cfg.warn_total_minutes:g} "
-                    "min are recommended, 1-2 h for a production voice")
+        warn.append(
+            f"kept audio is {kept_minutes:.1f} min; at least {cfg.warn_total_minutes:g} "
+            "min are recommended, 1-2 h for a production voice"
+        )
     report = {
         "schema": SCHEMA_ID,
         "source": {"path": os.fspath(data_path), "layout": layout.name},
@@ -961,9 +1010,15 @@ def _build(data_path: Any, cfg: DatasetConfig, wav_dir: Path | None,
         "language": cfg.language,
         "entries": kept,
         "rejected": rejected,
-        "totals": {"candidates": len(cands), "kept": len(kept), "rejected": len(rejected),
-                   "kept_minutes": kept_minutes, "train": len(kept) - len(val),
-                   "val": len(val), "rejected_by_reason": by_reason},
+        "totals": {
+            "candidates": len(cands),
+            "kept": len(kept),
+            "rejected": len(rejected),
+            "kept_minutes": kept_minutes,
+            "train": len(kept) - len(val),
+            "val": len(val),
+            "rejected_by_reason": by_reason,
+        },
         "warnings": warn,
         "config": asdict(cfg),
         "dataset_sha256": dataset_sha256(kept),
@@ -980,8 +1035,9 @@ def _robust_z(values: np.ndarray, min_rel_spread: float = 0.1) -> np.ndarray:
     return (values - med) / max(mad, min_rel_spread * abs(med), 1e-9)
 
 
-def _corpus_outliers(kept: list[dict[str, Any]], meas: dict[str, dict[str, Any]],
-                     cfg: DatasetConfig) -> list[tuple[str, str, str]]:
+def _corpus_outliers(
+    kept: list[dict[str, Any]], meas: dict[str, dict[str, Any]], cfg: DatasetConfig
+) -> list[tuple[str, str, str]]:
     """(id, reason, detail) for kept clips far from the rest of the corpus: speaking rate
     (robust z-score of characters per second) and source loudness (dB from the median)."""
     if len(kept) < cfg.min_clips_for_corpus_checks:
@@ -993,22 +1049,30 @@ def _corpus_outliers(kept: list[dict[str, Any]], meas: dict[str, dict[str, Any]]
         med = float(np.median(cps))
         for clip_id, z, v in zip(ids, _robust_z(cps), cps):
             if abs(z) > cfg.rate_outlier_z:
-                out[clip_id] = (clip_id, "rate_outlier", f"{v:.1f} characters/s vs the corpus "
-                                f"median {med:.1f} (robust z {z:+.1f}, limit {cfg.rate_outlier_z:g})")
+                out[clip_id] = (
+                    clip_id,
+                    "rate_outlier",
+                    f"{v:.1f} characters/s vs the corpus "
+                    f"median {med:.1f} (robust z {z:+.1f}, limit {cfg.rate_outlier_z:g})",
+                )
     if cfg.max_level_deviation_db is not None:
         lufs = np.array([meas[i]["loudness_lufs"] for i in ids])
         med = float(np.median(lufs))
         for clip_id, v in zip(ids, lufs):
             if abs(v - med) > cfg.max_level_deviation_db and clip_id not in out:
-                out[clip_id] = (clip_id, "level_outlier", f"recorded at {v:.1f} LUFS, "
-                                f"{v - med:+.1f} dB from the corpus median {med:.1f} LUFS "
-                                f"(limit {cfg.max_level_deviation_db:g} dB)")
+                out[clip_id] = (
+                    clip_id,
+                    "level_outlier",
+                    f"recorded at {v:.1f} LUFS, "
+                    f"{v - med:+.1f} dB from the corpus median {med:.1f} LUFS "
+                    f"(limit {cfg.max_level_deviation_db:g} dB)",
+                )
     return [out[k] for k in sorted(out)]
 
 
 REASON_ACTIONS = {
     "snr_low": "Re-record in a quieter room or closer to the microphone, or rerun with denoising "
-               "(DatasetConfig.denoise / --denoise) and listen to the result.",
+    "(DatasetConfig.denoise / --denoise) and listen to the result.",
     "clipped": "Re-record with lower input gain: peaks reached full scale.",
     "dc_offset": "Check the microphone/interface (a DC offset means a faulty input chain).",
     "long_silence": "Cut the pause out or split the clip in two with separate transcripts.",
@@ -1022,8 +1086,9 @@ REASON_ACTIONS = {
 }
 
 
-def quality_summary(kept: list[dict[str, Any]], rejected: list[dict[str, Any]],
-                    meas: dict[str, dict[str, Any]], cfg: DatasetConfig) -> dict[str, Any]:
+def quality_summary(
+    kept: list[dict[str, Any]], rejected: list[dict[str, Any]], meas: dict[str, dict[str, Any]], cfg: DatasetConfig
+) -> dict[str, Any]:
     """Corpus-quality summary: measurements per clip, corpus figures and what to do, by reason."""
     kept_ids = [e["id"] for e in sorted(kept, key=lambda e: e["id"])]
     snrs = [meas[i]["snr_db"] for i in kept_ids if meas[i].get("snr_db") is not None]
@@ -1033,33 +1098,43 @@ def quality_summary(kept: list[dict[str, Any]], rejected: list[dict[str, Any]],
         "snr_db_min": round(float(np.min(snrs)), 1) if snrs else None,
         "loudness_lufs_median": round(float(np.median(lufs)), 1) if lufs else None,
         "loudness_range_db": round(float(np.ptp(lufs)), 1) if lufs else None,
-        "noisy_kept": [i for i in kept_ids if meas[i].get("snr_db") is not None
-                       and meas[i]["snr_db"] < cfg.warn_snr_db],
+        "noisy_kept": [
+            i for i in kept_ids if meas[i].get("snr_db") is not None and meas[i]["snr_db"] < cfg.warn_snr_db
+        ],
         "narrowband_kept": [i for i in kept_ids if meas[i]["source_rate"] < cfg.sample_rate],
-        "single_channel_picked": [i for i in kept_ids
-                                  if meas[i]["channel_used"].startswith("channel")],
+        "single_channel_picked": [i for i in kept_ids if meas[i]["channel_used"].startswith("channel")],
         "denoised": cfg.denoise,
     }
     if len(lufs) >= 3:
         # level drift: slope of source loudness over the clips in id (recording) order
-        corpus["level_drift_db_per_100_clips"] = round(
-            float(np.polyfit(np.arange(len(lufs)), lufs, 1)[0]) * 100, 2)
+        corpus["level_drift_db_per_100_clips"] = round(float(np.polyfit(np.arange(len(lufs)), lufs, 1)[0]) * 100, 2)
     actions = []
     for reason in REASONS:
         ids = [r["id"] for r in rejected if r["reason"] == reason]
         if ids and reason in REASON_ACTIONS:
-            actions.append({"reason": reason, "clips": ids[:MAX_PROBLEMS], "count": len(ids),
-                            "action": REASON_ACTIONS[reason]})
+            actions.append(
+                {"reason": reason, "clips": ids[:MAX_PROBLEMS], "count": len(ids), "action": REASON_ACTIONS[reason]}
+            )
     if corpus["noisy_kept"]:
-        actions.append({"reason": "snr_warning", "clips": corpus["noisy_kept"][:MAX_PROBLEMS],
-                        "count": len(corpus["noisy_kept"]),
-                        "action": f"Kept, but noisier than {cfg.warn_snr_db:g} dB SNR: "
-                                  "the voice will learn the noise; re-record if you can."})
+        actions.append(
+            {
+                "reason": "snr_warning",
+                "clips": corpus["noisy_kept"][:MAX_PROBLEMS],
+                "count": len(corpus["noisy_kept"]),
+                "action": f"Kept, but noisier than {cfg.warn_snr_db:g} dB SNR: "
+                "the voice will learn the noise; re-record if you can.",
+            }
+        )
     if corpus["narrowband_kept"]:
-        actions.append({"reason": "narrowband", "clips": corpus["narrowband_kept"][:MAX_PROBLEMS],
-                        "count": len(corpus["narrowband_kept"]),
-                        "action": f"Kept, but recorded below {cfg.sample_rate} Hz: upsampled, "
-                                  "so the voice will sound muffled; re-record at 16 kHz or more."})
+        actions.append(
+            {
+                "reason": "narrowband",
+                "clips": corpus["narrowband_kept"][:MAX_PROBLEMS],
+                "count": len(corpus["narrowband_kept"]),
+                "action": f"Kept, but recorded below {cfg.sample_rate} Hz: upsampled, "
+                "so the voice will sound muffled; re-record at 16 kHz or more.",
+            }
+        )
     return {"clips": {k: meas[k] for k in sorted(meas)}, "corpus": corpus, "actions": actions}
 
 
@@ -1070,17 +1145,29 @@ def _verdict(report: dict[str, Any], cfg: DatasetConfig) -> VoicelaneError | Non
     if t["kept"] == 0:
         summary = ", ".join(f"{k}: {v}" for k, v in by_reason.items())
         return VoicelaneError(
-            "dataset_empty", f"all {t['candidates']} clip(s) in {path} were rejected ({summary})",
-            {"path": path, "candidates": t["candidates"], "rejected_by_reason": by_reason,
-             "rejected": report["rejected"][:MAX_PROBLEMS]})
+            "dataset_empty",
+            f"all {t['candidates']} clip(s) in {path} were rejected ({summary})",
+            {
+                "path": path,
+                "candidates": t["candidates"],
+                "rejected_by_reason": by_reason,
+                "rejected": report["rejected"][:MAX_PROBLEMS],
+            },
+        )
     if t["kept_minutes"] < cfg.min_total_minutes:
         return VoicelaneError(
             "dataset_too_small",
             f"only {t['kept_minutes']:.2f} min of usable audio ({t['kept']} of "
             f"{t['candidates']} clips kept); at least {cfg.min_total_minutes:g} min are required",
-            {"path": path, "kept_minutes": t["kept_minutes"],
-             "required_minutes": cfg.min_total_minutes, "kept": t["kept"],
-             "candidates": t["candidates"], "rejected_by_reason": by_reason})
+            {
+                "path": path,
+                "kept_minutes": t["kept_minutes"],
+                "required_minutes": cfg.min_total_minutes,
+                "kept": t["kept"],
+                "candidates": t["candidates"],
+                "rejected_by_reason": by_reason,
+            },
+        )
     return None
 
 
@@ -1117,9 +1204,11 @@ def prepare_dataset(data_path, out_dir, cfg=DatasetConfig(), on_progress=None) -
     if src.exists():
         src_root = src if src.is_dir() else src.parent
         if out.resolve() == src_root.resolve():
-            raise VoicelaneError("invalid_argument", f"the output folder {out} is the dataset "
-                                 "folder itself; pass a separate output folder",
-                                 {"out_dir": str(out), "path": str(src)})
+            raise VoicelaneError(
+                "invalid_argument",
+                f"the output folder {out} is the dataset folder itself; pass a separate output folder",
+                {"out_dir": str(out), "path": str(src)},
+            )
     else:
         _detect(src)  # raises missing_audio_path before anything is created
     created = not out.exists()
@@ -1187,16 +1276,21 @@ def _align_clip(wav_path: Path, text: str, language: str) -> tuple[Any, str | No
 def _score_outliers(scores: dict[str, float], cfg: DatasetConfig) -> dict[str, str]:
     """Clips whose alignment score is far below the corpus median (the rest of this speaker's
     clips show what a right transcript scores), or below the absolute floor."""
-    out = {k: f"alignment score {v:.1f} per frame < floor {cfg.align_min_score:g}"
-           for k, v in scores.items() if v < cfg.align_min_score}
+    out = {
+        k: f"alignment score {v:.1f} per frame < floor {cfg.align_min_score:g}"
+        for k, v in scores.items()
+        if v < cfg.align_min_score
+    }
     if cfg.align_score_z is not None and len(scores) >= cfg.min_clips_for_corpus_checks:
         ids = sorted(scores)
         values = np.array([scores[i] for i in ids])
         med = float(np.median(values))
         for clip_id, z, v in zip(ids, _robust_z(values), values):
             if z < -cfg.align_score_z and clip_id not in out:
-                out[clip_id] = (f"alignment score {v:.1f} per frame, {-z:.1f} robust SDs below the "
-                                f"corpus median {med:.1f} (limit {cfg.align_score_z:g})")
+                out[clip_id] = (
+                    f"alignment score {v:.1f} per frame, {-z:.1f} robust SDs below the "
+                    f"corpus median {med:.1f} (limit {cfg.align_score_z:g})"
+                )
     return out
 
 
@@ -1206,9 +1300,14 @@ def _retotal(report: dict[str, Any], cfg: DatasetConfig) -> None:
     for r in report["rejected"]:
         by_reason[r["reason"]] += 1
     val = sum(1 for e in kept if e["split"] == "val")
-    report["totals"].update(kept=len(kept), rejected=len(report["rejected"]),
-                            kept_minutes=round(sum(e["duration_s"] for e in kept) / 60.0, 3),
-                            train=len(kept) - val, val=val, rejected_by_reason=by_reason)
+    report["totals"].update(
+        kept=len(kept),
+        rejected=len(report["rejected"]),
+        kept_minutes=round(sum(e["duration_s"] for e in kept) / 60.0, 3),
+        train=len(kept) - val,
+        val=val,
+        rejected_by_reason=by_reason,
+    )
     report["dataset_sha256"] = dataset_sha256(kept)
 
 
@@ -1237,9 +1336,13 @@ def align_dataset(data_path, out_dir, cfg=DatasetConfig(), on_progress=None) -> 
             al, problem = _align_clip(staging / f"{e['id']}.wav", e["text"], cfg.language)
             if al is not None:
                 align.write_textgrid(al, tg_dir / f"{e['id']}.TextGrid")
-                clips[e["id"]] = {"id": e["id"], "score": round(al.score, 2),
-                                  "textgrid": f"{TEXTGRID_DIR}/{e['id']}.TextGrid",
-                                  "words": len(al.words), "phones": len(al.phones)}
+                clips[e["id"]] = {
+                    "id": e["id"],
+                    "score": round(al.score, 2),
+                    "textgrid": f"{TEXTGRID_DIR}/{e['id']}.TextGrid",
+                    "words": len(al.words),
+                    "phones": len(al.phones),
+                }
             else:
                 clips[e["id"]] = {"id": e["id"], "score": None, "textgrid": None}
             if problem:
@@ -1255,10 +1358,15 @@ def align_dataset(data_path, out_dir, cfg=DatasetConfig(), on_progress=None) -> 
     for clip_id in sorted(failed):
         entries.pop(clip_id)
         score = clips[clip_id]["score"]
-        report["rejected"].append({
-            "id": clip_id, "source": origin[clip_id].source, "reason": "alignment_failed",
-            "line": origin[clip_id].line,
-            "detail": failed[clip_id] + ("" if score is None else f" (score {score:.1f})")})
+        report["rejected"].append(
+            {
+                "id": clip_id,
+                "source": origin[clip_id].source,
+                "reason": "alignment_failed",
+                "line": origin[clip_id].line,
+                "detail": failed[clip_id] + ("" if score is None else f" (score {score:.1f})"),
+            }
+        )
         clips[clip_id]["status"] = "alignment_failed"
     for c in clips.values():
         c.setdefault("status", "ok")
@@ -1267,24 +1375,30 @@ def align_dataset(data_path, out_dir, cfg=DatasetConfig(), on_progress=None) -> 
     _retotal(report, cfg)
     ok_scores = [c["score"] for c in clips.values() if c["status"] == "ok"]
     report["alignment"] = {
-        "schema": ALIGN_SCHEMA_ID, "language": cfg.language,
+        "schema": ALIGN_SCHEMA_ID,
+        "language": cfg.language,
         "method": "pocketsphinx en-us acoustic model, phonemes mapped onto the en-us phone set",
         "clips": [clips[k] for k in sorted(clips)],
         "score_median": round(float(np.median(ok_scores)), 2) if ok_scores else None,
-        "aligned": len(ok_scores), "failed": len(failed)}
-    report["quality"]["actions"] = [a for a in report["quality"]["actions"]
-                                    if a["reason"] != "alignment_failed"]
+        "aligned": len(ok_scores),
+        "failed": len(failed),
+    }
+    report["quality"]["actions"] = [a for a in report["quality"]["actions"] if a["reason"] != "alignment_failed"]
     if failed:
-        report["quality"]["actions"].append({
-            "reason": "alignment_failed", "clips": sorted(failed)[:MAX_PROBLEMS],
-            "count": len(failed), "action": REASON_ACTIONS["alignment_failed"]})
+        report["quality"]["actions"].append(
+            {
+                "reason": "alignment_failed",
+                "clips": sorted(failed)[:MAX_PROBLEMS],
+                "count": len(failed),
+                "action": REASON_ACTIONS["alignment_failed"],
+            }
+        )
     atomic_write_json(out / ALIGN_REPORT_NAME, report)
     return report
 
 
 def _schema() -> dict[str, Any]:
-    text = resources.files("voicelane").joinpath("schemas/dataset_manifest.schema.json").read_text(
-        encoding="utf-8")
+    text = resources.files("voicelane").joinpath("schemas/dataset_manifest.schema.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -1298,9 +1412,11 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
         first = errors[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(root)"
         raise VoicelaneError(
-            "manifest_invalid", f"dataset manifest does not match {SCHEMA_ID} at {where}: "
-            f"{first.message[:200]}", {"pointer": where, "errors": len(errors)},
-            next_action="Rerun `voicelane dataset prepare` to rebuild the dataset folder.")
+            "manifest_invalid",
+            f"dataset manifest does not match {SCHEMA_ID} at {where}: {first.message[:200]}",
+            {"pointer": where, "errors": len(errors)},
+            next_action="Rerun `voicelane dataset prepare` to rebuild the dataset folder.",
+        )
 
 
 def load_manifest(out_dir) -> dict:
@@ -1309,35 +1425,55 @@ def load_manifest(out_dir) -> dict:
     path = out / MANIFEST_NAME
     if not path.is_file():
         raise VoicelaneError(
-            "manifest_missing", f"{path} does not exist", {"path": str(path)},
+            "manifest_missing",
+            f"{path} does not exist",
+            {"path": str(path)},
             next_action="Run `voicelane dataset prepare DATA OUT` first, or pass the folder "
-                        "that holds dataset_manifest.json.")
+            "that holds dataset_manifest.json.",
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VoicelaneError(
-            "manifest_invalid", f"{path} is not valid JSON: {_short(exc)}", {"path": str(path)},
-            next_action="Rerun `voicelane dataset prepare` to rebuild the dataset folder.") from None
+            "manifest_invalid",
+            f"{path} is not valid JSON: {_short(exc)}",
+            {"path": str(path)},
+            next_action="Rerun `voicelane dataset prepare` to rebuild the dataset folder.",
+        ) from None
     validate_manifest(manifest)
     if dataset_sha256(manifest["entries"]) != manifest["dataset_sha256"]:
         raise VoicelaneError(
-            "checksum_mismatch", f"{path}: dataset_sha256 does not match the entries",
+            "checksum_mismatch",
+            f"{path}: dataset_sha256 does not match the entries",
             {"path": str(path)},
-            next_action="The dataset manifest was edited; rerun `voicelane dataset prepare`.")
+            next_action="The dataset manifest was edited; rerun `voicelane dataset prepare`.",
+        )
     root = out.resolve()
     for e in manifest["entries"]:
         p = (out / e["path"]).resolve()
         if root not in p.parents:
-            raise VoicelaneError("path_unsafe", f"entry {e['id']!r} points outside {out}",
-                                 {"path": e["path"]})
+            raise VoicelaneError("path_unsafe", f"entry {e['id']!r} points outside {out}", {"path": e["path"]})
         if not p.is_file():
             raise VoicelaneError(
-                "required_file_missing", f"{e['path']} listed in {MANIFEST_NAME} is missing",
+                "required_file_missing",
+                f"{e['path']} listed in {MANIFEST_NAME} is missing",
                 {"path": e["path"]},
-                next_action="Rerun `voicelane dataset prepare` to rebuild the dataset folder.")
+                next_action="Rerun `voicelane dataset prepare` to rebuild the dataset folder.",
+            )
     return manifest
 
 
-__all__ = ["ENGINE_RATE", "REASONS", "DatasetConfig", "inspect_dataset", "prepare_dataset",
-           "align_dataset", "estimate_snr", "cue_problems",
-           "load_manifest", "validate_manifest", "parse_subtitles", "dataset_sha256"]
+__all__ = [
+    "ENGINE_RATE",
+    "REASONS",
+    "DatasetConfig",
+    "inspect_dataset",
+    "prepare_dataset",
+    "align_dataset",
+    "estimate_snr",
+    "cue_problems",
+    "load_manifest",
+    "validate_manifest",
+    "parse_subtitles",
+    "dataset_sha256",
+]

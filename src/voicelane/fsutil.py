@@ -135,16 +135,23 @@ def recover_swap(final: str | os.PathLike, old_prefix: str | None = None) -> Non
     """Undo an interrupted swap: a crash after the old folder was moved aside and before the new
     one moved in leaves no ``final`` and an old folder. Put the newest back; drop the others."""
     final = Path(final)
-    olds = sorted(final.parent.glob(_old_prefix(final, old_prefix) + "*"), key=lambda p: p.lstat().st_mtime_ns,
-                  reverse=True)
+    olds = sorted(
+        final.parent.glob(_old_prefix(final, old_prefix) + "*"), key=lambda p: p.lstat().st_mtime_ns, reverse=True
+    )
     if olds and not os.path.lexists(final):
         os.rename(olds.pop(0), final)
     for leftover in olds:
         remove_tree(leftover)
 
 
-def swap_dir(staging: str | os.PathLike, final: str | os.PathLike, *, check: Callable[[Path], None] | None = None,
-             then: Callable[[], None] | None = None, old_prefix: str | None = None) -> None:
+def swap_dir(
+    staging: str | os.PathLike,
+    final: str | os.PathLike,
+    *,
+    check: Callable[[Path], None] | None = None,
+    then: Callable[[], None] | None = None,
+    old_prefix: str | None = None,
+) -> None:
     """Replace the folder ``final`` by ``staging`` (same filesystem).
 
     The staged tree is fsynced; under a lock on the parent folder an interrupted earlier swap is

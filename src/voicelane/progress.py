@@ -32,8 +32,11 @@ class PlainReporter(Reporter):
 
     def summary(self, result: dict[str, Any]) -> None:
         if not self.quiet and result:
-            _safe_print("[voicelane] result " + " ".join(f"{k}={v}" for k, v in sorted(result.items())
-                                                         if not isinstance(v, dict)), self.stream)
+            _safe_print(
+                "[voicelane] result "
+                + " ".join(f"{k}={v}" for k, v in sorted(result.items()) if not isinstance(v, dict)),
+                self.stream,
+            )
 
 
 class RichReporter(PlainReporter):
@@ -43,8 +46,14 @@ class RichReporter(PlainReporter):
 
         super().__init__(stream)
         self.console = Console(file=self.stream)
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=self.console, transient=False)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
         self.progress.start()
         self.task = None
 
@@ -94,8 +103,9 @@ def print_dataset_report(report: dict[str, Any]) -> None:
 
     c = Console()
     totals = report.get("totals", {})
-    c.print(f"[bold]dataset[/bold] {report.get('source', {}).get('path')} "
-            f"layout={report.get('source', {}).get('layout')}")
+    c.print(
+        f"[bold]dataset[/bold] {report.get('source', {}).get('path')} layout={report.get('source', {}).get('layout')}"
+    )
     c.print(" ".join(f"{k}={v}" for k, v in sorted(totals.items()) if not isinstance(v, dict)))
     for w in report.get("warnings", []):
         c.print(f"[yellow]warning[/yellow] {w}")
@@ -115,9 +125,12 @@ def _print_quality(c, quality: dict[str, Any] | None) -> None:
     if not quality:
         return
     corpus = quality.get("corpus", {})
-    c.print("[bold]corpus quality[/bold] " + " ".join(
-        f"{k}={v}" for k, v in sorted(corpus.items()) if not isinstance(v, list)))
+    c.print(
+        "[bold]corpus quality[/bold] "
+        + " ".join(f"{k}={v}" for k, v in sorted(corpus.items()) if not isinstance(v, list))
+    )
     for a in quality.get("actions", []):
         more = f" (+{a['count'] - len(a['clips'])} more)" if a["count"] > len(a["clips"]) else ""
-        c.print(f"[cyan]{a['reason']}[/cyan] {a['count']} clip(s): {', '.join(a['clips'][:8])}{more}"
-                f"\n  -> {a['action']}")
+        c.print(
+            f"[cyan]{a['reason']}[/cyan] {a['count']} clip(s): {', '.join(a['clips'][:8])}{more}\n  -> {a['action']}"
+        )

@@ -44,8 +44,7 @@ _STAGING = ".publish-"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 
 
-def default_root(env: Mapping[str, str] | None = None, cwd: Path | None = None,
-                 fallback: Path | None = None) -> Path:
+def default_root(env: Mapping[str, str] | None = None, cwd: Path | None = None, fallback: Path | None = None) -> Path:
     """VOICELANE_REGISTRY_DIR, else the service's VOICELANE_DATA_DIR, else ``fallback``, else ./var
     (the service's default data dir); relative paths are taken from ``cwd``."""
     env = os.environ if env is None else env
@@ -75,8 +74,13 @@ class Published:
     previous: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"profile": self.profile, "version": self.version, "bundle": str(self.bundle),
-                "manifest_sha256": self.manifest_sha256, "previous": self.previous}
+        return {
+            "profile": self.profile,
+            "version": self.version,
+            "bundle": str(self.bundle),
+            "manifest_sha256": self.manifest_sha256,
+            "previous": self.previous,
+        }
 
 
 # --- the gate ------------------------------------------------------------------------------------
@@ -90,20 +94,29 @@ def check_publishable(bundle_dir: Path) -> dict[str, Any]:
     res = validate_voice_bundle(bundle_dir)
     if not res.ok:
         err = res.error or {}
-        raise VoicelaneError("bundle_invalid", f"the bundle does not validate: {err.get('message')}",
-                             {"bundle": str(bundle_dir), "validator_code": err.get("code")})
+        raise VoicelaneError(
+            "bundle_invalid",
+            f"the bundle does not validate: {err.get('message')}",
+            {"bundle": str(bundle_dir), "validator_code": err.get("code")},
+        )
     man = res.manifest or {}
     if man.get("lane") != "production":
-        raise VoicelaneError("bundle_invalid", f"the bundle's lane is {man.get('lane')!r}: only production bundles "
-                             "are published", {"bundle": str(bundle_dir), "lane": man.get("lane")})
+        raise VoicelaneError(
+            "bundle_invalid",
+            f"the bundle's lane is {man.get('lane')!r}: only production bundles are published",
+            {"bundle": str(bundle_dir), "lane": man.get("lane")},
+        )
     ev = read_json(Path(bundle_dir) / "eval.json") or {}
     gates = ev.get("gates") or {}
     thresholds = gates.get("thresholds") if isinstance(gates.get("thresholds"), dict) else {}
     failed = check_gates(ev, thresholds) if thresholds else [{"gate": "thresholds", "value": None}]
     if man.get("promotable") is not True or gates.get("passed") is not True or failed:
-        raise VoicelaneError("eval_gate_failed", "the voice did not pass its evaluation gates; it is not published: "
-                             + ", ".join(f"{g['gate']}={g.get('value')}" for g in failed),
-                             {"bundle": str(bundle_dir), "promotable": man.get("promotable")})
+        raise VoicelaneError(
+            "eval_gate_failed",
+            "the voice did not pass its evaluation gates; it is not published: "
+            + ", ".join(f"{g['gate']}={g.get('value')}" for g in failed),
+            {"bundle": str(bundle_dir), "promotable": man.get("promotable")},
+        )
     return man
 
 
@@ -197,8 +210,11 @@ def _manifest_sha(bundle: Path) -> str:
 
 
 def _bundle_bound(cert: dict[str, Any]) -> list[dict[str, Any]]:
-    return [b for b in cert.get("bound") or [] if isinstance(b, dict) and b.get("role") in ("bundle_manifest",
-                                                                                          "bundle_file")]
+    return [
+        b
+        for b in cert.get("bound") or []
+        if isinstance(b, dict) and b.get("role") in ("bundle_manifest", "bundle_file")
+    ]
 
 
 def certificate_integrity(cert: dict[str, Any], bundle_dir: Path) -> dict[str, Any]:
@@ -214,8 +230,13 @@ def certificate_integrity(cert: dict[str, Any], bundle_dir: Path) -> dict[str, A
         if ".." in rel.split("/") or digest != b.get("sha256") or size != b.get("bytes"):
             changed.append(rel)
     ok = bool(bound) and any(b.get("role") == "bundle_manifest" for b in bound) and not changed
-    return {"certificateId": cert.get("certificateId"), "certificateHash": cert.get("certificateHash"),
-            "status": cert.get("status"), "integrityOk": ok, "changed": changed}
+    return {
+        "certificateId": cert.get("certificateId"),
+        "certificateHash": cert.get("certificateHash"),
+        "status": cert.get("status"),
+        "integrityOk": ok,
+        "changed": changed,
+    }
 
 
 def certificate_of(bundle_dir: Path) -> dict[str, Any] | None:
@@ -231,24 +252,34 @@ def _certificate_entry(cert: dict[str, Any], bundle_dir: Path) -> dict[str, Any]
     """What of a verify output document is kept with a version: refused unless issued and matching."""
     c = cert.get("certificate") if isinstance(cert.get("certificate"), dict) else cert
     if c.get("status") != "issued":
-        raise VoicelaneError("verify_failed", f"the certificate {c.get('certificateId')} was not issued "
-                             f"(status {c.get('status')!r}): verify did not pass",
-                             {"certificate": c.get("certificateId")})
+        raise VoicelaneError(
+            "verify_failed",
+            f"the certificate {c.get('certificateId')} was not issued "
+            f"(status {c.get('status')!r}): verify did not pass",
+            {"certificate": c.get("certificateId")},
+        )
     kept = {k: c.get(k) for k in ("certificateId", "certificateHash", "status", "pack", "policy", "code")}
     kept["bound"] = _bundle_bound(c)
     check = certificate_integrity(kept, bundle_dir)
     if not check["integrityOk"]:
-        raise VoicelaneError("certificate_stale", "the certificate binds other bundle files: "
-                             + ", ".join(check["changed"] or ["no bundle files bound"]),
-                             {"certificate": c.get("certificateId")})
+        raise VoicelaneError(
+            "certificate_stale",
+            "the certificate binds other bundle files: " + ", ".join(check["changed"] or ["no bundle files bound"]),
+            {"certificate": c.get("certificateId")},
+        )
     return kept
 
 
 # --- publish / rollback ------------------------------------------------------------------------
 
 
-def publish(bundle_src: Path, root: Path | None = None, profile: str | None = None,
-            source: dict[str, Any] | None = None, certificate: dict[str, Any] | None = None) -> Published:
+def publish(
+    bundle_src: Path,
+    root: Path | None = None,
+    profile: str | None = None,
+    source: dict[str, Any] | None = None,
+    certificate: dict[str, Any] | None = None,
+) -> Published:
     """Copy a publishable bundle into the registry as the profile's new live version (with the verify
     certificate that binds it, when given: the service re-checks it whenever it loads the bundle)."""
     bundle_src = Path(bundle_src)
@@ -256,8 +287,11 @@ def publish(bundle_src: Path, root: Path | None = None, profile: str | None = No
     cert_entry = _certificate_entry(certificate, bundle_src) if certificate is not None else None
     profile = profile or str(man.get("voice_profile_id"))
     if man.get("voice_profile_id") != profile:
-        raise VoicelaneError("invalid_argument", f"the bundle is profile {man.get('voice_profile_id')!r}, "
-                             f"not {profile!r}", {"profile": profile})
+        raise VoicelaneError(
+            "invalid_argument",
+            f"the bundle is profile {man.get('voice_profile_id')!r}, not {profile!r}",
+            {"profile": profile},
+        )
     root = Path(root) if root is not None else default_root()
     pdir = profile_dir(root, profile)
     with _locked(pdir):
@@ -267,8 +301,16 @@ def publish(bundle_src: Path, root: Path | None = None, profile: str | None = No
             shutil.copytree(bundle_src, staging, symlinks=True)
             fsync_tree(staging)
             check_publishable(staging)  # what was copied is what was checked
-            version = max([rec.get("current") or 0, *_versions_on_disk(pdir),
-                           *(int(v.get("version") or 0) for v in rec.get("versions") or [])]) + 1
+            version = (
+                max(
+                    [
+                        rec.get("current") or 0,
+                        *_versions_on_disk(pdir),
+                        *(int(v.get("version") or 0) for v in rec.get("versions") or []),
+                    ]
+                )
+                + 1
+            )
             previous = None
             if (pdir / LIVE).is_dir():  # version 0: a bundle that was put here outside the registry
                 previous = int(rec.get("current") or 0)
@@ -284,8 +326,13 @@ def publish(bundle_src: Path, root: Path | None = None, profile: str | None = No
         sha = _manifest_sha(pdir / LIVE)
         from voicelane.status import now_iso
 
-        entry = {"version": version, "manifest_sha256": sha, "published_at": now_iso(),
-                 "created_at": man.get("created_at"), "source": source or {"bundle": str(bundle_src)}}
+        entry = {
+            "version": version,
+            "manifest_sha256": sha,
+            "published_at": now_iso(),
+            "created_at": man.get("created_at"),
+            "source": source or {"bundle": str(bundle_src)},
+        }
         if cert_entry is not None:
             entry["certificate"] = cert_entry
         rec["versions"] = [v for v in rec.get("versions") or [] if v.get("version") != version] + [entry]
@@ -303,20 +350,29 @@ def rollback(root: Path | None, profile: str) -> Published:
     root = Path(root) if root is not None else default_root()
     pdir = profile_dir(root, profile)
     if not (pdir / LIVE).is_dir():
-        raise VoicelaneError("invalid_argument", f"no voice is published for profile {profile!r} in {root}",
-                             {"profile": profile, "registry": str(root)})
+        raise VoicelaneError(
+            "invalid_argument",
+            f"no voice is published for profile {profile!r} in {root}",
+            {"profile": profile, "registry": str(root)},
+        )
     with _locked(pdir):
         rec = read_record(root, profile)
         current = rec.get("current")
         older = [n for n in _versions_on_disk(pdir) if current is None or n < int(current)]
         if not older:
-            raise VoicelaneError("invalid_argument", f"profile {profile!r} has no earlier version to roll back to",
-                                 {"profile": profile, "current": current})
+            raise VoicelaneError(
+                "invalid_argument",
+                f"profile {profile!r} has no earlier version to roll back to",
+                {"profile": profile, "current": current},
+            )
         target = older[-1]
         res = validate_voice_bundle(_vdir(pdir, target))
         if not res.ok:
-            raise VoicelaneError("bundle_invalid", f"version {target} no longer validates: "
-                                 f"{(res.error or {}).get('message')}", {"profile": profile, "version": target})
+            raise VoicelaneError(
+                "bundle_invalid",
+                f"version {target} no longer validates: {(res.error or {}).get('message')}",
+                {"profile": profile, "version": target},
+            )
         exchange(_vdir(pdir, target), pdir / LIVE)  # the displaced live folder now sits at v<target>
         os.rename(_vdir(pdir, target), _vdir(pdir, int(current if current is not None else 0)))
         rec["current"] = target
@@ -347,7 +403,12 @@ def status(root: Path | None = None) -> list[dict[str, Any]]:
         if not (pdir / LIVE).is_dir():
             continue
         rec = read_record(root, name)
-        out.append({"profile": name, "current": rec.get("current"), "kept": _versions_on_disk(pdir),
-                    "manifest_sha256": _manifest_sha(pdir / LIVE) if (pdir / LIVE / "manifest.json").is_file()
-                    else None})
+        out.append(
+            {
+                "profile": name,
+                "current": rec.get("current"),
+                "kept": _versions_on_disk(pdir),
+                "manifest_sha256": _manifest_sha(pdir / LIVE) if (pdir / LIVE / "manifest.json").is_file() else None,
+            }
+        )
     return out

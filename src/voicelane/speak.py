@@ -26,8 +26,7 @@ def load_bundle_voice(bundle_dir: str | Path, engine: str = "auto", threads: int
     listed = {f["path"] for f in (result.manifest or {}).get("files", [])}
     if engine == "onnx" or (engine == "auto" and "model.onnx" in listed):
         if "model.onnx" not in listed:
-            raise VoicelaneError("required_file_missing", "this bundle has no ONNX export",
-                                 {"path": "model.onnx"})
+            raise VoicelaneError("required_file_missing", "this bundle has no ONNX export", {"path": "model.onnx"})
         from voicelane.engine.onnx_export import OnnxVoice
 
         cfg = json.loads((bundle_dir / CONFIG_FILE).read_text("utf-8"))
@@ -41,15 +40,21 @@ def wav_bytes(audio, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-def speak_to_file(bundle_dir: str | Path, text: str, out: str | Path, engine: str = "auto",
-                  length_scale: float = 1.0) -> dict[str, Any]:
+def speak_to_file(
+    bundle_dir: str | Path, text: str, out: str | Path, engine: str = "auto", length_scale: float = 1.0
+) -> dict[str, Any]:
     if not text or not text.strip():
         raise VoicelaneError("invalid_argument", "--text is empty", {"flag": "--text"})
     voice, result = load_bundle_voice(bundle_dir, engine)
     syn = voice.synthesize(text, length_scale)
     atomic_write_bytes(Path(out), wav_bytes(syn.audio, syn.sample_rate))
-    return {"out": str(out), "profile_id": result.profile_id, "seconds": round(syn.seconds, 3),
-            "rtf": round(syn.rtf, 4), "engine": type(voice).__name__}
+    return {
+        "out": str(out),
+        "profile_id": result.profile_id,
+        "seconds": round(syn.seconds, 3),
+        "rtf": round(syn.rtf, 4),
+        "engine": type(voice).__name__,
+    }
 
 
 PLAYERS = (  # (program, argv reading a WAV stream on stdin)
@@ -73,17 +78,20 @@ def find_player() -> list[str]:
         argv = shlex.split(custom)
         if shutil.which(argv[0]):
             return argv
-        raise VoicelaneError("audio_player_missing", f"VOICELANE_PLAYER names {argv[0]!r}, which is not on PATH",
-                             {"player": argv[0]})
+        raise VoicelaneError(
+            "audio_player_missing", f"VOICELANE_PLAYER names {argv[0]!r}, which is not on PATH", {"player": argv[0]}
+        )
     for name, argv in PLAYERS:
         if shutil.which(name):
             return argv
-    raise VoicelaneError("audio_player_missing", "no audio player found on PATH",
-                         {"tried": [name for name, _ in PLAYERS]})
+    raise VoicelaneError(
+        "audio_player_missing", "no audio player found on PATH", {"tried": [name for name, _ in PLAYERS]}
+    )
 
 
-def speak_and_play(bundle_dir: str | Path, text: str, engine: str = "auto", length_scale: float = 1.0,
-                   out: str | Path | None = None) -> dict[str, Any]:
+def speak_and_play(
+    bundle_dir: str | Path, text: str, engine: str = "auto", length_scale: float = 1.0, out: str | Path | None = None
+) -> dict[str, Any]:
     """Stream the speech into a player as it is made (engine/stream.py); optionally keep a copy."""
     import subprocess
     import time
@@ -111,8 +119,9 @@ def speak_and_play(bundle_dir: str | Path, text: str, engine: str = "auto", leng
             proc.stdin.write(pcm16(chunk, big_endian=False))
             proc.stdin.flush()
     except BrokenPipeError:
-        raise VoicelaneError("audio_player_missing", f"the player {argv[0]!r} exited while playing",
-                             {"player": argv[0]}) from None
+        raise VoicelaneError(
+            "audio_player_missing", f"the player {argv[0]!r} exited while playing", {"player": argv[0]}
+        ) from None
     finally:
         try:
             proc.stdin.close()
@@ -120,11 +129,17 @@ def speak_and_play(bundle_dir: str | Path, text: str, engine: str = "auto", leng
             pass
         code = proc.wait()
     if code != 0:
-        raise VoicelaneError("audio_player_missing", f"the player {argv[0]!r} failed (exit {code})",
-                             {"player": argv[0], "exit": code})
+        raise VoicelaneError(
+            "audio_player_missing", f"the player {argv[0]!r} failed (exit {code})", {"player": argv[0], "exit": code}
+        )
     audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
     if out is not None:
         atomic_write_bytes(Path(out), wav_bytes(audio, features.SAMPLE_RATE))
-    return {"played_with": argv[0], "profile_id": result.profile_id, "first_audio_ms": round(first_ms or 0.0, 1),
-            "seconds": round(len(audio) / features.SAMPLE_RATE, 3), "out": str(out) if out else None,
-            "engine": type(voice).__name__}
+    return {
+        "played_with": argv[0],
+        "profile_id": result.profile_id,
+        "first_audio_ms": round(first_ms or 0.0, 1),
+        "seconds": round(len(audio) / features.SAMPLE_RATE, 3),
+        "out": str(out) if out else None,
+        "engine": type(voice).__name__,
+    }

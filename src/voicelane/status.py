@@ -14,8 +14,15 @@ SCHEMA = "train_status/1"
 STATES = ("running", "completed", "error", "blocked", "cancelled")
 # codes that mean "an operator decision is needed" rather than "something broke"
 BLOCKING_CODES = {
-    "consent_missing", "allowlist_rejected", "license_noncommercial", "license_unknown",
-    "eval_gate_failed", "dataset_too_small", "dataset_empty", "missing_audio_path", "metadata_invalid",
+    "consent_missing",
+    "allowlist_rejected",
+    "license_noncommercial",
+    "license_unknown",
+    "eval_gate_failed",
+    "dataset_too_small",
+    "dataset_empty",
+    "missing_audio_path",
+    "metadata_invalid",
 }
 
 
@@ -60,7 +67,6 @@ class StatusWriter:
         self.flush()
 
 
-
 def new_doc(job_type: str, lane: str, total: int = 0) -> dict[str, Any]:
     ts = now_iso()
     return {
@@ -91,10 +97,18 @@ def _error_dict(error: VoicelaneError | Mapping[str, Any]) -> dict[str, Any]:
     return {"code": error.get("code"), "message": error.get("message"), "details": error.get("details") or {}}
 
 
-def finalize(path: str | os.PathLike, error: VoicelaneError | Mapping[str, Any] | None = None, *,
-             state: str | None = None, doc: dict[str, Any] | None = None, job_type: str = "tts_prod_train",
-             fresh: bool = False, only_if_running: bool = False, next_action: str | None = None,
-             **fields: Any) -> dict[str, Any]:
+def finalize(
+    path: str | os.PathLike,
+    error: VoicelaneError | Mapping[str, Any] | None = None,
+    *,
+    state: str | None = None,
+    doc: dict[str, Any] | None = None,
+    job_type: str = "tts_prod_train",
+    fresh: bool = False,
+    only_if_running: bool = False,
+    next_action: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
     """The one writer of a final train_status/1 document (atomic, fail closed).
 
     Starts from ``doc`` (the run's own, in memory), else the file at ``path`` (unless ``fresh``),
@@ -112,8 +126,11 @@ def finalize(path: str | os.PathLike, error: VoicelaneError | Mapping[str, Any] 
     if error is not None:
         err = _error_dict(error)
         doc["error"] = err
-        doc["next_action"] = next_action or (error.next_action if isinstance(error, VoicelaneError)
-                                             else NEXT_ACTIONS.get(str(err["code"]), NEXT_ACTIONS["internal_error"]))
+        doc["next_action"] = next_action or (
+            error.next_action
+            if isinstance(error, VoicelaneError)
+            else NEXT_ACTIONS.get(str(err["code"]), NEXT_ACTIONS["internal_error"])
+        )
     doc.update(fields)
     doc["state"] = doc["status"] = state or state_for(error)
     ts = now_iso()

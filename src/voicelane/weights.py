@@ -25,18 +25,36 @@ PACKAGE_DATA = Path(__file__).parent / "data"
 
 # SPDX ids (and a few spelled-out licences) known to allow commercial use.
 COMMERCIAL_OK = {
-    "MIT", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "MPL-2.0", "ISC", "CC0-1.0", "CC-BY-4.0",
-    "CC-BY-SA-4.0", "Unlicense", "Zlib", "LicenseRef-Festival-EST-BSD-style", "Public-Domain",
+    "MIT",
+    "BSD-2-Clause",
+    "BSD-3-Clause",
+    "Apache-2.0",
+    "MPL-2.0",
+    "ISC",
+    "CC0-1.0",
+    "CC-BY-4.0",
+    "CC-BY-SA-4.0",
+    "Unlicense",
+    "Zlib",
+    "LicenseRef-Festival-EST-BSD-style",
+    "Public-Domain",
 }
-NONCOMMERCIAL_MARKERS = ("-NC", "NonCommercial", "non-commercial", "CPML", "Coqui-Public-Model-License",
-                         "LicenseRef-Blizzard", "research-only")
+NONCOMMERCIAL_MARKERS = (
+    "-NC",
+    "NonCommercial",
+    "non-commercial",
+    "CPML",
+    "Coqui-Public-Model-License",
+    "LicenseRef-Blizzard",
+    "research-only",
+)
 
 
 @dataclass
 class LicenceCheck:
-    which: str        # code | weights | data
+    which: str  # code | weights | data
     license: str | None
-    verdict: str      # ok | noncommercial | unknown
+    verdict: str  # ok | noncommercial | unknown
 
 
 @dataclass
@@ -53,9 +71,13 @@ class GateResult:
     def provenance(self) -> dict[str, Any]:
         e = self.entry
         return {
-            "id": self.weights_id, "engine": e.get("engine"), "sha256": e.get("sha256"),
-            "code_license": e.get("code_license"), "weights_license": e.get("weights_license"),
-            "data_license": e.get("data_license"), "license_url": e.get("license_url"),
+            "id": self.weights_id,
+            "engine": e.get("engine"),
+            "sha256": e.get("sha256"),
+            "code_license": e.get("code_license"),
+            "weights_license": e.get("weights_license"),
+            "data_license": e.get("data_license"),
+            "license_url": e.get("license_url"),
             "commercial_use_allowed": bool(e.get("commercial_use_allowed")) and self.passed,
             "gate": {c.which: c.verdict for c in self.checks},
             "override": self.override,
@@ -71,8 +93,9 @@ def load_allowlist(path: Path | None = None) -> dict[str, dict[str, Any]]:
     try:
         doc = json.loads(Path(path).read_text("utf-8"))
     except (OSError, ValueError) as exc:
-        raise VoicelaneError("allowlist_rejected", f"cannot read the weights allowlist {path}: {exc}",
-                             {"path": str(path)}) from exc
+        raise VoicelaneError(
+            "allowlist_rejected", f"cannot read the weights allowlist {path}: {exc}", {"path": str(path)}
+        ) from exc
     return {w["id"]: w for w in doc.get("weights", [])}
 
 
@@ -94,26 +117,33 @@ def resolve_dir(entry: dict[str, Any], allowlist_file: Path) -> Path:
     return p
 
 
-def licence_gate(weights_id: str, accept_license_risk: bool = False,
-                 allowlist_file: Path | None = None) -> GateResult:
+def licence_gate(weights_id: str, accept_license_risk: bool = False, allowlist_file: Path | None = None) -> GateResult:
     """Resolve `weights_id` in the allowlist and check its licences; raise on refusal."""
     allowlist_file = allowlist_file or allowlist_path()
     entries = load_allowlist(allowlist_file)
     if weights_id not in entries:
-        raise VoicelaneError("allowlist_rejected", f"base weights {weights_id!r} are not in the allowlist",
-                             {"weights_id": weights_id, "allowlisted": sorted(entries)})
+        raise VoicelaneError(
+            "allowlist_rejected",
+            f"base weights {weights_id!r} are not in the allowlist",
+            {"weights_id": weights_id, "allowlisted": sorted(entries)},
+        )
     entry = entries[weights_id]
-    checks = [LicenceCheck(w, entry.get(f"{w}_license"), classify(entry.get(f"{w}_license")))
-              for w in ("code", "weights", "data")]
+    checks = [
+        LicenceCheck(w, entry.get(f"{w}_license"), classify(entry.get(f"{w}_license")))
+        for w in ("code", "weights", "data")
+    ]
     if entry.get("commercial_use_allowed") is False:
         checks.append(LicenceCheck("commercial_use_allowed", "false", "noncommercial"))
     result = GateResult(weights_id, entry, checks)
     bad = [c for c in checks if c.verdict != "ok"]
     if bad and not accept_license_risk:
         code = "license_noncommercial" if any(c.verdict == "noncommercial" for c in bad) else "license_unknown"
-        raise VoicelaneError(code, f"base weights {weights_id!r} fail the licence gate: " + ", ".join(
-            f"{c.which} licence {c.license or 'missing'} is {c.verdict}" for c in bad),
-            {"weights_id": weights_id, "checks": [c.__dict__ for c in checks]})
+        raise VoicelaneError(
+            code,
+            f"base weights {weights_id!r} fail the licence gate: "
+            + ", ".join(f"{c.which} licence {c.license or 'missing'} is {c.verdict}" for c in bad),
+            {"weights_id": weights_id, "checks": [c.__dict__ for c in checks]},
+        )
     result.override = bool(bad)
     return result
 
@@ -124,12 +154,18 @@ def verify_files(gate: GateResult, allowlist_file: Path | None = None) -> Path:
     wdir = resolve_dir(gate.entry, allowlist_file)
     weights_file = wdir / gate.entry.get("file", "model.safetensors")
     if not weights_file.exists():
-        raise VoicelaneError("base_weights_missing", f"base weights file {weights_file} is missing",
-                             {"weights_id": gate.weights_id, "path": str(weights_file)})
+        raise VoicelaneError(
+            "base_weights_missing",
+            f"base weights file {weights_file} is missing",
+            {"weights_id": gate.weights_id, "path": str(weights_file)},
+        )
     digest, _ = sha256_file(weights_file)
     if digest != gate.entry.get("sha256"):
-        raise VoicelaneError("allowlist_rejected", "base weights file does not match the allowlisted sha256",
-                             {"weights_id": gate.weights_id, "expected": gate.entry.get("sha256"), "actual": digest})
+        raise VoicelaneError(
+            "allowlist_rejected",
+            "base weights file does not match the allowlisted sha256",
+            {"weights_id": gate.weights_id, "expected": gate.entry.get("sha256"), "actual": digest},
+        )
     return wdir
 
 
@@ -140,14 +176,19 @@ def check_weights_manifest(path: Path, allowlist_file: Path | None = None) -> Ga
     try:
         doc = json.loads(Path(path).read_text("utf-8"))
     except (OSError, ValueError) as exc:
-        raise VoicelaneError("allowlist_rejected", f"cannot read the weights manifest {path}: {exc}",
-                             {"weights_manifest": str(path)}) from None
+        raise VoicelaneError(
+            "allowlist_rejected", f"cannot read the weights manifest {path}: {exc}", {"weights_manifest": str(path)}
+        ) from None
     wid = doc.get("id") if isinstance(doc, dict) else None
     if not isinstance(wid, str) or not wid:
-        raise VoicelaneError("allowlist_rejected", f"the weights manifest {path} names no weights id",
-                             {"weights_manifest": str(path)})
+        raise VoicelaneError(
+            "allowlist_rejected", f"the weights manifest {path} names no weights id", {"weights_manifest": str(path)}
+        )
     gate = licence_gate(wid, accept_license_risk=False, allowlist_file=allowlist_file)
     if doc.get("sha256") and doc.get("sha256") != gate.entry.get("sha256"):
-        raise VoicelaneError("allowlist_rejected", "the weights manifest's sha256 differs from the allowlisted one",
-                             {"weights_manifest": str(path), "weights_id": wid})
+        raise VoicelaneError(
+            "allowlist_rejected",
+            "the weights manifest's sha256 differs from the allowlisted one",
+            {"weights_manifest": str(path), "weights_id": wid},
+        )
     return gate

@@ -47,44 +47,180 @@ class AlignmentError(Exception):
 # ---- IPA -> en-us phone set ------------------------------------------------------------------
 
 ARPABET_IPA = {  # one IPA spelling per en-us phone: the targets of the feature fallback
-    "AA": "ɑ", "AE": "æ", "AH": "ʌ", "AO": "ɔ", "EH": "ɛ", "ER": "ɝ", "IH": "ɪ", "IY": "i",
-    "UH": "ʊ", "UW": "u", "EY": "e", "OW": "o", "B": "b", "CH": "t͡ʃ", "D": "d", "DH": "ð",
-    "F": "f", "G": "ɡ", "HH": "h", "JH": "d͡ʒ", "K": "k", "L": "l", "M": "m", "N": "n",
-    "NG": "ŋ", "P": "p", "R": "ɹ", "S": "s", "SH": "ʃ", "T": "t", "TH": "θ", "V": "v", "W": "w",
-    "Y": "j", "Z": "z", "ZH": "ʒ",
+    "AA": "ɑ",
+    "AE": "æ",
+    "AH": "ʌ",
+    "AO": "ɔ",
+    "EH": "ɛ",
+    "ER": "ɝ",
+    "IH": "ɪ",
+    "IY": "i",
+    "UH": "ʊ",
+    "UW": "u",
+    "EY": "e",
+    "OW": "o",
+    "B": "b",
+    "CH": "t͡ʃ",
+    "D": "d",
+    "DH": "ð",
+    "F": "f",
+    "G": "ɡ",
+    "HH": "h",
+    "JH": "d͡ʒ",
+    "K": "k",
+    "L": "l",
+    "M": "m",
+    "N": "n",
+    "NG": "ŋ",
+    "P": "p",
+    "R": "ɹ",
+    "S": "s",
+    "SH": "ʃ",
+    "T": "t",
+    "TH": "θ",
+    "V": "v",
+    "W": "w",
+    "Y": "j",
+    "Z": "z",
+    "ZH": "ʒ",
 }
 IPA_TABLE: dict[str, tuple[str, ...]] = {
     # vowels
-    "i": ("IY",), "y": ("IY",), "ɨ": ("IH",), "ʉ": ("UW",), "ɯ": ("UW",), "u": ("UW",),
-    "ɪ": ("IH",), "ʏ": ("IH",), "ʊ": ("UH",), "e": ("EY",), "ø": ("ER",), "ɘ": ("AH",),
-    "ɵ": ("ER",), "ɤ": ("AH",), "o": ("OW",), "ə": ("AH",), "ɛ": ("EH",), "œ": ("ER",),
-    "ɜ": ("ER",), "ɞ": ("ER",), "ʌ": ("AH",), "ɔ": ("AO",), "æ": ("AE",), "ɐ": ("AH",),
-    "a": ("AA",), "ɶ": ("AA",), "ɑ": ("AA",), "ɒ": ("AA",), "ɚ": ("ER",), "ɝ": ("ER",),
+    "i": ("IY",),
+    "y": ("IY",),
+    "ɨ": ("IH",),
+    "ʉ": ("UW",),
+    "ɯ": ("UW",),
+    "u": ("UW",),
+    "ɪ": ("IH",),
+    "ʏ": ("IH",),
+    "ʊ": ("UH",),
+    "e": ("EY",),
+    "ø": ("ER",),
+    "ɘ": ("AH",),
+    "ɵ": ("ER",),
+    "ɤ": ("AH",),
+    "o": ("OW",),
+    "ə": ("AH",),
+    "ɛ": ("EH",),
+    "œ": ("ER",),
+    "ɜ": ("ER",),
+    "ɞ": ("ER",),
+    "ʌ": ("AH",),
+    "ɔ": ("AO",),
+    "æ": ("AE",),
+    "ɐ": ("AH",),
+    "a": ("AA",),
+    "ɶ": ("AA",),
+    "ɑ": ("AA",),
+    "ɒ": ("AA",),
+    "ɚ": ("ER",),
+    "ɝ": ("ER",),
     # diphthongs en-us has
-    "aɪ": ("AY",), "ai": ("AY",), "aj": ("AY",), "aʊ": ("AW",), "au": ("AW",), "aw": ("AW",),
-    "eɪ": ("EY",), "ei": ("EY",), "ej": ("EY",), "ɛi": ("EY",), "ɛj": ("EY",), "oʊ": ("OW",),
-    "ou": ("OW",), "ow": ("OW",), "ɔɪ": ("OY",), "ɔi": ("OY",), "ɔj": ("OY",), "oi": ("OY",),
-    "oj": ("OY",), "ɔʏ": ("OY",), "œy": ("OY",),
+    "aɪ": ("AY",),
+    "ai": ("AY",),
+    "aj": ("AY",),
+    "aʊ": ("AW",),
+    "au": ("AW",),
+    "aw": ("AW",),
+    "eɪ": ("EY",),
+    "ei": ("EY",),
+    "ej": ("EY",),
+    "ɛi": ("EY",),
+    "ɛj": ("EY",),
+    "oʊ": ("OW",),
+    "ou": ("OW",),
+    "ow": ("OW",),
+    "ɔɪ": ("OY",),
+    "ɔi": ("OY",),
+    "ɔj": ("OY",),
+    "oi": ("OY",),
+    "oj": ("OY",),
+    "ɔʏ": ("OY",),
+    "œy": ("OY",),
     # plosives and implosives
-    "p": ("P",), "b": ("B",), "t": ("T",), "d": ("D",), "ʈ": ("T",), "ɖ": ("D",), "c": ("K",),
-    "ɟ": ("G",), "k": ("K",), "g": ("G",), "ɡ": ("G",), "q": ("K",), "ɢ": ("G",), "ʔ": ("T",),
-    "ɓ": ("B",), "ɗ": ("D",), "ʄ": ("JH",), "ɠ": ("G",),
+    "p": ("P",),
+    "b": ("B",),
+    "t": ("T",),
+    "d": ("D",),
+    "ʈ": ("T",),
+    "ɖ": ("D",),
+    "c": ("K",),
+    "ɟ": ("G",),
+    "k": ("K",),
+    "g": ("G",),
+    "ɡ": ("G",),
+    "q": ("K",),
+    "ɢ": ("G",),
+    "ʔ": ("T",),
+    "ɓ": ("B",),
+    "ɗ": ("D",),
+    "ʄ": ("JH",),
+    "ɠ": ("G",),
     # nasals
-    "m": ("M",), "ɱ": ("M",), "n": ("N",), "ɳ": ("N",), "ɲ": ("N",), "ŋ": ("NG",), "ɴ": ("NG",),
+    "m": ("M",),
+    "ɱ": ("M",),
+    "n": ("N",),
+    "ɳ": ("N",),
+    "ɲ": ("N",),
+    "ŋ": ("NG",),
+    "ɴ": ("NG",),
     # trills, taps
-    "r": ("R",), "ʀ": ("R",), "ɾ": ("D",), "ɽ": ("R",), "ʙ": ("B",),
+    "r": ("R",),
+    "ʀ": ("R",),
+    "ɾ": ("D",),
+    "ɽ": ("R",),
+    "ʙ": ("B",),
     # fricatives
-    "ɸ": ("F",), "β": ("V",), "f": ("F",), "v": ("V",), "θ": ("TH",), "ð": ("DH",),
-    "s": ("S",), "z": ("Z",), "ʃ": ("SH",), "ʒ": ("ZH",), "ʂ": ("SH",), "ʐ": ("ZH",),
-    "ç": ("HH",), "ʝ": ("Y",), "x": ("HH",), "ɣ": ("G",), "χ": ("HH",), "ʁ": ("R",),
-    "ħ": ("HH",), "ʕ": ("HH",), "h": ("HH",), "ɦ": ("HH",), "ɕ": ("SH",), "ʑ": ("ZH",),
-    "ɧ": ("SH",), "ɬ": ("S",),
+    "ɸ": ("F",),
+    "β": ("V",),
+    "f": ("F",),
+    "v": ("V",),
+    "θ": ("TH",),
+    "ð": ("DH",),
+    "s": ("S",),
+    "z": ("Z",),
+    "ʃ": ("SH",),
+    "ʒ": ("ZH",),
+    "ʂ": ("SH",),
+    "ʐ": ("ZH",),
+    "ç": ("HH",),
+    "ʝ": ("Y",),
+    "x": ("HH",),
+    "ɣ": ("G",),
+    "χ": ("HH",),
+    "ʁ": ("R",),
+    "ħ": ("HH",),
+    "ʕ": ("HH",),
+    "h": ("HH",),
+    "ɦ": ("HH",),
+    "ɕ": ("SH",),
+    "ʑ": ("ZH",),
+    "ɧ": ("SH",),
+    "ɬ": ("S",),
     # affricates
-    "ts": ("T", "S"), "dz": ("D", "Z"), "tʃ": ("CH",), "dʒ": ("JH",), "tɕ": ("CH",),
-    "dʑ": ("JH",), "pf": ("P", "F"), "tʂ": ("CH",), "dʐ": ("JH",),
+    "ts": ("T", "S"),
+    "dz": ("D", "Z"),
+    "tʃ": ("CH",),
+    "dʒ": ("JH",),
+    "tɕ": ("CH",),
+    "dʑ": ("JH",),
+    "pf": ("P", "F"),
+    "tʂ": ("CH",),
+    "dʐ": ("JH",),
     # approximants, laterals
-    "ʋ": ("V",), "ɹ": ("R",), "ɻ": ("R",), "j": ("Y",), "ɥ": ("Y",), "ɰ": ("W",), "w": ("W",),
-    "l": ("L",), "ɫ": ("L",), "ɭ": ("L",), "ʎ": ("L",), "ʟ": ("L",),
+    "ʋ": ("V",),
+    "ɹ": ("R",),
+    "ɻ": ("R",),
+    "j": ("Y",),
+    "ɥ": ("Y",),
+    "ɰ": ("W",),
+    "w": ("W",),
+    "l": ("L",),
+    "ɫ": ("L",),
+    "ɭ": ("L",),
+    "ʎ": ("L",),
+    "ʟ": ("L",),
 }
 _DROP = {"ˈ", "ˌ", "'", "ː", "ˑ", "ʲ", "ˤ", "ʰ", "ʷ", "ˠ", "ᵐ", "ⁿ", "ᵑ", "ᶬ", "\u0361", "\u035c"}
 _MAX_KEY = max(len(k) for k in IPA_TABLE)
@@ -98,8 +234,9 @@ def _strip(ph: str) -> str:
         if composed in IPA_TABLE:  # a letter in its own right, e.g. "ç" is not "c" + cedilla
             out.append(composed)
             continue
-        out.extend(ch for ch in unicodedata.normalize("NFD", composed)
-                   if ch not in _DROP and not unicodedata.combining(ch))
+        out.extend(
+            ch for ch in unicodedata.normalize("NFD", composed) if ch not in _DROP and not unicodedata.combining(ch)
+        )
     return "".join(out)
 
 
@@ -137,7 +274,7 @@ def ipa_to_arpabet(phone: str) -> tuple[str, ...]:
     i = 0
     while i < len(base):  # longest known prefix first ("aɪ" before "a"), else features
         for n in range(min(_MAX_KEY, len(base) - i), 0, -1):
-            part = base[i:i + n]
+            part = base[i : i + n]
             if part in IPA_TABLE:
                 out.extend(IPA_TABLE[part])
                 i += n
@@ -172,8 +309,8 @@ class Interval:
 @dataclass
 class Alignment:
     words: list[Interval]
-    phones: list[Interval]      # IPA labels; silences are not listed
-    score: float                # mean acoustic score per speech frame (pocketsphinx ascr units)
+    phones: list[Interval]  # IPA labels; silences are not listed
+    score: float  # mean acoustic score per speech frame (pocketsphinx ascr units)
     duration_s: float
     phone_word: list[int] = field(default_factory=list)  # word index of each phone
 
@@ -195,8 +332,7 @@ ALIGN_BEAMS = {"beam": 1e-200, "pbeam": 1e-200, "wbeam": 1e-150}
 def _decoder(**options):
     from pocketsphinx import Decoder
 
-    return Decoder(samprate=ASR_RATE, bestpath=False, loglevel="FATAL",
-                   **{**ALIGN_BEAMS, **options})
+    return Decoder(samprate=ASR_RATE, bestpath=False, loglevel="FATAL", **{**ALIGN_BEAMS, **options})
 
 
 def _pcm16(wav: np.ndarray) -> bytes:
@@ -227,8 +363,9 @@ def _run_alignment(wav: np.ndarray, spellings: Sequence[Sequence[str]], **option
             if dec.hyp() is None:
                 raise AlignmentError("aligner found no path through the transcript")
             dec.set_alignment()
-    entries = [(w.name, w.start, w.duration, [(p.name, p.start, p.duration, p.score) for p in w])
-               for w in dec.get_alignment()]
+    entries = [
+        (w.name, w.start, w.duration, [(p.name, p.start, p.duration, p.score) for p in w]) for w in dec.get_alignment()
+    ]
     if not entries:
         raise AlignmentError("aligner returned no segments")
     return entries
@@ -248,8 +385,7 @@ def align_segments(wav: np.ndarray, utt: frontend.Utterance) -> list[tuple[str, 
     return segs
 
 
-def align_words(wav: np.ndarray, sr: int, words: Sequence[tuple[str, Sequence[str]]],
-                **options) -> Alignment:
+def align_words(wav: np.ndarray, sr: int, words: Sequence[tuple[str, Sequence[str]]], **options) -> Alignment:
     """Time `words` ([(text, [IPA phone, ...])]) in `wav` (mono float, any rate).
 
     Returns word and phone intervals (IPA labels; a phone mapped onto two en-us phones spans
@@ -280,7 +416,7 @@ def align_words(wav: np.ndarray, sr: int, words: Sequence[tuple[str, Sequence[st
             n = len(ipa_to_arpabet(ipa))
             if n == 0:
                 continue
-            group = phones[k:k + n]
+            group = phones[k : k + n]
             k += n
             a, b = group[0][1], group[-1][1] + group[-1][2]
             out_phones.append(Interval(ipa, t(a), t(b)))
@@ -310,8 +446,9 @@ def write_textgrid(al: Alignment, path) -> None:
     end = max([al.duration_s] + [w.end_s for w in al.words])
     tg = textgrid.Textgrid()
     for name, items in (("words", al.words), ("phones", al.phones)):
-        entries = [(round(i.start_s, 3), round(i.end_s, 3), i.label) for i in items
-                   if round(i.end_s, 3) > round(i.start_s, 3)]
+        entries = [
+            (round(i.start_s, 3), round(i.end_s, 3), i.label) for i in items if round(i.end_s, 3) > round(i.start_s, 3)
+        ]
         tg.addTier(textgrid.IntervalTier(name, entries, 0.0, end))
     tg.addTier(textgrid.IntervalTier("score", [(0.0, end, f"{al.score:.2f}")], 0.0, end))
     path = Path(path)
@@ -327,12 +464,11 @@ def write_textgrid(al: Alignment, path) -> None:
 
 # Physical limits for one phone (stretched or squeezed beyond these, the alignment is wrong).
 MAX_PHONE_S = 0.6
-MIN_SCORE = -60.0            # mean ascr per speech frame: right transcripts -10..-35, wrong ~-80 (docs/alignment.md)
-MAX_MIN_PHONE_SHARE = 0.5    # more than half the phones at the decoder's 30 ms floor: squeezed
+MIN_SCORE = -60.0  # mean ascr per speech frame: right transcripts -10..-35, wrong ~-80 (docs/alignment.md)
+MAX_MIN_PHONE_SHARE = 0.5  # more than half the phones at the decoder's 30 ms floor: squeezed
 
 
-def implausibility(al: Alignment, min_score: float = MIN_SCORE,
-                   max_phone_s: float = MAX_PHONE_S) -> str | None:
+def implausibility(al: Alignment, min_score: float = MIN_SCORE, max_phone_s: float = MAX_PHONE_S) -> str | None:
     """Why this alignment cannot be right, or None when it is plausible."""
     if not al.phones:
         return "no phones aligned"
@@ -341,18 +477,18 @@ def implausibility(al: Alignment, min_score: float = MIN_SCORE,
     long = [p for p in al.phones if p.end_s - p.start_s > max_phone_s]
     if long:
         p = long[0]
-        return (f"phone {p.label!r} stretched to {p.end_s - p.start_s:.2f} s "
-                f"(> {max_phone_s:g} s) at {p.start_s:.2f} s")
+        return f"phone {p.label!r} stretched to {p.end_s - p.start_s:.2f} s (> {max_phone_s:g} s) at {p.start_s:.2f} s"
     floor = sum(1 for p in al.phones if p.end_s - p.start_s <= 0.0301)
     if len(al.phones) >= 6 and floor / len(al.phones) > MAX_MIN_PHONE_SHARE:
-        return (f"{floor} of {len(al.phones)} phones squeezed to the 30 ms minimum "
-                "(the transcript is longer than the speech)")
+        return (
+            f"{floor} of {len(al.phones)} phones squeezed to the 30 ms minimum "
+            "(the transcript is longer than the speech)"
+        )
     return None
 
 
 def _segments_problem(segs: list[tuple[str, int, int]]) -> str | None:
-    phones = [Interval(name, start * FRAME_S, (start + n) * FRAME_S)
-              for name, start, n in segs if name != "sil"]
+    phones = [Interval(name, start * FRAME_S, (start + n) * FRAME_S) for name, start, n in segs if name != "sil"]
     al = Alignment([], phones, 0.0, 0.0)
     return implausibility(al, min_score=float("-inf"))
 

@@ -107,8 +107,9 @@ def import_tts():
     except ImportError as exc:  # pragma: no cover - exercised only on broken installs
         from voicelane.errors import VoicelaneError
 
-        raise VoicelaneError("runtime_dependency_missing", f"coqui-tts failed to import: {exc}",
-                             {"module": "TTS"}) from exc
+        raise VoicelaneError(
+            "runtime_dependency_missing", f"coqui-tts failed to import: {exc}", {"module": "TTS"}
+        ) from exc
     import TTS as tts_pkg
 
     return tts_pkg

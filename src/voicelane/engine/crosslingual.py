@@ -93,4 +93,4 @@ def init_table(symbols: list[str] | tuple[str, ...]) -> list[dict[str, str]]:
     """Which base token every new token starts from (recorded in the run's status)."""
     from voicelane.engine.frontend import SYMBOLS
 
-    return [{"token": t, "from": source_token(t)} for t in symbols[len(SYMBOLS):]]
+    return [{"token": t, "from": source_token(t)} for t in symbols[len(SYMBOLS) :]]

@@ -21,9 +21,9 @@ CACHE_VERSION = "vl-feat-1"
 @dataclass
 class Item:
     id: str
-    ids: np.ndarray        # [T_text] int64
+    ids: np.ndarray  # [T_text] int64
     durations: np.ndarray  # [T_text] int64, sums to frames
-    feats: np.ndarray      # [frames, FEAT_DIM] float32
+    feats: np.ndarray  # [frames, FEAT_DIM] float32
 
 
 def prepare_clip(clip_id: str, wav_path: str, text: str, language: str = "en-us") -> dict:
@@ -61,8 +61,9 @@ def content_key(sha: str, text: str, language: str) -> str:
     import hashlib
 
     utt = frontend.phonemize(text, language)
-    blob = "\x1f".join([CACHE_VERSION, str(features.FEAT_DIM), sha, language, " ".join(utt.tokens),
-                        " ".join(map(str, utt.ids))])
+    blob = "\x1f".join(
+        [CACHE_VERSION, str(features.FEAT_DIM), sha, language, " ".join(utt.tokens), " ".join(map(str, utt.ids))]
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -103,16 +104,19 @@ def _prepare_to_cache(args: tuple[str, str, str, str, str, str]) -> tuple[str, s
     if "error" in res:
         return clip_id, res["error"]
     buf = io.BytesIO()
-    np.savez(buf, ids=res["ids"], durations=res["durations"], feats=res["feats"],
-             version=np.array(CACHE_VERSION))
+    np.savez(buf, ids=res["ids"], durations=res["durations"], feats=res["feats"], version=np.array(CACHE_VERSION))
     atomic_write_bytes(out, buf.getvalue())
     _to_shared(shared, key, buf.getvalue())
     return clip_id, None
 
 
-def prepare_all(entries: list[dict], cache_dir: str | os.PathLike, language: str = "en-us",
-                workers: int = 2, on_done: Callable[[int, int], None] | None = None
-                ) -> tuple[list[Item], dict[str, str]]:
+def prepare_all(
+    entries: list[dict],
+    cache_dir: str | os.PathLike,
+    language: str = "en-us",
+    workers: int = 2,
+    on_done: Callable[[int, int], None] | None = None,
+) -> tuple[list[Item], dict[str, str]]:
     """Prepare every manifest entry (id, path, text, sha256). Returns (items, {id: alignment error})."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -160,8 +164,8 @@ def batches_for_epoch(lengths: list[int], batch_size: int, seed: int, epoch: int
     pool = batch_size * 20
     batches: list[list[int]] = []
     for s in range(0, len(order), pool):
-        chunk = sorted(order[s:s + pool].tolist(), key=lambda i: (lengths[i], i))
-        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[s : s + pool].tolist(), key=lambda i: (lengths[i], i))
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
     perm = rng.permutation(len(batches))
     return [batches[i] for i in perm]
 
@@ -177,12 +181,17 @@ def collate(items: list[Item], mean: np.ndarray, std: np.ndarray) -> dict:
     dr = np.zeros((B, T), dtype=np.int64)
     y = np.zeros((B, F, features.FEAT_DIM), dtype=np.float32)
     for b, it in enumerate(items):
-        x[b, :tl[b]] = it.ids
-        dr[b, :tl[b]] = it.durations
-        y[b, :fl[b]] = (it.feats - mean) / std
+        x[b, : tl[b]] = it.ids
+        dr[b, : tl[b]] = it.durations
+        y[b, : fl[b]] = (it.feats - mean) / std
     return {
-        "text_input": torch.from_numpy(x), "text_lengths": torch.tensor(tl),
-        "mel_input": torch.from_numpy(y), "mel_lengths": torch.tensor(fl),
-        "durations": torch.from_numpy(dr), "d_vectors": None, "speaker_ids": None,
-        "pitch": None, "energy": None,
+        "text_input": torch.from_numpy(x),
+        "text_lengths": torch.tensor(tl),
+        "mel_input": torch.from_numpy(y),
+        "mel_lengths": torch.tensor(fl),
+        "durations": torch.from_numpy(dr),
+        "d_vectors": None,
+        "speaker_ids": None,
+        "pitch": None,
+        "energy": None,
     }

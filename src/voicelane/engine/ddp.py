@@ -26,14 +26,32 @@ from voicelane.fsutil import atomic_write_json
 STEP_PREFIX = "VLSTEP "
 
 
-def write_spec(path: Path, entries: list[dict], cache_dir: Path, language: str, arch: dict[str, Any], cfg,
-               run_dir: Path, mean: np.ndarray, std: np.ndarray, init_weights: Path | None) -> Path:
-    atomic_write_json(path, {
-        "entries": [{k: str(v) if isinstance(v, Path) else v for k, v in e.items()} for e in entries],
-        "cache_dir": str(cache_dir), "language": language, "arch": arch, "train_config": asdict(cfg),
-        "run_dir": str(run_dir), "feat_mean": [float(x) for x in mean], "feat_std": [float(x) for x in std],
-        "init_weights": str(init_weights) if init_weights else None,
-    })
+def write_spec(
+    path: Path,
+    entries: list[dict],
+    cache_dir: Path,
+    language: str,
+    arch: dict[str, Any],
+    cfg,
+    run_dir: Path,
+    mean: np.ndarray,
+    std: np.ndarray,
+    init_weights: Path | None,
+) -> Path:
+    atomic_write_json(
+        path,
+        {
+            "entries": [{k: str(v) if isinstance(v, Path) else v for k, v in e.items()} for e in entries],
+            "cache_dir": str(cache_dir),
+            "language": language,
+            "arch": arch,
+            "train_config": asdict(cfg),
+            "run_dir": str(run_dir),
+            "feat_mean": [float(x) for x in mean],
+            "feat_std": [float(x) for x in std],
+            "init_weights": str(init_weights) if init_weights else None,
+        },
+    )
     return path
 
 
@@ -55,21 +73,37 @@ def main(spec_path: str) -> int:
     def on_step(step: int, losses: dict[str, float]) -> None:
         print(STEP_PREFIX + json.dumps({"step": step, "losses": losses}, sort_keys=True), flush=True)
 
-    train.train(items, spec["arch"], cfg, Path(spec["run_dir"]), np.asarray(spec["feat_mean"], np.float32),
-                np.asarray(spec["feat_std"], np.float32), init, on_step)
+    train.train(
+        items,
+        spec["arch"],
+        cfg,
+        Path(spec["run_dir"]),
+        np.asarray(spec["feat_mean"], np.float32),
+        np.asarray(spec["feat_std"], np.float32),
+        init,
+        on_step,
+    )
     return 0
 
 
 def launch(spec_path: Path, nproc: int, on_step: Callable[[int, dict[str, float]], None]) -> None:
     """Run the training stage on `nproc` processes (one per GPU; CPU processes use gloo)."""
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
-            "-m", "voicelane.engine.ddp", str(spec_path)]
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={int(nproc)}",
+        "-m",
+        "voicelane.engine.ddp",
+        str(spec_path),
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, shell=False)
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
             if line.startswith(STEP_PREFIX):
-                ev = json.loads(line[len(STEP_PREFIX):])
+                ev = json.loads(line[len(STEP_PREFIX) :])
                 on_step(int(ev["step"]), ev["losses"])
             else:
                 sys.stderr.write(line)
@@ -79,8 +113,9 @@ def launch(spec_path: Path, nproc: int, on_step: Callable[[int, dict[str, float]
         proc.wait(30)
         raise
     if rc != 0:
-        raise VoicelaneError("internal_error", f"distributed training exited with code {rc}",
-                             {"nproc": nproc, "exit_code": rc})
+        raise VoicelaneError(
+            "internal_error", f"distributed training exited with code {rc}", {"nproc": nproc, "exit_code": rc}
+        )
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def world_waveform(feats: np.ndarray, postfilter: float = 0.0, fft_size: int = S
         mgc[:, 2:] *= 1.0 + postfilter
     f0 = np.exp(feats[:, LF0_IDX]) * (feats[:, VUV_IDX] > 0.5)
     f0 = np.clip(f0, 0.0, F0_CEIL)
-    bap = np.ascontiguousarray(np.minimum(feats[:, BAP_IDX:BAP_IDX + N_BAP], 0.0))
+    bap = np.ascontiguousarray(np.minimum(feats[:, BAP_IDX : BAP_IDX + N_BAP], 0.0))
     sp = pyworld.decode_spectral_envelope(mgc, SAMPLE_RATE, fft_size)
     ap = pyworld.decode_aperiodicity(bap, SAMPLE_RATE, fft_size)
     return pyworld.synthesize(np.ascontiguousarray(f0), sp, ap, SAMPLE_RATE, FRAME_MS)

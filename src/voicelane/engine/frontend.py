@@ -28,34 +28,121 @@ from pathlib import Path
 from voicelane.errors import VoicelaneError
 
 PAD = "<pad>"
-START = "^"          # leading silence left after trimming
-MINOR = "|"          # comma-like pause
+START = "^"  # leading silence left after trimming
+MINOR = "|"  # comma-like pause
 END_TOKENS = {".": "<.>", "?": "<?>", "!": "<!>"}  # sentence end; absorbs trailing silence
 
 VOWELS = {
-    "ɑ": "AA", "æ": "AE", "ʌ": "AH", "ə": "AH", "ɐ": "AH", "ɔ": "AO", "aʊ": "AW", "aɪ": "AY",
-    "ɛ": "EH", "ɚ": "ER", "ɝ": "ER", "eɪ": "EY", "e": "EY", "ɪ": "IH", "ᵻ": "IH", "ɨ": "IH",
-    "i": "IY", "oʊ": "OW", "o": "OW", "ɔɪ": "OY", "ʊ": "UH", "u": "UW",
+    "ɑ": "AA",
+    "æ": "AE",
+    "ʌ": "AH",
+    "ə": "AH",
+    "ɐ": "AH",
+    "ɔ": "AO",
+    "aʊ": "AW",
+    "aɪ": "AY",
+    "ɛ": "EH",
+    "ɚ": "ER",
+    "ɝ": "ER",
+    "eɪ": "EY",
+    "e": "EY",
+    "ɪ": "IH",
+    "ᵻ": "IH",
+    "ɨ": "IH",
+    "i": "IY",
+    "oʊ": "OW",
+    "o": "OW",
+    "ɔɪ": "OY",
+    "ʊ": "UH",
+    "u": "UW",
 }
 CONSONANTS = {
-    "b": "B", "t͡ʃ": "CH", "tʃ": "CH", "d": "D", "ð": "DH", "f": "F", "ɡ": "G", "g": "G",
-    "h": "HH", "x": "HH", "d͡ʒ": "JH", "dʒ": "JH", "k": "K", "l": "L", "l̩": "L", "m": "M",
-    "m̩": "M", "n": "N", "n̩": "N", "ŋ": "NG", "p": "P", "ɹ": "R", "r": "R", "s": "S", "ʃ": "SH",
-    "t": "T", "ɾ": "D", "ʔ": "T", "θ": "TH", "v": "V", "w": "W", "j": "Y", "z": "Z", "ʒ": "ZH",
+    "b": "B",
+    "t͡ʃ": "CH",
+    "tʃ": "CH",
+    "d": "D",
+    "ð": "DH",
+    "f": "F",
+    "ɡ": "G",
+    "g": "G",
+    "h": "HH",
+    "x": "HH",
+    "d͡ʒ": "JH",
+    "dʒ": "JH",
+    "k": "K",
+    "l": "L",
+    "l̩": "L",
+    "m": "M",
+    "m̩": "M",
+    "n": "N",
+    "n̩": "N",
+    "ŋ": "NG",
+    "p": "P",
+    "ɹ": "R",
+    "r": "R",
+    "s": "S",
+    "ʃ": "SH",
+    "t": "T",
+    "ɾ": "D",
+    "ʔ": "T",
+    "θ": "TH",
+    "v": "V",
+    "w": "W",
+    "j": "Y",
+    "z": "Z",
+    "ʒ": "ZH",
 }
 STRESS = ("ˈ", "ˌ")
 
 # One canonical token per sound (aliases fold onto the first spelling of their ARPAbet phone).
 _CANON_VOWELS = ["ɑ", "æ", "ʌ", "ə", "ɔ", "aʊ", "aɪ", "ɛ", "ɚ", "eɪ", "ɪ", "i", "oʊ", "ɔɪ", "ʊ", "u"]
-_CANON_CONS = ["b", "t͡ʃ", "d", "ð", "f", "ɡ", "h", "d͡ʒ", "k", "l", "m", "n", "ŋ", "p", "ɹ",
-               "s", "ʃ", "t", "ɾ", "θ", "v", "w", "j", "z", "ʒ", "ʔ"]
-_ALIASES = {"ɐ": "ə", "ɝ": "ɚ", "e": "eɪ", "ᵻ": "ɪ", "ɨ": "ɪ", "o": "oʊ", "tʃ": "t͡ʃ", "g": "ɡ",
-            "x": "h", "dʒ": "d͡ʒ", "l̩": "l", "m̩": "m", "n̩": "n", "r": "ɹ"}
+_CANON_CONS = [
+    "b",
+    "t͡ʃ",
+    "d",
+    "ð",
+    "f",
+    "ɡ",
+    "h",
+    "d͡ʒ",
+    "k",
+    "l",
+    "m",
+    "n",
+    "ŋ",
+    "p",
+    "ɹ",
+    "s",
+    "ʃ",
+    "t",
+    "ɾ",
+    "θ",
+    "v",
+    "w",
+    "j",
+    "z",
+    "ʒ",
+    "ʔ",
+]
+_ALIASES = {
+    "ɐ": "ə",
+    "ɝ": "ɚ",
+    "e": "eɪ",
+    "ᵻ": "ɪ",
+    "ɨ": "ɪ",
+    "o": "oʊ",
+    "tʃ": "t͡ʃ",
+    "g": "ɡ",
+    "x": "h",
+    "dʒ": "d͡ʒ",
+    "l̩": "l",
+    "m̩": "m",
+    "n̩": "n",
+    "r": "ɹ",
+}
 
 SYMBOLS: list[str] = (
-    [PAD, START, MINOR, *END_TOKENS.values()]
-    + [s + v for v in _CANON_VOWELS for s in ("", *STRESS)]
-    + _CANON_CONS
+    [PAD, START, MINOR, *END_TOKENS.values()] + [s + v for v in _CANON_VOWELS for s in ("", *STRESS)] + _CANON_CONS
 )
 SYMBOL_TO_ID = {s: i for i, s in enumerate(SYMBOLS)}
 PROSODY_TOKENS = {START, MINOR, *END_TOKENS.values()}
@@ -64,31 +151,34 @@ BASE_PHONEMES: tuple[str, ...] = tuple(_CANON_VOWELS + _CANON_CONS)  # unstresse
 
 @dataclass(frozen=True)
 class Language:
-    code: str       # what voicelane stores (voice_config.json, manifests)
-    gruut: str      # gruut's language name
-    package: str    # the gruut-lang-* distribution holding its lexicon and g2p model
+    code: str  # what voicelane stores (voice_config.json, manifests)
+    gruut: str  # gruut's language name
+    package: str  # the gruut-lang-* distribution holding its lexicon and g2p model
     name: str
-    script: str     # Unicode script name every letter of the input must belong to
-    numbers: bool   # gruut (num2words) verbalises digits in this language
+    script: str  # Unicode script name every letter of the input must belong to
+    numbers: bool  # gruut (num2words) verbalises digits in this language
 
 
-LANGUAGES: dict[str, Language] = {lang.code.split("-")[0]: lang for lang in (
-    Language("ar", "ar", "gruut_lang_ar", "Arabic (needs vocalised text)", "ARABIC", True),
-    Language("ca", "ca-ce", "gruut_lang_ca", "Catalan (Central)", "LATIN", True),
-    Language("cs", "cs-cz", "gruut_lang_cs", "Czech", "LATIN", True),
-    Language("de", "de-de", "gruut_lang_de", "German", "LATIN", True),
-    Language("en-us", "en-us", "gruut_lang_en", "English (US pronunciations)", "LATIN", True),
-    Language("es", "es-es", "gruut_lang_es", "Spanish (Castilian)", "LATIN", True),
-    Language("fa", "fa", "gruut_lang_fa", "Persian (Farsi)", "ARABIC", True),
-    Language("fr", "fr-fr", "gruut_lang_fr", "French", "LATIN", True),
-    Language("it", "it-it", "gruut_lang_it", "Italian", "LATIN", True),
-    Language("lb", "lb", "gruut_lang_lb", "Luxembourgish", "LATIN", False),
-    Language("nl", "nl", "gruut_lang_nl", "Dutch", "LATIN", True),
-    Language("pt", "pt", "gruut_lang_pt", "Portuguese (Brazilian)", "LATIN", True),
-    Language("ru", "ru-ru", "gruut_lang_ru", "Russian", "CYRILLIC", True),
-    Language("sv", "sv-se", "gruut_lang_sv", "Swedish", "LATIN", True),
-    Language("sw", "sw", "gruut_lang_sw", "Swahili", "LATIN", False),
-)}
+LANGUAGES: dict[str, Language] = {
+    lang.code.split("-")[0]: lang
+    for lang in (
+        Language("ar", "ar", "gruut_lang_ar", "Arabic (needs vocalised text)", "ARABIC", True),
+        Language("ca", "ca-ce", "gruut_lang_ca", "Catalan (Central)", "LATIN", True),
+        Language("cs", "cs-cz", "gruut_lang_cs", "Czech", "LATIN", True),
+        Language("de", "de-de", "gruut_lang_de", "German", "LATIN", True),
+        Language("en-us", "en-us", "gruut_lang_en", "English (US pronunciations)", "LATIN", True),
+        Language("es", "es-es", "gruut_lang_es", "Spanish (Castilian)", "LATIN", True),
+        Language("fa", "fa", "gruut_lang_fa", "Persian (Farsi)", "ARABIC", True),
+        Language("fr", "fr-fr", "gruut_lang_fr", "French", "LATIN", True),
+        Language("it", "it-it", "gruut_lang_it", "Italian", "LATIN", True),
+        Language("lb", "lb", "gruut_lang_lb", "Luxembourgish", "LATIN", False),
+        Language("nl", "nl", "gruut_lang_nl", "Dutch", "LATIN", True),
+        Language("pt", "pt", "gruut_lang_pt", "Portuguese (Brazilian)", "LATIN", True),
+        Language("ru", "ru-ru", "gruut_lang_ru", "Russian", "CYRILLIC", True),
+        Language("sv", "sv-se", "gruut_lang_sv", "Swedish", "LATIN", True),
+        Language("sw", "sw", "gruut_lang_sw", "Swahili", "LATIN", False),
+    )
+}
 SUPPORTED_LANGUAGES = tuple(sorted(lang.code for lang in LANGUAGES.values()))
 _BCP47 = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 
@@ -101,8 +191,11 @@ def language_info(language: str) -> Language:
     tag = (language or "").strip()
     primary = tag.replace("_", "-").split("-")[0].lower()
     if not _BCP47.match(tag) or primary not in LANGUAGES:
-        raise VoicelaneError("language_unsupported", f"language {language!r} is not supported by this engine",
-                             {"language": language, "supported": list(SUPPORTED_LANGUAGES)})
+        raise VoicelaneError(
+            "language_unsupported",
+            f"language {language!r} is not supported by this engine",
+            {"language": language, "supported": list(SUPPORTED_LANGUAGES)},
+        )
     return LANGUAGES[primary]
 
 
@@ -116,8 +209,12 @@ def frontend_info(language: str) -> dict[str, str]:
     import importlib.metadata as md
 
     lang = language_info(language)
-    return {"language": lang.code, "gruut_language": lang.gruut, "gruut": md.version("gruut"),
-            lang.package: md.version(lang.package)}
+    return {
+        "language": lang.code,
+        "gruut_language": lang.gruut,
+        "gruut": md.version("gruut"),
+        lang.package: md.version(lang.package),
+    }
 
 
 def languages_table() -> list[dict[str, object]]:
@@ -130,9 +227,18 @@ def languages_table() -> list[dict[str, object]]:
             version = md.version(lang.package)
         except md.PackageNotFoundError:
             version = None
-        rows.append({"code": lang.code, "name": lang.name, "gruut": lang.gruut, "package": lang.package,
-                     "package_version": version, "script": lang.script.title(),
-                     "numbers": lang.numbers, "phonemes": len(inventory(lang.code).symbols)})
+        rows.append(
+            {
+                "code": lang.code,
+                "name": lang.name,
+                "gruut": lang.gruut,
+                "package": lang.package,
+                "package_version": version,
+                "script": lang.script.title(),
+                "numbers": lang.numbers,
+                "phonemes": len(inventory(lang.code).symbols),
+            }
+        )
     return rows
 
 
@@ -155,7 +261,7 @@ class Inventory:
     @property
     def new_symbols(self) -> tuple[str, ...]:
         """Tokens the English base has no embedding for."""
-        return self.symbols[len(SYMBOLS):]
+        return self.symbols[len(SYMBOLS) :]
 
 
 @lru_cache(maxsize=64)
@@ -180,9 +286,12 @@ def inventory(language: str) -> Inventory:
 
 def inventory_from_config(language: str, symbols: list[str]) -> Inventory:
     """The inventory stored in a voice_config.json (must extend the English base's tokens)."""
-    if list(symbols[:len(SYMBOLS)]) != SYMBOLS or len(set(symbols)) != len(symbols):
-        raise VoicelaneError("manifest_invalid", "voice config symbols do not extend this engine's base inventory",
-                             {"symbols": len(symbols)})
+    if list(symbols[: len(SYMBOLS)]) != SYMBOLS or len(set(symbols)) != len(symbols):
+        raise VoicelaneError(
+            "manifest_invalid",
+            "voice config symbols do not extend this engine's base inventory",
+            {"symbols": len(symbols)},
+        )
     return Inventory(check_language(language), tuple(symbols))
 
 
@@ -236,16 +345,24 @@ def _speakable_or_raise(word: str, lang: Language) -> None:
     digits = [c for c in word if unicodedata.category(c) == "Nd"]
     if digits:
         hint = "" if lang.numbers else f"; gruut cannot read numbers in {lang.name}: write them as words"
-        raise VoicelaneError("text_unvoiceable", f"the word {word!r} has digits the front end cannot read{hint}",
-                             {"word": word, "language": lang.code})
+        raise VoicelaneError(
+            "text_unvoiceable",
+            f"the word {word!r} has digits the front end cannot read{hint}",
+            {"word": word, "language": lang.code},
+        )
     if not letters:
-        raise VoicelaneError("text_unvoiceable", f"{word!r} is a symbol the voice cannot read; write it as words",
-                             {"word": word, "language": lang.code})
+        raise VoicelaneError(
+            "text_unvoiceable",
+            f"{word!r} is a symbol the voice cannot read; write it as words",
+            {"word": word, "language": lang.code},
+        )
     scripts = {unicodedata.name(c, "UNKNOWN").split(" ")[0] for c in letters}
     if scripts - {lang.script}:
-        raise VoicelaneError("text_unvoiceable",
-                             f"the word {word!r} is not written in the {lang.script.title()} script of {lang.name}",
-                             {"word": word, "language": lang.code, "scripts": sorted(scripts)})
+        raise VoicelaneError(
+            "text_unvoiceable",
+            f"the word {word!r} is not written in the {lang.script.title()} script of {lang.name}",
+            {"word": word, "language": lang.code, "scripts": sorted(scripts)},
+        )
 
 
 def arpabet(token: str) -> str | None:
@@ -331,11 +448,11 @@ def bound_tokens(text: str) -> str:
     digit runs, so the number normaliser only ever sees numbers it can read."""
     for m in _TOKEN.finditer(text):
         if len(m.group()) > MAX_TOKEN_CHARS:
-            raise VoicelaneError("text_unvoiceable",
-                                 f"a {len(m.group())}-character word is longer than the {MAX_TOKEN_CHARS} "
-                                 "characters a word may have", {"span": [m.start(), m.end()],
-                                                                "excerpt": m.group()[:32],
-                                                                "maxTokenChars": MAX_TOKEN_CHARS})
+            raise VoicelaneError(
+                "text_unvoiceable",
+                f"a {len(m.group())}-character word is longer than the {MAX_TOKEN_CHARS} characters a word may have",
+                {"span": [m.start(), m.end()], "excerpt": m.group()[:32], "maxTokenChars": MAX_TOKEN_CHARS},
+            )
     return _LONG_DIGITS.sub(lambda m: " ".join(m.group()), text)
 
 
@@ -352,13 +469,17 @@ def _gruut_sentences(text: str, language: str, **kw):
     except VoicelaneError:
         raise
     except Exception as exc:  # noqa: BLE001 - any normaliser crash is a text the voice cannot read
-        raise VoicelaneError("text_unvoiceable", f"the front end cannot read this text ({type(exc).__name__})",
-                             {"span": [0, len(text)], "excerpt": text[:64]}) from None
+        raise VoicelaneError(
+            "text_unvoiceable",
+            f"the front end cannot read this text ({type(exc).__name__})",
+            {"span": [0, len(text)], "excerpt": text[:64]},
+        ) from None
 
 
 @lru_cache(maxsize=4096)
-def _phonemize_cached(text: str, language: str,
-                      symbols: tuple[str, ...] | None = None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def _phonemize_cached(
+    text: str, language: str, symbols: tuple[str, ...] | None = None
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """(word, tokens) pairs. English folds gruut's phonemes onto the base inventory; other
     languages keep their IPA tokens, which must all be in `symbols` (the voice's inventory)."""
     lang = language_info(language)
@@ -394,8 +515,11 @@ def _word_tokens(word: str, phonemes: list[str], lang: Language, known: dict[str
 
 
 def _unvoiceable_sound(word: str, phoneme: str, lang: Language) -> VoicelaneError:
-    return VoicelaneError("text_unvoiceable", f"the word {word!r} has a sound the voice cannot make ({phoneme!r})",
-                          {"word": word, "phoneme": phoneme, "language": lang.code})
+    return VoicelaneError(
+        "text_unvoiceable",
+        f"the word {word!r} has a sound the voice cannot make ({phoneme!r})",
+        {"word": word, "phoneme": phoneme, "language": lang.code},
+    )
 
 
 def phonemize(text: str, language: str = "en-us", symbols: tuple[str, ...] | None = None) -> Utterance:
@@ -408,8 +532,7 @@ def phonemize(text: str, language: str = "en-us", symbols: tuple[str, ...] | Non
     words = [Word(t, list(toks)) for t, toks in _phonemize_cached(text, language, symbols)]
     spoken = [w for w in words if w.tokens[0] not in PROSODY_TOKENS]
     if not spoken:
-        raise VoicelaneError("text_unvoiceable", "the text contains no pronounceable words",
-                             {"text_chars": len(text)})
+        raise VoicelaneError("text_unvoiceable", "the text contains no pronounceable words", {"text_chars": len(text)})
     # collapse repeated breaks, drop breaks before the first word
     cleaned: list[Word] = [Word(START, [START])]
     for w in words:
@@ -437,8 +560,7 @@ MAX_SENTENCE_WORDS = 60
 SENTENCE_CACHE_SIZE = 1024  # whole texts: repeated callouts skip the front end (~0.02 ms)
 
 
-def phonemize_sentences(text: str, language: str = "en-us",
-                        symbols: tuple[str, ...] | None = None) -> list[Utterance]:
+def phonemize_sentences(text: str, language: str = "en-us", symbols: tuple[str, ...] | None = None) -> list[Utterance]:
     """Split text into sentences (gruut) and phonemize each; long sentences are cut at breaks
     so that no utterance exceeds what the model was trained on. `symbols` as in `phonemize`."""
     language = check_language(language)
@@ -464,8 +586,7 @@ def _phonemize_sentences(text: str, language: str, symbols: tuple[str, ...]) -> 
             raise
         out.extend(_split_long(utt))
     if not out:
-        raise VoicelaneError("text_unvoiceable", "the text contains no pronounceable words",
-                             {"text_chars": len(text)})
+        raise VoicelaneError("text_unvoiceable", "the text contains no pronounceable words", {"text_chars": len(text)})
     return out
 
 

@@ -45,15 +45,35 @@ def export(voice, out_path: Path) -> Path:
     ym = torch.ones((1, 1, ex.shape[2]))
     blobs = {}
     for name, mod, args, inputs, outputs, axes in (
-        ("encoder.onnx", enc, (x, xm), ["tokens", "mask"], ["encodings", "log_durations"],
-         {"tokens": {1: "T"}, "mask": {2: "T"}, "encodings": {2: "T"}, "log_durations": {2: "T"}}),
-        ("decoder.onnx", dec, (ex, ym), ["expanded", "mask"], ["frames"],
-         {"expanded": {2: "F"}, "mask": {2: "F"}, "frames": {1: "F"}}),
+        (
+            "encoder.onnx",
+            enc,
+            (x, xm),
+            ["tokens", "mask"],
+            ["encodings", "log_durations"],
+            {"tokens": {1: "T"}, "mask": {2: "T"}, "encodings": {2: "T"}, "log_durations": {2: "T"}},
+        ),
+        (
+            "decoder.onnx",
+            dec,
+            (ex, ym),
+            ["expanded", "mask"],
+            ["frames"],
+            {"expanded": {2: "F"}, "mask": {2: "F"}, "frames": {1: "F"}},
+        ),
     ):
         buf = io.BytesIO()
         try:
-            torch.onnx.export(mod, args, buf, input_names=inputs, output_names=outputs,
-                              dynamic_axes=axes, opset_version=17, dynamo=False)
+            torch.onnx.export(
+                mod,
+                args,
+                buf,
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
         except Exception as exc:
             raise ExportUnavailable(f"{name}: {exc}") from exc
         blobs[name] = buf.getvalue()
@@ -101,8 +121,10 @@ class OnnxVoice:
         from voicelane.engine.voice import Synthesis, join_sentences
 
         t0 = time.perf_counter()
-        parts = [features.synthesize(self.frames_for(u, length_scale), self.postfilter)
-                 for u in frontend.phonemize_sentences(text, self.language, self.symbols)]
+        parts = [
+            features.synthesize(self.frames_for(u, length_scale), self.postfilter)
+            for u in frontend.phonemize_sentences(text, self.language, self.symbols)
+        ]
         audio = join_sentences(parts)
         dt = time.perf_counter() - t0
         return Synthesis(audio, features.SAMPLE_RATE, len(audio) / features.SAMPLE_RATE, dt)

@@ -31,8 +31,9 @@ PEAK = 0.99
 STREAM_SIZE = 0xFFFFFFFF  # "unknown length": what streaming WAV writers put in both size fields
 
 
-def chunk_bounds(n_frames: int, first: int = FIRST_CHUNK_FRAMES, size: int = CHUNK_FRAMES,
-                 feats: np.ndarray | None = None) -> list[int]:
+def chunk_bounds(
+    n_frames: int, first: int = FIRST_CHUNK_FRAMES, size: int = CHUNK_FRAMES, feats: np.ndarray | None = None
+) -> list[int]:
     """Frame indices [0, b1, ..., n_frames]; a short tail is merged into the chunk before it.
     With ``feats``, each boundary moves (up to SNAP_FRAMES later) to the quietest unvoiced
     frame, where a seam between two WORLD calls is least audible."""
@@ -52,7 +53,7 @@ SNAP_FRAMES = 12
 
 
 def _snap(feats: np.ndarray, b: int) -> int:
-    window = feats[b:b + SNAP_FRAMES + 1]
+    window = feats[b : b + SNAP_FRAMES + 1]
     cost = window[:, 0] + 100.0 * (window[:, features.VUV_IDX] > 0.5)  # c0 ~ log energy
     return b + int(np.argmin(cost))
 
@@ -61,8 +62,13 @@ def _ramp(n: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)
 
 
-def stream_frames(feats: np.ndarray, postfilter: float = 0.0, fft_size: int = features.SYNTH_FFT_SIZE,
-                  first: int = FIRST_CHUNK_FRAMES, size: int = CHUNK_FRAMES) -> Iterator[np.ndarray]:
+def stream_frames(
+    feats: np.ndarray,
+    postfilter: float = 0.0,
+    fft_size: int = features.SYNTH_FFT_SIZE,
+    first: int = FIRST_CHUNK_FRAMES,
+    size: int = CHUNK_FRAMES,
+) -> Iterator[np.ndarray]:
     """WORLD frames -> float32 waveform chunks whose concatenation has the one-shot length."""
     n_frames = len(feats)
     total = n_frames * features.HOP  # what one WORLD call over all frames returns
@@ -78,20 +84,21 @@ def stream_frames(feats: np.ndarray, postfilter: float = 0.0, fft_size: int = fe
         end = total if last else bounds[k + 1] * features.HOP
         head_from = start if tail is None else start - XFADE
         keep_to = end if last else end + XFADE
-        seg = y[head_from - origin:keep_to - origin]
+        seg = y[head_from - origin : keep_to - origin]
         if tail is not None:
             w = _ramp(len(tail))
             seg = seg.copy()
-            seg[:len(tail)] = tail * (1.0 - w) + seg[:len(tail)] * w
+            seg[: len(tail)] = tail * (1.0 - w) + seg[: len(tail)] * w
         if last:
             out, tail = seg, None
         else:
-            out, tail = seg[:-2 * XFADE], seg[-2 * XFADE:]
+            out, tail = seg[: -2 * XFADE], seg[-2 * XFADE :]
         yield np.clip(out, -PEAK, PEAK).astype(np.float32)
 
 
-def stream(voice, text: str, length_scale: float = 1.0, fft_size: int = features.SYNTH_FFT_SIZE
-           ) -> Iterator[np.ndarray]:
+def stream(
+    voice, text: str, length_scale: float = 1.0, fft_size: int = features.SYNTH_FFT_SIZE
+) -> Iterator[np.ndarray]:
     """Text -> float32 audio chunks at SAMPLE_RATE, sentence gaps included (any engine voice)."""
     from voicelane.engine.voice import SENTENCE_GAP_S
 
@@ -104,9 +111,15 @@ def stream(voice, text: str, length_scale: float = 1.0, fft_size: int = features
 
 def wav_stream_header(sample_rate: int) -> bytes:
     """A 44-byte PCM WAV header whose sizes say "unknown length" (players read to the end)."""
-    return (b"RIFF" + struct.pack("<I", STREAM_SIZE) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
-            + b"data" + struct.pack("<I", STREAM_SIZE))
+    return (
+        b"RIFF"
+        + struct.pack("<I", STREAM_SIZE)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", STREAM_SIZE)
+    )
 
 
 def pcm16(chunk: np.ndarray, big_endian: bool) -> bytes:

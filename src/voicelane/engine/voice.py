@@ -24,9 +24,16 @@ CONFIG_FILE = "voice_config.json"
 VOICE_FORMAT = "voicelane-voice/1"
 
 
-def save_voice(out_dir: Path, state_dict: dict[str, Any], arch: dict[str, Any], mean: np.ndarray,
-               std: np.ndarray, language: str, extra: dict[str, Any] | None = None,
-               symbols: list[str] | tuple[str, ...] | None = None) -> list[str]:
+def save_voice(
+    out_dir: Path,
+    state_dict: dict[str, Any],
+    arch: dict[str, Any],
+    mean: np.ndarray,
+    std: np.ndarray,
+    language: str,
+    extra: dict[str, Any] | None = None,
+    symbols: list[str] | tuple[str, ...] | None = None,
+) -> list[str]:
     """Write weights + config atomically; returns the file names written.
 
     `symbols`: the phoneme inventory the weights are indexed by (default: the language's);
@@ -36,12 +43,16 @@ def save_voice(out_dir: Path, state_dict: dict[str, Any], arch: dict[str, Any], 
     tensors = {k: v.detach().contiguous().clone() for k, v in sorted(state_dict.items())}
     atomic_write_bytes(out_dir / WEIGHTS_FILE, save(tensors, metadata={"format": VOICE_FORMAT}))
     cfg = {
-        "format": VOICE_FORMAT, "arch": arch, "language": language,
-        "sample_rate": features.SAMPLE_RATE, "frame_ms": features.FRAME_MS,
+        "format": VOICE_FORMAT,
+        "arch": arch,
+        "language": language,
+        "sample_rate": features.SAMPLE_RATE,
+        "frame_ms": features.FRAME_MS,
         "feature_dim": features.FEAT_DIM,
         "symbols": list(symbols if symbols is not None else frontend.inventory(language).symbols),
         "frontend": frontend.frontend_info(language),
-        "feat_mean": [float(x) for x in mean], "feat_std": [float(x) for x in std],
+        "feat_mean": [float(x) for x in mean],
+        "feat_std": [float(x) for x in std],
         **(extra or {}),
     }
     atomic_write_json(out_dir / CONFIG_FILE, cfg)
@@ -68,7 +79,8 @@ class Voice:
         self.cfg = cfg
         self.language = cfg.get("language", "en-us")
         self.symbols = frontend.inventory_from_config(
-            self.language, cfg.get("symbols") or frontend.inventory(self.language).symbols).symbols
+            self.language, cfg.get("symbols") or frontend.inventory(self.language).symbols
+        ).symbols
         self.mean = np.asarray(cfg["feat_mean"], dtype=np.float32)
         self.std = np.asarray(cfg["feat_std"], dtype=np.float32)
         self.postfilter = float(cfg.get("postfilter", 0.0))
@@ -82,13 +94,20 @@ class Voice:
         try:
             cfg = json.loads((voice_dir / CONFIG_FILE).read_text("utf-8"))
         except (OSError, ValueError) as exc:
-            raise VoicelaneError("required_file_missing", f"cannot read {CONFIG_FILE}: {exc}",
-                                 {"path": str(voice_dir / CONFIG_FILE)}) from exc
+            raise VoicelaneError(
+                "required_file_missing", f"cannot read {CONFIG_FILE}: {exc}", {"path": str(voice_dir / CONFIG_FILE)}
+            ) from exc
         symbols = cfg.get("symbols")
-        if (cfg.get("format") != VOICE_FORMAT or not isinstance(symbols, list)
-                or cfg.get("arch", {}).get("num_chars") != len(symbols)):
-            raise VoicelaneError("manifest_invalid", "voice config is not a voicelane-voice/1 of this engine",
-                                 {"format": cfg.get("format")})
+        if (
+            cfg.get("format") != VOICE_FORMAT
+            or not isinstance(symbols, list)
+            or cfg.get("arch", {}).get("num_chars") != len(symbols)
+        ):
+            raise VoicelaneError(
+                "manifest_invalid",
+                "voice config is not a voicelane-voice/1 of this engine",
+                {"format": cfg.get("format")},
+            )
         frontend.inventory_from_config(cfg.get("language", "en-us"), symbols)
         from safetensors.torch import load_file
 
@@ -98,14 +117,30 @@ class Voice:
         return cls(net, cfg, threads)
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], arch: dict[str, Any], mean, std,
-                   language: str = "en-us", threads: int = 1,
-                   symbols: list[str] | tuple[str, ...] | None = None) -> "Voice":
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        arch: dict[str, Any],
+        mean,
+        std,
+        language: str = "en-us",
+        threads: int = 1,
+        symbols: list[str] | tuple[str, ...] | None = None,
+    ) -> "Voice":
         net, _ = model_mod.build_model(arch)
         net.load_state_dict(state)
         symbols = list(symbols if symbols is not None else frontend.inventory(language).symbols)
-        return cls(net, {"arch": arch, "language": language, "feat_mean": list(map(float, mean)),
-                         "feat_std": list(map(float, std)), "symbols": symbols}, threads)
+        return cls(
+            net,
+            {
+                "arch": arch,
+                "language": language,
+                "feat_mean": list(map(float, mean)),
+                "feat_std": list(map(float, std)),
+                "symbols": symbols,
+            },
+            threads,
+        )
 
     def frames_for(self, utt: frontend.Utterance, length_scale: float = 1.0) -> np.ndarray:
         torch = self._torch
@@ -130,8 +165,10 @@ class Voice:
 
     def synthesize(self, text: str, length_scale: float = 1.0) -> Synthesis:
         t0 = time.perf_counter()
-        parts = [features.synthesize(self.frames_for(u, length_scale), self.postfilter)
-                 for u in frontend.phonemize_sentences(text, self.language, self.symbols)]
+        parts = [
+            features.synthesize(self.frames_for(u, length_scale), self.postfilter)
+            for u in frontend.phonemize_sentences(text, self.language, self.symbols)
+        ]
         audio = join_sentences(parts)
         dt = time.perf_counter() - t0
         return Synthesis(audio, features.SAMPLE_RATE, len(audio) / features.SAMPLE_RATE, dt)

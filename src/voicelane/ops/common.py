@@ -30,8 +30,9 @@ def git_head(root: Path = REPO_ROOT) -> str | None:
     """The full sha of the checkout, or None when it is not a git checkout (e.g. in an image)."""
     env_head = os.environ.get("VOICELANE_BUILD_COMMIT")  # baked into the Docker image at build time
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
         sha = out.stdout.strip()
         if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", sha):
             return sha
@@ -118,14 +119,31 @@ def _truthy(v: str | None) -> bool:
 
 # RunSpec field <- environment variable (TRAIN_NO_ONNX is the one inverted flag)
 ENV_FIELDS: dict[str, str] = {
-    "job_type": "TRAIN_LANE", "data": "AUDIO_PATH", "profile_id": "VOICE_PROFILE_ID", "out": "OUT_DIR",
-    "preset": "TRAIN_PRESET", "base": "BASE_WEIGHTS_ID", "accept_license_risk": "TRAIN_ACCEPT_LICENSE_RISK",
-    "consent_statement": "CONSENT_STATEMENT", "speaker_name": "SPEAKER_NAME", "heldout": "HELDOUT_PATH",
-    "language": "TRAIN_LANGUAGE", "seed": "TRAIN_SEED", "steps": "TRAIN_STEPS",
-    "display_name": "TRAIN_DISPLAY_NAME", "min_minutes": "TRAIN_MIN_MINUTES", "gates": "TRAIN_GATES",
-    "eval_max": "TRAIN_EVAL_MAX", "status_path": "TRAIN_STATUS_PATH", "threads": "TRAIN_THREADS",
-    "onnx": "TRAIN_NO_ONNX", "snapshot_every": "TRAIN_SNAPSHOT_EVERY", "select_snapshot": "TRAIN_SELECT_SNAPSHOT",
-    "finetune_scope": "TRAIN_FINETUNE_SCOPE", "device": "TRAIN_DEVICE", "nproc": "TRAIN_NPROC",
+    "job_type": "TRAIN_LANE",
+    "data": "AUDIO_PATH",
+    "profile_id": "VOICE_PROFILE_ID",
+    "out": "OUT_DIR",
+    "preset": "TRAIN_PRESET",
+    "base": "BASE_WEIGHTS_ID",
+    "accept_license_risk": "TRAIN_ACCEPT_LICENSE_RISK",
+    "consent_statement": "CONSENT_STATEMENT",
+    "speaker_name": "SPEAKER_NAME",
+    "heldout": "HELDOUT_PATH",
+    "language": "TRAIN_LANGUAGE",
+    "seed": "TRAIN_SEED",
+    "steps": "TRAIN_STEPS",
+    "display_name": "TRAIN_DISPLAY_NAME",
+    "min_minutes": "TRAIN_MIN_MINUTES",
+    "gates": "TRAIN_GATES",
+    "eval_max": "TRAIN_EVAL_MAX",
+    "status_path": "TRAIN_STATUS_PATH",
+    "threads": "TRAIN_THREADS",
+    "onnx": "TRAIN_NO_ONNX",
+    "snapshot_every": "TRAIN_SNAPSHOT_EVERY",
+    "select_snapshot": "TRAIN_SELECT_SNAPSHOT",
+    "finetune_scope": "TRAIN_FINETUNE_SCOPE",
+    "device": "TRAIN_DEVICE",
+    "nproc": "TRAIN_NPROC",
 }
 PATH_FIELDS = ("out", "consent_statement", "heldout", "status_path")
 BOOL_FIELDS = ("accept_license_risk", "select_snapshot")
@@ -141,8 +159,9 @@ def _gates_of(raw: str) -> dict[str, Any]:
         if not isinstance(gates, dict):
             raise ValueError("not an object")
     except ValueError as exc:
-        raise VoicelaneError("invalid_argument", f"TRAIN_GATES is not a JSON object: {exc}",
-                             {"variable": "TRAIN_GATES"}) from None
+        raise VoicelaneError(
+            "invalid_argument", f"TRAIN_GATES is not a JSON object: {exc}", {"variable": "TRAIN_GATES"}
+        ) from None
     return gates
 
 
@@ -158,8 +177,11 @@ def _data_of(env: Mapping[str, str], cwd: Path) -> Path:
 
 def _check_choice(env: Mapping[str, str], name: str, value: str, allowed: Iterable[str]) -> None:
     if value not in allowed:
-        raise VoicelaneError("invalid_argument", f"{name}={value!r} is not allowed; use one of " + ", ".join(allowed),
-                             {"variable": name, "value": value})
+        raise VoicelaneError(
+            "invalid_argument",
+            f"{name}={value!r} is not allowed; use one of " + ", ".join(allowed),
+            {"variable": name, "value": value},
+        )
 
 
 def run_spec_from_env(env: Mapping[str, str], cwd: Path | None = None) -> RunSpec:
@@ -193,8 +215,11 @@ def run_spec_from_env(env: Mapping[str, str], cwd: Path | None = None) -> RunSpe
         spec = RunSpec.build(**values)
     except VoicelaneError as err:
         field_name = (err.details.get("issues") or [{}])[0].get("field", "")
-        raise VoicelaneError("invalid_argument", f"{ENV_FIELDS.get(field_name, field_name)}: {err.message}",
-                             dict(err.details, variable=ENV_FIELDS.get(field_name))) from None
+        raise VoicelaneError(
+            "invalid_argument",
+            f"{ENV_FIELDS.get(field_name, field_name)}: {err.message}",
+            dict(err.details, variable=ENV_FIELDS.get(field_name)),
+        ) from None
     return with_cli_overrides(spec, shlex.split(_env(env, "TRAIN_EXTRA_ARGS") or ""))
 
 

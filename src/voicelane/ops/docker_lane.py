@@ -48,8 +48,11 @@ DOCKER_DIR = REPO_ROOT / "docker" / "voice-train-prod"
 DOCKERFILE = DOCKER_DIR / "Dockerfile"
 CONTAINER_DATA, CONTAINER_OUT, CONTAINER_CONSENT, CONTAINER_HELDOUT = "/data", "/out", "/consent", "/heldout"
 # variables forwarded into the container (paths are remapped to the mounts)
-FORWARD = (*(name for f, name in ENV_FIELDS.items() if f not in ("data", *PATH_FIELDS)),
-           "TRAIN_EXTRA_ARGS", "SOURCE_DATE_EPOCH")
+FORWARD = (
+    *(name for f, name in ENV_FIELDS.items() if f not in ("data", *PATH_FIELDS)),
+    "TRAIN_EXTRA_ARGS",
+    "SOURCE_DATE_EPOCH",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,9 +63,14 @@ def format_report(exit_code: int, status_path: Path, log_path: Path, tail: list[
     status = read_json(status_path)
     present = status is not None
     ok = exit_code == 0 and present and status.get("state") == "completed"
-    lines = [REPORT_BEGIN, f"outcome={'success' if ok else 'failed'}", f"exit_code={exit_code}",
-             f"train_status_path={status_path}", f"log_path={log_path}",
-             f"train_status_present={'true' if present else 'false'}"]
+    lines = [
+        REPORT_BEGIN,
+        f"outcome={'success' if ok else 'failed'}",
+        f"exit_code={exit_code}",
+        f"train_status_path={status_path}",
+        f"log_path={log_path}",
+        f"train_status_present={'true' if present else 'false'}",
+    ]
     if status and isinstance(status.get("error"), dict):
         lines.append(f"error_code={status['error'].get('code')}")
     if status and status.get("bundle"):
@@ -200,16 +208,27 @@ class DockerLane:
     def _client(self) -> str:
         path = shutil.which(self.docker)
         if not path:
-            raise VoicelaneError("docker_build_failed", f"the docker client {self.docker!r} is not installed",
-                                 {"docker": self.docker, "docker_error": "docker client not found"})
+            raise VoicelaneError(
+                "docker_build_failed",
+                f"the docker client {self.docker!r} is not installed",
+                {"docker": self.docker, "docker_error": "docker client not found"},
+            )
         return path
 
     def image(self) -> str:
         return self.env.get("DOCKER_IMAGE") or f"voicelane-train-prod:{(self.head or 'dev')[:8]}"
 
     def build_argv(self, image: str) -> list[str]:
-        argv = [self.docker, "build", "-f", str(DOCKERFILE), "-t", image,
-                "--build-arg", f"VOICELANE_BUILD_COMMIT={self.head or 'unknown'}"]
+        argv = [
+            self.docker,
+            "build",
+            "-f",
+            str(DOCKERFILE),
+            "-t",
+            image,
+            "--build-arg",
+            f"VOICELANE_BUILD_COMMIT={self.head or 'unknown'}",
+        ]
         if base := self.env.get("DOCKER_BASE_IMAGE"):
             argv += ["--build-arg", f"BASE_IMAGE={base}"]
         if idx := self.env.get("DOCKER_TORCH_INDEX_URL"):
@@ -231,15 +250,32 @@ class DockerLane:
             self.say("[docker build] " + line)
         rc = handle.wait()
         if rc != 0:
-            raise VoicelaneError("docker_build_failed", f"docker build exited with {rc}",
-                                 {"exit_code": rc, "image": image, "docker_error": handle.last_stderr()})
+            raise VoicelaneError(
+                "docker_build_failed",
+                f"docker build exited with {rc}",
+                {"exit_code": rc, "image": image, "docker_error": handle.last_stderr()},
+            )
         return image
 
     def run_argv(self, image: str, cfg: RunSpec) -> list[str]:
         name = f"voicelane-train-{uuid.uuid4().hex[:8]}"
-        argv = [self.docker, "run", "--rm", "--name", name, "--user", f"{os.getuid()}:{os.getgid()}",
-                "-v", f"{cfg.data}:{CONTAINER_DATA}:ro", "-v", f"{cfg.out}:{CONTAINER_OUT}",
-                "-e", f"AUDIO_PATH={CONTAINER_DATA}", "-e", f"OUT_DIR={CONTAINER_OUT}"]
+        argv = [
+            self.docker,
+            "run",
+            "--rm",
+            "--name",
+            name,
+            "--user",
+            f"{os.getuid()}:{os.getgid()}",
+            "-v",
+            f"{cfg.data}:{CONTAINER_DATA}:ro",
+            "-v",
+            f"{cfg.out}:{CONTAINER_OUT}",
+            "-e",
+            f"AUDIO_PATH={CONTAINER_DATA}",
+            "-e",
+            f"OUT_DIR={CONTAINER_OUT}",
+        ]
         if cfg.consent_statement is not None:
             target = f"{CONTAINER_CONSENT}/{cfg.consent_statement.name}"
             argv += ["-v", f"{cfg.consent_statement}:{target}:ro", "-e", f"CONSENT_STATEMENT={target}"]

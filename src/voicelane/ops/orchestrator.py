@@ -86,10 +86,12 @@ class Orchestrator:
         self.cwd = cwd or Path.cwd()
         self.backend = (self.env.get("TRAIN_BACKEND") or "local").strip()
         self.lane = (self.env.get("TRAIN_LANE") or "tts_prod_train").strip() or "tts_prod_train"
-        self.log_path = self._path("LOG_PATH", REPO_ROOT / "artifacts" / "logs" /
-                                   f"train_production_voice.{_safe(self.lane)}.log")
-        self.status_path = self._path("TRAIN_STATUS_PATH", REPO_ROOT / "artifacts" /
-                                      f"train_status.{_safe(self.lane)}.json")
+        self.log_path = self._path(
+            "LOG_PATH", REPO_ROOT / "artifacts" / "logs" / f"train_production_voice.{_safe(self.lane)}.log"
+        )
+        self.status_path = self._path(
+            "TRAIN_STATUS_PATH", REPO_ROOT / "artifacts" / f"train_status.{_safe(self.lane)}.json"
+        )
         self.log: LineLog | None = None
         self.head = git_head()
 
@@ -120,16 +122,29 @@ class Orchestrator:
         try:
             expected = (self.env.get("EXPECTED_HEAD") or "").strip()
             if expected and not head_matches(self.head, expected):
-                raise VoicelaneError("deterministic_head_mismatch",
-                                     f"the checkout is at {sha8}, EXPECTED_HEAD is {expected}",
-                                     {"expected": expected, "actual": sha8})
+                raise VoicelaneError(
+                    "deterministic_head_mismatch",
+                    f"the checkout is at {sha8}, EXPECTED_HEAD is {expected}",
+                    {"expected": expected, "actual": sha8},
+                )
             if self.backend not in BACKENDS:
-                raise VoicelaneError("invalid_backend", f"TRAIN_BACKEND={self.backend!r} is not a backend",
-                                     {"backend": self.backend, "allowed": ",".join(BACKENDS)})
+                raise VoicelaneError(
+                    "invalid_backend",
+                    f"TRAIN_BACKEND={self.backend!r} is not a backend",
+                    {"backend": self.backend, "allowed": ",".join(BACKENDS)},
+                )
             self.check_weights_manifest()
             cfg = run_spec_from_env(self.env, cwd=self.cwd).updated(status_path=self.status_path)
-            self.say(info_line(backend=self.backend, lane=cfg.job_type, profile=cfg.profile_id,
-                               audio_path=str(cfg.data), out=str(cfg.out), log=str(self.log_path)))
+            self.say(
+                info_line(
+                    backend=self.backend,
+                    lane=cfg.job_type,
+                    profile=cfg.profile_id,
+                    audio_path=str(cfg.data),
+                    out=str(cfg.out),
+                    log=str(self.log_path),
+                )
+            )
             if self.backend == "local":
                 result = self.run_local(cfg)
             elif self.backend == "local_docker":
@@ -144,8 +159,11 @@ class Orchestrator:
             return self.fail(err, exit_code_for(err.code), write_status=True)
         except KeyboardInterrupt:
             lane_doc = read_json(self.status_path)  # the lane records `cancelled` itself when it ran
-            return self.fail(VoicelaneError("cancelled", "interrupted", {"exit_code": 130}), 130,
-                             write_status=not (lane_doc and lane_doc.get("state") == "cancelled"))
+            return self.fail(
+                VoicelaneError("cancelled", "interrupted", {"exit_code": 130}),
+                130,
+                write_status=not (lane_doc and lane_doc.get("state") == "cancelled"),
+            )
         except Exception as exc:  # noqa: BLE001 - an operator gets a code, never a bare traceback
             import traceback
 
@@ -162,8 +180,13 @@ class Orchestrator:
     def fail(self, err: VoicelaneError, code: int, write_status: bool) -> int:
         if write_status:  # fail closed: a refused run still leaves a train_status/1 saying why
             try:
-                finalize(self.status_path, err, job_type=self.lane if self.lane in LANES else "tts_prod_train",
-                         fresh=True, orchestrator={"backend": self.backend, "head": self.head})
+                finalize(
+                    self.status_path,
+                    err,
+                    job_type=self.lane if self.lane in LANES else "tts_prod_train",
+                    fresh=True,
+                    orchestrator={"backend": self.backend, "head": self.head},
+                )
             except OSError:
                 pass
         tail = tail_file(self.log_path)
@@ -204,24 +227,32 @@ class Orchestrator:
     def lane_failure(self, rc: int, status: dict[str, Any] | None, **extra: Any) -> LaneFailed:
         if status and isinstance(status.get("error"), dict):
             e = status["error"]
-            details = {"exit_code": rc, "train_status": str(self.status_path),
-                       "message": str(e.get("message") or "")[:300] or None, **extra}
+            details = {
+                "exit_code": rc,
+                "train_status": str(self.status_path),
+                "message": str(e.get("message") or "")[:300] or None,
+                **extra,
+            }
             return LaneFailed(str(e.get("code") or "internal_error"), str(e.get("message") or ""), details, rc)
         reported = reported_code(tail_file(self.log_path)) if rc not in (130, -2, -15) else None
         if reported is not None:  # it said why on stderr before it could write a status
             return LaneFailed(reported[0], reported[1], {"exit_code": rc, **extra}, rc if rc > 0 else 1)
         code = "cancelled" if rc in (130, -2, -15) else "internal_error"
-        return LaneFailed(code, f"the lane exited with {rc} without a status", {"exit_code": rc, **extra},
-                          rc if rc > 0 else 1)
+        return LaneFailed(
+            code, f"the lane exited with {rc} without a status", {"exit_code": rc, **extra}, rc if rc > 0 else 1
+        )
 
     def check_result(self, cfg: RunSpec, rc: int, **extra: Any) -> dict[str, Any]:
         status = read_json(self.status_path)
         if rc != 0:
             raise self.lane_failure(rc, status, **extra)
         if not status or status.get("state") != "completed":
-            raise LaneFailed("internal_error", "the lane exited 0 but its status is not completed",
-                             {"train_status": str(self.status_path),
-                              "state": (status or {}).get("state")}, 1)
+            raise LaneFailed(
+                "internal_error",
+                "the lane exited 0 but its status is not completed",
+                {"train_status": str(self.status_path), "state": (status or {}).get("state")},
+                1,
+            )
         result: dict[str, Any] = {"status": status}
         if cfg.job_type == "dataset":
             return result
@@ -232,8 +263,11 @@ class Orchestrator:
         res = validate_voice_bundle(bdir)
         if not res.ok:
             err = res.error or {}
-            raise VoicelaneError("bundle_invalid", "the bundle does not validate here: " + str(err.get("message")),
-                                 {"bundle": str(bdir), "validator_code": err.get("code")})
+            raise VoicelaneError(
+                "bundle_invalid",
+                "the bundle does not validate here: " + str(err.get("message")),
+                {"bundle": str(bdir), "validator_code": err.get("code")},
+            )
         result.update(bundle=str(bdir), files_validated=res.files_validated)
         return result
 
@@ -251,15 +285,25 @@ class Orchestrator:
         re-checks the gates anyway."""
         from voicelane import registry
 
-        if cfg.job_type != "tts_prod_train" or not result.get("bundle") \
-                or (self.env.get("VOICE_PUBLISH") or "1").strip().lower() in ("0", "false", "no", "off"):
+        if (
+            cfg.job_type != "tts_prod_train"
+            or not result.get("bundle")
+            or (self.env.get("VOICE_PUBLISH") or "1").strip().lower() in ("0", "false", "no", "off")
+        ):
             return None
         root = registry.default_root(self.env, cwd=self.cwd, fallback=REPO_ROOT / "var")
-        pub = registry.publish(Path(result["bundle"]), root, cfg.profile_id,
-                               source={"bundle": result["bundle"], "train_status": str(self.status_path),
-                                       "backend": self.backend, "head": self.head})
-        self.say(info_line(published=pub.profile, version=pub.version, previous=pub.previous,
-                           registry=str(root)))
+        pub = registry.publish(
+            Path(result["bundle"]),
+            root,
+            cfg.profile_id,
+            source={
+                "bundle": result["bundle"],
+                "train_status": str(self.status_path),
+                "backend": self.backend,
+                "head": self.head,
+            },
+        )
+        self.say(info_line(published=pub.profile, version=pub.version, previous=pub.previous, registry=str(root)))
         return pub
 
     def check_weights_manifest(self) -> None:
@@ -301,15 +345,20 @@ class Orchestrator:
         rc, _view = self.drive(handle)
         report = handle.report
         if report is None:
-            raise VoicelaneError("docker_run_failed", "the container ended without its report block",
-                                 {"exit_code": rc, "image": image, "docker_error": handle.last_stderr()})
+            raise VoicelaneError(
+                "docker_run_failed",
+                "the container ended without its report block",
+                {"exit_code": rc, "image": image, "docker_error": handle.last_stderr()},
+            )
         status_file = cfg.out / status_name(cfg)
         if report.get("train_status_present") == "true" and status_file.is_file():
             self.import_container_status(status_file, cfg.out, docker_lane.CONTAINER_OUT, image)
         elif rc != 0:
-            raise VoicelaneError("docker_run_failed", "the container failed before the lane wrote a status",
-                                 {"exit_code": report.get("exit_code", rc), "image": image,
-                                  "docker_error": handle.last_stderr()})
+            raise VoicelaneError(
+                "docker_run_failed",
+                "the container failed before the lane wrote a status",
+                {"exit_code": report.get("exit_code", rc), "image": image, "docker_error": handle.last_stderr()},
+            )
         lane_rc = int(report.get("exit_code", rc)) if str(report.get("exit_code", "")).lstrip("-").isdigit() else rc
         return self.check_result(cfg, lane_rc, image=image)
 
@@ -323,7 +372,7 @@ class Orchestrator:
         for key in ("bundle", "dataset_manifest"):
             val = doc.get(key)
             if isinstance(val, str) and (val == container_out or val.startswith(container_out + "/")):
-                doc[key] = str(out) + val[len(container_out):]
+                doc[key] = str(out) + val[len(container_out) :]
         doc["docker"] = {"image": image, "container_status_path": str(status_file)}
         atomic_write_json(self.status_path, doc)
 

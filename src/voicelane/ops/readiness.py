@@ -27,14 +27,14 @@ OPS_FILES = [
 ]
 CONSTRAINT_ACTIONS = {
     "status_inconsistent": "The status and the bundle come from different runs: pass the matching --status/--bundle "
-                           "or rerun the lane.",
+    "or rerun the lane.",
     "bundle_not_production": "Train with TRAIN_LANE=tts_prod_train; experimental bundles are never promoted.",
     "protocol_nondeterministic": "Find the wall-clock or unseeded value in the protocol lines (diff the two runs' "
-                                 "stdout) and fix it.",
+    "stdout) and fix it.",
     "routes_incompatible": "Restore the documented status codes and bodies of the old request shapes "
-                           "(docs/service-contract.md, compatibility).",
+    "(docs/service-contract.md, compatibility).",
     "tests_missing": "Run the README test command with VOICELANE_JUNIT=FILE and pass --junit FILE (or --run-tests) "
-                     "to voicelane verify.",
+    "to voicelane verify.",
     "tests_failed": "Fix the failing tests, then rerun voicelane verify.",
     "check_error": "Rerun voicelane verify with VOICELANE_DEBUG=1 and fix the reported check error.",
 }
@@ -101,8 +101,20 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
 
     # --- the facts (the same checks verify makes, minus the expensive ones) -----------------------
     v = load_evidence(VerifyOptions(bundle=bundle, status=status, trace=trace, log=lambda m: None))
-    res = {r.id: r for r in evaluate(v, only=["bundle_valid", "status_completed", "gate_thresholds_pinned",
-                                              "eval_gates_passed", "licence_gate_passed", "consent_present"])}
+    res = {
+        r.id: r
+        for r in evaluate(
+            v,
+            only=[
+                "bundle_valid",
+                "status_completed",
+                "gate_thresholds_pinned",
+                "eval_gates_passed",
+                "licence_gate_passed",
+                "consent_present",
+            ],
+        )
+    }
 
     # --- artifacts ---------------------------------------------------------------------------------
     rows: list[list[str]] = []
@@ -131,23 +143,39 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
     # --- gates -------------------------------------------------------------------------------------
     gates: list[list[str]] = []
     st = res["status_completed"]
-    gates.append(["train status", "pass" if st.passed else "FAIL",
-                  f"state={st.measured.get('state')} job_type={st.measured.get('job_type')}"
-                  + (f" ({st.reason})" if st.reason else "")])
+    gates.append(
+        [
+            "train status",
+            "pass" if st.passed else "FAIL",
+            f"state={st.measured.get('state')} job_type={st.measured.get('job_type')}"
+            + (f" ({st.reason})" if st.reason else ""),
+        ]
+    )
     if st_ok and not st.passed:
-        code = st.measured.get("error_code") or ("status_not_completed"
-                                                 if st.measured.get("state") != "completed" else st.code)
+        code = st.measured.get("error_code") or (
+            "status_not_completed" if st.measured.get("state") != "completed" else st.code
+        )
         rep.block(code if code in NEXT_ACTIONS else (st.code or "internal_error"), st.reason or "status not completed")
     b = res["bundle_valid"]
-    gates.append(["bundle validation (re-hashed)", "pass" if b.passed else "FAIL",
-                  f"files_validated={b.measured.get('files_validated')} lane={b.measured.get('lane')}"
-                  + (f" ({b.reason})" if b.reason else "")])
+    gates.append(
+        [
+            "bundle validation (re-hashed)",
+            "pass" if b.passed else "FAIL",
+            f"files_validated={b.measured.get('files_validated')} lane={b.measured.get('lane')}"
+            + (f" ({b.reason})" if b.reason else ""),
+        ]
+    )
     if not b.passed:
         rep.block(b.code, b.reason or "bundle invalid")
     pin = res["gate_thresholds_pinned"]
-    gates.append(["gate thresholds vs the pinned policy", "pass" if pin.passed else "FAIL",
-                  f"policy={pin.measured.get('policy')} pinned={pin.measured.get('pinned')}"
-                  + (f" ({pin.reason})" if pin.reason else "")])
+    gates.append(
+        [
+            "gate thresholds vs the pinned policy",
+            "pass" if pin.passed else "FAIL",
+            f"policy={pin.measured.get('policy')} pinned={pin.measured.get('pinned')}"
+            + (f" ({pin.reason})" if pin.reason else ""),
+        ]
+    )
     if not pin.passed:
         rep.block(pin.code, pin.reason or "gate thresholds")
     e = res["eval_gates_passed"]
@@ -156,20 +184,25 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
     failed = set(e.measured.get("recomputed_failed") or [])
     for key, limit in sorted(thresholds.items()):
         metric = key.rpartition("_")[0]
-        gates.append([f"eval gate {key}", "FAIL" if key in failed else "pass",
-                      f"{metric}={values.get(metric)} limit={limit}"])
+        gates.append(
+            [f"eval gate {key}", "FAIL" if key in failed else "pass", f"{metric}={values.get(metric)} limit={limit}"]
+        )
     gates.append(["eval gates overall", "pass" if e.passed else "FAIL", e.reason or "re-checked from eval.json"])
     if not e.passed:
         rep.block("eval_gate_failed", e.reason or "eval gates failed")
     lic = res["licence_gate_passed"]
-    gates.append(["licence gate", "pass" if lic.passed else "FAIL",
-                  f"base_weights={lic.measured.get('base_weights')} regate={lic.measured.get('regate', 'n/a')}"
-                  + (f" ({lic.reason})" if lic.reason else "")])
+    gates.append(
+        [
+            "licence gate",
+            "pass" if lic.passed else "FAIL",
+            f"base_weights={lic.measured.get('base_weights')} regate={lic.measured.get('regate', 'n/a')}"
+            + (f" ({lic.reason})" if lic.reason else ""),
+        ]
+    )
     if not lic.passed:
         rep.block(lic.code if lic.code in NEXT_ACTIONS else "license_unknown", lic.reason or "licence gate")
     c = res["consent_present"]
-    gates.append(["consent", "pass" if c.passed else "FAIL",
-                  f"statement_sha256={c.measured.get('statement_sha256')}"])
+    gates.append(["consent", "pass" if c.passed else "FAIL", f"statement_sha256={c.measured.get('statement_sha256')}"])
     if not c.passed:
         rep.block("consent_missing", c.reason or "no consent")
 
@@ -183,8 +216,9 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
         cert = rec.get("certificate") or {}
         now_ok, changed = recheck_record(rec)
         cur_manifest = next((x.sha256 for x in v.bound if x.role == "bundle_manifest"), None)
-        rec_manifest = next((x.get("sha256") for x in cert.get("bound") or [] if x.get("role") == "bundle_manifest"),
-                            None)
+        rec_manifest = next(
+            (x.get("sha256") for x in cert.get("bound") or [] if x.get("role") == "bundle_manifest"), None
+        )
         binds_current = cur_manifest is not None and cur_manifest == rec_manifest
         cert_commit = (cert.get("code") or {}).get("commit")
         commit_current = cert_commit is not None and cert_commit == git_head()
@@ -201,17 +235,24 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
             f"- policy: `{cert.get('policy')}`",
             "",
         ]
-        verify_lines += table(["constraint", "severity", "evaluated", "result"],
-                              [[x.get("id"), x.get("severity"), x.get("evaluated"), "pass" if x.get("pass") else "FAIL"]
-                               for x in rec.get("constraints") or []])
+        verify_lines += table(
+            ["constraint", "severity", "evaluated", "result"],
+            [
+                [x.get("id"), x.get("severity"), x.get("evaluated"), "pass" if x.get("pass") else "FAIL"]
+                for x in rec.get("constraints") or []
+            ],
+        )
         if not rec.get("pass"):
             rep.block("verify_failed", f"latest verify is FAIL (firstFail {rec.get('firstFail')})")
         if not now_ok or not binds_current:
-            rep.block("certificate_stale", "the artifacts changed since the latest verify" if not now_ok
-                      else "the latest verify certified a different bundle")
+            rep.block(
+                "certificate_stale",
+                "the artifacts changed since the latest verify"
+                if not now_ok
+                else "the latest verify certified a different bundle",
+            )
         elif not commit_current:
-            rep.block("certificate_stale", f"the latest verify certified code commit {cert_commit}, "
-                                           "not the checkout's")
+            rep.block("certificate_stale", f"the latest verify certified code commit {cert_commit}, not the checkout's")
 
     go = not rep.blocks
     head = git_head()
@@ -230,8 +271,10 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
         "",
     ]
     if go:
-        out.append("Nothing blocks: the bundle validates, the gates pass, and the latest verify is a PASS whose "
-                   "certificate still matches the artifacts.")
+        out.append(
+            "Nothing blocks: the bundle validates, the gates pass, and the latest verify is a PASS whose "
+            "certificate still matches the artifacts."
+        )
     else:
         out += table(["blocking code", "why", "unblock action"], [[f"`{x.code}`", x.why, x.action] for x in rep.blocks])
     out += ["", "## Artifacts", ""]

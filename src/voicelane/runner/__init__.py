@@ -27,8 +27,19 @@ from voicelane.runner.local import (
     proc_cmdline,
 )
 
-__all__ = ["READ_CHUNK", "LocalHandle", "LocalRunner", "RunHandle", "Runner", "decoded_chunks", "forward_signals",
-           "kill_orphan", "make_runner", "pid_alive", "proc_cmdline"]
+__all__ = [
+    "READ_CHUNK",
+    "LocalHandle",
+    "LocalRunner",
+    "RunHandle",
+    "Runner",
+    "decoded_chunks",
+    "forward_signals",
+    "kill_orphan",
+    "make_runner",
+    "pid_alive",
+    "proc_cmdline",
+]
 
 
 def make_runner(kind: str) -> Runner:

@@ -81,9 +81,12 @@ class LocalHandle:
         self.proc = proc
         self.pid = proc.pid
         self._q: queue.Queue = queue.Queue(maxsize=10000)
-        self._threads = [threading.Thread(target=self._read, args=(name, stream), daemon=True,
-                                          name=f"voicelane-job-{proc.pid}-{name}")
-                         for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))]
+        self._threads = [
+            threading.Thread(
+                target=self._read, args=(name, stream), daemon=True, name=f"voicelane-job-{proc.pid}-{name}"
+            )
+            for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))
+        ]
         for t in self._threads:
             t.start()
 
@@ -139,9 +142,17 @@ class LocalRunner:
         if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
             raise TypeError("argv must be a list of strings (never a shell string)")
         env = {**env, lifeline.ENV: str(os.getpid())}  # the child dies with us (voicelane.lifeline)
-        proc = subprocess.Popen(argv, env=env, cwd=str(cwd) if cwd else None, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                                close_fds=True, shell=False)
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=str(cwd) if cwd else None,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            shell=False,
+        )
         return LocalHandle(proc)
 
 

@@ -64,8 +64,13 @@ from voicelane.runspec import LANES, RunSpec
 from voicelane.status import finalize
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-RAY_STATE_MAP = {"PENDING": "running", "RUNNING": "running", "SUCCEEDED": "completed", "STOPPED": "cancelled",
-                 "FAILED": "error"}
+RAY_STATE_MAP = {
+    "PENDING": "running",
+    "RUNNING": "running",
+    "SUCCEEDED": "completed",
+    "STOPPED": "cancelled",
+    "FAILED": "error",
+}
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 INPUT_FIELDS = {"data": "data", "consent_statement": "consent", "heldout": "heldout"}
 FORWARD_ENV = ("SOURCE_DATE_EPOCH", "PYTHONIOENCODING", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -96,13 +101,14 @@ def cli_args_of(argv: list[str]) -> list[str]:
     """The arguments after ``python -m voicelane`` (or the ``voicelane`` script)."""
     for i, a in enumerate(argv):
         if a == "-m" and i + 1 < len(argv) and argv[i + 1] == "voicelane":
-            return list(argv[i + 2:])
+            return list(argv[i + 2 :])
     if argv and Path(argv[0]).name == "voicelane":
         return list(argv[1:])
     if argv and argv[0] in ("train", "dataset"):
         return list(argv)
-    raise VoicelaneError("invalid_argument", "a managed job runs `python -m voicelane ...` only",
-                         {"argv0": argv[0] if argv else None})
+    raise VoicelaneError(
+        "invalid_argument", "a managed job runs `python -m voicelane ...` only", {"argv0": argv[0] if argv else None}
+    )
 
 
 def spec_of(args: list[str], cwd: Path) -> RunSpec | None:
@@ -114,9 +120,12 @@ def spec_of(args: list[str], cwd: Path) -> RunSpec | None:
 
 def forwarded_env(env: Mapping[str, str]) -> dict[str, str]:
     """Only what the lane needs crosses to the cluster (never tokens or the caller's whole env)."""
-    keep = {k: v for k, v in env.items()
-            if (k.startswith("VOICELANE_") and not k.startswith("VOICELANE_RAY_") and k not in SECRET_ENV)
-            or k in FORWARD_ENV}
+    keep = {
+        k: v
+        for k, v in env.items()
+        if (k.startswith("VOICELANE_") and not k.startswith("VOICELANE_RAY_") and k not in SECRET_ENV)
+        or k in FORWARD_ENV
+    }
     keep["PYTHONUNBUFFERED"] = "1"
     return keep
 
@@ -147,20 +156,33 @@ def _stage_input(src: Path, dst_dir: Path, name: str) -> str:
 
 
 class RayRunner:
-    def __init__(self, address: str | None = None, transfer: str | None = None, python: str | None = None,
-                 num_cpus: float | None = None, num_gpus: float | None = None, max_fetch_mb: int | None = None,
-                 env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        address: str | None = None,
+        transfer: str | None = None,
+        python: str | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        max_fetch_mb: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
         env = os.environ if env is None else env
         self.address = address or env.get("RAY_ADDRESS") or DEFAULT_ADDRESS
         self.transfer = (transfer or env.get("VOICELANE_RAY_TRANSFER") or "auto").strip().lower()
         if self.transfer not in ("auto", "shared", "upload"):
-            raise VoicelaneError("invalid_argument", "VOICELANE_RAY_TRANSFER must be auto, shared or upload",
-                                 {"variable": "VOICELANE_RAY_TRANSFER", "value": self.transfer})
+            raise VoicelaneError(
+                "invalid_argument",
+                "VOICELANE_RAY_TRANSFER must be auto, shared or upload",
+                {"variable": "VOICELANE_RAY_TRANSFER", "value": self.transfer},
+            )
         self.python = python or env.get("VOICELANE_RAY_PYTHON") or "python"
         self.num_cpus = float(num_cpus if num_cpus is not None else env.get("VOICELANE_RAY_NUM_CPUS") or 1)
         self.num_gpus = float(num_gpus if num_gpus is not None else env.get("VOICELANE_RAY_NUM_GPUS") or 0)
-        self.max_fetch_bytes = int(max_fetch_mb if max_fetch_mb is not None
-                                   else env.get("VOICELANE_RAY_MAX_FETCH_MB") or 512) * 1024 * 1024
+        self.max_fetch_bytes = (
+            int(max_fetch_mb if max_fetch_mb is not None else env.get("VOICELANE_RAY_MAX_FETCH_MB") or 512)
+            * 1024
+            * 1024
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "RayRunner":
@@ -174,8 +196,11 @@ class RayRunner:
 
     def unavailable(self, why: str, exc: BaseException | None = None) -> VoicelaneError:
         detail = f"{type(exc).__name__}: {exc}"[:400] if exc else why
-        return VoicelaneError("managed_job_unavailable", f"no Ray job API at {self.address}: {why}",
-                              {"address": self.address, "error": detail})
+        return VoicelaneError(
+            "managed_job_unavailable",
+            f"no Ray job API at {self.address}: {why}",
+            {"address": self.address, "error": detail},
+        )
 
     def client(self):
         try:
@@ -207,8 +232,16 @@ class RayRunner:
         finally:
             if staging is not None:  # submit_job has uploaded the package (or failed)
                 shutil.rmtree(staging, ignore_errors=True)
-        return RayJobHandle(client, job_id, self.address, self.mode, out_local, status_local,
-                            spec.profile_id if spec else None, job_type=spec.job_type if spec else "dataset")
+        return RayJobHandle(
+            client,
+            job_id,
+            self.address,
+            self.mode,
+            out_local,
+            status_local,
+            spec.profile_id if spec else None,
+            job_type=spec.job_type if spec else "dataset",
+        )
 
     def _status_local(self, spec: RunSpec | None, env: Mapping[str, str], out_local: Path, cwd: Path) -> Path:
         chosen = (spec.status_path if spec else None) or env.get("TRAIN_STATUS_PATH") or out_local / "train_status.json"
@@ -217,8 +250,11 @@ class RayRunner:
     def _command_payload(self, args: list[str], env: Mapping[str, str], cwd: Path) -> tuple[dict, Path, Path]:
         """A command that is not a lane run travels as given: its paths must be the cluster's too."""
         if self.mode != "shared":
-            raise VoicelaneError("invalid_argument", "only lane runs (`voicelane run spec.json`) can be uploaded to "
-                                 "Ray; use VOICELANE_RAY_TRANSFER=shared", {"command": " ".join(args[:3])})
+            raise VoicelaneError(
+                "invalid_argument",
+                "only lane runs (`voicelane run spec.json`) can be uploaded to Ray; use VOICELANE_RAY_TRANSFER=shared",
+                {"command": " ".join(args[:3])},
+            )
         status_local = self._status_local(None, env, cwd, cwd)
         return {"args": args, "status_path": str(status_local), "out": str(cwd), "fetch": False}, cwd, status_local
 
@@ -227,27 +263,52 @@ class RayRunner:
         status_local = self._status_local(spec, env, out_local, cwd)
         paths = {f: _abs(str(v), cwd) for f in INPUT_FIELDS if (v := getattr(spec, f)) is not None}
         shipped = spec.updated(out=out_local, status_path=status_local, **paths)
-        return {"spec": shipped.model_dump(mode="json"), "status_path": str(status_local), "out": str(out_local),
-                "fetch": False}, out_local, status_local
+        return (
+            {
+                "spec": shipped.model_dump(mode="json"),
+                "status_path": str(status_local),
+                "out": str(out_local),
+                "fetch": False,
+            },
+            out_local,
+            status_local,
+        )
 
-    def _upload_payload(self, spec: RunSpec, env: Mapping[str, str], cwd: Path,
-                        staging: Path) -> tuple[dict, Path, Path]:
+    def _upload_payload(
+        self, spec: RunSpec, env: Mapping[str, str], cwd: Path, staging: Path
+    ) -> tuple[dict, Path, Path]:
         out_local = _abs(str(spec.out), cwd)
         status_local = self._status_local(spec, env, out_local, cwd)
-        staged = {f: Path(_stage_input(_abs(str(v), cwd), staging / "inputs", name))
-                  for f, name in INPUT_FIELDS.items() if (v := getattr(spec, f)) is not None}
+        staged = {
+            f: Path(_stage_input(_abs(str(v), cwd), staging / "inputs", name))
+            for f, name in INPUT_FIELDS.items()
+            if (v := getattr(spec, f)) is not None
+        }
         shipped = spec.updated(out=Path("out"), status_path=Path("out/train_status.json"), **staged)
-        return {"spec": shipped.model_dump(mode="json"), "status_path": "out/train_status.json", "out": "out",
-                "fetch": True, "max_fetch_bytes": self.max_fetch_bytes}, out_local, status_local
+        return (
+            {
+                "spec": shipped.model_dump(mode="json"),
+                "status_path": "out/train_status.json",
+                "out": "out",
+                "fetch": True,
+                "max_fetch_bytes": self.max_fetch_bytes,
+            },
+            out_local,
+            status_local,
+        )
 
     def _submit(self, client, payload: dict, runtime_env: dict[str, Any], spec: RunSpec | None) -> str:
         entrypoint = f"{shlex.quote(self.python)} -m voicelane.runner.ray_job {encode_spec(payload)}"
         command = f"run {spec.job_type}" if spec else " ".join(payload["args"][:3])
         try:
             return client.submit_job(
-                entrypoint=entrypoint, runtime_env=runtime_env, submission_id=f"voicelane-{uuid.uuid4().hex[:16]}",
+                entrypoint=entrypoint,
+                runtime_env=runtime_env,
+                submission_id=f"voicelane-{uuid.uuid4().hex[:16]}",
                 metadata={"voicelane": "lane", "command": command[:100], "profile": spec.profile_id if spec else ""},
-                entrypoint_num_cpus=self.num_cpus, entrypoint_num_gpus=self.num_gpus or None)
+                entrypoint_num_cpus=self.num_cpus,
+                entrypoint_num_gpus=self.num_gpus or None,
+            )
         except Exception as exc:  # noqa: BLE001
             raise self.unavailable("the job could not be submitted", exc) from None
 
@@ -278,8 +339,18 @@ def stop_orphan(ref: Mapping[str, Any]) -> str:
 class RayJobHandle:
     pid = None
 
-    def __init__(self, client, job_id: str, address: str, mode: str, out: Path, status_path: Path,
-                 profile: str | None, job_type: str = "tts_prod_train", poll_s: float = 0.5):
+    def __init__(
+        self,
+        client,
+        job_id: str,
+        address: str,
+        mode: str,
+        out: Path,
+        status_path: Path,
+        profile: str | None,
+        job_type: str = "tts_prod_train",
+        poll_s: float = 0.5,
+    ):
         self.client = client
         self.job_id = job_id
         self.address = address
@@ -371,8 +442,12 @@ class RayJobHandle:
                 self.result = doc
             else:
                 self.remote = doc
-                self._q.put(("stderr", f"[ray] job {self.job_id} running on {doc.get('host')} "
-                                       f"(commit {str(doc.get('commit'))[:8]})"))
+                self._q.put(
+                    (
+                        "stderr",
+                        f"[ray] job {self.job_id} running on {doc.get('host')} (commit {str(doc.get('commit'))[:8]})",
+                    )
+                )
         else:
             self._q.put(("stderr", f"[ray] {line}"))
 
@@ -431,8 +506,11 @@ class RayJobHandle:
         if self.result is None:
             # the lane never ran (runtime env, python or import failure, or stopped while pending)
             code = "cancelled" if self.ray_status == "STOPPED" else "managed_job_failed"
-            self._write_error_status(code, f"the Ray job {self.job_id} ended {self.ray_status} before the lane "
-                                           f"reported: {self.message or 'no message'}")
+            self._write_error_status(
+                code,
+                f"the Ray job {self.job_id} ended {self.ray_status} before the lane "
+                f"reported: {self.message or 'no message'}",
+            )
             rc = rc or 1
         elif self.mode == "upload":
             try:
@@ -478,9 +556,14 @@ class RayJobHandle:
         doc = read_json(self.status_path)
         if doc is None:
             return
-        doc["managed_job"] = {"backend": "ray", "address": self.address, "job_id": self.job_id,
-                              "transfer": self.mode, "ray_status": self.ray_status,
-                              "remote_commit": (self.remote or {}).get("commit")}
+        doc["managed_job"] = {
+            "backend": "ray",
+            "address": self.address,
+            "job_id": self.job_id,
+            "transfer": self.mode,
+            "ray_status": self.ray_status,
+            "remote_commit": (self.remote or {}).get("commit"),
+        }
         if self.mode == "upload":
             bdir = self.bundle_dir()
             if doc.get("bundle") and bdir is not None:
@@ -498,9 +581,11 @@ class RayJobHandle:
         if res is not None and res.ok:
             return 0
         err = (res.error if res is not None else None) or {"code": "manifest_missing", "message": "no --profile"}
-        self._write_error_status("bundle_invalid", f"the bundle fetched from Ray does not validate here: "
-                                                   f"{err.get('code')}: {err.get('message')}",
-                                 {"validator_code": err.get("code"), "bundle": str(bdir)})
+        self._write_error_status(
+            "bundle_invalid",
+            f"the bundle fetched from Ray does not validate here: {err.get('code')}: {err.get('message')}",
+            {"validator_code": err.get("code"), "bundle": str(bdir)},
+        )
         return 1
 
     def _write_error_status(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
@@ -538,5 +623,6 @@ def _valid_fetched_bundle(staged: Path) -> None:
     try:
         require_valid_bundle(staged, "fetch")
     except VoicelaneError as err:
-        raise VoicelaneError("bundle_invalid", err.message, {"validator_code": err.code,
-                                                             "bundle": f"{staged.parent.name}/{staged.name}"}) from None
+        raise VoicelaneError(
+            "bundle_invalid", err.message, {"validator_code": err.code, "bundle": f"{staged.parent.name}/{staged.name}"}
+        ) from None

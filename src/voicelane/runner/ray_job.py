@@ -89,8 +89,12 @@ def run(spec: dict) -> int:
     status_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, TRAIN_STATUS_PATH=str(status_path), PYTHONUNBUFFERED="1")
     env.setdefault("PYTHONIOENCODING", "utf-8")
-    _emit("VLRAY_START", canonical_json({"host": socket.gethostname(), "python": sys.executable,
-                                         "commit": git_commit(), "cwd": os.getcwd()}))
+    _emit(
+        "VLRAY_START",
+        canonical_json(
+            {"host": socket.gethostname(), "python": sys.executable, "commit": git_commit(), "cwd": os.getcwd()}
+        ),
+    )
     handle = LocalRunner().start(_lane_argv(spec, out), env, None)
 
     forward_signals(handle)
@@ -103,16 +107,21 @@ def run(spec: dict) -> int:
         data = pack_outputs(out, status_path)
         limit = int(spec.get("max_fetch_bytes") or DEFAULT_MAX_FETCH)
         if len(data) > limit:
-            _emit("VLRAY_ERR", f"[voicelane-ray] outputs are {len(data)} bytes, over the {limit}-byte fetch "
-                               "limit; use a shared output path (VOICELANE_RAY_TRANSFER=shared)")
+            _emit(
+                "VLRAY_ERR",
+                f"[voicelane-ray] outputs are {len(data)} bytes, over the {limit}-byte fetch "
+                "limit; use a shared output path (VOICELANE_RAY_TRANSFER=shared)",
+            )
             _emit("VLRAY_BLOB_END", canonical_json({"error": "too_large", "bytes": len(data)}))
         else:
             n = 0
             for i in range(0, len(data), CHUNK_RAW):
-                _emit("VLRAY_BLOB", f"{n} {base64.b64encode(data[i:i + CHUNK_RAW]).decode('ascii')}")
+                _emit("VLRAY_BLOB", f"{n} {base64.b64encode(data[i : i + CHUNK_RAW]).decode('ascii')}")
                 n += 1
-            _emit("VLRAY_BLOB_END", canonical_json({"sha256": hashlib.sha256(data).hexdigest(),
-                                                    "bytes": len(data), "chunks": n}))
+            _emit(
+                "VLRAY_BLOB_END",
+                canonical_json({"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "chunks": n}),
+            )
     return rc
 
 

@@ -35,17 +35,22 @@ class Bound:
         return {**self.hashed(), "path": str(self.path)}
 
 
-def certificate_hash(results: list[dict[str, Any]], bound: list[dict[str, Any]],
-                     code: dict[str, Any] | None = None) -> str:
-    doc = {"pack": {"id": PACK["id"], "version": PACK["version"], "sha256": pack_sha256()},
-           "results": results, "artifacts": sorted(bound, key=lambda b: (b["role"], b["name"]))}
+def certificate_hash(
+    results: list[dict[str, Any]], bound: list[dict[str, Any]], code: dict[str, Any] | None = None
+) -> str:
+    doc = {
+        "pack": {"id": PACK["id"], "version": PACK["version"], "sha256": pack_sha256()},
+        "results": results,
+        "artifacts": sorted(bound, key=lambda b: (b["role"], b["name"])),
+    }
     if code is not None:
         doc["code"] = code
     return sha256_text(canonical_json(doc))
 
 
-def integrity_ok(results: list[dict[str, Any]], bound: list[dict[str, Any]], expected_hash: str,
-                 code: dict[str, Any] | None = None) -> tuple[bool, list[str]]:
+def integrity_ok(
+    results: list[dict[str, Any]], bound: list[dict[str, Any]], expected_hash: str, code: dict[str, Any] | None = None
+) -> tuple[bool, list[str]]:
     """Re-read every bound artifact and recompute the certificate hash; (ok, names that changed)."""
     fresh, changed = [], []
     for b in bound:
@@ -58,12 +63,21 @@ def integrity_ok(results: list[dict[str, Any]], bound: list[dict[str, Any]], exp
 
 def hashed_results(record: dict[str, Any]) -> list[dict[str, Any]]:
     metrics = record.get("metrics") or {}
-    return [{"id": c["id"], "severity": c["severity"], "evaluated": c["evaluated"], "pass": c["pass"],
-             "measured": metrics.get(c["id"], {})} for c in record.get("constraints") or []]
+    return [
+        {
+            "id": c["id"],
+            "severity": c["severity"],
+            "evaluated": c["evaluated"],
+            "pass": c["pass"],
+            "measured": metrics.get(c["id"], {}),
+        }
+        for c in record.get("constraints") or []
+    ]
 
 
 def recheck_record(record: dict[str, Any]) -> tuple[bool, list[str]]:
     """Recompute a stored certificate against the artifacts as they are now."""
     cert = record.get("certificate") or {}
-    return integrity_ok(hashed_results(record), cert.get("bound") or [], cert.get("certificateHash") or "",
-                        cert.get("code"))
+    return integrity_ok(
+        hashed_results(record), cert.get("bound") or [], cert.get("certificateHash") or "", cert.get("code")
+    )

@@ -24,8 +24,13 @@ class Result:
     detail: dict[str, Any] = field(default_factory=dict)  # volatile context, not hashed
 
     def hashed(self) -> dict[str, Any]:
-        return {"id": self.id, "severity": self.severity, "evaluated": self.evaluated, "pass": self.passed,
-                "measured": self.measured}
+        return {
+            "id": self.id,
+            "severity": self.severity,
+            "evaluated": self.evaluated,
+            "pass": self.passed,
+            "measured": self.measured,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.hashed(), "reason": self.reason, "code": self.code, "detail": self.detail}
@@ -61,17 +66,22 @@ def status_completed(ev: Evidence) -> Result:
     prov = man.get("provenance") or {}
     ds_sha = (ev.dataset_manifest or {}).get("dataset_sha256")
     m = {
-        "present": True, "schema": doc.get("schema"), "state": doc.get("state"),
-        "status_mirrors_state": doc.get("status") == doc.get("state"), "job_type": doc.get("job_type"),
-        "lane": doc.get("lane"), "finished": doc.get("finished_at") is not None,
+        "present": True,
+        "schema": doc.get("schema"),
+        "state": doc.get("state"),
+        "status_mirrors_state": doc.get("status") == doc.get("state"),
+        "job_type": doc.get("job_type"),
+        "lane": doc.get("lane"),
+        "finished": doc.get("finished_at") is not None,
         "error_code": (doc.get("error") or {}).get("code"),
         "dataset_sha256_matches_bundle": stats.get("dataset_sha256") == prov.get("dataset_sha256")
-        if prov.get("dataset_sha256") else None,
+        if prov.get("dataset_sha256")
+        else None,
         "dataset_manifest_present": ev.dataset_manifest is not None,
         "dataset_manifest_matches_bundle": (ds_sha == prov.get("dataset_sha256"))
-        if ev.dataset_manifest is not None and prov.get("dataset_sha256") else None,
-        "files_validated_matches_bundle": stats.get("files_validated") == len(man.get("files") or [])
-        if man else None,
+        if ev.dataset_manifest is not None and prov.get("dataset_sha256")
+        else None,
+        "files_validated_matches_bundle": stats.get("files_validated") == len(man.get("files") or []) if man else None,
         "gates_passed_stat": stats.get("gates_passed"),
     }
     r.measured = m
@@ -108,10 +118,16 @@ def bundle_valid(ev: Evidence) -> Result:
     status = ev.status or {}
     want = status.get("bundle_manifest_sha256") or (status.get("stats") or {}).get("bundle_manifest_sha256")
     got = ev.bound_sha("bundle_manifest")
-    r.measured = {"ok": res.ok, "code": err.get("code"), "files_validated": res.files_validated,
-                  "profile_id": res.profile_id or man.get("voice_profile_id"), "lane": lane,
-                  "bundle_version": man.get("bundle_version"), "manifest_sha256": got,
-                  "manifest_matches_status": (want == got) if want else None}
+    r.measured = {
+        "ok": res.ok,
+        "code": err.get("code"),
+        "files_validated": res.files_validated,
+        "profile_id": res.profile_id or man.get("voice_profile_id"),
+        "lane": lane,
+        "bundle_version": man.get("bundle_version"),
+        "manifest_sha256": got,
+        "manifest_matches_status": (want == got) if want else None,
+    }
     if err.get("details"):
         r.detail["validator_details"] = err["details"]
     if not res.ok:
@@ -136,11 +152,20 @@ def gate_thresholds_pinned(ev: Evidence) -> Result:
         r.reason, r.code = "no readable eval.json in the bundle", "required_file_missing"
         return r
     looser = policy_looser(_thresholds(ev))
-    r.measured = {"policy": f"{POLICY['id']}/{POLICY['version']}", "pinned": POLICY["gates"],
-                  "bundle_thresholds": _thresholds(ev), "looser": looser}
-    return r.fail("gate_thresholds_loosened",
-                  [f"the bundle was evaluated with gates looser than the pinned policy: {k} "
-                   f"{v['bundle']} (policy {v['policy']})" for k, v in sorted(looser.items())])
+    r.measured = {
+        "policy": f"{POLICY['id']}/{POLICY['version']}",
+        "pinned": POLICY["gates"],
+        "bundle_thresholds": _thresholds(ev),
+        "looser": looser,
+    }
+    return r.fail(
+        "gate_thresholds_loosened",
+        [
+            f"the bundle was evaluated with gates looser than the pinned policy: {k} "
+            f"{v['bundle']} (policy {v['policy']})"
+            for k, v in sorted(looser.items())
+        ],
+    )
 
 
 def eval_gates_passed(ev: Evidence) -> Result:
@@ -159,16 +184,22 @@ def eval_gates_passed(ev: Evidence) -> Result:
     consistent = all(man_eval[k] == doc[k] for k in summary_keys)
     gates = doc.get("gates") or {}
     r.measured = {
-        "present": True, "thresholds": pinned, "policy": f"{POLICY['id']}/{POLICY['version']}",
+        "present": True,
+        "thresholds": pinned,
+        "policy": f"{POLICY['id']}/{POLICY['version']}",
         "values": {k: doc.get(k) for k in sorted({k.rpartition("_")[0] for k in pinned})},
-        "recomputed_failed": [g.get("gate") for g in recomputed], "recorded_passed": gates.get("passed"),
-        "manifest_gates_passed": man_eval.get("gates_passed"), "promotable": man.get("promotable"),
+        "recomputed_failed": [g.get("gate") for g in recomputed],
+        "recorded_passed": gates.get("passed"),
+        "manifest_gates_passed": man_eval.get("gates_passed"),
+        "promotable": man.get("promotable"),
         "manifest_summary_consistent": consistent,
     }
     problems = []
     if recomputed:
-        problems.append("metrics fail the pinned policy: " + ", ".join(
-            f"{g.get('gate')} {g.get('value')} (limit {g.get('limit')})" for g in recomputed))
+        problems.append(
+            "metrics fail the pinned policy: "
+            + ", ".join(f"{g.get('gate')} {g.get('value')} (limit {g.get('limit')})" for g in recomputed)
+        )
     if gates.get("passed") is not True:
         problems.append("eval.json gates.passed is not true")
     if man_eval.get("gates_passed") is not True:
@@ -193,9 +224,14 @@ def licence_gate_passed(ev: Evidence) -> Result:
         r.measured = {"base_weights": None, "override": override}
         return r.fail("license_unknown", ["licence override recorded without base weights"] if override else [])
     gate = base.get("gate") or {}
-    r.measured = {"base_weights": base.get("id"), "gate": gate, "override": override or bool(base.get("override")),
-                  "regate": ev.licence_regate, "code_license": base.get("code_license"),
-                  "weights_license": base.get("weights_license")}
+    r.measured = {
+        "base_weights": base.get("id"),
+        "gate": gate,
+        "override": override or bool(base.get("override")),
+        "regate": ev.licence_regate,
+        "code_license": base.get("code_license"),
+        "weights_license": base.get("weights_license"),
+    }
     problems = []
     if ev.licence_regate != "ok":
         problems.append(f"the licence gate refuses {base.get('id')!r} now: {ev.licence_regate}")
@@ -213,8 +249,12 @@ def consent_present(ev: Evidence) -> Result:
     sha = consent.get("statement_sha256") if isinstance(consent, dict) else None
     present = bool(sha and re.fullmatch(r"[0-9a-f]{64}", str(sha)))
     matches = None if ev.opts.consent_statement is None else ev.consent_file_sha256 == sha
-    r.measured = {"present": present, "statement_sha256": sha, "matches_statement_file": matches,
-                  "speaker_name": consent.get("speaker_name") if isinstance(consent, dict) else None}
+    r.measured = {
+        "present": present,
+        "statement_sha256": sha,
+        "matches_statement_file": matches,
+        "speaker_name": consent.get("speaker_name") if isinstance(consent, dict) else None,
+    }
     if not present:
         return r.fail("consent_missing", ["the bundle records no consent statement"])
     if matches is False:
@@ -227,8 +267,10 @@ def protocol_deterministic(ev: Evidence) -> Result:
     d = ev.determinism
     if d is None or not d.get("evaluated"):
         return r.not_evaluated((d or {}).get("reason") or "not evaluated")
-    r.measured = {k: d[k] for k in ("evaluated", "runs", "stdout_sha256", "exit_codes", "bytes", "lines",
-                                    "identical", "steps", "preset")}
+    r.measured = {
+        k: d[k]
+        for k in ("evaluated", "runs", "stdout_sha256", "exit_codes", "bytes", "lines", "identical", "steps", "preset")
+    }
     r.detail.update(d.get("detail") or {})
     if d["exit_codes"] != [0, 0]:
         return r.fail("protocol_nondeterministic", [f"the runs exited {d['exit_codes']}"])
@@ -242,12 +284,18 @@ def routes_compatible(ev: Evidence) -> Result:
     if rt is None or not rt.get("evaluated"):
         return r.not_evaluated((rt or {}).get("reason") or "not evaluated")
     checks = rt["checks"]
-    r.measured = {"evaluated": True, "shapes": rt.get("shapes"),
-                  "checks": [{k: c[k] for k in ("method", "path", "status", "error", "ok")} for c in checks]}
+    r.measured = {
+        "evaluated": True,
+        "shapes": rt.get("shapes"),
+        "checks": [{k: c[k] for k in ("method", "path", "status", "error", "ok")} for c in checks],
+    }
     r.detail.update({"url": rt.get("url"), "service": rt.get("service")})
     bad = [c for c in checks if not c["ok"]]
-    problems = ["; ".join(f"{c['method']} {c['path']} -> {c['status']} {c['error'] or ''}".strip() for c in bad)] \
-        if bad else ([] if checks else ["no request shape was replayed"])
+    problems = (
+        ["; ".join(f"{c['method']} {c['path']} -> {c['status']} {c['error'] or ''}".strip() for c in bad)]
+        if bad
+        else ([] if checks else ["no request shape was replayed"])
+    )
     return r.fail("routes_incompatible", problems)
 
 
@@ -255,25 +303,44 @@ def tests_green(ev: Evidence) -> Result:
     r = _new("tests_green")
     j = ev.junit
     if j is None:
-        return r.not_evaluated(f"no test evidence (--junit FILE written by `{TESTS['command']}` with "
-                               f"{TESTS['junit_env']}=FILE, or --run-tests)", "tests_missing")
+        return r.not_evaluated(
+            f"no test evidence (--junit FILE written by `{TESTS['command']}` with "
+            f"{TESTS['junit_env']}=FILE, or --run-tests)",
+            "tests_missing",
+        )
     expected = (ev.tests_expected or {}).get("tests")
-    r.measured = {"source": "junit", "command": TESTS["command"], "readable": j.get("readable", False),
-                  "tests": j.get("tests", 0), "failures": j.get("failures", 0), "errors": j.get("errors", 0),
-                  "skipped": j.get("skipped", 0), "suites": j.get("suites"), "expected_tests": expected}
+    r.measured = {
+        "source": "junit",
+        "command": TESTS["command"],
+        "readable": j.get("readable", False),
+        "tests": j.get("tests", 0),
+        "failures": j.get("failures", 0),
+        "errors": j.get("errors", 0),
+        "skipped": j.get("skipped", 0),
+        "suites": j.get("suites"),
+        "expected_tests": expected,
+    }
     if not j.get("readable"):
         return r.fail("tests_failed", [f"the junit is not readable: {j.get('error', '')}".strip()])
     problems = []
     if j.get("suites") != [TESTS["suite_name"]]:
-        return r.fail("tests_not_default_suite", [
-            f"the junit's suite is {j.get('suites')}, not {TESTS['suite_name']!r}: it was not written by "
-            f"`{TESTS['command']}` over the default suite"])
+        return r.fail(
+            "tests_not_default_suite",
+            [
+                f"the junit's suite is {j.get('suites')}, not {TESTS['suite_name']!r}: it was not written by "
+                f"`{TESTS['command']}` over the default suite"
+            ],
+        )
     if ev.tests_expected is not None and expected is None:
-        return r.fail("tests_failed", ["the default suite does not collect in this checkout: "
-                                       + str(ev.tests_expected.get("error", ""))[-200:]])
+        return r.fail(
+            "tests_failed",
+            ["the default suite does not collect in this checkout: " + str(ev.tests_expected.get("error", ""))[-200:]],
+        )
     if expected is not None and j.get("tests") != expected:
-        return r.fail("tests_not_default_suite", [
-            f"the junit has {j.get('tests')} tests, the default suite of this checkout collects {expected}"])
+        return r.fail(
+            "tests_not_default_suite",
+            [f"the junit has {j.get('tests')} tests, the default suite of this checkout collects {expected}"],
+        )
     if not j.get("tests"):
         problems.append("the junit records no tests")
     if j.get("failures") or j.get("errors"):
@@ -312,18 +379,28 @@ def latency_target(ev: Evidence) -> Result:
     if not m or m.get("error"):
         return r.not_evaluated(f"not measured: {(m or {}).get('error') or 'the bundle is not valid'}")
     limit = _targets(ev)["latency_ms_max"]
-    r.measured = {"latency_ms": m["latency_ms"], "latency_ms_max": limit, "text_chars": len(CALLOUT_TEXT),
-                  "engine": m["engine"]}
+    r.measured = {
+        "latency_ms": m["latency_ms"],
+        "latency_ms_max": limit,
+        "text_chars": len(CALLOUT_TEXT),
+        "engine": m["engine"],
+    }
     ok = m["latency_ms"] <= limit
     return r.fail("latency_target", [] if ok else [f"latency {m['latency_ms']} ms > {limit} ms"])
 
 
 CHECKS: dict[str, Callable[[Evidence], Result]] = {
-    "status_completed": status_completed, "bundle_valid": bundle_valid,
-    "gate_thresholds_pinned": gate_thresholds_pinned, "eval_gates_passed": eval_gates_passed,
-    "licence_gate_passed": licence_gate_passed, "consent_present": consent_present,
-    "protocol_deterministic": protocol_deterministic, "routes_compatible": routes_compatible,
-    "tests_green": tests_green, "rtf_target": rtf_target, "latency_target": latency_target,
+    "status_completed": status_completed,
+    "bundle_valid": bundle_valid,
+    "gate_thresholds_pinned": gate_thresholds_pinned,
+    "eval_gates_passed": eval_gates_passed,
+    "licence_gate_passed": licence_gate_passed,
+    "consent_present": consent_present,
+    "protocol_deterministic": protocol_deterministic,
+    "routes_compatible": routes_compatible,
+    "tests_green": tests_green,
+    "rtf_target": rtf_target,
+    "latency_target": latency_target,
 }
 assert list(CHECKS) == CONSTRAINT_IDS, "every pack constraint has exactly one check, in pack order"
 

@@ -15,11 +15,21 @@ from voicelane.ops.verify.trace import export_trace
 
 def options_from_args(a) -> VerifyOptions:
     return VerifyOptions(
-        bundle=a.bundle, status=a.status or default_status(), url=a.url, token=a.token or env_token(),
-        trace=a.trace, junit=a.junit, run_tests=bool(getattr(a, "run_tests", False)),
-        skip_determinism=a.skip_determinism, determinism_data=a.determinism_data,
-        determinism_steps=a.determinism_steps, consent_statement=a.consent_statement, trace_id=a.trace_id,
-        rtf_max=a.rtf_max, latency_ms_max=a.latency_ms_max)
+        bundle=a.bundle,
+        status=a.status or default_status(),
+        url=a.url,
+        token=a.token or env_token(),
+        trace=a.trace,
+        junit=a.junit,
+        run_tests=bool(getattr(a, "run_tests", False)),
+        skip_determinism=a.skip_determinism,
+        determinism_data=a.determinism_data,
+        determinism_steps=a.determinism_steps,
+        consent_statement=a.consent_statement,
+        trace_id=a.trace_id,
+        rtf_max=a.rtf_max,
+        latency_ms_max=a.latency_ms_max,
+    )
 
 
 def run_verify_cli(a) -> int:
@@ -37,9 +47,11 @@ def run_verify_cli(a) -> int:
     print(text)
     if a.json_out:
         atomic_write_bytes(a.json_out, (text + "\n").encode("utf-8"))
-    print(f"[verify] verdict={doc['verdict']} firstFail={doc['firstFail']} "
-          f"certificate={doc['certificate']['certificateId']} integrityOk={doc['certificate']['integrityOk']}",
-          file=sys.stderr)
+    print(
+        f"[verify] verdict={doc['verdict']} firstFail={doc['firstFail']} "
+        f"certificate={doc['certificate']['certificateId']} integrityOk={doc['certificate']['integrityOk']}",
+        file=sys.stderr,
+    )
     return 0 if doc["pass"] else 2
 
 
@@ -49,6 +61,16 @@ def run_export_cli(a) -> int:
     except OSError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({"exported": n, "out": str(a.out), "trace": str(a.trace),
-                      "profile": getattr(a, "profile", None), "limit": getattr(a, "limit", None)}, sort_keys=True))
+    print(
+        json.dumps(
+            {
+                "exported": n,
+                "out": str(a.out),
+                "trace": str(a.trace),
+                "profile": getattr(a, "profile", None),
+                "limit": getattr(a, "limit", None),
+            },
+            sort_keys=True,
+        )
+    )
     return 0

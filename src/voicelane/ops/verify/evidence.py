@@ -73,8 +73,7 @@ def load_evidence(opts: VerifyOptions) -> Evidence:
         if ev.bind("junit", f"junit/{opts.junit.name}", opts.junit).sha256 is None:
             ev.junit["readable"] = False
     ev.licence_regate = _regate(ev.manifest)
-    ev.code = {"commit": git_head(),
-               "bundle_commit": ((ev.manifest or {}).get("provenance") or {}).get("commit")}
+    ev.code = {"commit": git_head(), "bundle_commit": ((ev.manifest or {}).get("provenance") or {}).get("commit")}
     return ev
 
 
@@ -132,10 +131,16 @@ def parse_junit(path: Path) -> dict[str, Any]:
                 tot[k] += int(s.get(k, 0))
             except ValueError:
                 pass
-    modules = sorted({part for s in suites for c in s.iter("testcase")
-                      for part in (c.get("classname") or "").split(".") if part.startswith("test_")})
-    return {"readable": True, **tot, "suites": sorted({s.get("name") or "" for s in suites}),
-            "modules": modules}
+    modules = sorted(
+        {
+            part
+            for s in suites
+            for c in s.iter("testcase")
+            for part in (c.get("classname") or "").split(".")
+            if part.startswith("test_")
+        }
+    )
+    return {"readable": True, **tot, "suites": sorted({s.get("name") or "" for s in suites}), "modules": modules}
 
 
 def default_status() -> Path:

@@ -37,10 +37,17 @@ def certify(ev: Evidence, results: list[Result]) -> dict[str, Any]:
     cert_hash = certificate_hash(hashed, [b.hashed() for b in ev.bound], ev.code)
     ok_now, changed = integrity_ok(hashed, bound, cert_hash, ev.code)
     passed = all(r.passed for r in results if r.severity == "HARD")
-    cert = {"status": "issued" if passed else "rejected", "certificateHash": cert_hash,
-            "certificateId": f"vlcert-{cert_hash[:16]}", "integrityOk": ok_now, "pack": PACK_NAME,
-            "packSha256": pack_sha256(), "policy": f"{POLICY['id']}/{POLICY['version']}", "code": ev.code,
-            "bound": bound}
+    cert = {
+        "status": "issued" if passed else "rejected",
+        "certificateHash": cert_hash,
+        "certificateId": f"vlcert-{cert_hash[:16]}",
+        "integrityOk": ok_now,
+        "pack": PACK_NAME,
+        "packSha256": pack_sha256(),
+        "policy": f"{POLICY['id']}/{POLICY['version']}",
+        "code": ev.code,
+        "bound": bound,
+    }
     if changed:
         cert["changedDuringVerify"] = changed
     return cert
@@ -63,20 +70,37 @@ def verify(opts: VerifyOptions) -> dict[str, Any]:
     bundle = str(ev.bundle) if ev.bundle else None
     status = str(opts.status) if opts.status else None
     doc = {
-        "traceId": trace_id, "runId": run_id, "pack": PACK_NAME, "verdict": "PASS" if passed else "FAIL",
-        "pass": passed, "firstFail": hard_fail[0].id if hard_fail else None,
+        "traceId": trace_id,
+        "runId": run_id,
+        "pack": PACK_NAME,
+        "verdict": "PASS" if passed else "FAIL",
+        "pass": passed,
+        "firstFail": hard_fail[0].id if hard_fail else None,
         "firstFailCode": hard_fail[0].code if hard_fail else None,
         "softFailures": [r.id for r in results if r.severity == "SOFT" and not r.passed],
-        "profile": profile_of(ev), "bundle": bundle, "status": status,
-        "constraints": [r.to_dict() for r in results], "certificate": certificate,
+        "profile": profile_of(ev),
+        "bundle": bundle,
+        "status": status,
+        "constraints": [r.to_dict() for r in results],
+        "certificate": certificate,
     }
     record = {
-        "kind": TRACE_KIND, "version": TRACE_VERSION, "id": run_id, "ts": _utc_now(), "traceId": trace_id,
-        "profile": doc["profile"], "pass": passed, "verdict": doc["verdict"], "firstFail": doc["firstFail"],
+        "kind": TRACE_KIND,
+        "version": TRACE_VERSION,
+        "id": run_id,
+        "ts": _utc_now(),
+        "traceId": trace_id,
+        "profile": doc["profile"],
+        "pass": passed,
+        "verdict": doc["verdict"],
+        "firstFail": doc["firstFail"],
         "metrics": {r.id: r.measured for r in results},
-        "constraints": [{"id": r.id, "severity": r.severity, "evaluated": r.evaluated, "pass": r.passed}
-                        for r in results],
-        "certificate": certificate, "bundle": bundle, "status": status,
+        "constraints": [
+            {"id": r.id, "severity": r.severity, "evaluated": r.evaluated, "pass": r.passed} for r in results
+        ],
+        "certificate": certificate,
+        "bundle": bundle,
+        "status": status,
     }
     rec = append_trace(opts.trace, record)
     doc["trace"] = {"path": str(opts.trace), "seq": rec["seq"]}

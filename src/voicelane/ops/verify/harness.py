@@ -38,8 +38,9 @@ class LocalService:
         self.error: str | None = None
 
     @classmethod
-    def start(cls, python: str, log: Callable[[str], None], timeout: float = 120.0,
-              bundle_root: Path | None = None) -> "LocalService":
+    def start(
+        cls, python: str, log: Callable[[str], None], timeout: float = 120.0, bundle_root: Path | None = None
+    ) -> "LocalService":
         """``bundle_root``: a folder holding ``bundles/<profile>/voice_bundle`` to serve (else none)."""
         import httpx
 
@@ -50,13 +51,22 @@ class LocalService:
             port = s.getsockname()[1]
         svc.url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICELANE_") and k != "TRAIN_STATUS_PATH"}
-        env.update(VOICELANE_DATA_DIR=svc.tmp.name, VOICELANE_BUNDLE_ROOTS=str(bundle_root or svc.tmp.name),
-                   VOICELANE_VOICE_RESCAN_S="0", VOICELANE_API_TOKEN=svc.token,
-                   TRAIN_STATUS_PATH=str(Path(svc.tmp.name) / "train_status.json"))
+        env.update(
+            VOICELANE_DATA_DIR=svc.tmp.name,
+            VOICELANE_BUNDLE_ROOTS=str(bundle_root or svc.tmp.name),
+            VOICELANE_VOICE_RESCAN_S="0",
+            VOICELANE_API_TOKEN=svc.token,
+            TRAIN_STATUS_PATH=str(Path(svc.tmp.name) / "train_status.json"),
+        )
         log(f"starting the service on {svc.url}")
-        svc.proc = subprocess.Popen([python, "-m", "voicelane", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                    cwd=svc.tmp.name, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True)
+        svc.proc = subprocess.Popen(
+            [python, "-m", "voicelane", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=svc.tmp.name,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if svc.proc.poll() is not None:
@@ -89,9 +99,12 @@ class LocalService:
             self.tmp.cleanup()
 
 
-def replay_routes(url: str, token: str | None = None, timeout: float = 30.0,
-                  shapes: list[tuple[str, str, dict | None, dict[int, str | None]]] | None = None
-                  ) -> list[dict[str, Any]]:
+def replay_routes(
+    url: str,
+    token: str | None = None,
+    timeout: float = 30.0,
+    shapes: list[tuple[str, str, dict | None, dict[int, str | None]]] | None = None,
+) -> list[dict[str, Any]]:
     """Send each old request shape; ok when the status is one it accepts with the documented body."""
     import httpx
 
@@ -104,8 +117,9 @@ def replay_routes(url: str, token: str | None = None, timeout: float = 30.0,
             try:
                 resp = client.request(method, path, json=body) if body is not None else client.request(method, path)
             except httpx.HTTPError as exc:
-                out.append({"method": method, "path": path, "status": None, "error": f"unreachable: {exc}"[:200],
-                            "ok": False})
+                out.append(
+                    {"method": method, "path": path, "status": None, "error": f"unreachable: {exc}"[:200], "ok": False}
+                )
                 continue
             out.append({"method": method, "path": path, **_judge(resp.status_code, resp.content[:MAX_BODY], accepted)})
     return out
@@ -120,7 +134,8 @@ def _judge(status: int, raw: bytes, accepted: dict[int, str | None]) -> dict[str
     want = accepted.get(status, "__reject__")
     ok = isinstance(payload, (dict, list)) and (
         (want is None and 200 <= status < 300)
-        or (want not in (None, "__reject__") and err == want and isinstance(payload.get("message"), str)))
+        or (want not in (None, "__reject__") and err == want and isinstance(payload.get("message"), str))
+    )
     return {"status": status, "error": err, "ok": bool(ok)}
 
 
@@ -137,8 +152,16 @@ def compat_checks(url: str, token: str | None, profile: str | None) -> list[dict
         if r["ok"] is None:  # needs a voice (none served) or starts a job
             continue
         shape = shapes[r["id"]]
-        out.append({"method": shape["method"], "path": shape["path"], "shape": r["id"], "status": None,
-                    "error": "; ".join(r["problems"])[:300] or None, "ok": bool(r["ok"])})
+        out.append(
+            {
+                "method": shape["method"],
+                "path": shape["path"],
+                "shape": r["id"],
+                "status": None,
+                "error": "; ".join(r["problems"])[:300] or None,
+                "ok": bool(r["ok"]),
+            }
+        )
     return out
 
 
@@ -146,8 +169,14 @@ def _servable_root(ev: Evidence) -> tuple[Path | None, str | None]:
     """The registry-shaped folder holding the bundle under verification, when it can be served."""
     b = Path(ev.bundle) if ev.bundle is not None else None
     man = ev.manifest or {}
-    if b is None or not ev.bundle_ok or b.name != "voice_bundle" or b.parent.parent.name != "bundles" \
-            or man.get("lane") != "production" or man.get("promotable") is not True:
+    if (
+        b is None
+        or not ev.bundle_ok
+        or b.name != "voice_bundle"
+        or b.parent.parent.name != "bundles"
+        or man.get("lane") != "production"
+        or man.get("promotable") is not True
+    ):
         return None, None
     return b.parent.parent.parent, str(man.get("voice_profile_id"))
 
@@ -165,8 +194,13 @@ def measure_routes(ev: Evidence) -> dict[str, Any]:
     finally:
         if server is not None:
             server.stop()
-    return {"evaluated": True, "url": url, "service": "started here" if server else "given",
-            "shapes": len(checks), "checks": checks}
+    return {
+        "evaluated": True,
+        "url": url,
+        "service": "started here" if server else "given",
+        "shapes": len(checks),
+        "checks": checks,
+    }
 
 
 # --- determinism -------------------------------------------------------------------------------
@@ -209,25 +243,64 @@ def measure_determinism(ev: Evidence) -> dict[str, Any]:
         runs = [_lane_run(o, data, consent, tmpd, i) for i in (1, 2)]
     digests = [r["sha256"] for r in runs]
     detail = {f"run{i}_stderr_tail": r["stderr_tail"] for i, r in enumerate(runs, 1) if r["rc"] != 0}
-    return {"evaluated": True, "runs": 2, "stdout_sha256": digests, "exit_codes": [r["rc"] for r in runs],
-            "bytes": [r["bytes"] for r in runs], "lines": [r["lines"] for r in runs],
-            "identical": digests[0] == digests[1] and digests[0] is not None, "steps": o.determinism_steps,
-            "preset": "tiny", "detail": detail}
+    return {
+        "evaluated": True,
+        "runs": 2,
+        "stdout_sha256": digests,
+        "exit_codes": [r["rc"] for r in runs],
+        "bytes": [r["bytes"] for r in runs],
+        "lines": [r["lines"] for r in runs],
+        "identical": digests[0] == digests[1] and digests[0] is not None,
+        "steps": o.determinism_steps,
+        "preset": "tiny",
+        "detail": detail,
+    }
 
 
 def _lane_run(o, data: Path, consent: Path, tmpd: Path, i: int) -> dict[str, Any]:
-    argv = [o.python, "-m", "voicelane", "train", "--lane", "tts_prod_train", "--data", str(data),
-            "--profile", "verify_det", "--preset", "tiny", "--out", str(tmpd / f"run{i}"),
-            "--steps", str(o.determinism_steps), "--min-minutes", "0", "--eval-max", "1",
-            "--no-onnx", "--consent-statement", str(consent),
-            "--gates", '{"wer_max": 100.0, "mcd_db_max": 1000.0}', "--protocol"]
-    env = dict(os.environ, TRAIN_STATUS_PATH=str(tmpd / f"status{i}.json"), PYTHONUNBUFFERED="1",
-               SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "315532800"))
+    argv = [
+        o.python,
+        "-m",
+        "voicelane",
+        "train",
+        "--lane",
+        "tts_prod_train",
+        "--data",
+        str(data),
+        "--profile",
+        "verify_det",
+        "--preset",
+        "tiny",
+        "--out",
+        str(tmpd / f"run{i}"),
+        "--steps",
+        str(o.determinism_steps),
+        "--min-minutes",
+        "0",
+        "--eval-max",
+        "1",
+        "--no-onnx",
+        "--consent-statement",
+        str(consent),
+        "--gates",
+        '{"wer_max": 100.0, "mcd_db_max": 1000.0}',
+        "--protocol",
+    ]
+    env = dict(
+        os.environ,
+        TRAIN_STATUS_PATH=str(tmpd / f"status{i}.json"),
+        PYTHONUNBUFFERED="1",
+        SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "315532800"),
+    )
     o.log(f"determinism run {i}/2 (tiny preset, {o.determinism_steps} steps)")
     proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=1800, check=False)
-    return {"rc": proc.returncode, "bytes": len(proc.stdout), "lines": proc.stdout.count(b"\n"),
-            "sha256": sha256_text(proc.stdout.decode("utf-8", "replace")) if proc.stdout else None,
-            "stderr_tail": proc.stderr.decode("utf-8", "replace").splitlines()[-15:]}
+    return {
+        "rc": proc.returncode,
+        "bytes": len(proc.stdout),
+        "lines": proc.stdout.count(b"\n"),
+        "sha256": sha256_text(proc.stdout.decode("utf-8", "replace")) if proc.stdout else None,
+        "stderr_tail": proc.stderr.decode("utf-8", "replace").splitlines()[-15:],
+    }
 
 
 # --- tests -------------------------------------------------------------------------------------
@@ -235,8 +308,14 @@ def _lane_run(o, data: Path, consent: Path, tmpd: Path, i: int) -> dict[str, Any
 
 def collect_default_suite(python: str, timeout: float = 600) -> dict[str, Any]:
     """How many tests the README test command's default suite has in this checkout (collection only)."""
-    proc = subprocess.run([python, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
-                          cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [python, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     tail = proc.stdout.strip().splitlines()[-1:] or [""]
     m = re.search(r"(\d+)(?:/\d+)? tests? collected", tail[0])
     if proc.returncode != 0 or m is None:
@@ -248,8 +327,15 @@ def run_readme_tests(ev: Evidence, junit: Path) -> Path:
     """``bash scripts/test.sh`` (the README command) with its junit written to ``junit``."""
     env = dict(os.environ, **{TESTS["junit_env"]: str(junit)})
     ev.opts.log(f"running the tests: {TESTS['command']}")
-    subprocess.run(["bash", str(REPO_ROOT / "scripts" / "test.sh")], cwd=str(REPO_ROOT), env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=6 * 3600, check=False)
+    subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "test.sh")],
+        cwd=str(REPO_ROOT),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=6 * 3600,
+        check=False,
+    )
     return junit
 
 
@@ -273,9 +359,13 @@ def measure_speech(ev: Evidence) -> dict[str, Any] | None:
     except Exception as exc:  # noqa: BLE001 - SOFT: report, never crash the gate
         return {"error": f"{type(exc).__name__}: {exc}"}
     seconds = float(getattr(long, "seconds", 0.0) or 0.0)
-    return {"latency_ms": round(latency_ms, 1), "rtf": round(wall / seconds, 4) if seconds > 0 else None,
-            "audio_s": round(seconds, 3), "callout_audio_s": round(float(getattr(syn, "seconds", 0.0)), 3),
-            "engine": type(voice).__name__}
+    return {
+        "latency_ms": round(latency_ms, 1),
+        "rtf": round(wall / seconds, 4) if seconds > 0 else None,
+        "audio_s": round(seconds, 3),
+        "callout_audio_s": round(float(getattr(syn, "seconds", 0.0)), 3),
+        "engine": type(voice).__name__,
+    }
 
 
 def measure(ev: Evidence) -> Evidence:

@@ -52,14 +52,26 @@ def deltas(previous: dict[str, Any] | None, record: dict[str, Any]) -> dict[str,
     if previous is None:
         return None
     before, after = _numbers(previous.get("metrics") or {}), _numbers(record.get("metrics") or {})
-    metrics = {k: {"from": before[k], "to": v, "delta": round(v - before[k], 6)}
-               for k, v in sorted(after.items()) if k in before and v != before[k]}
+    metrics = {
+        k: {"from": before[k], "to": v, "delta": round(v - before[k], 6)}
+        for k, v in sorted(after.items())
+        if k in before and v != before[k]
+    }
     was = {c["id"]: c["pass"] for c in previous.get("constraints") or []}
-    flipped = {c["id"]: {"from": was[c["id"]], "to": c["pass"]} for c in record.get("constraints") or []
-               if c["id"] in was and was[c["id"]] != c["pass"]}
-    return {"since_seq": previous.get("seq"), "since_id": previous.get("id"), "metrics": metrics,
-            "constraints": flipped, "verdict": None if previous.get("verdict") == record.get("verdict")
-            else {"from": previous.get("verdict"), "to": record.get("verdict")}}
+    flipped = {
+        c["id"]: {"from": was[c["id"]], "to": c["pass"]}
+        for c in record.get("constraints") or []
+        if c["id"] in was and was[c["id"]] != c["pass"]
+    }
+    return {
+        "since_seq": previous.get("seq"),
+        "since_id": previous.get("id"),
+        "metrics": metrics,
+        "constraints": flipped,
+        "verdict": None
+        if previous.get("verdict") == record.get("verdict")
+        else {"from": previous.get("verdict"), "to": record.get("verdict")},
+    }
 
 
 def append_trace(path: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -85,12 +97,12 @@ def append_trace(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def select(records: list[dict[str, Any]], profile: str | None = None, limit: int | None = None
-           ) -> list[dict[str, Any]]:
+def select(records: list[dict[str, Any]], profile: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Records of ``profile`` (all when None), the newest ``limit`` of them, in seq order."""
-    out = sorted((r for r in records if profile is None or r.get("profile") == profile),
-                 key=lambda r: int(r.get("seq") or 0))
-    return out[max(len(out) - limit, 0):] if limit is not None and limit >= 0 else out
+    out = sorted(
+        (r for r in records if profile is None or r.get("profile") == profile), key=lambda r: int(r.get("seq") or 0)
+    )
+    return out[max(len(out) - limit, 0) :] if limit is not None and limit >= 0 else out
 
 
 def export_trace(trace: Path, out: Path, profile: str | None = None, limit: int | None = None) -> int:
