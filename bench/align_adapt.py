@@ -65,7 +65,7 @@ def sendump_to_mixture_weights(sendump: Path, out: Path) -> None:
         for f in range(n_feat):
             for d in range(n_density):
                 q = np.frombuffer(fh.read(n_senone), dtype=np.uint8).astype(np.float64)
-                mixw[:, f, d] = np.power(1.0001, -(q * 2 ** shift))
+                mixw[:, f, d] = np.power(1.0001, -(q * 2**shift))
     with open(out, "wb") as fh:
         fh.write(b"s3\nversion 1.0\n")
         pad = (fh.tell() + len(b"endhdr\n")) & 3
@@ -81,14 +81,12 @@ def write_corpus(refs: Path, lang: str, cond: str, n: int, work: Path) -> list[t
     from voicelane.engine import align, frontend
 
     (work / "wav").mkdir(parents=True)
-    meta = [line.split("|", 1) for line in
-            (refs / lang / "metadata.csv").read_text("utf-8").splitlines()][:n]
+    meta = [line.split("|", 1) for line in (refs / lang / "metadata.csv").read_text("utf-8").splitlines()][:n]
     trans, dictionary = [], {}
     for k, (clip_id, text) in enumerate(meta):
         y, sr = sf.read(str(refs / lang / "wavs" / f"{clip_id}.flac"), dtype="float64")
         y = degrade(y, sr, cond, seed=1000 + k)
-        sf.write(work / "wav" / f"{clip_id}.wav", y * min(1.0, 0.99 / np.max(np.abs(y))), sr,
-                 subtype="PCM_16")
+        sf.write(work / "wav" / f"{clip_id}.wav", y * min(1.0, 0.99 / np.max(np.abs(y))), sr, subtype="PCM_16")
         names = []
         for i, (_w, phones) in enumerate(frontend.words_ipa(text.strip(), lang)):
             arpa = [a for p in phones for a in align.ipa_to_arpabet(p)]
@@ -110,32 +108,111 @@ def run(cmd: list[str], log: Path) -> None:
 
 def adapt(work: Path) -> tuple[Path, Path]:
     m = _model_dir()
-    subprocess.run(["pocketsphinx_mdef_convert", "-text", str(m / "mdef"), str(work / "mdef.txt")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["pocketsphinx_mdef_convert", "-text", str(m / "mdef"), str(work / "mdef.txt")], check=True, capture_output=True
+    )
     sendump_to_mixture_weights(m / "sendump", work / "mixture_weights")
     (work / "mfc").mkdir()
     (work / "acc").mkdir()
-    run(["sphinx_fe", "-argfile", str(m / "feat.params"), "-samprate", "16000", "-c",
-         str(work / "ctl"), "-di", str(work / "wav"), "-do", str(work / "mfc"), "-ei", "wav",
-         "-eo", "mfc", "-mswav", "yes"], work / "fe.log")
-    common = ["-moddeffn", str(work / "mdef.txt"), "-ts2cbfn", ".ptm.",
-              "-meanfn", str(m / "means"), "-varfn", str(m / "variances"),
-              "-mixwfn", str(work / "mixture_weights"), "-tmatfn", str(m / "transition_matrices")]
-    run([str(SPHINXTRAIN / "bw"), "-hmmdir", str(m), *common, "-feat", "1s_c_d_dd",
-         "-svspec", "0-12/13-25/26-38", "-cmn", "batch", "-agc", "none",
-         "-dictfn", str(work / "dict"), "-fdictfn", str(work / "fdict"),
-         "-ctlfn", str(work / "ctl"), "-lsnfn", str(work / "trans"),
-         "-accumdir", str(work / "acc"), "-cepdir", str(work / "mfc")], work / "bw.log")
-    run([str(SPHINXTRAIN / "mllr_solve"), "-meanfn", str(m / "means"), "-varfn",
-         str(m / "variances"), "-outmllrfn", str(work / "mllr_matrix"), "-accumdir",
-         str(work / "acc")], work / "mllr.log")
+    run(
+        [
+            "sphinx_fe",
+            "-argfile",
+            str(m / "feat.params"),
+            "-samprate",
+            "16000",
+            "-c",
+            str(work / "ctl"),
+            "-di",
+            str(work / "wav"),
+            "-do",
+            str(work / "mfc"),
+            "-ei",
+            "wav",
+            "-eo",
+            "mfc",
+            "-mswav",
+            "yes",
+        ],
+        work / "fe.log",
+    )
+    common = [
+        "-moddeffn",
+        str(work / "mdef.txt"),
+        "-ts2cbfn",
+        ".ptm.",
+        "-meanfn",
+        str(m / "means"),
+        "-varfn",
+        str(m / "variances"),
+        "-mixwfn",
+        str(work / "mixture_weights"),
+        "-tmatfn",
+        str(m / "transition_matrices"),
+    ]
+    run(
+        [
+            str(SPHINXTRAIN / "bw"),
+            "-hmmdir",
+            str(m),
+            *common,
+            "-feat",
+            "1s_c_d_dd",
+            "-svspec",
+            "0-12/13-25/26-38",
+            "-cmn",
+            "batch",
+            "-agc",
+            "none",
+            "-dictfn",
+            str(work / "dict"),
+            "-fdictfn",
+            str(work / "fdict"),
+            "-ctlfn",
+            str(work / "ctl"),
+            "-lsnfn",
+            str(work / "trans"),
+            "-accumdir",
+            str(work / "acc"),
+            "-cepdir",
+            str(work / "mfc"),
+        ],
+        work / "bw.log",
+    )
+    run(
+        [
+            str(SPHINXTRAIN / "mllr_solve"),
+            "-meanfn",
+            str(m / "means"),
+            "-varfn",
+            str(m / "variances"),
+            "-outmllrfn",
+            str(work / "mllr_matrix"),
+            "-accumdir",
+            str(work / "acc"),
+        ],
+        work / "mllr.log",
+    )
     map_dir = work / "map"
     shutil.copytree(m, map_dir)
     (map_dir / "sendump").unlink()
-    run([str(SPHINXTRAIN / "map_adapt"), *common, "-accumdir", str(work / "acc"),
-         "-mapmeanfn", str(map_dir / "means"), "-mapvarfn", str(map_dir / "variances"),
-         "-mapmixwfn", str(map_dir / "mixture_weights"),
-         "-maptmatfn", str(map_dir / "transition_matrices")], work / "map.log")
+    run(
+        [
+            str(SPHINXTRAIN / "map_adapt"),
+            *common,
+            "-accumdir",
+            str(work / "acc"),
+            "-mapmeanfn",
+            str(map_dir / "means"),
+            "-mapvarfn",
+            str(map_dir / "variances"),
+            "-mapmixwfn",
+            str(map_dir / "mixture_weights"),
+            "-maptmatfn",
+            str(map_dir / "transition_matrices"),
+        ],
+        work / "map.log",
+    )
     return work / "mllr_matrix", map_dir
 
 
@@ -173,11 +250,16 @@ def main() -> None:
         clips = write_corpus(args.refs, args.lang, args.condition, args.n, work)
         mllr, map_dir = adapt(work)
         cmudict = os.path.join(pocketsphinx.get_model_path(), "en-us", "cmudict-en-us.dict")
-        for name, options in (("base", {}), ("mllr", {"mllr": str(mllr)}),
-                              ("map", {"hmm": str(map_dir), "dict": cmudict})):
+        for name, options in (
+            ("base", {}),
+            ("mllr", {"mllr": str(mllr)}),
+            ("map", {"hmm": str(map_dir), "dict": cmudict}),
+        ):
             a20, a50 = accuracy(args.refs, args.lang, work, clips, options)
-            print(f"{args.lang} {args.condition} {name}: within 20 ms {a20 * 100:.1f} %, "
-                  f"within 50 ms {a50 * 100:.1f} %", flush=True)
+            print(
+                f"{args.lang} {args.condition} {name}: within 20 ms {a20 * 100:.1f} %, within 50 ms {a50 * 100:.1f} %",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
