@@ -167,3 +167,40 @@ def test_snapshot_choice_takes_the_latest_within_a_margin_and_reports_its_stabil
     err = np.round(np.outer(doc, np.ones(8)) * words) + np.random.default_rng(1).integers(0, 3, (5, 8))
     st = selection.stability(err, words, n=200)
     assert 0.0 <= st["raw_rule_agreement"] <= 1.0 and 0.0 <= st["margin_rule_agreement"] <= 1.0
+
+
+def test_real_audio_floor_is_decoded_once_per_recording(tmp_path, monkeypatch):
+    """The floor (recognisers on the real held-out audio) is kept by content: a rerun reads the
+    same words and phones without decoding; a broken entry is decoded again; `off` keeps nothing."""
+    import numpy as np
+    import soundfile as sf
+
+    from voicelane import evaluate as ev
+    from voicelane.engine import features
+
+    wav_path = sorted((CORPORA / "kal_heldout" / "wavs").glob("*.flac"))[0]
+    wav, sr = sf.read(wav_path, dtype="float32")
+    if sr != features.SAMPLE_RATE:
+        import soxr
+
+        wav = soxr.resample(wav, sr, features.SAMPLE_RATE).astype(np.float32)
+    wav = wav[: 3 * features.SAMPLE_RATE]  # a few words are enough
+    asr = ev.ASR()
+    calls = []
+
+    def decode():
+        calls.append(1)
+        return asr.transcribe(wav, features.SAMPLE_RATE)
+
+    monkeypatch.setenv("VOICELANE_FEATURE_CACHE", str(tmp_path / "cache"))
+    first = ev.RealAudioMemo().get("words", wav, decode)
+    assert first and first == asr.transcribe(wav, features.SAMPLE_RATE)
+    assert ev.RealAudioMemo().get("words", wav, decode) == first and len(calls) == 1
+    assert ev.RealAudioMemo().get("words", wav * 0.5, decode) and len(calls) == 2  # other audio, other entry
+    for entry in (tmp_path / "cache" / "floor" / "words").iterdir():
+        entry.write_text("{not json")
+    assert ev.RealAudioMemo().get("words", wav, decode) == first and len(calls) == 3
+    monkeypatch.setenv("VOICELANE_FEATURE_CACHE", "off")
+    ev.RealAudioMemo().get("words", wav, decode)
+    ev.RealAudioMemo().get("words", wav, decode)
+    assert len(calls) == 5

@@ -20,6 +20,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import warnings
@@ -29,6 +31,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from voicelane.engine import features, frontend
+from voicelane.fsutil import atomic_write_bytes
 
 STOPWORDS = set("""a an the and or but if of to in on at by for with from as is are was were be been
 being it its this that these those i you he she we they me him her us them my your his our their
@@ -96,6 +99,45 @@ class PhoneRecognizer:
         self.dec.process_raw(pcm, full_utt=True)
         self.dec.end_utt()
         return [seg.word for seg in self.dec.seg() if seg.word not in ("SIL", "+NSN+", "+SPN+", "<s>", "</s>")]
+
+
+FLOOR_CACHE_VERSION = "vl-floor-1"
+
+
+class RealAudioMemo:
+    """What the recognisers hear in the *real* held-out recordings (the floor), kept by content.
+
+    The floor does not depend on the voice: a rerun on the same recordings (the demo, a retrain)
+    reads it instead of decoding every clip twice more. Keyed by the audio samples, the sample
+    rate, the pocketsphinx version and the recogniser; kept in the feature cache (``floor/``)
+    (``VOICELANE_FEATURE_CACHE=off`` turns both off). A broken entry is decoded again.
+    """
+
+    def __init__(self):
+        from importlib.metadata import version
+
+        from voicelane.engine.data import shared_cache_dir
+
+        shared = shared_cache_dir()
+        self.root = None if shared is None else shared / "floor"
+        self.tag = f"{FLOOR_CACHE_VERSION}|pocketsphinx-{version('pocketsphinx')}"
+
+    def get(self, kind: str, wav: np.ndarray, decode: Callable[[], Any]) -> Any:
+        if self.root is None:
+            return decode()
+        h = hashlib.sha256(f"{self.tag}|{kind}|{features.SAMPLE_RATE}|{wav.dtype}|".encode())
+        h.update(np.ascontiguousarray(wav).tobytes())
+        path = self.root / kind / f"{h.hexdigest()}.json"
+        try:
+            return json.loads(path.read_text("utf-8"))["value"]
+        except (OSError, ValueError, KeyError):
+            pass
+        value = decode()
+        try:
+            atomic_write_bytes(path, json.dumps({"value": value}).encode("utf-8"))
+        except OSError:
+            pass  # a read-only or full cache never fails the evaluation
+        return value
 
 
 def reference_phones(text: str, language: str = "en-us") -> list[str]:
@@ -226,6 +268,7 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
     has_asr = language == "en-us"  # pocketsphinx's stock model is US English
     asr = ASR() if has_asr else None
     phone_rec = PhoneRecognizer()
+    memo = RealAudioMemo()
     prompts = (REGRESSION_PROMPTS if has_asr else []) if prompts is None else prompts
     total = len(clips) + len(prompts)
     err = ref_n = floor_err = floor_n = hit = cnt = floor_hit = floor_cnt = 0
@@ -241,7 +284,8 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
         clip_per, clip_per_b = syn_ph.add(ref_ph, phone_rec.phones(syn.audio, syn.sample_rate))
         row = {"id": clip.id, "per": round(clip_per, 4), "per_broad": round(clip_per_b, 4)}
         if with_floor:
-            fper, fper_b = real_ph.add(ref_ph, phone_rec.phones(clip.wav, features.SAMPLE_RATE))
+            real_phones = memo.get("phones", clip.wav, lambda: phone_rec.phones(clip.wav, features.SAMPLE_RATE))
+            fper, fper_b = real_ph.add(ref_ph, real_phones)
             row.update({"floor_per": round(fper, 4), "floor_per_broad": round(fper_b, 4)})
         if has_asr:
             ref = reference_words(clip.text, language)
@@ -251,7 +295,7 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
             err, ref_n, hit, cnt = err + e, ref_n + n, hit + h, cnt + c
             row.update({"wer": round(e / max(n, 1), 4), "hyp": " ".join(hyp)})
         if with_floor and has_asr:
-            fhyp = _words(asr.transcribe(clip.wav, features.SAMPLE_RATE))
+            fhyp = _words(memo.get("words", clip.wav, lambda: asr.transcribe(clip.wav, features.SAMPLE_RATE)))
             fe, fn = wer_counts(ref, fhyp)
             fh, fc = content_recall(ref, fhyp)
             floor_err, floor_n, floor_hit, floor_cnt = floor_err + fe, floor_n + fn, floor_hit + fh, floor_cnt + fc
