@@ -288,33 +288,8 @@ class _Bundle:
                 else:  # pragma: no cover - platforms without dir_fd (Windows)
                     dir_fd = None
                     st = os.lstat(os.path.join(self.real, rel_real))
-            except FileNotFoundError:
-                raise _Fail(
-                    "required_file_missing", f"files[{index}]: {norm!r} does not exist", index=index, path=norm
-                ) from None
-            except NotADirectoryError:
-                raise _Fail(
-                    "required_file_missing",
-                    f"files[{index}]: {norm!r} does not exist (a parent is not a folder)",
-                    index=index,
-                    path=norm,
-                ) from None
             except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.EMLINK):
-                    raise _Fail(
-                        "path_unsafe",
-                        f"files[{index}]: {norm!r} became a symlink during validation",
-                        index=index,
-                        path=norm,
-                        reason="symlink race",
-                    ) from None
-                raise _Fail(
-                    "required_file_missing",
-                    f"files[{index}]: {norm!r} cannot be read: {exc.strerror}",
-                    index=index,
-                    path=norm,
-                    reason=exc.strerror,
-                ) from None
+                raise self._open_failure(index, norm, exc) from None
             self._check_regular(index, norm, st)
             flags = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY
             try:
@@ -322,26 +297,8 @@ class _Bundle:
                     fd = os.open(parts[-1], flags, dir_fd=dir_fd)
                 else:  # pragma: no cover
                     fd = os.open(os.path.join(self.real, rel_real), flags)
-            except FileNotFoundError:
-                raise _Fail(
-                    "required_file_missing", f"files[{index}]: {norm!r} does not exist", index=index, path=norm
-                ) from None
             except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.EMLINK):
-                    raise _Fail(
-                        "path_unsafe",
-                        f"files[{index}]: {norm!r} became a symlink during validation",
-                        index=index,
-                        path=norm,
-                        reason="symlink race",
-                    ) from None
-                raise _Fail(
-                    "required_file_missing",
-                    f"files[{index}]: {norm!r} cannot be read: {exc.strerror}",
-                    index=index,
-                    path=norm,
-                    reason=exc.strerror,
-                ) from None
+                raise self._open_failure(index, norm, exc) from None
             opened.append(fd)
             fst = os.fstat(fd)
             self._check_regular(index, norm, fst)
@@ -357,6 +314,34 @@ class _Bundle:
         finally:
             for fd in reversed(opened):
                 os.close(fd)
+
+    @staticmethod
+    def _open_failure(index: int, norm: str, exc: OSError) -> _Fail:
+        """The failure for an OSError met while walking to or opening a listed file."""
+        if isinstance(exc, FileNotFoundError):
+            return _Fail("required_file_missing", f"files[{index}]: {norm!r} does not exist", index=index, path=norm)
+        if isinstance(exc, NotADirectoryError):
+            return _Fail(
+                "required_file_missing",
+                f"files[{index}]: {norm!r} does not exist (a parent is not a folder)",
+                index=index,
+                path=norm,
+            )
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            return _Fail(
+                "path_unsafe",
+                f"files[{index}]: {norm!r} became a symlink during validation",
+                index=index,
+                path=norm,
+                reason="symlink race",
+            )
+        return _Fail(
+            "required_file_missing",
+            f"files[{index}]: {norm!r} cannot be read: {exc.strerror}",
+            index=index,
+            path=norm,
+            reason=exc.strerror,
+        )
 
     @staticmethod
     def _check_regular(index: int, norm: str, st: os.stat_result) -> None:
@@ -487,47 +472,32 @@ def is_minimal_layout(manifest: Any) -> bool:
     return isinstance(manifest, dict) and set(manifest) <= set(REQUIRED_FIELDS)
 
 
+def _entry_fail(code: str, index: int, norm: str, detail: str, **fields: Any) -> _Fail:
+    """A failure about files[index], with its index and path among the details."""
+    return _Fail(code, f"files[{index}]: {norm!r} {detail}", index=index, path=norm, **fields)
+
+
 def _check_entry(bundle: _Bundle, index: int, entry: dict, seen: dict[str, int]) -> str:
     """Every check of one listed file, in the old validator's order; returns its path."""
     norm, rel_real = bundle.resolve(index, entry["path"])
     if norm in seen:
-        raise _Fail(
-            "duplicate_path",
-            f"files[{index}]: {norm!r} is already listed at files[{seen[norm]}]",
-            index=index,
-            path=norm,
-            first_index=seen[norm],
-        )
+        first = seen[norm]
+        raise _entry_fail("duplicate_path", index, norm, f"is already listed at files[{first}]", first_index=first)
     seen[norm] = index
+    expected = entry["bytes"]
     with bundle.open_file(index, norm, rel_real) as fd:
         size = os.fstat(fd).st_size
-        if size != entry["bytes"]:
-            raise _Fail(
-                "bytes_mismatch",
-                f"files[{index}]: {norm!r} has {size} bytes, manifest says {entry['bytes']}",
-                index=index,
-                path=norm,
-                expected_bytes=entry["bytes"],
-                actual_bytes=size,
-            )
+        if size != expected:
+            detail = f"has {size} bytes, manifest says {expected}"
+            raise _entry_fail("bytes_mismatch", index, norm, detail, expected_bytes=expected, actual_bytes=size)
         digest, size = _hash_fd(fd)
-    if size != entry["bytes"]:
-        raise _Fail(
-            "bytes_mismatch",
-            f"files[{index}]: {norm!r} changed size during validation ({size} bytes, manifest says {entry['bytes']})",
-            index=index,
-            path=norm,
-            expected_bytes=entry["bytes"],
-            actual_bytes=size,
-        )
+    if size != expected:
+        detail = f"changed size during validation ({size} bytes, manifest says {expected})"
+        raise _entry_fail("bytes_mismatch", index, norm, detail, expected_bytes=expected, actual_bytes=size)
     if digest != entry["sha256"].lower():
-        raise _Fail(
-            "checksum_mismatch",
-            f"files[{index}]: {norm!r} sha256 differs from the manifest",
-            index=index,
-            path=norm,
-            expected_sha256=entry["sha256"],
-            actual_sha256=digest,
+        detail = "sha256 differs from the manifest"
+        raise _entry_fail(
+            "checksum_mismatch", index, norm, detail, expected_sha256=entry["sha256"], actual_sha256=digest
         )
     return norm
 
