@@ -35,6 +35,7 @@ AUDIO_OK = {
     "headers_prefix": {"x-voice-provider": "local"},
     "headers_equal": {"x-voice-profile": "{profile}", "x-voice-meter-request-count": "1"},
 }
+FUEL_LOW = {"text": "Fuel low.", "voiceProfile": "{profile}"}  # the common speak body
 STARTED = {"status": 200, "json": {"ok": True, "started": True, "jobId": "<str>"}}
 
 
@@ -76,10 +77,14 @@ def _suppressed(reason: str) -> dict[str, Any]:
     }
 
 
+def _train(sid: str, method: str, path: str, *steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"id": sid, "section": "§1", "method": method, "path": path, **extra, "steps": list(steps)}
+
+
 SPEAK_SHAPES: list[dict[str, Any]] = [
     _speak(
         "speak_minimal",
-        {"text": "Fuel low.", "voiceProfile": "{profile}"},
+        FUEL_LOW,
         _audio(**{"x-watermark-mode": "none", "x-voice-meter-char-count": "9"}),
     ),
     _speak(
@@ -96,22 +101,22 @@ SPEAK_SHAPES: list[dict[str, Any]] = [
     ),
     _speak(
         "speak_provider_local_chatterbox",
-        {"text": "Fuel low.", "voiceProfile": "{profile}", "provider": "local-chatterbox"},
+        {**FUEL_LOW, "provider": "local-chatterbox"},
         _audio(**{"x-voice-provider-requested": "local-chatterbox"}),
     ),
     _speak(
         "speak_format_mp3",
-        {"text": "Fuel low.", "voiceProfile": "{profile}", "format": "mp3"},
+        {**FUEL_LOW, "format": "mp3"},
         {**_audio(), "content_type": "audio/mpeg", "body_prefix": MP3},
     ),
     _speak(
         "speak_watermark_off",
-        {"text": "Fuel low.", "voiceProfile": "{profile}", "watermark_mode": "off"},
+        {**FUEL_LOW, "watermark_mode": "off"},
         _audio(**{"x-watermark-mode": "off"}),
     ),
     _speak(
         "speak_watermark_unhonourable",
-        {"text": "Fuel low.", "voiceProfile": "{profile}", "watermark_mode": "audible"},
+        {**FUEL_LOW, "watermark_mode": "audible"},
         _error(400, "voice_watermark_unsupported"),
     ),
     _speak("speak_profile_upper_case", {"text": "Fuel low.", "voiceProfile": "{PROFILE}"}, _audio()),
@@ -128,18 +133,18 @@ SPEAK_SHAPES: list[dict[str, Any]] = [
     _speak("speak_tier0", {"text": "Pull up.", "contextTier": "tier0"}, _suppressed("voice_context_ineligible")),
     _speak(
         "speak_tenant_header",
-        {"text": "Fuel low.", "voiceProfile": "{profile}"},
+        FUEL_LOW,
         _audio(**{"x-voice-tenant": "t-{uniq}"}),
     ),
     _speak(
         "speak_customer_header",
-        {"text": "Fuel low.", "voiceProfile": "{profile}"},
+        FUEL_LOW,
         _audio(**{"x-voice-tenant": "c-{uniq}"}),
         headers={"x-tenant-id": "", "x-customer-id": "c-{uniq}"},
     ),
     _speak(
         "speak_no_tenant",
-        {"text": "Fuel low.", "voiceProfile": "{profile}"},
+        FUEL_LOW,
         _audio(**{"x-voice-tenant": "single-tenant"}),
         headers={"x-tenant-id": ""},
     ),
@@ -155,7 +160,7 @@ SPEAK_SHAPES: list[dict[str, Any]] = [
     ),
     _speak(
         "speak_remote_provider_critical_local",
-        {"text": "Fuel low.", "voiceProfile": "{profile}", "provider": "acme-cloud", "priority": "critical"},
+        {**FUEL_LOW, "provider": "acme-cloud", "priority": "critical"},
         _audio(**{"x-voice-provider-requested": "acme-cloud"}),
     ),
     _speak(
@@ -179,92 +184,58 @@ SPEAK_SHAPES: list[dict[str, Any]] = [
 ]
 
 TRAIN_SHAPES: list[dict[str, Any]] = [
-    {
-        "id": "train_start_empty",
-        "section": "§1",
-        "method": "POST",
-        "path": "/api/train/start",
-        "json": {},
-        "starts_job": True,
-        "steps": [STARTED],
-    },
-    {
-        "id": "train_status_latest",
-        "section": "§1",
-        "method": "GET",
-        "path": "/api/train/status",
-        "poll_s": 120,
-        "steps": [{"status": 200, "json": {"status": "<str>", "job_type": "<str>", "stats": "<any>"}}],
-    },
-    {
-        "id": "train_job",
-        "section": "§1",
-        "method": "GET",
-        "path": "/api/train/job/{jobId}",
-        "needs_job": True,
-        "steps": [
-            {"status": 200, "json": {"id": "{jobId}", "message": "<str>", "progress": "<any>", "state": "<str>"}}
-        ],
-    },
-    {
-        "id": "train_start_prod",
-        "section": "§1",
-        "method": "POST",
-        "path": "/api/train/start",
-        "json": {"jobType": "tts_prod_train"},
-        "starts_job": True,
-        "steps": [STARTED],
-    },
-    {
-        "id": "train_start_voice",
-        "section": "§1",
-        "method": "POST",
-        "path": "/api/train/start",
-        "json": {"jobType": "tts_voice_train"},
-        "starts_job": True,
-        "steps": [STARTED],
-    },
-    {
-        "id": "train_start_nemo",
-        "section": "§1",
-        "method": "POST",
-        "path": "/api/train/start",
-        "json": {"jobType": "tts_prod_train_nemo"},
-        "steps": [_error(400, "engine_unavailable")],
-    },
-    {
-        "id": "train_start_unknown",
-        "section": "§1",
-        "method": "POST",
-        "path": "/api/train/start",
-        "json": {"jobType": "tts_magic"},
-        "steps": [_error(400, "invalid_job_type")],
-    },
-    {
-        "id": "train_dataset_voice_dataset",
-        "section": "§1",
-        "method": "POST",
-        "path": "/api/train/dataset",
-        "json": {"mode": "voice_dataset"},
-        "starts_job": True,
-        "steps": [STARTED],
-    },
-    {
-        "id": "train_dataset_knowledge_audio",
-        "section": "§1",
-        "method": "POST",
-        "path": "/api/train/dataset",
-        "json": {"mode": "knowledge_audio"},
-        "starts_job": True,
-        "steps": [STARTED],
-    },
-    {
-        "id": "train_job_missing",
-        "section": "§1",
-        "method": "GET",
-        "path": "/api/train/job/no-such-job",
-        "steps": [_error(404, "job_not_found")],
-    },
+    _train("train_start_empty", "POST", "/api/train/start", STARTED, json={}, starts_job=True),
+    _train(
+        "train_status_latest",
+        "GET",
+        "/api/train/status",
+        {"status": 200, "json": {"status": "<str>", "job_type": "<str>", "stats": "<any>"}},
+        poll_s=120,
+    ),
+    _train(
+        "train_job",
+        "GET",
+        "/api/train/job/{jobId}",
+        {"status": 200, "json": {"id": "{jobId}", "message": "<str>", "progress": "<any>", "state": "<str>"}},
+        needs_job=True,
+    ),
+    _train(
+        "train_start_prod", "POST", "/api/train/start", STARTED, json={"jobType": "tts_prod_train"}, starts_job=True
+    ),
+    _train(
+        "train_start_voice", "POST", "/api/train/start", STARTED, json={"jobType": "tts_voice_train"}, starts_job=True
+    ),
+    _train(
+        "train_start_nemo",
+        "POST",
+        "/api/train/start",
+        _error(400, "engine_unavailable"),
+        json={"jobType": "tts_prod_train_nemo"},
+    ),
+    _train(
+        "train_start_unknown",
+        "POST",
+        "/api/train/start",
+        _error(400, "invalid_job_type"),
+        json={"jobType": "tts_magic"},
+    ),
+    _train(
+        "train_dataset_voice_dataset",
+        "POST",
+        "/api/train/dataset",
+        STARTED,
+        json={"mode": "voice_dataset"},
+        starts_job=True,
+    ),
+    _train(
+        "train_dataset_knowledge_audio",
+        "POST",
+        "/api/train/dataset",
+        STARTED,
+        json={"mode": "knowledge_audio"},
+        starts_job=True,
+    ),
+    _train("train_job_missing", "GET", "/api/train/job/no-such-job", _error(404, "job_not_found")),
 ]
 
 SHAPES: list[dict[str, Any]] = SPEAK_SHAPES + TRAIN_SHAPES
