@@ -593,16 +593,9 @@ def _trim(y: np.ndarray, sr: int) -> np.ndarray:
 
 
 def _normalise(y: np.ndarray, sr: int, target_lufs: float) -> np.ndarray:
-    import pyloudnorm
-
     loudness = float("nan")
     if len(y) >= int(0.4 * sr) + 1:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                loudness = float(pyloudnorm.Meter(sr).integrated_loudness(y))
-            except ValueError:
-                loudness = float("nan")
+        loudness = _integrated_lufs(y, sr)
     if not math.isfinite(loudness):
         # Too short for the 400 ms gating blocks (or fully gated): match RMS level instead.
         rms = float(np.sqrt(np.mean(y**2)))
@@ -691,15 +684,20 @@ def longest_pause(y: np.ndarray, sr: int, noise_rms: float) -> float:
     return best * HOP_S
 
 
-def _loudness(y: np.ndarray, sr: int) -> float:
+def _integrated_lufs(y: np.ndarray, sr: int) -> float:
+    """pyloudnorm's integrated loudness (LUFS); NaN where it cannot measure (shorter than one block)."""
     import pyloudnorm
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            value = float(pyloudnorm.Meter(sr).integrated_loudness(y))
+            return float(pyloudnorm.Meter(sr).integrated_loudness(y))
         except ValueError:
-            value = float("nan")
+            return float("nan")
+
+
+def _loudness(y: np.ndarray, sr: int) -> float:
+    value = _integrated_lufs(y, sr)
     if not math.isfinite(value):
         value = _dbfs(float(np.sqrt(np.mean(y**2))) if len(y) else 0.0)
     return value
@@ -1112,30 +1110,24 @@ def quality_summary(
     for reason in REASONS:
         ids = [r["id"] for r in rejected if r["reason"] == reason]
         if ids and reason in REASON_ACTIONS:
-            actions.append(
-                {"reason": reason, "clips": ids[:MAX_PROBLEMS], "count": len(ids), "action": REASON_ACTIONS[reason]}
-            )
+            actions.append(_action(reason, ids, REASON_ACTIONS[reason]))
     if corpus["noisy_kept"]:
-        actions.append(
-            {
-                "reason": "snr_warning",
-                "clips": corpus["noisy_kept"][:MAX_PROBLEMS],
-                "count": len(corpus["noisy_kept"]),
-                "action": f"Kept, but noisier than {cfg.warn_snr_db:g} dB SNR: "
-                "the voice will learn the noise; re-record if you can.",
-            }
+        noisy = (
+            f"Kept, but noisier than {cfg.warn_snr_db:g} dB SNR: the voice will learn the noise; re-record if you can."
         )
+        actions.append(_action("snr_warning", corpus["noisy_kept"], noisy))
     if corpus["narrowband_kept"]:
-        actions.append(
-            {
-                "reason": "narrowband",
-                "clips": corpus["narrowband_kept"][:MAX_PROBLEMS],
-                "count": len(corpus["narrowband_kept"]),
-                "action": f"Kept, but recorded below {cfg.sample_rate} Hz: upsampled, "
-                "so the voice will sound muffled; re-record at 16 kHz or more.",
-            }
+        muffled = (
+            f"Kept, but recorded below {cfg.sample_rate} Hz: upsampled, "
+            "so the voice will sound muffled; re-record at 16 kHz or more."
         )
+        actions.append(_action("narrowband", corpus["narrowband_kept"], muffled))
     return {"clips": {k: meas[k] for k in sorted(meas)}, "corpus": corpus, "actions": actions}
+
+
+def _action(reason: str, clip_ids: list[str], text: str) -> dict[str, Any]:
+    """One entry of the report's actions: what to do about these clips (the first few named)."""
+    return {"reason": reason, "clips": clip_ids[:MAX_PROBLEMS], "count": len(clip_ids), "action": text}
 
 
 def _verdict(report: dict[str, Any], cfg: DatasetConfig) -> VoicelaneError | None:
