@@ -4,7 +4,10 @@ atomic uploads confined to the data roots, stable error codes, token, OpenAPI, o
 from __future__ import annotations
 
 import io
+import json
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -221,3 +224,48 @@ def test_every_prompt_and_consent_statement_is_voiceable():
         for text in [p["text"] for p in doc["prompts"]] + [doc["consent"].replace("{speaker}", "Ann")]:
             assert "|" not in text and len(text) <= 600
             assert frontend.phonemize(text, doc["language"]).tokens, (f.name, text)
+
+
+def test_voices_readiness_and_real_heldout_recordings(svc_start_server, svc_prod_bundle, svc_kal_corpus,
+                                                      tmp_path_factory):
+    work = tmp_path_factory.mktemp("studio_voices")
+    reports, outside = work / "reports", work / "outside"
+    outside.mkdir()
+    s = svc_start_server(work, VOICELANE_DATA_ROOTS=str(svc_kal_corpus.parent),
+                         VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root), VOICELANE_REPORTS_DIR=str(reports))
+    prof, bdir = svc_prod_bundle.profile, svc_prod_bundle.bundle_dir
+    paths = s.client.get("/openapi.json").json()["paths"]
+    assert "/api/voice/profiles/{profile}/readiness" in paths and "/api/voice/profiles/{profile}/heldout" in paths
+    ready = s.client.get(f"/api/voice/profiles/{prof}/readiness").json()
+    assert (ready["state"], ready["reason"]) == ("not_assessed", "no_report")
+    cmd = [sys.executable, "-m", "voicelane", "readiness", "--bundle", str(bdir),
+           "--status", str(svc_prod_bundle.root / "train_status.json"), "--trace", str(work / "trace.jsonl"),
+           "--out", str(reports / "readiness.md")]
+    res = subprocess.run(cmd, cwd=str(work), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stdout + res.stderr  # no verify record yet: NO-GO
+    side = json.loads((reports / "readiness.json").read_text())
+    assert side["verdict"] == "NO-GO" and side["profile"] == prof and (reports / "readiness.md").is_file()
+    ready = s.client.get(f"/api/voice/profiles/{prof}/readiness").json()
+    assert ready["state"] == "NO-GO" and "verify_missing" in [b["code"] for b in ready["blocking"]]
+    (reports / "readiness.json").write_text(json.dumps(side | {"bundle_manifest_sha256": "0" * 64}))
+    ready = s.client.get(f"/api/voice/profiles/{prof}/readiness").json()
+    assert (ready["state"], ready["reason"]) == ("not_assessed", "other_bundle")
+    assert s.client.get("/api/voice/profiles/nope/readiness").json()["error"] == "voice_profile_not_found"
+
+    # the held-out clips eval.json names, found as real recordings inside the data roots
+    ev = json.loads((bdir / "eval.json").read_text())["heldout"]
+    assert ev["dataset_name"] == svc_kal_corpus.name and ev["clips"] and all(c["text"] for c in ev["clips"])
+    held = s.client.get(f"/api/voice/profiles/{prof}/heldout").json()
+    assert [c["id"] for c in held["clips"]] == [c["id"] for c in ev["clips"]]
+    assert held["dataPath"] == str(svc_kal_corpus.resolve()) and held["recordings"] == len(ev["clips"])
+    assert all("mcd_db" in c["metrics"] for c in held["clips"])
+    real = s.client.get("/api/data/clip", params={"dataPath": held["dataPath"], "clipId": held["clips"][0]["id"]})
+    assert real.status_code == 200 and sf.info(io.BytesIO(real.content)).duration > 0.5
+    link = svc_kal_corpus.parent / f"escape_{work.name}"
+    link.symlink_to(outside, target_is_directory=True)
+    try:
+        for bad in (str(outside), str(link), "../" * 8 + "etc"):
+            r = s.client.get(f"/api/voice/profiles/{prof}/heldout", params={"dataPath": bad})
+            assert (r.status_code, r.json()["error"]) == (400, "path_not_allowed"), bad
+    finally:
+        link.unlink()

@@ -9,6 +9,7 @@ its unblock action. Exit 0 GO, 2 NO-GO, 1 error.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,8 +288,42 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
 
 def write_report(out: Path, bundle: Path | None, status: Path, trace: Path) -> tuple[bool, list[Block]]:
     text, go, blocks = build_report(bundle, status, trace)
+    sidecar = sidecar_doc(bundle, status, trace, go, blocks)
     atomic_write_bytes(out, text.encode("utf-8"))
+    atomic_write_bytes(sidecar_path(out), (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return go, blocks
+
+
+def sidecar_path(out: Path) -> Path:
+    """``reports/readiness.md`` -> ``reports/readiness.json`` (what the studio's Voices page reads)."""
+    return out.with_suffix(".json")
+
+
+def sidecar_doc(bundle: Path | None, status: Path, trace: Path, go: bool, blocks: list[Block]) -> dict[str, Any]:
+    """The machine-readable decision: the service shows it only for the bundle whose manifest hash it names."""
+    from voicelane.status import now_iso
+
+    status_doc = read_json(status)
+    if bundle is None and status_doc and status_doc.get("bundle"):
+        bundle = Path(status_doc["bundle"])
+    manifest = (bundle / "manifest.json") if bundle else None
+    try:
+        digest = sha256_file(manifest)[0] if manifest else None
+    except OSError:
+        digest = None
+    profile = (read_json(manifest) or {}).get("voice_profile_id") if digest else None
+    return {
+        "schema": "voicelane_readiness/1",
+        "verdict": "GO" if go else "NO-GO",
+        "blocking": [{"code": b.code, "why": b.why, "action": b.action} for b in blocks],
+        "profile": profile,
+        "bundle": str(Path(bundle).resolve()) if bundle else None,
+        "bundle_manifest_sha256": digest,
+        "generated_at": now_iso(),
+        "commit": git_head(),
+        "status": str(Path(status).resolve()),
+        "trace": str(Path(trace).resolve()),
+    }
 
 
 def run_readiness_cli(a) -> int:

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
         default=None, description="VOICELANE_BUNDLE_ROOTS: folders scanned for bundles/*/voice_bundle "
                                   "(default: the data dir and the repository's runs/demo)")
     default_profile: str | None = Field(default=None, description="VOICELANE_DEFAULT_PROFILE")
+    reports_dir: Path | None = Field(
+        default=None, description="VOICELANE_REPORTS_DIR: where `voicelane readiness` wrote readiness.json "
+                                  "(default: the repository's reports/)")
 
     # --- security --------------------------------------------------------------------------
     bind_host: str = Field(default="127.0.0.1", description="set by serve(); decides whether tokens are required")
@@ -190,6 +193,7 @@ class Settings(BaseSettings):
             "db_path": (self.db_path or data_dir / "voicelane.db").expanduser().resolve(),
             "data_roots": [Path(os.path.realpath(p.expanduser())) for p in roots],
             "bundle_roots": [p.expanduser().resolve() for p in broots],
+            "reports_dir": (self.reports_dir or REPO_ROOT / "reports").expanduser().resolve(),
         })
 
     @property

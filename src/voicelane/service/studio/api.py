@@ -23,6 +23,7 @@ from voicelane.service.core.paths import confine
 from voicelane.service.deps import ServiceContext, ctx_of, require_admin
 from voicelane.service.models import ErrorEnvelope
 from voicelane.service.studio import datasets as ds
+from voicelane.service.studio import voices as sv
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "data" / "prompts"
 BODY_LIMITS = {"/api/data/recordings/": ds.TAKE_MAX_BYTES + 4096, "/api/data/uploads": ds.ZIP_MAX_BYTES + 4096}
@@ -177,6 +178,37 @@ def bases() -> Any:
                     "licenseUrl": e.get("license_url"), "gate": gate, "verdict": verdict,
                     "notes": e.get("notes")})
     return {"ok": True, "bases": out}
+
+
+def _served_voice(ctx: ServiceContext, profile: str) -> Any:
+    served, _ = ctx.voices.snapshot()
+    voice = served.get(profile)
+    if voice is None:
+        raise ApiError(404, "voice_profile_not_found", f"no served voice for profile {profile!r}",
+                       {"profile": profile[:64]})
+    return voice
+
+
+@router.get("/api/voice/profiles/{profile}/readiness", responses=ERRORS,
+            summary="The readiness GO/NO-GO of a served voice (from `voicelane readiness`'s readiness.json; "
+                    "not_assessed when there is none or it is about another bundle)")
+def readiness(profile: str, request: Request) -> Any:
+    ctx = ctx_of(request)
+    voice = _served_voice(ctx, profile)
+    return {"ok": True, "profile": profile, **sv.readiness(ctx.settings.reports_dir, voice.manifest_sha256)}
+
+
+@router.get("/api/voice/profiles/{profile}/heldout", responses=ERRORS,
+            summary="The real held-out recordings a served voice was evaluated on, found inside the data roots "
+                    "(play them with /api/data/clip)")
+def heldout(profile: str, request: Request, dataPath: str | None = Query(default=None, max_length=4096)) -> Any:
+    ctx = ctx_of(request)
+    voice = _served_voice(ctx, profile)
+    try:
+        out = sv.heldout(Path(voice.bundle_dir), ctx.settings.data_roots or [], dataPath)
+    except OSError as exc:
+        raise ApiError(400, "invalid_request", "dataPath cannot be used", {"reason": exc.strerror}) from None
+    return {"ok": True, "profile": profile, **out}
 
 
 @router.get("/api/voice/profiles/{profile}/bundle", responses={**ERRORS, 200: {
