@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("profile")
         c.set_defaults(func=cmd_voices)
 
-    p = sub.add_parser("readiness", help="write reports/readiness.md from real checks (exit 0 GO, 2 NO-GO)")
+    p = sub.add_parser("readiness", help="write reports/readiness.md and .json from real checks (exit 0 GO, 2 NO-GO)")
     p.add_argument("--bundle", type=Path, default=None)
     p.add_argument("--status", type=Path, default=None)
     p.add_argument("--trace", type=Path, default=Path("reports/training-trace.jsonl"))

@@ -399,6 +399,7 @@ class Lane:
         gates = dict(ev.gates_for(plan.language) if plan.prod else {}) | (o.gates or {})
         failed = ev.check_gates(res, gates)
         res["gates"] = {"thresholds": gates, "failed": failed, "passed": not failed}
+        res["heldout"] = self.heldout_record(clips)
         summary = {k: res[k] for k in ("wer", "wer_floor_real_audio", "content_word_recall", "mcd_db",
                                        "f0_median_hz", "f0_median_real_hz", "f0_rmse_hz",
                                        "duration_ratio", "prompts_wer", "n_heldout", "per",
@@ -467,6 +468,14 @@ class Lane:
 
         return {"coqui_tts": md.version("coqui-tts"), "torch": md.version("torch"),
                 "pyworld": md.version("pyworld"), "gruut": md.version("gruut")}
+
+    def heldout_record(self, clips) -> dict[str, Any]:
+        """Which real recordings the voice was scored against (ids + texts, the source folder's
+        name, never its path), so a listener can find and play them beside the voice."""
+        source = self.o.heldout or self.o.data
+        return {"source": "heldout_dataset" if self.o.heldout else "val_split",
+                "dataset_name": Path(source).name if source else None,
+                "clips": [{"id": c.id, "text": c.text} for c in clips]}
 
     def heldout_clips(self, manifest: dict[str, Any], ds_dir: Path, language: str):
         import soundfile as sf
