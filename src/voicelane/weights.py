@@ -88,14 +88,19 @@ def allowlist_path() -> Path:
     return Path(os.environ.get("VOICELANE_WEIGHTS_ALLOWLIST", PACKAGE_DATA / "weights_allowlist.json"))
 
 
-def load_allowlist(path: Path | None = None) -> dict[str, dict[str, Any]]:
-    path = path or allowlist_path()
+def _read_json(path: Path, what: str, detail_key: str) -> Any:
+    """A JSON file of the weights gate; unreadable or not JSON is ``allowlist_rejected``."""
     try:
-        doc = json.loads(Path(path).read_text("utf-8"))
+        return json.loads(Path(path).read_text("utf-8"))
     except (OSError, ValueError) as exc:
         raise VoicelaneError(
-            "allowlist_rejected", f"cannot read the weights allowlist {path}: {exc}", {"path": str(path)}
+            "allowlist_rejected", f"cannot read the {what} {path}: {exc}", {detail_key: str(path)}
         ) from exc
+
+
+def load_allowlist(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    path = path or allowlist_path()
+    doc = _read_json(path, "weights allowlist", "path")
     return {w["id"]: w for w in doc.get("weights", [])}
 
 
@@ -173,12 +178,7 @@ def check_weights_manifest(path: Path, allowlist_file: Path | None = None) -> Ga
     """The old orchestrator's ``WEIGHTS_MANIFEST_PATH`` check, with its codes: the manifest names
     allowlisted weights (``allowlist_rejected`` otherwise, or when its sha256 differs from the
     allowlist's), whose licences pass the gate (``license_noncommercial`` / ``license_unknown``)."""
-    try:
-        doc = json.loads(Path(path).read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise VoicelaneError(
-            "allowlist_rejected", f"cannot read the weights manifest {path}: {exc}", {"weights_manifest": str(path)}
-        ) from None
+    doc = _read_json(path, "weights manifest", "weights_manifest")
     wid = doc.get("id") if isinstance(doc, dict) else None
     if not isinstance(wid, str) or not wid:
         raise VoicelaneError(
