@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
+from render_corpus import TARGET_SR, RenderError, run_tool, to_pcm16
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEXT_DIR = REPO_ROOT / "corpora" / "text"
-TARGET_SR = 16000
 
 
 @dataclass(frozen=True)
@@ -49,10 +47,6 @@ VOICES = {
     "it": RefVoice("lp_diphone", "festvox-italp16k", "latin-1"),
     "ca": RefVoice("upc_ca_ona_hts", "festvox-ca-ona-hts", "latin-1"),
 }
-
-
-class RenderError(RuntimeError):
-    pass
 
 
 def scheme_string(text: str) -> str:
@@ -87,9 +81,7 @@ def render_language(lang: str, out: Path) -> int:
         for i, sentence in enumerate(sentences, 1):
             clip_id = f"{lang}_{i:04d}"
             mono, sr, segs = render_one(voice, sentence, Path(tmp))
-            if sr != TARGET_SR:
-                mono = soxr.resample(mono, sr, TARGET_SR, quality="VHQ")
-            pcm = np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
+            pcm = to_pcm16(mono, sr)
             sf.write(str(folder / "wavs" / f"{clip_id}.flac"), pcm, TARGET_SR, format="FLAC", subtype="PCM_16")
             (folder / "segs" / f"{clip_id}.lab").write_text(segs, encoding="utf-8")
             rows.append(f"{clip_id}|{sentence}\n")
@@ -120,8 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RenderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_tool(main)

@@ -31,8 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import soundfile as sf
@@ -396,9 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run_tool(main: Callable[[], int]) -> NoReturn:
+    """Exit with ``main()``'s status; a RenderError ends the tool with its message and status 1."""
     try:
         sys.exit(main())
     except RenderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_tool(main)
