@@ -135,24 +135,39 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def refs_parser(doc: str, conditions: str) -> argparse.ArgumentParser:
+    """The options of a bench over reference sets (this one and bench/robustness.py)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--refs", type=Path, required=True)
     ap.add_argument("--lang", action="append")
-    ap.add_argument("--conditions", default="clean,snr20+reverb")
-    ap.add_argument("--methods", default="map-en")
+    ap.add_argument("--conditions", default=conditions)
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--json", type=Path)
+    return ap
+
+
+def ref_langs(args: argparse.Namespace) -> list[str]:
+    """The languages asked for, or every reference set under --refs."""
+    return args.lang or sorted(p.name for p in args.refs.iterdir() if (p / "segs").is_dir())
+
+
+def report(args: argparse.Namespace, rows: list[dict], text: str) -> None:
+    """Print the table; with --json also write the rows."""
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    ap = refs_parser(__doc__, "clean,snr20+reverb")
+    ap.add_argument("--methods", default="map-en")
     args = ap.parse_args()
-    langs = args.lang or sorted(p.name for p in args.refs.iterdir() if (p / "segs").is_dir())
     methods = args.methods.split(",")
     for m in methods:
         if m not in METHODS:
             ap.error(f"unknown method {m}; choose from {', '.join(METHODS)}")
-    rows = run(args.refs, langs, args.conditions.split(","), methods, args.n)
-    print(table(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    rows = run(args.refs, ref_langs(args), args.conditions.split(","), methods, args.n)
+    report(args, rows, table(rows))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ not run here (the machine is shared; see docs/robustness.md).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -179,18 +178,12 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--refs", type=Path, required=True)
-    ap.add_argument("--lang", action="append")
-    ap.add_argument("--conditions", default=",".join(CONDITIONS))
-    ap.add_argument("--n", type=int, default=20)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    langs = args.lang or sorted(p.name for p in args.refs.iterdir() if (p / "segs").is_dir())
+    from align_accuracy import ref_langs, refs_parser, report
+
+    args = refs_parser(__doc__, ",".join(CONDITIONS)).parse_args()
+    langs = ref_langs(args)
     rows = [run_one(args.refs, lang, cond, args.n) for lang in langs for cond in args.conditions.split(",")]
-    print(table(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    report(args, rows, table(rows))
 
 
 if __name__ == "__main__":
