@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,6 +20,14 @@ def mini_corpus(dest: Path, name: str = "kal", n: int = 12, start: int = 0) -> P
         shutil.copyfile(src / "wavs" / f"{clip_id}.flac", dest / "wavs" / f"{clip_id}.flac")
     (dest / "metadata.csv").write_text("\n".join(rows) + "\n", "utf-8")
     return dest
+
+
+def voicelane_argv(command: str, *flags: str, **options: object) -> list[str]:
+    """``python -m voicelane COMMAND --option value ... FLAGS``; an option's underscores become dashes."""
+    argv = [sys.executable, "-m", "voicelane", *command.split()]
+    for name, value in options.items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    return [*argv, *flags]
 
 
 def consent_file(dest: Path) -> Path:

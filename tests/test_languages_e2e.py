@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from helpers import REPO, consent_file
+from helpers import REPO, consent_file, voicelane_argv
 from voicelane.bundle import validate_voice_bundle
 from voicelane.engine import frontend
 
@@ -65,40 +65,24 @@ def italian_run(italian_corpus, tmp_path_factory):
     gates = json.dumps(
         {"mcd_db_max": 100.0, "per_broad_max": 2.0, "duration_ratio_max": 10.0, "duration_ratio_min": 0.0}
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "voicelane",
+    cmd = voicelane_argv(
         "train",
-        "--lane",
-        "tts_prod_train",
-        "--language",
-        "it-IT",
-        "--base",
-        "voicelane-slt-base-v1",
-        "--data",
-        str(italian_corpus / "train"),
-        "--heldout",
-        str(italian_corpus / "heldout"),
-        "--profile",
-        "it_test",
-        "--preset",
-        "tiny",
-        "--out",
-        str(out),
-        "--min-minutes",
-        "0",
-        "--steps",
-        "3",
-        "--threads",
-        "1",
         "--no-onnx",
-        "--consent-statement",
-        str(italian_corpus / "consent.txt"),
-        "--gates",
-        gates,
         "--protocol",
-    ]
+        lane="tts_prod_train",
+        language="it-IT",
+        base="voicelane-slt-base-v1",
+        data=italian_corpus / "train",
+        heldout=italian_corpus / "heldout",
+        profile="it_test",
+        preset="tiny",
+        out=out,
+        min_minutes=0,
+        steps=3,
+        threads=1,
+        consent_statement=italian_corpus / "consent.txt",
+        gates=gates,
+    )
     r = _run(cmd, out)
     assert r.returncode == 0, r.stderr[-4000:]
     return out
@@ -149,41 +133,14 @@ def test_voicelane_speak_voices_italian_and_refuses_other_scripts(italian_run, t
     bdir = italian_run / "bundles" / "it_test" / "voice_bundle"
     wav = tmp_path / "it.wav"
     r = _run(
-        [
-            sys.executable,
-            "-m",
-            "voicelane",
-            "speak",
-            "--bundle",
-            str(bdir),
-            "--text",
-            "Buongiorno, il treno parte alle otto.",
-            "--out",
-            str(wav),
-            "--engine",
-            "pytorch",
-        ],
+        voicelane_argv("speak", bundle=bdir, text="Buongiorno, il treno parte alle otto.", out=wav, engine="pytorch"),
         tmp_path,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     audio, sr = sf.read(wav)
     assert sr == 16000 and len(audio) > 0.5 * sr
     r = _run(
-        [
-            sys.executable,
-            "-m",
-            "voicelane",
-            "speak",
-            "--bundle",
-            str(bdir),
-            "--text",
-            "Привет, мир",
-            "--out",
-            str(tmp_path / "ru.wav"),
-            "--engine",
-            "pytorch",
-        ],
-        tmp_path,
+        voicelane_argv("speak", bundle=bdir, text="Привет, мир", out=tmp_path / "ru.wav", engine="pytorch"), tmp_path
     )
     assert r.returncode != 0 and "text_unvoiceable" in r.stdout + r.stderr
 

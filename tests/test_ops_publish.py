@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from helpers import voicelane_argv
 from test_ops_support import BASE_QUICK, CORPORA, TINY, base_env, consent_of, error_line, quick_data, run_script
 from voicelane import registry
 
@@ -166,36 +167,22 @@ def test_train_cli_publish(tmp_path):
     data = quick_data(tmp_path / "data")
     reg = tmp_path / "reg"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "voicelane",
+        voicelane_argv(
             "train",
-            "--lane",
-            "tts_prod_train",
-            "--data",
-            str(data),
-            "--profile",
-            "cli_pub",
-            "--out",
-            str(tmp_path / "out"),
-            "--preset",
-            "tiny",
-            "--steps",
-            "2",
-            "--min-minutes",
-            "0",
-            "--eval-max",
-            "1",
             "--no-onnx",
-            "--gates",
-            TINY["TRAIN_GATES"],
-            "--consent-statement",
-            str(consent_of(data)),
             "--publish",
-            "--registry",
-            str(reg),
-        ],
+            lane="tts_prod_train",
+            data=data,
+            profile="cli_pub",
+            out=tmp_path / "out",
+            preset="tiny",
+            steps=2,
+            min_minutes=0,
+            eval_max=1,
+            gates=TINY["TRAIN_GATES"],
+            consent_statement=consent_of(data),
+            registry=reg,
+        ),
         capture_output=True,
         text=True,
         timeout=1800,
