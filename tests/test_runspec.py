@@ -137,6 +137,18 @@ def test_lanes_and_presets_are_defined_once():
     assert set(TRAIN_JOB_TYPES) == set(LANES) - {"dataset"}
 
 
+def _child_spec(tmp_path: Path, job_type: str, profile_id: str, clips: int, **options: object) -> RunSpec:
+    """A spec over the first ``clips`` clips of a real corpus, writing under tmp_path."""
+    return RunSpec.build(
+        job_type=job_type,
+        data=mini_corpus(tmp_path / "data", n=clips),
+        profile_id=profile_id,
+        out=tmp_path / "out",
+        status_path=tmp_path / "status.json",
+        **options,
+    )
+
+
 def _run_child(spec: RunSpec, tmp_path: Path) -> subprocess.CompletedProcess:
     path = spec.write(tmp_path / "spec.json")
     return subprocess.run(
@@ -149,15 +161,7 @@ def _run_child(spec: RunSpec, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def test_child_runs_a_spec_file(tmp_path):
-    data = mini_corpus(tmp_path / "data", n=4)
-    spec = RunSpec.build(
-        job_type="dataset",
-        data=data,
-        profile_id="spec_child",
-        out=tmp_path / "out",
-        status_path=tmp_path / "status.json",
-        min_minutes=0,
-    )
+    spec = _child_spec(tmp_path, "dataset", "spec_child", 4, min_minutes=0)
     proc = _run_child(spec, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-1] == "ARTIFACT dataset/dataset_manifest.json"
@@ -178,13 +182,11 @@ def test_child_refuses_an_invalid_spec(tmp_path):
 
 @pytest.mark.slow
 def test_child_trains_a_tiny_voice_from_a_spec(tmp_path):
-    data = mini_corpus(tmp_path / "data", n=8)
-    spec = RunSpec.build(
-        job_type="tts_voice_train",
-        data=data,
-        profile_id="spec_tiny",
-        out=tmp_path / "out",
-        status_path=tmp_path / "status.json",
+    spec = _child_spec(
+        tmp_path,
+        "tts_voice_train",
+        "spec_tiny",
+        8,
         preset="tiny",
         steps=2,
         min_minutes=0,
