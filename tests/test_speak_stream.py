@@ -105,27 +105,19 @@ def test_two_workers_synthesise_in_child_processes_that_are_replaced_when_killed
     assert len(_synth_children(stream_server.proc.pid)) == 2
 
 
-def _cli(*args, env_extra=None, timeout=300):
+def _speak_text(bundle_dir, *args, env_extra=None, timeout=300):
+    """`voicelane speak --bundle B --text TEXT ARGS`, without the VOICELANE_ settings of this process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICELANE_")}
     env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "voicelane", "speak", *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
+    argv = [sys.executable, "-m", "voicelane", "speak", "--bundle", str(bundle_dir), "--text", TEXT, *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def test_speak_play_streams_into_the_player(tmp_path, svc_prod_bundle):
     played = tmp_path / "played.wav"
     kept = tmp_path / "kept.wav"
-    res = _cli(
-        "--bundle",
-        str(svc_prod_bundle.bundle_dir),
-        "--text",
-        TEXT,
-        "--play",
-        "--out",
-        str(kept),
-        env_extra={"VOICELANE_PLAYER": f"dd of={played} status=none"},
-    )
+    player = f"dd of={played} status=none"
+    res = _speak_text(svc_prod_bundle.bundle_dir, "--play", "--out", str(kept), env_extra={"VOICELANE_PLAYER": player})
     assert res.returncode == 0, res.stderr[-2000:]
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info["played_with"] == "dd" and info["first_audio_ms"] > 0
@@ -135,17 +127,10 @@ def test_speak_play_streams_into_the_player(tmp_path, svc_prod_bundle):
 
 
 def test_speak_play_without_a_player_fails_with_a_stable_code(tmp_path, svc_prod_bundle):
-    res = _cli(
-        "--bundle",
-        str(svc_prod_bundle.bundle_dir),
-        "--text",
-        TEXT,
-        "--play",
-        env_extra={"VOICELANE_PLAYER": "no-such-player-xyz"},
-    )
+    res = _speak_text(svc_prod_bundle.bundle_dir, "--play", env_extra={"VOICELANE_PLAYER": "no-such-player-xyz"})
     assert res.returncode != 0
     assert "audio_player_missing" in res.stdout + res.stderr
-    res = _cli("--bundle", str(svc_prod_bundle.bundle_dir), "--text", TEXT)
+    res = _speak_text(svc_prod_bundle.bundle_dir)
     assert res.returncode != 0 and "invalid_argument" in res.stdout + res.stderr
     assert not Path(tmp_path / "x.wav").exists()
 
