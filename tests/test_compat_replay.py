@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from test_service_jobs import wait_job
 from voicelane import compat_shapes as C
 
 # ----------------------------------------------------------------------------------------------
@@ -205,15 +206,7 @@ def test_shapes_are_listed_in_the_service_contract():
 
 
 def _wait_final(client, job_id: str, timeout: float = 600.0) -> dict:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/train/job/{job_id}").json()
-        if job["state"] in ("done", "error", "cancelled"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish")
+    return wait_job(client, job_id, lambda job: job["state"] in ("done", "error", "cancelled"), timeout=timeout)
 
 
 @pytest.fixture(scope="module")
