@@ -85,7 +85,8 @@ def studio(svc_start_server, svc_kal_corpus, tmp_path_factory):
     work = tmp_path_factory.mktemp("studio")
     roots = f"{svc_kal_corpus.parent}:{work / 'var'}"
     (work / "served").mkdir()
-    srv = svc_start_server(work, VOICELANE_DATA_ROOTS=roots, VOICELANE_BUNDLE_ROOTS=str(work / "served"))
+    srv = svc_start_server(work, VOICELANE_DATA_ROOTS=roots, VOICELANE_BUNDLE_ROOTS=str(work / "served"),
+                           VOICELANE_REPORTS_DIR=str(work / "reports"))
     assert srv.token, "the service made no per-install token"
     return srv
 
@@ -394,6 +395,15 @@ def test_voices_speak_plays_audio(studio, browser, svc_prod_bundle):
     _wait(
         drv, lambda d: d.execute_script("return document.getElementById('speak-audio-b').duration > 0.5"), 30, "voice B"
     )
+    ready = drv.find_element(By.CSS_SELECTOR, f"article[data-profile='{svc_prod_bundle.profile}'] dd.readiness")
+    _wait(drv, lambda d: "not assessed" in ready.text, 20, "the readiness verdict (no readiness.json yet)")
+    # A/B: the speaker's real held-out recording beside this voice, for the same sentence
+    _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, "#heldout-clip option"), 20, "the held-out sentences")
+    drv.find_element(By.ID, "heldout-btn").click()
+    # (the real take is a few seconds; the 2-step tiny voice says the sentence much faster)
+    both = ("const d = (i) => document.getElementById(i).duration; "
+            "return d('heldout-real') > 0.5 && d('heldout-voice') > 0")
+    _wait(drv, lambda d: d.execute_script(both), 60, "the real recording and this voice")
     _shot(drv, "voices")
     # the bundle download is the served bundle, zipped
     res = studio.client.get(f"/api/voice/profiles/{svc_prod_bundle.profile}/bundle")

@@ -8,6 +8,8 @@ export async function init() {
   $("voices-refresh").addEventListener("click", refresh);
   $("speak-btn").addEventListener("click", speak);
   $("bundle-btn").addEventListener("click", download);
+  $("speak-voice").addEventListener("change", loadHeldout);
+  $("heldout-btn").addEventListener("click", playHeldout);
   await refresh();
 }
 
@@ -25,6 +27,8 @@ export async function refresh() {
       el("h3", { text: `${r.profileId} — not served` }), el("p", { class: "warning", text: `${r.message} (${r.code})` })));
     $("voices-list").replaceChildren(...profiles.map(card), ...refused);
     if (!profiles.length) say("voices-error", "No voice is served yet: train one on the Train page.");
+    await Promise.all(profiles.map((p) => showReadiness(p.profileId)));
+    await loadHeldout();
   } catch (e) { say("voices-error", String(e)); }
 }
 
@@ -39,9 +43,9 @@ function card(p) {
                 ["consent recorded", p.consentRecorded ? "yes" : "no"], ["base weights", p.baseWeights || "none (from scratch)"],
                 ...EVAL_KEYS.filter(([k]) => k in ev).map(([k, label]) => [label, fmt(ev[k])]),
                 ["gates passed", fmt(ev.gates_passed)], ["verify certificate", certificate(p.certificate)],
-                ["runtime", p.runtime]];
+                ["readiness", "…"], ["runtime", p.runtime]];
   const dl = el("dl");
-  for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", { text: fmt(v) }));
+  for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", { text: fmt(v), ...(k === "readiness" ? { class: "readiness" } : {}) }));
   return el("article", { class: "voice", "data-profile": p.profileId }, el("h3", { text: p.displayName || p.profileId }), dl);
 }
 
@@ -75,4 +79,56 @@ async function download() {
     document.body.append(a); a.click(); a.remove();
     say("speak-status", `Bundle of ${id} downloaded (${(blob.size / 1048576).toFixed(1)} MiB).`);
   } catch (e) { say("speak-status", `${e.message} (${e.code})`); }
+}
+
+// Readiness GO/NO-GO from `voicelane readiness` (reports/readiness.json), only when it is about this bundle.
+async function showReadiness(id) {
+  const dd = document.querySelector(`article[data-profile="${CSS.escape(id)}"] dd.readiness`);
+  if (!dd) return;
+  try {
+    const r = await api(`/api/voice/profiles/${encodeURIComponent(id)}/readiness`);
+    const blocking = (r.blocking || []).map((b) => b.code).join(", ");
+    dd.textContent = r.state === "not_assessed" ? `not assessed (${r.message})`
+      : r.state + (blocking ? ` — blocking: ${blocking}` : "");
+    dd.dataset.state = r.state;
+  } catch (e) { dd.textContent = `unknown (${e.code || e})`; }
+}
+
+// A/B against the real held-out recordings the voice was evaluated on (found inside the data roots).
+let heldoutData = null;
+
+async function loadHeldout() {
+  const id = $("speak-voice").value;
+  heldoutData = null;
+  $("heldout-clip").replaceChildren();
+  if (!id) return;
+  try {
+    heldoutData = await api(`/api/voice/profiles/${encodeURIComponent(id)}/heldout`);
+    const clips = heldoutData.clips.filter((c) => c.text);
+    $("heldout-clip").replaceChildren(...clips.map((c) => new Option(`${c.id}: ${c.text}`, c.id)));
+    say("heldout-status", heldoutData.recordings ? `${heldoutData.recordings} real held-out recording(s) in ${heldoutData.dataPath}.`
+      : "The held-out recordings were not found inside the data roots (VOICELANE_DATA_ROOTS); only the voice can play.");
+  } catch (e) { say("heldout-status", `${e.message} (${e.code || "error"})`); }
+}
+
+async function playHeldout() {
+  const clip = heldoutData && heldoutData.clips.find((c) => c.id === $("heldout-clip").value);
+  if (!clip) return;
+  try {
+    const voice = await api("/api/voice/speak", { method: "POST", json: { text: clip.text, voiceProfile: $("speak-voice").value } });
+    if (!(voice instanceof Blob)) throw new Error(`suppressed: ${voice.reason}`);
+    setAudio("heldout-voice", voice);
+    if (clip.recording) {
+      const q = new URLSearchParams({ dataPath: heldoutData.dataPath, clipId: clip.id });
+      setAudio("heldout-real", await api(`/api/data/clip?${q}`));
+      await $("heldout-real").play();
+    }
+    say("heldout-status", clip.recording ? "Playing the real recording; then play this voice." : "No real recording of this sentence; this voice is ready.");
+  } catch (e) { say("heldout-status", `${e.message} (${e.code || "error"})`); }
+}
+
+function setAudio(id, blob) {
+  const audio = $(id);
+  if (audio.src) URL.revokeObjectURL(audio.src);
+  audio.src = URL.createObjectURL(blob);
 }
