@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from test_ops_support import base_env, copy_run, verified_run
+from test_ops_support import copy_run, run_readiness, verified_run
 
 
 def _readiness(tmp_path, *args):
     out = tmp_path / "reports" / "readiness.md"
-    proc = subprocess.run(
-        [sys.executable, "-m", "voicelane", "readiness", *args, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=base_env(),
-        cwd=str(tmp_path),
-    )
-    return proc, out
+    return run_readiness(tmp_path, out, *args), out
 
 
 def test_readiness_reports_a_real_run(tmp_path):

@@ -180,12 +180,11 @@ class LocalRun:
         return self.out / "bundles" / self.profile / "voice_bundle"
 
 
-@functools.cache
-def local_run() -> LocalRun:
-    """TRAIN_BACKEND=local through the real script on a tiny real dataset (~1 min, once)."""
-    root = session_dir("local_run")
+def _train_through_script(name: str, profile: str, preset: dict[str, str]) -> LocalRun:
+    """TRAIN_BACKEND=local through the real script on a tiny real dataset, in its own session folder."""
+    root = session_dir(name)
     data = quick_data(root / "data")
-    r = LocalRun(None, root, data, root / "out", root / "train_status.json", root / "train.log", "ops_local")  # type: ignore[arg-type]
+    r = LocalRun(None, root, data, root / "out", root / "train_status.json", root / "train.log", profile)  # type: ignore[arg-type]
     env = base_env(
         TRAIN_BACKEND="local",
         AUDIO_PATH=str(data),
@@ -195,31 +194,22 @@ def local_run() -> LocalRun:
         LOG_PATH=str(r.log),
         CONSENT_STATEMENT=str(consent_of(data)),
         SOURCE_DATE_EPOCH="315532800",
-        **TINY,
+        **preset,
     )
     r.run = run_script(env)
     return r
+
+
+@functools.cache
+def local_run() -> LocalRun:
+    """A tiny run from scratch (~1 min, once)."""
+    return _train_through_script("local_run", "ops_local", TINY)
 
 
 @functools.cache
 def policy_run() -> LocalRun:
-    """TRAIN_BACKEND=local fine-tuning the base voice under the production gates (~1 min, once)."""
-    root = session_dir("policy_run")
-    data = quick_data(root / "data")
-    r = LocalRun(None, root, data, root / "out", root / "train_status.json", root / "train.log", "ops_policy")  # type: ignore[arg-type]
-    env = base_env(
-        TRAIN_BACKEND="local",
-        AUDIO_PATH=str(data),
-        VOICE_PROFILE_ID=r.profile,
-        OUT_DIR=str(r.out),
-        TRAIN_STATUS_PATH=str(r.status),
-        LOG_PATH=str(r.log),
-        CONSENT_STATEMENT=str(consent_of(data)),
-        SOURCE_DATE_EPOCH="315532800",
-        **BASE_QUICK,
-    )
-    r.run = run_script(env)
-    return r
+    """Fine-tuning the base voice under the production gates (~1 min, once)."""
+    return _train_through_script("policy_run", "ops_policy", BASE_QUICK)
 
 
 @dataclass
@@ -235,6 +225,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def verify_args(bundle: Path, status: Path, trace: Path, junit: Path, *extra: str) -> list[str]:
+    """`voicelane verify` options for one bundle and status, recording into ``trace``."""
+    return ["--bundle", str(bundle), "--status", str(status), "--trace", str(trace), "--junit", str(junit), *extra]
+
+
+def run_verify(args: list[str], cwd: Path, timeout: float = 1200) -> tuple[int, dict]:
+    """`voicelane verify` (niced) in a child process: its exit status and its JSON record."""
+    proc = subprocess.run(
+        ["nice", "-n", "10", sys.executable, "-m", "voicelane", "verify", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=base_env(),
+        cwd=str(cwd),
+    )
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def run_readiness(cwd: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    """`voicelane readiness ... --out OUT` in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "voicelane", "readiness", *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=base_env(),
+        cwd=str(cwd),
+    )
 
 
 @functools.cache
@@ -260,36 +281,9 @@ def verified_run() -> Verified:
     assert lr.run.rc == 0, lr.run.stdout[-3000:]
     trace = session_dir("verify") / "training-trace.jsonl"
     junit = junit_evidence()
-    proc = subprocess.run(
-        [
-            "nice",
-            "-n",
-            "10",
-            sys.executable,
-            "-m",
-            "voicelane",
-            "verify",
-            "--bundle",
-            str(lr.bundle),
-            "--status",
-            str(lr.status),
-            "--trace",
-            str(trace),
-            "--junit",
-            str(junit),
-            "--consent-statement",
-            str(consent_of(lr.data)),
-            "--trace-id",
-            "ops-test-trace",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env=base_env(),
-        cwd=str(session_dir("verify")),
-    )
-    assert proc.stdout.strip(), proc.stderr[-3000:]
-    return Verified(lr, json.loads(proc.stdout), proc.returncode, trace, junit)
+    extra = ("--consent-statement", str(consent_of(lr.data)), "--trace-id", "ops-test-trace")
+    rc, doc = run_verify(verify_args(lr.bundle, lr.status, trace, junit, *extra), session_dir("verify"), timeout=1800)
+    return Verified(lr, doc, rc, trace, junit)
 
 
 def copy_run(lr: LocalRun, dest: Path) -> tuple[Path, Path]:

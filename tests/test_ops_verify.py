@@ -12,24 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from test_ops_support import REPO, base_env, consent_of, copy_run, junit_evidence, local_run, session_dir, verified_run
+from test_ops_support import (
+    REPO,
+    base_env,
+    consent_of,
+    copy_run,
+    junit_evidence,
+    local_run,
+    run_readiness,
+    run_verify,
+    session_dir,
+    verified_run,
+    verify_args,
+)
 from voicelane.ops import verify as V
 from voicelane.ops.verify import checks
 
 HARD = [c["id"] for c in V.PACK["constraints"] if c["severity"] == "HARD"]
-
-
-def _verify(args: list[str], cwd: Path) -> tuple[int, dict]:
-    proc = subprocess.run(
-        ["nice", "-n", "10", sys.executable, "-m", "voicelane", "verify", *args],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        env=base_env(),
-        cwd=str(cwd),
-    )
-    assert proc.stdout.strip(), proc.stderr[-3000:]
-    return proc.returncode, json.loads(proc.stdout)
 
 
 def _recompute(doc: dict) -> str:
@@ -90,45 +89,14 @@ def test_loosened_gates_are_a_hard_fail_and_readiness_says_no_go(tmp_path):
     lr = local_run()
     assert lr.run.rc == 0, lr.run.stdout[-3000:]
     trace = tmp_path / "trace.jsonl"
-    rc, doc = _verify(
-        [
-            "--bundle",
-            str(lr.bundle),
-            "--status",
-            str(lr.status),
-            "--trace",
-            str(trace),
-            "--junit",
-            str(junit_evidence()),
-            "--skip-determinism",
-        ],
-        tmp_path,
-    )
+    rc, doc = run_verify(verify_args(lr.bundle, lr.status, trace, junit_evidence(), "--skip-determinism"), tmp_path)
     assert rc == 2 and doc["verdict"] == "FAIL"
     assert doc["firstFail"] == "gate_thresholds_pinned" and doc["firstFailCode"] == "gate_thresholds_loosened"
     by_id = {c["id"]: c for c in doc["constraints"]}
     assert by_id["status_completed"]["pass"] and by_id["bundle_valid"]["pass"]  # a valid, completed run
     assert by_id["gate_thresholds_pinned"]["measured"]["looser"]["wer_max"] == {"bundle": 1.5, "policy": 0.35}
     out = tmp_path / "readiness.md"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "voicelane",
-            "readiness",
-            "--status",
-            str(lr.status),
-            "--trace",
-            str(trace),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=base_env(),
-        cwd=str(tmp_path),
-    )
+    proc = run_readiness(tmp_path, out, "--status", str(lr.status), "--trace", str(trace))
     text = out.read_text("utf-8")
     assert proc.returncode == 2 and "## Decision: NO-GO" in text
     assert "| `gate_thresholds_loosened` |" in text and "blocking: gate_thresholds_loosened" in proc.stdout
@@ -213,20 +181,7 @@ def test_trace_record_deltas_and_export(tmp_path):
     # a second run of the same profile (no determinism evidence now): deltas name what moved
     trace = tmp_path / "trace.jsonl"
     trace.write_text("".join(json.dumps(r) + "\n" for r in recs), "utf-8")
-    rc, doc = _verify(
-        [
-            "--bundle",
-            str(v.local.bundle),
-            "--status",
-            str(v.local.status),
-            "--trace",
-            str(trace),
-            "--junit",
-            str(v.junit),
-            "--skip-determinism",
-        ],
-        tmp_path,
-    )
+    rc, doc = run_verify(verify_args(v.local.bundle, v.local.status, trace, v.junit, "--skip-determinism"), tmp_path)
     assert rc == 2
     d = doc["deltas"]
     assert d is not None and d["since_id"] == rec["id"]
@@ -278,15 +233,10 @@ def test_tampering_fails_with_the_tampered_constraint(tmp_path):
     lr = v.local
     first_hash = v.doc["certificate"]["certificateHash"]
     trace = tmp_path / "trace.jsonl"
-    common = [
-        "--trace",
-        str(trace),
-        "--junit",
-        str(junit_evidence()),
-        "--skip-determinism",
-        "--consent-statement",
-        str(consent_of(lr.data)),
-    ]
+    extra = ("--skip-determinism", "--consent-statement", str(consent_of(lr.data)))
+
+    def verify(bundle: Path, status: Path) -> tuple[int, dict]:
+        return run_verify(verify_args(bundle, status, trace, junit_evidence(), *extra), tmp_path)
 
     # 1. a flipped byte in the model: the re-hash catches it
     bundle, status = copy_run(lr, tmp_path / "a")
@@ -294,7 +244,7 @@ def test_tampering_fails_with_the_tampered_constraint(tmp_path):
     raw = bytearray(model.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     model.write_bytes(bytes(raw))
-    rc, doc = _verify(["--bundle", str(bundle), "--status", str(status), *common], tmp_path)
+    rc, doc = verify(bundle, status)
     assert rc == 2 and doc["verdict"] == "FAIL" and doc["firstFail"] == "bundle_valid"
     assert doc["firstFailCode"] == "checksum_mismatch"
     assert doc["certificate"]["certificateHash"] != first_hash and doc["certificate"]["status"] == "rejected"
@@ -305,7 +255,7 @@ def test_tampering_fails_with_the_tampered_constraint(tmp_path):
     s = json.loads(status.read_text())
     s["state"] = s["status"] = "error"
     status.write_text(json.dumps(s))
-    rc, doc = _verify(["--bundle", str(bundle), "--status", str(status), *common], tmp_path)
+    rc, doc = verify(bundle, status)
     assert rc == 2 and doc["firstFail"] == "status_completed"
 
     # 3. the manifest's eval summary edited to look better than eval.json
@@ -313,7 +263,7 @@ def test_tampering_fails_with_the_tampered_constraint(tmp_path):
     m = json.loads((bundle / "manifest.json").read_text())
     m["eval"]["wer"] = 0.01
     (bundle / "manifest.json").write_text(json.dumps(m, indent=2))
-    rc, doc = _verify(["--bundle", str(bundle), "--status", str(status), *common], tmp_path)
+    rc, doc = verify(bundle, status)
     # the status binds the manifest's sha256, so the edit alone is caught as a bundle change
     assert rc == 2 and doc["firstFail"] == "bundle_valid"
     # a forger who also rewrites the status' manifest hash is caught by eval.json disagreeing
@@ -322,7 +272,7 @@ def test_tampering_fails_with_the_tampered_constraint(tmp_path):
     s = json.loads(status.read_text())
     s["bundle_manifest_sha256"] = hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
     status.write_text(json.dumps(s))
-    rc, doc = _verify(["--bundle", str(bundle), "--status", str(status), *common], tmp_path)
+    rc, doc = verify(bundle, status)
     assert rc == 2 and doc["firstFail"] == "eval_gates_passed"
     assert doc["certificate"]["certificateHash"] != first_hash
     assert [r["seq"] for r in V.read_trace(trace)] == [1, 2, 3, 4]
@@ -367,44 +317,13 @@ def test_verify_pass_with_the_default_suite_junit_and_readiness_go(tmp_path):
         env=base_env(VOICELANE_JUNIT=str(junit)),
     )
     trace = tmp_path / "trace.jsonl"
-    rc, doc = _verify(
-        [
-            "--bundle",
-            str(v.local.bundle),
-            "--status",
-            str(v.local.status),
-            "--trace",
-            str(trace),
-            "--junit",
-            str(junit),
-            "--consent-statement",
-            str(consent_of(v.local.data)),
-        ],
-        tmp_path,
-    )
+    consent = ("--consent-statement", str(consent_of(v.local.data)))
+    rc, doc = run_verify(verify_args(v.local.bundle, v.local.status, trace, junit, *consent), tmp_path)
     failing = {c["id"]: c["reason"] for c in doc["constraints"] if not c["pass"] and c["severity"] == "HARD"}
     assert rc == 0 and doc["verdict"] == "PASS" and not failing, failing
     assert doc["certificate"]["status"] == "issued" and _recompute(doc) == doc["certificate"]["certificateHash"]
     out = tmp_path / "readiness.md"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "voicelane",
-            "readiness",
-            "--status",
-            str(v.local.status),
-            "--trace",
-            str(trace),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=base_env(),
-        cwd=str(tmp_path),
-    )
+    proc = run_readiness(tmp_path, out, "--status", str(v.local.status), "--trace", str(trace))
     text = out.read_text("utf-8")
     assert proc.returncode == 0 and "## Decision: GO" in text, proc.stdout + text
     assert "integrity now (recomputed from the bound artifacts): True" in text
