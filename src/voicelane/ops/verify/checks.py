@@ -360,11 +360,18 @@ def _targets(ev: Evidence) -> dict[str, float]:
     return t
 
 
+def _speech_unmeasured(m: dict | None) -> str | None:
+    """Why the speech measurement is missing, or None when it was taken."""
+    if not m or m.get("error"):
+        return f"not measured: {(m or {}).get('error') or 'the bundle is not valid'}"
+    return None
+
+
 def rtf_target(ev: Evidence) -> Result:
     r = _new("rtf_target")
     m = ev.speech
-    if not m or m.get("error"):
-        return r.not_evaluated(f"not measured: {(m or {}).get('error') or 'the bundle is not valid'}")
+    if unmeasured := _speech_unmeasured(m):
+        return r.not_evaluated(unmeasured)
     limit = _targets(ev)["rtf_max"]
     r.measured = {"rtf": m["rtf"], "rtf_max": limit, "audio_s": m["audio_s"], "engine": m["engine"]}
     ok = m["rtf"] is not None and m["rtf"] <= limit
@@ -376,8 +383,8 @@ def latency_target(ev: Evidence) -> Result:
 
     r = _new("latency_target")
     m = ev.speech
-    if not m or m.get("error"):
-        return r.not_evaluated(f"not measured: {(m or {}).get('error') or 'the bundle is not valid'}")
+    if unmeasured := _speech_unmeasured(m):
+        return r.not_evaluated(unmeasured)
     limit = _targets(ev)["latency_ms_max"]
     r.measured = {
         "latency_ms": m["latency_ms"],
