@@ -278,7 +278,7 @@ class FakeVoice:
             time.sleep(1.5)
         if "boom" in text:
             raise RuntimeError("backend exploded")
-        return SimpleNamespace(audio=np.zeros(1600, dtype=np.float32), sample_rate=16000, seconds=0.1)
+        return SimpleNamespace(audio=np.zeros(1600, dtype=np.float32), sample_rate=16000, seconds=0.1, compute_s=0.0)
 
 
 @pytest.fixture
