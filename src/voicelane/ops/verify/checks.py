@@ -360,40 +360,28 @@ def _targets(ev: Evidence) -> dict[str, float]:
     return t
 
 
-def _speech_unmeasured(m: dict | None) -> str | None:
-    """Why the speech measurement is missing, or None when it was taken."""
+def _speed_target(ev: Evidence, cid: str, key: str, label: str, unit: str, context: dict[str, Any]) -> Result:
+    """A SOFT speed constraint: the speech measurement's ``key`` is at most the target ``<key>_max``."""
+    r = _new(cid)
+    m = ev.speech
     if not m or m.get("error"):
-        return f"not measured: {(m or {}).get('error') or 'the bundle is not valid'}"
-    return None
+        return r.not_evaluated(f"not measured: {(m or {}).get('error') or 'the bundle is not valid'}")
+    limit = _targets(ev)[f"{key}_max"]
+    value = m[key]
+    r.measured = {key: value, f"{key}_max": limit, **context, "engine": m["engine"]}
+    ok = value is not None and value <= limit
+    return r.fail(cid, [] if ok else [f"{label} {value}{unit} > {limit}{unit}"])
 
 
 def rtf_target(ev: Evidence) -> Result:
-    r = _new("rtf_target")
-    m = ev.speech
-    if unmeasured := _speech_unmeasured(m):
-        return r.not_evaluated(unmeasured)
-    limit = _targets(ev)["rtf_max"]
-    r.measured = {"rtf": m["rtf"], "rtf_max": limit, "audio_s": m["audio_s"], "engine": m["engine"]}
-    ok = m["rtf"] is not None and m["rtf"] <= limit
-    return r.fail("rtf_target", [] if ok else [f"rtf {m['rtf']} > {limit}"])
+    audio_s = (ev.speech or {}).get("audio_s")
+    return _speed_target(ev, "rtf_target", "rtf", "rtf", "", {"audio_s": audio_s})
 
 
 def latency_target(ev: Evidence) -> Result:
     from voicelane.ops.verify.pack import CALLOUT_TEXT
 
-    r = _new("latency_target")
-    m = ev.speech
-    if unmeasured := _speech_unmeasured(m):
-        return r.not_evaluated(unmeasured)
-    limit = _targets(ev)["latency_ms_max"]
-    r.measured = {
-        "latency_ms": m["latency_ms"],
-        "latency_ms_max": limit,
-        "text_chars": len(CALLOUT_TEXT),
-        "engine": m["engine"],
-    }
-    ok = m["latency_ms"] <= limit
-    return r.fail("latency_target", [] if ok else [f"latency {m['latency_ms']} ms > {limit} ms"])
+    return _speed_target(ev, "latency_target", "latency_ms", "latency", " ms", {"text_chars": len(CALLOUT_TEXT)})
 
 
 CHECKS: dict[str, Callable[[Evidence], Result]] = {
