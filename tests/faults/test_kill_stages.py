@@ -29,6 +29,7 @@ STAGES = {
     "evaluate": ("train", 30),   # the last training step is done: evaluating
     "export": ("evaluate", 0),   # gates passed: the bundle is being exported
     "finish": ("bundle", 0),     # bundle swapped in: the final status is being written
+    "publish": ("bundle", 0),    # with --publish: the bundle is being copied into the voice registry
 }
 
 
@@ -75,7 +76,13 @@ def test_kill_9_at_a_stage_then_rerun(stage, kill_corpus, tmp_path):
     status = tmp_path / "status.json"
     env = dict(os.environ, TRAIN_STATUS_PATH=str(status), OMP_NUM_THREADS="1")
     cmd = _cmd(kill_corpus, out)
+    registry = tmp_path / "registry"
+    if stage == "publish":
+        cmd += ["--publish", "--registry", str(registry)]
     assert _kill_at(cmd, env, STAGES[stage]), f"the run finished before stage {stage}"
+    live = registry / "bundles" / "k1" / "voice_bundle"
+    if live.exists():
+        assert validate_voice_bundle(live).ok, "a partial bundle is live in the registry"
     bundle = out / "bundles" / "k1" / "voice_bundle"
     if status.exists():
         assert json.loads(status.read_text()).get("state") != "completed", "a killed run looks completed"
@@ -90,4 +97,6 @@ def test_kill_9_at_a_stage_then_rerun(stage, kill_corpus, tmp_path):
     doc = json.loads(status.read_text())
     assert doc["state"] == "completed" and doc.get("error") in (None, {}), doc
     assert validate_voice_bundle(bundle).ok
+    if stage == "publish":
+        assert validate_voice_bundle(live).ok, "the rerun did not publish a valid bundle"
     print(f"{stage}: rerun {time.monotonic() - t0:.0f} s")
