@@ -59,10 +59,18 @@ def proc_stats(pid: int) -> dict:
         threads = len(os.listdir(f"/proc/{pid}/task"))
     except OSError:
         fds = threads = -1
-    children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()] \
-        if Path(f"/proc/{pid}/task/{pid}/children").exists() else []
-    return {"rss": rss(pid), "children_rss": sum(rss(c) for c in children), "children": len(children),
-            "fds": fds, "threads": threads}
+    children = (
+        [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        if Path(f"/proc/{pid}/task/{pid}/children").exists()
+        else []
+    )
+    return {
+        "rss": rss(pid),
+        "children_rss": sum(rss(c) for c in children),
+        "children": len(children),
+        "fds": fds,
+        "threads": threads,
+    }
 
 
 class Soak:
@@ -148,21 +156,39 @@ class Soak:
             by_class = Counter()
             for (_, cls), n in self.status.items():
                 by_class[cls] += n
-        return {"t_s": round(time.monotonic() - t0, 1), **proc_stats(pid), "queued": q.get("queued"),
-                "running": q.get("running"), "oldestWaitMs": q.get("oldestWaitMs"), **dict(by_class)}
+        return {
+            "t_s": round(time.monotonic() - t0, 1),
+            **proc_stats(pid),
+            "queued": q.get("queued"),
+            "running": q.get("running"),
+            "oldestWaitMs": q.get("oldestWaitMs"),
+            **dict(by_class),
+        }
 
 
 def start_service(a: argparse.Namespace, work: Path) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICELANE_")}
-    env.update(VOICELANE_DATA_DIR=str(work / "var"), VOICELANE_BUNDLE_ROOTS=str(a.bundle_root),
-               VOICELANE_DATA_ROOTS=str(a.data.parent), VOICELANE_VOICE_RESCAN_S="0",
-               VOICELANE_RATE_LIMIT_PER_MIN="100000", VOICELANE_RATE_LIMIT_BURST="100000",
-               VOICELANE_MISSION_BUDGET_CHARS="0", VOICELANE_TENANT_DAILY_BUDGET_CHARS="0",
-               VOICELANE_TRAIN_THREADS="1", OMP_NUM_THREADS="1")
+    env.update(
+        VOICELANE_DATA_DIR=str(work / "var"),
+        VOICELANE_BUNDLE_ROOTS=str(a.bundle_root),
+        VOICELANE_DATA_ROOTS=str(a.data.parent),
+        VOICELANE_VOICE_RESCAN_S="0",
+        VOICELANE_RATE_LIMIT_PER_MIN="100000",
+        VOICELANE_RATE_LIMIT_BURST="100000",
+        VOICELANE_MISSION_BUDGET_CHARS="0",
+        VOICELANE_TENANT_DAILY_BUDGET_CHARS="0",
+        VOICELANE_TRAIN_THREADS="1",
+        OMP_NUM_THREADS="1",
+    )
     log = open(work / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "voicelane", "serve", "--port", str(port)], env=env,
-                            stdout=log, stderr=log, cwd=str(work))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicelane", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=log,
+        cwd=str(work),
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -193,12 +219,18 @@ def default_data(work: Path) -> Path:
 def summarise(samples: list[dict], warmup_s: float) -> dict:
     steady = [s for s in samples if s["t_s"] >= warmup_s] or samples
     first, last = steady[0], steady[-1]
-    return {"rss_first_mb": round(first["rss"] / 2**20, 1), "rss_last_mb": round(last["rss"] / 2**20, 1),
-            "rss_max_mb": round(max(s["rss"] for s in steady) / 2**20, 1),
-            "rss_growth_pct": round(100.0 * (last["rss"] - first["rss"]) / max(first["rss"], 1), 2),
-            "fds_first": first["fds"], "fds_last": last["fds"], "fds_max": max(s["fds"] for s in steady),
-            "threads_first": first["threads"], "threads_last": last["threads"],
-            "queued_max": max((s["queued"] or 0) for s in samples)}
+    return {
+        "rss_first_mb": round(first["rss"] / 2**20, 1),
+        "rss_last_mb": round(last["rss"] / 2**20, 1),
+        "rss_max_mb": round(max(s["rss"] for s in steady) / 2**20, 1),
+        "rss_growth_pct": round(100.0 * (last["rss"] - first["rss"]) / max(first["rss"], 1), 2),
+        "fds_first": first["fds"],
+        "fds_last": last["fds"],
+        "fds_max": max(s["fds"] for s in steady),
+        "threads_first": first["threads"],
+        "threads_last": last["threads"],
+        "queued_max": max((s["queued"] or 0) for s in samples),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,8 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speak-rate", type=float, default=2.0, help="speak requests per second")
     p.add_argument("--job-every", type=float, default=60.0, help="seconds between dataset check jobs")
     p.add_argument("--sample-every", type=float, default=30.0)
-    p.add_argument("--warmup", type=float, default=300.0,
-                   help="seconds before the RSS baseline (the response cache fills up meanwhile)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=300.0,
+        help="seconds before the RSS baseline (the response cache fills up meanwhile)",
+    )
     p.add_argument("--data", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
@@ -217,25 +253,36 @@ def main(argv: list[str] | None = None) -> int:
     a.data = a.data.resolve() if a.data else default_data(work)
     proc, url, token = start_service(a, work)
     soak = Soak(a, url, token)
-    threads = [threading.Thread(target=soak.paced, args=(a.speak_rate, soak.speak), daemon=True),
-               threading.Thread(target=soak.paced, args=(1.0, soak.reads), daemon=True),
-               threading.Thread(target=soak.paced, args=(1.0 / a.job_every, soak.jobs), daemon=True)]
+    threads = [
+        threading.Thread(target=soak.paced, args=(a.speak_rate, soak.speak), daemon=True),
+        threading.Thread(target=soak.paced, args=(1.0, soak.reads), daemon=True),
+        threading.Thread(target=soak.paced, args=(1.0 / a.job_every, soak.jobs), daemon=True),
+    ]
     t0 = time.monotonic()
     for t in threads:
         t.start()
     samples = []
-    print(f"soak: {a.minutes:g} min against {url} (pid {proc.pid}), speak {a.speak_rate:g}/s, "
-          f"a dataset job every {a.job_every:g} s; work dir {work}", flush=True)
-    print(f"{'t_s':>7} {'rss_MB':>7} {'kids_MB':>7} {'fds':>4} {'thr':>4} {'queued':>6} {'2xx':>6} {'4xx':>5} "
-          f"{'5xx':>4} {'conn':>4}", flush=True)
+    print(
+        f"soak: {a.minutes:g} min against {url} (pid {proc.pid}), speak {a.speak_rate:g}/s, "
+        f"a dataset job every {a.job_every:g} s; work dir {work}",
+        flush=True,
+    )
+    print(
+        f"{'t_s':>7} {'rss_MB':>7} {'kids_MB':>7} {'fds':>4} {'thr':>4} {'queued':>6} {'2xx':>6} {'4xx':>5} "
+        f"{'5xx':>4} {'conn':>4}",
+        flush=True,
+    )
     try:
         while time.monotonic() - t0 < a.minutes * 60 and proc.poll() is None:
             time.sleep(min(a.sample_every, max(0.0, a.minutes * 60 - (time.monotonic() - t0))))
             s = soak.sample(proc.pid, t0)
             samples.append(s)
-            print(f"{s['t_s']:>7} {s['rss'] / 2**20:>7.1f} {s['children_rss'] / 2**20:>7.1f} {s['fds']:>4} "
-                  f"{s['threads']:>4} {s['queued'] or 0:>6} {s.get('2xx', 0):>6} {s.get('4xx', 0):>5} "
-                  f"{s.get('5xx', 0):>4} {s.get('conn_error', 0):>4}", flush=True)
+            print(
+                f"{s['t_s']:>7} {s['rss'] / 2**20:>7.1f} {s['children_rss'] / 2**20:>7.1f} {s['fds']:>4} "
+                f"{s['threads']:>4} {s['queued'] or 0:>6} {s.get('2xx', 0):>6} {s.get('4xx', 0):>5} "
+                f"{s.get('5xx', 0):>4} {s.get('conn_error', 0):>4}",
+                flush=True,
+            )
     finally:
         soak.stop.set()
         for t in threads:
@@ -245,13 +292,24 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait(60)
     summary = summarise(samples, a.warmup) if samples else {}
     with soak.lock:
-        result = {"minutes": a.minutes, "speak_rate": a.speak_rate, "job_every_s": a.job_every,
-                  "service_alive_at_end": alive, "summary": summary,
-                  "answers": {f"{k[0]} {k[1]}": n for k, n in sorted(soak.status.items())},
-                  "error_codes": dict(sorted(soak.codes.items())), "server_errors": soak.errors,
-                  "samples": samples}
-    print(json.dumps({k: result[k] for k in ("service_alive_at_end", "summary", "answers", "error_codes",
-                                             "server_errors")}, indent=1), flush=True)
+        result = {
+            "minutes": a.minutes,
+            "speak_rate": a.speak_rate,
+            "job_every_s": a.job_every,
+            "service_alive_at_end": alive,
+            "summary": summary,
+            "answers": {f"{k[0]} {k[1]}": n for k, n in sorted(soak.status.items())},
+            "error_codes": dict(sorted(soak.codes.items())),
+            "server_errors": soak.errors,
+            "samples": samples,
+        }
+    print(
+        json.dumps(
+            {k: result[k] for k in ("service_alive_at_end", "summary", "answers", "error_codes", "server_errors")},
+            indent=1,
+        ),
+        flush=True,
+    )
     if a.json:
         a.json.write_text(json.dumps(result, indent=1))
     return 0

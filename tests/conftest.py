@@ -88,9 +88,14 @@ class SvcServer:
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "voicelane", "serve", "--host", self.host,
-                                      "--port", str(self.port)], env=self.env, cwd=str(self.workdir),
-                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "voicelane", "serve", "--host", self.host, "--port", str(self.port)],
+            env=self.env,
+            cwd=str(self.workdir),
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -137,16 +142,24 @@ def svc_start_server():
     def start(workdir: Path, host: str = "127.0.0.1", **env_vars: str) -> SvcServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICELANE_")}
         env.pop("TRAIN_STATUS_PATH", None)
-        env.update({"VOICELANE_DATA_DIR": str(workdir / "var"), "VOICELANE_TRAIN_THREADS": "1",
-                    "VOICELANE_CANCEL_GRACE_S": "5", "VOICELANE_VOICE_RESCAN_S": "0",
-                    "VOICELANE_LOG_LEVEL": "INFO",
-                    # /api/train/status also reads runs made outside the service: only this test's
-                    "VOICELANE_TRAIN_STATUS_DIRS": str(workdir / "artifacts"),
-                    # a body without a dataset never trains the full demo corpus in a test: the
-                    # default run has no data here (400 missing_audio_path) unless a test sets one
-                    "VOICELANE_TRAIN_DEFAULT_DATA": str(workdir / "no_default_dataset"),
-                    "VOICELANE_TRAIN_DEFAULT_BASE": "none", "VOICELANE_TRAIN_DEFAULT_PRESET": "tiny",
-                    "VOICELANE_TRAIN_DEFAULT_STEPS": "2", "VOICELANE_TRAIN_DEFAULT_ONNX": "0"})
+        env.update(
+            {
+                "VOICELANE_DATA_DIR": str(workdir / "var"),
+                "VOICELANE_TRAIN_THREADS": "1",
+                "VOICELANE_CANCEL_GRACE_S": "5",
+                "VOICELANE_VOICE_RESCAN_S": "0",
+                "VOICELANE_LOG_LEVEL": "INFO",
+                # /api/train/status also reads runs made outside the service: only this test's
+                "VOICELANE_TRAIN_STATUS_DIRS": str(workdir / "artifacts"),
+                # a body without a dataset never trains the full demo corpus in a test: the
+                # default run has no data here (400 missing_audio_path) unless a test sets one
+                "VOICELANE_TRAIN_DEFAULT_DATA": str(workdir / "no_default_dataset"),
+                "VOICELANE_TRAIN_DEFAULT_BASE": "none",
+                "VOICELANE_TRAIN_DEFAULT_PRESET": "tiny",
+                "VOICELANE_TRAIN_DEFAULT_STEPS": "2",
+                "VOICELANE_TRAIN_DEFAULT_ONNX": "0",
+            }
+        )
         env.update({k: str(v) for k, v in env_vars.items()})
         srv = SvcServer(workdir, env, host)
         servers.append(srv)
@@ -191,10 +204,34 @@ def svc_prod_bundle(tmp_path_factory, svc_kal_corpus) -> SvcBundle:
     """A real production-lane bundle from the tiny preset (built once per session, ~1 min)."""
     out = tmp_path_factory.mktemp("svc_prod_run")
     env = dict(os.environ, TRAIN_STATUS_PATH=str(out / "train_status.json"))
-    cmd = [sys.executable, "-m", "voicelane", "train", "--lane", "tts_prod_train", "--data", str(svc_kal_corpus),
-           "--profile", SVC_PROD_PROFILE, "--preset", "tiny", "--out", str(out), "--min-minutes", "0",
-           "--eval-max", "2", "--no-onnx", "--protocol", "--threads", "1",
-           "--consent-statement", str(svc_kal_corpus.parent / "consent.txt"), "--gates", '{"wer_max": 1.5}']
+    cmd = [
+        sys.executable,
+        "-m",
+        "voicelane",
+        "train",
+        "--lane",
+        "tts_prod_train",
+        "--data",
+        str(svc_kal_corpus),
+        "--profile",
+        SVC_PROD_PROFILE,
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--min-minutes",
+        "0",
+        "--eval-max",
+        "2",
+        "--no-onnx",
+        "--protocol",
+        "--threads",
+        "1",
+        "--consent-statement",
+        str(svc_kal_corpus.parent / "consent.txt"),
+        "--gates",
+        '{"wer_max": 1.5}',
+    ]
     res = subprocess.run(cmd, env=env, cwd=str(out), capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr[-4000:]
     b = SvcBundle(out, SVC_PROD_PROFILE)

@@ -54,8 +54,7 @@ def _materialise(folder: Path, files: dict) -> None:
             sf.write(path, _voiced(v["dur"], v["sr"], v["f0"], v["seed"]), v["sr"], subtype="PCM_16")
         elif "noise" in spec:
             v = spec["noise"]
-            sf.write(path, np.random.default_rng(1).normal(0, 1e-4, int(v["dur"] * v["sr"])), v["sr"],
-                     subtype="PCM_16")
+            sf.write(path, np.random.default_rng(1).normal(0, 1e-4, int(v["dur"] * v["sr"])), v["sr"], subtype="PCM_16")
         elif "text" in spec:
             path.write_bytes(spec["text"].encode("utf-8"))
         elif "latin1" in spec:
@@ -103,8 +102,7 @@ def _run_dataset(case: dict, tmp_path: Path) -> None:
 def _fresh_bundle(tmp_path: Path) -> Path:
     from test_bundle import make_sources
 
-    res = B.export_bundle(tmp_path / "root", "bad_voice", "Bad Voice", make_sources(tmp_path),
-                          "2026-01-01T00:00:00Z")
+    res = B.export_bundle(tmp_path / "root", "bad_voice", "Bad Voice", make_sources(tmp_path), "2026-01-01T00:00:00Z")
     assert res.ok, res.error
     return B.bundle_dir_for(tmp_path / "root", "bad_voice")
 
@@ -158,8 +156,9 @@ def _run_bundle(case: dict, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def bad_server(tmp_path_factory, svc_start_server, svc_kal_corpus):
     work = tmp_path_factory.mktemp("svc_bad")
-    srv = svc_start_server(work, VOICELANE_DATA_ROOTS=str(svc_kal_corpus.parent),
-                           VOICELANE_BUNDLE_ROOTS=str(work / "none"))
+    srv = svc_start_server(
+        work, VOICELANE_DATA_ROOTS=str(svc_kal_corpus.parent), VOICELANE_BUNDLE_ROOTS=str(work / "none")
+    )
     r = srv.client.post("/api/train/dataset", json={"mode": "check", "dataPath": str(svc_kal_corpus)})
     job_id = r.json()["jobId"]
     _wait(srv.client, job_id)

@@ -22,22 +22,47 @@ from voicelane.service.core.security import (
 )
 
 
-@pytest.mark.parametrize("text", ["NaN", '{"a": NaN}', '{"a": Infinity}', '{"a": -Infinity}', '{"a": 1e999}',
-                                  "[" * 3000 + "]" * 3000, '{"a":' * 33 + "1" + "}" * 33])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "NaN",
+        '{"a": NaN}',
+        '{"a": Infinity}',
+        '{"a": -Infinity}',
+        '{"a": 1e999}',
+        "[" * 3000 + "]" * 3000,
+        '{"a":' * 33 + "1" + "}" * 33,
+    ],
+)
 def test_strict_json_refuses(text):
     with pytest.raises(ValueError):
         strict_json_loads(text.encode())
 
 
 def test_strict_json_keeps_ordinary_numbers():
-    assert strict_json_loads(b'{"a": 1.5e3, "b": [1, -2], "c": {"d": 0.0}}') == {"a": 1500.0, "b": [1, -2],
-                                                                                   "c": {"d": 0.0}}
+    assert strict_json_loads(b'{"a": 1.5e3, "b": [1, -2], "c": {"d": 0.0}}') == {
+        "a": 1500.0,
+        "b": [1, -2],
+        "c": {"d": 0.0},
+    }
 
 
-@pytest.mark.parametrize("value, expected", [
-    (None, None), ("3", 3), (" 12 ", 12), ("²", None), ("٣", None), ("9" * 5000, None), ("-1", None),
-    ("1e3", None), ("", None), ("99999999999999999999", None), ("9999999999999999999", 2**62),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (None, None),
+        ("3", 3),
+        (" 12 ", 12),
+        ("²", None),
+        ("٣", None),
+        ("9" * 5000, None),
+        ("-1", None),
+        ("1e3", None),
+        ("", None),
+        ("99999999999999999999", None),
+        ("9999999999999999999", 2**62),
+    ],
+)
 def test_last_event_id(value, expected):
     assert parse_event_id(value) == expected
 
@@ -103,8 +128,13 @@ def test_host_and_origin_rules():
 
 
 def test_settings_from_env():
-    s = Settings.from_env({"VOICELANE_AUTH": "off", "VOICELANE_ALLOWED_HOSTS": "a.lan, b.lan",
-                           "VOICELANE_CORS_ORIGINS": "http://x.example"})
+    s = Settings.from_env(
+        {
+            "VOICELANE_AUTH": "off",
+            "VOICELANE_ALLOWED_HOSTS": "a.lan, b.lan",
+            "VOICELANE_CORS_ORIGINS": "http://x.example",
+        }
+    )
     assert s.auth == "off" and s.allowed_hosts == ["a.lan", "b.lan"] and s.cors_origins == ["http://x.example"]
     assert not s.admin_token_required
     assert Settings().admin_token_required  # the default: a token even on loopback
@@ -144,7 +174,9 @@ def test_reported_code_reads_the_cli_error_line():
     from voicelane.errors import reported_code
 
     assert reported_code(["PROGRESS 1 9", "error: dataset_too_small: 0.7 min kept", "next: record more"]) == (
-        "dataset_too_small", "0.7 min kept")
+        "dataset_too_small",
+        "0.7 min kept",
+    )
     assert reported_code(["error: internal_error: boom"]) is None
     assert reported_code(["error: not_a_code: x", "warning: dataset_empty: y"]) is None
 
@@ -170,8 +202,28 @@ def test_cli_refuses_non_finite_gates(tmp_path, gates):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "voicelane", "train", "--lane", "tts_voice_train", "--data",
-                        str(tmp_path), "--profile", "g1", "--preset", "tiny", "--out", str(tmp_path / "out"),
-                        "--gates", gates], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voicelane",
+            "train",
+            "--lane",
+            "tts_voice_train",
+            "--data",
+            str(tmp_path),
+            "--profile",
+            "g1",
+            "--preset",
+            "tiny",
+            "--out",
+            str(tmp_path / "out"),
+            "--gates",
+            gates,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode != 0 and "invalid_argument" in r.stderr and "gates.wer_max" in r.stderr, r.stderr[-500:]
     assert not (tmp_path / "out").exists()

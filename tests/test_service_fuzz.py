@@ -16,10 +16,15 @@ MAX_EXAMPLES = 20
 def svc_fuzz_server(tmp_path_factory, svc_start_server, svc_prod_bundle):
     work = tmp_path_factory.mktemp("svc_fuzz")
     # data roots that do not exist: no generated request can start a real training job
-    return svc_start_server(work, VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
-                            VOICELANE_DATA_ROOTS=str(work / "no_such_root"), VOICELANE_SPEAK_TIMEOUT_S="120",
-                            VOICELANE_SPEAK_QUEUE_SIZE="64", VOICELANE_RATE_LIMIT_PER_MIN="100000",
-                            VOICELANE_RATE_LIMIT_BURST="100000")
+    return svc_start_server(
+        work,
+        VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
+        VOICELANE_DATA_ROOTS=str(work / "no_such_root"),
+        VOICELANE_SPEAK_TIMEOUT_S="120",
+        VOICELANE_SPEAK_QUEUE_SIZE="64",
+        VOICELANE_RATE_LIMIT_PER_MIN="100000",
+        VOICELANE_RATE_LIMIT_BURST="100000",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +47,23 @@ def test_openapi_fuzz_no_server_errors(svc_fuzz_schema, svc_fuzz_server):
         op = result.ok()
         labels.append(op.label)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+
+            @settings(
+                max_examples=MAX_EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=op.as_strategy(generation_mode=mode))
             def run(case):
                 resp = case.call(base_url=svc_fuzz_server.url, headers=svc_fuzz_server.auth_headers, timeout=150)
                 if resp.status_code >= 500:
-                    failures.append(f"{case.operation.label} -> {resp.status_code} {resp.text[:300]}\n"
-                                    f"{case.as_curl_command(base_url=svc_fuzz_server.url)}")
+                    failures.append(
+                        f"{case.operation.label} -> {resp.status_code} {resp.text[:300]}\n"
+                        f"{case.as_curl_command(base_url=svc_fuzz_server.url)}"
+                    )
 
             try:
                 run()
@@ -60,22 +74,52 @@ def test_openapi_fuzz_no_server_errors(svc_fuzz_schema, svc_fuzz_server):
     assert len(labels) >= 12, labels
     assert not failures, "\n\n".join(failures[:10])
     # operations that take a body or constrained parameters really got invalid input
-    assert not {"POST /api/voice/speak", "POST /api/train/start", "POST /api/train/dataset",
-                "GET /api/train/jobs"} & set(no_negative), no_negative
+    assert not {
+        "POST /api/voice/speak",
+        "POST /api/train/start",
+        "POST /api/train/dataset",
+        "GET /api/train/jobs",
+    } & set(no_negative), no_negative
 
 
 def test_openapi_document(svc_fuzz_server):
     doc = svc_fuzz_server.client.get("/openapi.json").json()
     paths = doc["paths"]
-    for p in ("/api/train/start", "/api/train/dataset", "/api/train/job/{job_id}", "/api/train/status",
-              "/api/train/status/reset", "/api/train/jobs", "/api/train/job/{job_id}/cancel",
-              "/api/train/job/{job_id}/events", "/api/train/job/{job_id}/log", "/api/voice/speak",
-              "/api/voice/profiles", "/health"):
+    for p in (
+        "/api/train/start",
+        "/api/train/dataset",
+        "/api/train/job/{job_id}",
+        "/api/train/status",
+        "/api/train/status/reset",
+        "/api/train/jobs",
+        "/api/train/job/{job_id}/cancel",
+        "/api/train/job/{job_id}/events",
+        "/api/train/job/{job_id}/log",
+        "/api/voice/speak",
+        "/api/voice/profiles",
+        "/health",
+    ):
         assert p in paths, p
     speak = paths["/api/voice/speak"]["post"]
     props = speak["requestBody"]["content"]["application/json"]["schema"]["properties"]
-    for field in ("text", "mode", "priority", "voiceProfile", "voice_profile_id", "format", "consent_asserted",
-                  "watermark_mode", "traceId", "missionId", "eventId", "referenceAudioHash", "dedupe_key",
-                  "provider", "contextTier", "sessionState", "voiceMode"):
+    for field in (
+        "text",
+        "mode",
+        "priority",
+        "voiceProfile",
+        "voice_profile_id",
+        "format",
+        "consent_asserted",
+        "watermark_mode",
+        "traceId",
+        "missionId",
+        "eventId",
+        "referenceAudioHash",
+        "dedupe_key",
+        "provider",
+        "contextTier",
+        "sessionState",
+        "voiceMode",
+    ):
         assert field in props, field
     assert {"400", "403", "404", "429", "503", "504"} <= set(speak["responses"])

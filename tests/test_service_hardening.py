@@ -21,17 +21,23 @@ from test_service_jobs import sse_events, wait_job
 def svc_hard_server(tmp_path_factory, svc_start_server, svc_kal_corpus):
     """Jobs only (no voice)."""
     work = tmp_path_factory.mktemp("svc_hard")
-    return svc_start_server(work, VOICELANE_BUNDLE_ROOTS=str(work / "none"),
-                            VOICELANE_DATA_ROOTS=str(svc_kal_corpus.parent))
+    return svc_start_server(
+        work, VOICELANE_BUNDLE_ROOTS=str(work / "none"), VOICELANE_DATA_ROOTS=str(svc_kal_corpus.parent)
+    )
 
 
 @pytest.fixture(scope="module")
 def svc_hard_voice(tmp_path_factory, svc_start_server, svc_prod_bundle):
     work = tmp_path_factory.mktemp("svc_hard_voice")
-    return svc_start_server(work, VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
-                            VOICELANE_DATA_ROOTS=str(work / "none"), VOICELANE_MISSION_BUDGET_CHARS="40",
-                            VOICELANE_SPEAK_TIMEOUT_S="120", VOICELANE_RATE_LIMIT_PER_MIN="100000",
-                            VOICELANE_RATE_LIMIT_BURST="1000")
+    return svc_start_server(
+        work,
+        VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
+        VOICELANE_DATA_ROOTS=str(work / "none"),
+        VOICELANE_MISSION_BUDGET_CHARS="40",
+        VOICELANE_SPEAK_TIMEOUT_S="120",
+        VOICELANE_RATE_LIMIT_PER_MIN="100000",
+        VOICELANE_RATE_LIMIT_BURST="1000",
+    )
 
 
 def _audit(srv) -> list[dict]:
@@ -52,8 +58,9 @@ def test_trace_id_that_no_header_can_carry(svc_hard_voice):
     # the budget was not charged: the same text in the same mission still fits once
     ok = c.post("/api/voice/speak", json={"text": text, "missionId": mission, "traceId": "trace-ok-1"})
     assert ok.status_code == 200 and ok.headers["x-trace-id"] == "trace-ok-1", ok.text[:300]
-    assert c.post("/api/voice/speak", json={"text": text, "missionId": mission}).json()["error"] == \
-        "voice_budget_exceeded"
+    assert (
+        c.post("/api/voice/speak", json={"text": text, "missionId": mission}).json()["error"] == "voice_budget_exceeded"
+    )
     r = c.post("/api/voice/speak", json={"text": "hi", "tenantId": "mandant-é"})
     assert r.status_code == 400
 
@@ -71,11 +78,18 @@ def test_unreadable_text_is_a_400_with_its_span(svc_hard_voice):
     assert r.status_code == 200 and r.headers["content-type"] == "audio/wav", r.text[:300]
 
 
-@pytest.mark.parametrize("body", [
-    '{"text": NaN}', '{"jobType": "train", "steps": Infinity}', '{"jobType": "train", "minMinutes": -Infinity}',
-    '{"jobType": "train", "gates": {"wer_max": NaN}}', '{"jobType": "train", "gates": {"wer_max": 1e999}}',
-    "[" * 5000 + "]" * 5000, '{"a":' * 40 + "1" + "}" * 40,
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"text": NaN}',
+        '{"jobType": "train", "steps": Infinity}',
+        '{"jobType": "train", "minMinutes": -Infinity}',
+        '{"jobType": "train", "gates": {"wer_max": NaN}}',
+        '{"jobType": "train", "gates": {"wer_max": 1e999}}',
+        "[" * 5000 + "]" * 5000,
+        '{"a":' * 40 + "1" + "}" * 40,
+    ],
+)
 def test_json_is_parsed_strictly(svc_hard_server, body):
     """#7: NaN/Infinity (and numbers that overflow to them, and deep nesting) are refused."""
     r = svc_hard_server.client.post("/api/train/start", content=body, headers={"Content-Type": "application/json"})
@@ -105,8 +119,10 @@ def test_last_event_id_edge_cases(svc_hard_server, svc_kal_corpus):
 def test_child_error_code_reaches_the_job_record(svc_hard_server, svc_kal_corpus):
     """#3: a dataset job on a too-small dataset shows dataset_too_small, not internal_error."""
     c = svc_hard_server.client
-    r = c.post("/api/train/dataset", json={"mode": "prepare", "dataPath": str(svc_kal_corpus), "profile": "small",
-                                           "minMinutes": 500})
+    r = c.post(
+        "/api/train/dataset",
+        json={"mode": "prepare", "dataPath": str(svc_kal_corpus), "profile": "small", "minMinutes": 500},
+    )
     assert r.status_code == 200, r.text
     job_id = r.json()["jobId"]
     job = wait_job(c, job_id, lambda j: j["state"] in ("done", "error"), timeout=300)
@@ -148,21 +164,30 @@ def svc_slow_server(tmp_path):
     class StaticRegistry(VoiceRegistry):
         def refresh(self):
             with self._lock:
-                self.served = {"slow": ServedVoice("slow", tmp_path, {"lane": "production"}, (), "0" * 64,
-                                                   SlowVoice(), 4)}
+                self.served = {
+                    "slow": ServedVoice("slow", tmp_path, {"lane": "production"}, (), "0" * 64, SlowVoice(), 4)
+                }
             return {"loaded": ["slow"], "refused": [], "removed": []}
 
     started: list = []
 
     def start(timeout_s: float):
-        settings = Settings(data_dir=tmp_path / "var", bundle_roots=[], data_roots=[tmp_path], speak_workers=1,
-                            speak_queue_size=4, speak_timeout_s=timeout_s, speak_cache_entries=0,
-                            rate_limit_per_min=0, mission_budget_chars=0, tenant_daily_budget_chars=0,
-                            voice_rescan_s=0)
+        settings = Settings(
+            data_dir=tmp_path / "var",
+            bundle_roots=[],
+            data_roots=[tmp_path],
+            speak_workers=1,
+            speak_queue_size=4,
+            speak_timeout_s=timeout_s,
+            speak_cache_entries=0,
+            rate_limit_per_min=0,
+            mission_budget_chars=0,
+            tenant_daily_budget_chars=0,
+            voice_rescan_s=0,
+        )
         app = create_app(settings, voices=StaticRegistry([]))
         port = svc_free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                               lifespan="on"))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
         t = threading.Thread(target=server.run, daemon=True)
         t.start()
         deadline = time.monotonic() + 30

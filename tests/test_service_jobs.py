@@ -19,8 +19,9 @@ TINY = {"preset": "tiny", "minMinutes": 0, "evalMax": 2, "onnx": False}
 @pytest.fixture(scope="module")
 def svc_jobs_server(tmp_path_factory, svc_start_server, svc_kal_corpus):
     work = tmp_path_factory.mktemp("svc_jobs")
-    return svc_start_server(work, VOICELANE_DATA_ROOTS=str(svc_kal_corpus.parent),
-                            VOICELANE_BUNDLE_ROOTS=str(work / "no_bundles"))
+    return svc_start_server(
+        work, VOICELANE_DATA_ROOTS=str(svc_kal_corpus.parent), VOICELANE_BUNDLE_ROOTS=str(work / "no_bundles")
+    )
 
 
 def wait_job(client, job_id, pred, timeout=600.0, every=0.5):
@@ -75,8 +76,15 @@ def svc_done_job(svc_jobs_server, svc_kal_corpus):
     cancel_pending = c.post(f"/api/train/job/{queued}/cancel").json()
     job = wait_job(c, job_id, lambda j: j["state"] not in ("pending", "running"))
     t.join(60)
-    return {"id": job_id, "job": job, "events": seen.get("events"), "queued": queued, "queued_view": queued_view,
-            "pending_list": pending_list, "cancel_pending": cancel_pending}
+    return {
+        "id": job_id,
+        "job": job,
+        "events": seen.get("events"),
+        "queued": queued,
+        "queued_view": queued_view,
+        "pending_list": pending_list,
+        "cancel_pending": cancel_pending,
+    }
 
 
 def test_tiny_voice_job_runs_to_done(svc_done_job, svc_jobs_server):
@@ -130,8 +138,9 @@ def test_sse_delivers_lines_in_order_and_resumes(svc_done_job, svc_jobs_server):
     assert first_progress["current"] == 1 and first_progress["total"] == svc_done_job["job"]["progress"]["total"]
     resumed = sse_events(svc_jobs_server.client, svc_done_job["id"], headers={"Last-Event-ID": "3"})
     assert [int(e[0]) for e in resumed if e[1] != "end"] == list(range(4, len(lines) + 1))
-    by_query = svc_jobs_server.client.get(f"/api/train/job/{svc_done_job['id']}/events",
-                                          params={"lastEventId": len(lines)})
+    by_query = svc_jobs_server.client.get(
+        f"/api/train/job/{svc_done_job['id']}/events", params={"lastEventId": len(lines)}
+    )
     assert "event: end" in by_query.text and "event: progress" not in by_query.text
 
 
@@ -188,22 +197,34 @@ def test_training_route_errors(svc_jobs_server, svc_kal_corpus):
         assert body["error"] == code and body["message"] and body["traceId"], body
         return body
 
-    err(c.post("/api/train/start", json={"jobType": "tts_magic", "dataPath": "kal12", "profile": "x"}),
-        400, "invalid_job_type")
+    err(
+        c.post("/api/train/start", json={"jobType": "tts_magic", "dataPath": "kal12", "profile": "x"}),
+        400,
+        "invalid_job_type",
+    )
     err(c.post("/api/train/start", json={"jobType": "", "dataPath": "kal12", "profile": "x"}), 400, "invalid_job_type")
     err(c.post("/api/train/start", json={"dataPath": "kal12", "profile": "Bad Profile!"}), 400, "profile_id_invalid")
-    b = err(c.post("/api/train/start", json={"dataPath": "kal12", "profile": "ok", "preset": "huge"}),
-            400, "invalid_request")
+    b = err(
+        c.post("/api/train/start", json={"dataPath": "kal12", "profile": "ok", "preset": "huge"}),
+        400,
+        "invalid_request",
+    )
     assert b["details"]["issues"][0]["field"] == "preset"
     err(c.post("/api/train/start", json={"dataPath": "/etc", "profile": "ok"}), 400, "path_not_allowed")
     err(c.post("/api/train/start", json={"dataPath": "../../..", "profile": "ok"}), 400, "path_not_allowed")
     err(c.post("/api/train/start", json={"dataPath": "missing_dir", "profile": "ok"}), 400, "missing_audio_path")
-    err(c.post("/api/train/start", content=b"not json", headers={"content-type": "application/json"}),
-        400, "invalid_request")
+    err(
+        c.post("/api/train/start", content=b"not json", headers={"content-type": "application/json"}),
+        400,
+        "invalid_request",
+    )
     err(c.post("/api/train/start", json=[1, 2]), 400, "invalid_request")
     err(c.post("/api/train/dataset", json={"mode": "explode", "dataPath": "kal12"}), 400, "invalid_request")
-    err(c.post("/api/train/start", content=b"{" + b" " * 70000 + b"}", headers={"content-type": "application/json"}),
-        413, "request_too_large")
+    err(
+        c.post("/api/train/start", content=b"{" + b" " * 70000 + b"}", headers={"content-type": "application/json"}),
+        413,
+        "request_too_large",
+    )
     for path in ("/api/train/job/job-nope", "/api/train/job/job-nope/log", "/api/train/job/job-nope/events"):
         err(c.get(path), 404, "job_not_found")
     err(c.post("/api/train/job/job-nope/cancel"), 404, "job_not_found")
@@ -225,8 +246,9 @@ def _pid_gone(pid: int) -> bool:
 
 def test_cancel_running_job(svc_jobs_server, svc_kal_corpus):
     c = svc_jobs_server.client
-    job_id = start_job(c, jobType="tts_voice_train", dataPath=str(svc_kal_corpus), profile="svc_c",
-                       **(TINY | {"steps": 5000}))
+    job_id = start_job(
+        c, jobType="tts_voice_train", dataPath=str(svc_kal_corpus), profile="svc_c", **(TINY | {"steps": 5000})
+    )
     wait_job(c, job_id, lambda j: j["state"] == "running" and j["progress"]["current"] >= 1, timeout=300)
     db_pid = _job_pid(svc_jobs_server, job_id)
     rep = c.post(f"/api/train/job/{job_id}/cancel")
@@ -258,8 +280,9 @@ def _job_pid(server, job_id: str) -> int:
 def test_restart_keeps_records_and_marks_orphans(svc_jobs_server, svc_done_job, svc_kal_corpus):
     """Last in this module: kill -9 the service while a job runs, start it again."""
     c = svc_jobs_server.client
-    job_id = start_job(c, jobType="tts_voice_train", dataPath=str(svc_kal_corpus), profile="svc_d",
-                       **(TINY | {"steps": 5000}))
+    job_id = start_job(
+        c, jobType="tts_voice_train", dataPath=str(svc_kal_corpus), profile="svc_d", **(TINY | {"steps": 5000})
+    )
     wait_job(c, job_id, lambda j: j["state"] == "running" and j["progress"]["current"] >= 1, timeout=300)
     pid = _job_pid(svc_jobs_server, job_id)
     assert not _pid_gone(pid)
@@ -285,11 +308,21 @@ def test_restart_keeps_records_and_marks_orphans(svc_jobs_server, svc_done_job, 
 def test_token_required_beyond_loopback(tmp_path_factory, svc_start_server):
     """Bound to 0.0.0.0: training/admin routes need the bearer token; speak stays open."""
     work = tmp_path_factory.mktemp("svc_token")
-    srv = svc_start_server(work, host="0.0.0.0", VOICELANE_API_TOKEN="s3cret",
-                           VOICELANE_BUNDLE_ROOTS=str(work / "none"), VOICELANE_DATA_ROOTS=str(work))
+    srv = svc_start_server(
+        work,
+        host="0.0.0.0",
+        VOICELANE_API_TOKEN="s3cret",
+        VOICELANE_BUNDLE_ROOTS=str(work / "none"),
+        VOICELANE_DATA_ROOTS=str(work),
+    )
     c = srv.client
-    for method, path in (("GET", "/api/train/jobs"), ("POST", "/api/train/start"), ("GET", "/api/train/status"),
-                         ("POST", "/api/train/status/reset"), ("POST", "/api/voice/reload")):
+    for method, path in (
+        ("GET", "/api/train/jobs"),
+        ("POST", "/api/train/start"),
+        ("GET", "/api/train/status"),
+        ("POST", "/api/train/status/reset"),
+        ("POST", "/api/voice/reload"),
+    ):
         r = c.request(method, path, json={})
         assert r.status_code == 401 and r.json()["error"] == "unauthorized", (path, r.text)
         assert r.headers["www-authenticate"] == "Bearer"

@@ -30,15 +30,18 @@ from voicelane.service.models import SpeakRequest
 # --- context gate / consent / provider ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kw, rule", [
-    ({"context_tier": "tier0"}, "context_tier"),
-    ({"context_tier": "TIER0"}, "context_tier"),
-    ({"session_state": "paused"}, "session_state"),
-    ({"session_state": "ended"}, "session_state"),
-    ({"voice_mode": "off"}, "voice_mode"),
-    ({"voice_mode": "dnd"}, "voice_mode"),
-    ({"voice_mode": "critical_only"}, "voice_mode_critical_only"),
-])
+@pytest.mark.parametrize(
+    "kw, rule",
+    [
+        ({"context_tier": "tier0"}, "context_tier"),
+        ({"context_tier": "TIER0"}, "context_tier"),
+        ({"session_state": "paused"}, "session_state"),
+        ({"session_state": "ended"}, "session_state"),
+        ({"voice_mode": "off"}, "voice_mode"),
+        ({"voice_mode": "dnd"}, "voice_mode"),
+        ({"voice_mode": "critical_only"}, "voice_mode_critical_only"),
+    ],
+)
 def test_context_gate_suppresses(kw, rule):
     args = {"context_tier": None, "session_state": None, "voice_mode": None} | kw
     assert context_gate("info", **args)["rule"] == rule
@@ -71,7 +74,10 @@ def test_provider_policy():
     with pytest.raises(ApiError) as ei:
         local_only.decide("acme-cloud", "info")
     assert (ei.value.status, ei.value.code, ei.value.details["reason"]) == (
-        403, "voice_provider_not_allowed", "remote_providers_disabled")
+        403,
+        "voice_provider_not_allowed",
+        "remote_providers_disabled",
+    )
     # critical / action always route local, even when a remote provider is asked for
     d = local_only.decide("acme-cloud", "critical")
     assert (d.provider, d.rerouted, d.requested) == ("local", True, "acme-cloud")
@@ -186,8 +192,11 @@ def test_pool_priority_order_and_bounded_queue():
         deadline = time.monotonic() + 5
         while pool.running == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        futs = [pool.submit(2, lambda: order.append("info")), pool.submit(1, lambda: order.append("warn")),
-                pool.submit(0, lambda: order.append("critical"))]
+        futs = [
+            pool.submit(2, lambda: order.append("info")),
+            pool.submit(1, lambda: order.append("warn")),
+            pool.submit(0, lambda: order.append("critical")),
+        ]
         with pytest.raises(QueueFull):
             pool.submit(0, lambda: None)
         gate.set()
@@ -227,10 +236,17 @@ def test_speak_request_model():
     r = SpeakRequest.model_validate({"text": "hi", "unknownKey": 1, "eventId": 42})
     assert r.mode == "callout" and r.priority == "info" and r.format == "wav" and r.eventId == "42"
     assert r.watermark_mode == "none"
-    for bad in ({"text": ""}, {"text": "   "}, {"text": "x" * 601}, {"text": "hi", "mode": "shout"},
-                {"text": "hi", "priority": "urgent"}, {"text": "hi", "format": "ogg"},
-                {"text": "hi", "consent_asserted": "yes"}, {"text": "hi", "voiceProfile": "Bad Id"},
-                {"text": "hi", "missionId": "x" * 200}):
+    for bad in (
+        {"text": ""},
+        {"text": "   "},
+        {"text": "x" * 601},
+        {"text": "hi", "mode": "shout"},
+        {"text": "hi", "priority": "urgent"},
+        {"text": "hi", "format": "ogg"},
+        {"text": "hi", "consent_asserted": "yes"},
+        {"text": "hi", "voiceProfile": "Bad Id"},
+        {"text": "hi", "missionId": "x" * 200},
+    ):
         with pytest.raises(ValueError):
             SpeakRequest.model_validate(bad)
 
@@ -239,10 +255,15 @@ def test_speak_request_model():
 
 
 def test_settings_from_env(tmp_path):
-    s = Settings.from_env({"VOICELANE_DATA_DIR": str(tmp_path), "VOICELANE_MAX_TRAIN_JOBS": "2",
-                           "VOICELANE_DEDUPE_COOLDOWN_S": "info=1,critical=0",
-                           "VOICELANE_REMOTE_PROVIDERS": "Acme, other",
-                           "VOICELANE_DATA_ROOTS": f"{tmp_path}/a{':'}{tmp_path}/b"}).resolved()
+    s = Settings.from_env(
+        {
+            "VOICELANE_DATA_DIR": str(tmp_path),
+            "VOICELANE_MAX_TRAIN_JOBS": "2",
+            "VOICELANE_DEDUPE_COOLDOWN_S": "info=1,critical=0",
+            "VOICELANE_REMOTE_PROVIDERS": "Acme, other",
+            "VOICELANE_DATA_ROOTS": f"{tmp_path}/a{':'}{tmp_path}/b",
+        }
+    ).resolved()
     assert s.max_train_jobs == 2 and s.dedupe_cooldown_s["info"] == 1 and s.dedupe_cooldown_s["warn"] == 15
     assert s.remote_providers == ["acme", "other"]
     assert s.db_path == tmp_path / "voicelane.db"
@@ -288,20 +309,22 @@ def test_confine_paths(tmp_path):
 def test_decoded_chunks_keep_split_characters_and_lines():
     from voicelane.protocol import iter_lines
 
-    data = "PROGRESS 1 2\nSTATS {\"name\":\"é✓\"}\nARTIFACT a/b\n".encode()
-    chunks = [data[i:i + 3] for i in range(0, len(data), 3)]  # splits lines and UTF-8 characters
+    data = 'PROGRESS 1 2\nSTATS {"name":"é✓"}\nARTIFACT a/b\n'.encode()
+    chunks = [data[i : i + 3] for i in range(0, len(data), 3)]  # splits lines and UTF-8 characters
     it = iter(chunks)
     lines = list(iter_lines(decoded_chunks(lambda: next(it, b""))))
-    assert lines == ["PROGRESS 1 2", "STATS {\"name\":\"é✓\"}", "ARTIFACT a/b"]
+    assert lines == ["PROGRESS 1 2", 'STATS {"name":"é✓"}', "ARTIFACT a/b"]
     it2 = iter([b"x" * 50, b"y" * 50, b""])
     assert [len(x) for x in iter_lines(decoded_chunks(lambda: next(it2, b""), limit=60))] == [100]
 
 
 def test_local_runner_terminates_process_group(tmp_path):
-    code = ("import subprocess, sys, time\n"
-            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-            "print('PROGRESS 0 1', flush=True); print(child.pid, flush=True)\n"
-            "time.sleep(60)\n")
+    code = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print('PROGRESS 0 1', flush=True); print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
     h = LocalRunner().start([sys.executable, "-c", code], {"PATH": "/usr/bin:/bin"}, tmp_path)
     lines = h.lines()
     assert next(lines) == ("stdout", "PROGRESS 0 1")
@@ -310,8 +333,11 @@ def test_local_runner_terminates_process_group(tmp_path):
     h.terminate(grace_s=5)
     assert h.wait(5) == -15 and time.monotonic() - t0 < 5
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and Path(f"/proc/{grandchild}/cmdline").exists() and \
-            Path(f"/proc/{grandchild}/cmdline").read_bytes():
+    while (
+        time.monotonic() < deadline
+        and Path(f"/proc/{grandchild}/cmdline").exists()
+        and Path(f"/proc/{grandchild}/cmdline").read_bytes()
+    ):
         time.sleep(0.05)
     assert not Path(f"/proc/{grandchild}/cmdline").exists() or not Path(f"/proc/{grandchild}/cmdline").read_bytes()
     with pytest.raises(TypeError):
@@ -340,8 +366,9 @@ def test_watermark_modes():
     with pytest.raises(ApiError) as ei:
         check_watermark("audible")
     assert (ei.value.status, ei.value.code) == (400, "voice_watermark_unsupported")
-    r = SpeakRequest.model_validate({"text": "hi", "watermark_mode": " OFF ", "format": "MP3",
-                                     "voiceProfile": "Demo_Voice"})
+    r = SpeakRequest.model_validate(
+        {"text": "hi", "watermark_mode": " OFF ", "format": "MP3", "voiceProfile": "Demo_Voice"}
+    )
     assert (r.watermark_mode, r.format, r.voiceProfile) == ("off", "mp3", "Demo_Voice")
 
 

@@ -35,16 +35,21 @@ def test_hostile_page_cannot_start_a_job(svc_sec_server):
         assert r.status_code == 401 and r.json()["error"] == "unauthorized"
     r = srv.client.post("/api/train/dataset", content=body, headers={"Content-Type": "text/plain"})
     assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type", r.text
-    r = srv.client.post("/api/train/dataset", content=body,
-                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = srv.client.post(
+        "/api/train/dataset", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert r.status_code == 415
-    r = srv.client.post("/api/train/dataset", content=body,
-                        headers={"Content-Type": "application/json", "Origin": EVIL})
+    r = srv.client.post(
+        "/api/train/dataset", content=body, headers={"Content-Type": "application/json", "Origin": EVIL}
+    )
     assert r.status_code == 403 and r.json()["error"] == "origin_not_allowed"
     assert _jobs(srv) == 0
     # the same page served by the service itself (same origin) may
-    r = srv.client.post("/api/train/dataset", content=body,
-                        headers={"Content-Type": "application/json; charset=utf-8", "Origin": srv.url})
+    r = srv.client.post(
+        "/api/train/dataset",
+        content=body,
+        headers={"Content-Type": "application/json; charset=utf-8", "Origin": srv.url},
+    )
     assert r.status_code == 200 and r.json()["started"], r.text
     assert _jobs(srv) == 1
 
@@ -86,21 +91,39 @@ def test_token_file_and_announcement(svc_sec_server):
 def test_cors_off_by_default(svc_sec_server):
     r = svc_sec_server.client.get("/api/voice/profiles", headers={"Origin": EVIL})
     assert "access-control-allow-origin" not in r.headers
-    r = svc_sec_server.client.options("/api/voice/speak", headers={
-        "Origin": EVIL, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    r = svc_sec_server.client.options(
+        "/api/voice/speak",
+        headers={
+            "Origin": EVIL,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
     assert "access-control-allow-origin" not in r.headers
 
 
 def test_configured_cors_and_hosts_and_auth_off(tmp_path_factory, svc_start_server):
     work = tmp_path_factory.mktemp("svc_sec_cfg")
     studio = "http://studio.example:9000"
-    srv = svc_start_server(work, VOICELANE_BUNDLE_ROOTS=str(work / "none"), VOICELANE_DATA_ROOTS=str(work),
-                           VOICELANE_CORS_ORIGINS=studio, VOICELANE_ALLOWED_HOSTS="voice.lan", VOICELANE_AUTH="off")
+    srv = svc_start_server(
+        work,
+        VOICELANE_BUNDLE_ROOTS=str(work / "none"),
+        VOICELANE_DATA_ROOTS=str(work),
+        VOICELANE_CORS_ORIGINS=studio,
+        VOICELANE_ALLOWED_HOSTS="voice.lan",
+        VOICELANE_AUTH="off",
+    )
     assert srv.token is None and not (work / "var" / "api_token").exists()
     with srv.bare_client() as c:
         assert c.get("/api/train/jobs").status_code == 200  # auth off on loopback
-        pre = c.options("/api/train/start", headers={"Origin": studio, "Access-Control-Request-Method": "POST",
-                                                     "Access-Control-Request-Headers": "content-type"})
+        pre = c.options(
+            "/api/train/start",
+            headers={
+                "Origin": studio,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
         assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == studio
         r = c.post("/api/train/start", json={"jobType": "nope"}, headers={"Origin": studio})
         assert r.status_code == 400 and r.json()["error"] == "invalid_job_type"

@@ -39,10 +39,17 @@ def svc_voice_server(tmp_path_factory, svc_start_server, svc_prod_bundle):
     (bad / "model.safetensors").write_bytes(bytes(data))
     _copy_bundle(svc_prod_bundle.bundle_dir, extra, "live1")
     srv = svc_start_server(
-        work, VOICELANE_BUNDLE_ROOTS=f"{svc_prod_bundle.root}:{extra}", VOICELANE_DEFAULT_PROFILE="svc_prod",
-        VOICELANE_DATA_ROOTS=str(work / "no_data"), VOICELANE_MISSION_BUDGET_CHARS="150",
-        VOICELANE_TENANT_DAILY_BUDGET_CHARS="300", VOICELANE_RATE_LIMIT_PER_MIN="6", VOICELANE_RATE_LIMIT_BURST="6",
-        VOICELANE_DEDUPE_COOLDOWN_S="info=30,warn=30,critical=0,action=0", VOICELANE_SPEAK_TIMEOUT_S="60")
+        work,
+        VOICELANE_BUNDLE_ROOTS=f"{svc_prod_bundle.root}:{extra}",
+        VOICELANE_DEFAULT_PROFILE="svc_prod",
+        VOICELANE_DATA_ROOTS=str(work / "no_data"),
+        VOICELANE_MISSION_BUDGET_CHARS="150",
+        VOICELANE_TENANT_DAILY_BUDGET_CHARS="300",
+        VOICELANE_RATE_LIMIT_PER_MIN="6",
+        VOICELANE_RATE_LIMIT_BURST="6",
+        VOICELANE_DEDUPE_COOLDOWN_S="info=30,warn=30,critical=0,action=0",
+        VOICELANE_SPEAK_TIMEOUT_S="60",
+    )
     srv.extra = extra
     return srv
 
@@ -104,31 +111,52 @@ def test_speak_returns_the_served_bundles_wav(svc_voice_server, svc_prod_bundle)
     assert_wav(speak(svc_voice_server, text="Check the gauge.", someFutureField={"x": 1}, watermark_mode="none"))
 
 
-@pytest.mark.parametrize("ctx", [{"contextTier": "tier0"}, {"sessionState": "paused"}, {"voiceMode": "off"},
-                                 {"voiceMode": "dnd"}, {"voiceMode": "critical_only", "priority": "warn"},
-                                 {"voiceMode": "critical_only", "priority": "info"}])
+@pytest.mark.parametrize(
+    "ctx",
+    [
+        {"contextTier": "tier0"},
+        {"sessionState": "paused"},
+        {"voiceMode": "off"},
+        {"voiceMode": "dnd"},
+        {"voiceMode": "critical_only", "priority": "warn"},
+        {"voiceMode": "critical_only", "priority": "info"},
+    ],
+)
 def test_context_gate_suppresses(svc_voice_server, ctx):
     b = assert_suppressed(speak(svc_voice_server, text="Fuel low.", **ctx), "voice_context_ineligible")
     assert b["details"]["rule"]
 
 
 def test_context_gate_lets_critical_through(svc_voice_server):
-    assert_wav(speak(svc_voice_server, text="Fuel low.", voiceMode="critical_only", priority="critical",
-                     contextTier="tier2", sessionState="active"))
+    assert_wav(
+        speak(
+            svc_voice_server,
+            text="Fuel low.",
+            voiceMode="critical_only",
+            priority="critical",
+            contextTier="tier2",
+            sessionState="active",
+        )
+    )
 
 
 def test_consent_required_for_reference_audio(svc_voice_server):
-    b = assert_error(speak(svc_voice_server, text="Fuel low.", referenceAudioHash="ab" * 32), 400,
-                     "voice_consent_required")
+    b = assert_error(
+        speak(svc_voice_server, text="Fuel low.", referenceAudioHash="ab" * 32), 400, "voice_consent_required"
+    )
     assert b["details"]["field"] == "consent_asserted"
-    assert_error(speak(svc_voice_server, text="Fuel low.", referenceAudioHash="ab" * 32, consent_asserted="true"),
-                 400, "voice_invalid_request")  # strictly a boolean
+    assert_error(
+        speak(svc_voice_server, text="Fuel low.", referenceAudioHash="ab" * 32, consent_asserted="true"),
+        400,
+        "voice_invalid_request",
+    )  # strictly a boolean
     assert_wav(speak(svc_voice_server, text="Fuel low.", referenceAudioHash="ab" * 32, consent_asserted=True))
 
 
 def test_provider_policy(svc_voice_server):
-    b = assert_error(speak(svc_voice_server, text="Fuel low.", provider="acme-cloud"), 403,
-                     "voice_provider_not_allowed")
+    b = assert_error(
+        speak(svc_voice_server, text="Fuel low.", provider="acme-cloud"), 403, "voice_provider_not_allowed"
+    )
     assert b["details"]["reason"] == "remote_providers_disabled"
     r = speak(svc_voice_server, text="Fuel low.", provider="acme-cloud", priority="critical")
     assert_wav(r)
@@ -142,11 +170,15 @@ def test_mission_budget(svc_voice_server):
     tenant = "tenant-" + uuid.uuid4().hex[:6]
     text = "Runway three is clear for departure, wind two seven zero at eight knots. " * 2  # 146 chars
     # a request that delivers nothing does not spend the budget
-    assert_error(speak(svc_voice_server, text=text, missionId=mission, tenantId=tenant, voiceProfile="nobody"),
-                 404, "voice_profile_not_found")
+    assert_error(
+        speak(svc_voice_server, text=text, missionId=mission, tenantId=tenant, voiceProfile="nobody"),
+        404,
+        "voice_profile_not_found",
+    )
     assert_wav(speak(svc_voice_server, text=text, missionId=mission, tenantId=tenant))
-    b = assert_error(speak(svc_voice_server, text="Again.", missionId=mission, tenantId=tenant), 429,
-                     "voice_budget_exceeded")
+    b = assert_error(
+        speak(svc_voice_server, text="Again.", missionId=mission, tenantId=tenant), 429, "voice_budget_exceeded"
+    )
     assert b["details"]["scope"] == "mission" and b["details"]["usedChars"] == len(text)
     assert_wav(speak(svc_voice_server, text="Again.", tenantId=tenant))  # another mission: fine
 
@@ -172,26 +204,40 @@ def test_rate_limit(svc_voice_server):
 def test_dedupe_cooldown_by_priority(svc_voice_server):
     mission, tenant = "mission-dd-" + uuid.uuid4().hex[:6], "tenant-dd"
     assert_wav(speak(svc_voice_server, text="Gear down.", eventId="ev-1", missionId=mission, tenantId=tenant))
-    b = assert_suppressed(speak(svc_voice_server, text="Gear down.", eventId="ev-1", missionId=mission,
-                                tenantId=tenant), "dedupe_cooldown")
+    b = assert_suppressed(
+        speak(svc_voice_server, text="Gear down.", eventId="ev-1", missionId=mission, tenantId=tenant),
+        "dedupe_cooldown",
+    )
     assert b["details"]["cooldownS"] == 30
     # critical has no cooldown here (VOICELANE_DEDUPE_COOLDOWN_S critical=0)
-    assert_wav(speak(svc_voice_server, text="Gear down.", eventId="ev-1", priority="critical", missionId=mission,
-                     tenantId=tenant))
+    assert_wav(
+        speak(
+            svc_voice_server, text="Gear down.", eventId="ev-1", priority="critical", missionId=mission, tenantId=tenant
+        )
+    )
     # dedupe_key wins over eventId
-    assert_wav(speak(svc_voice_server, text="Flaps.", dedupe_key="k1", eventId="a", missionId=mission,
-                     tenantId=tenant))
-    assert_suppressed(speak(svc_voice_server, text="Flaps.", dedupe_key="k1", eventId="b", missionId=mission,
-                            tenantId=tenant), "dedupe_cooldown")
+    assert_wav(speak(svc_voice_server, text="Flaps.", dedupe_key="k1", eventId="a", missionId=mission, tenantId=tenant))
+    assert_suppressed(
+        speak(svc_voice_server, text="Flaps.", dedupe_key="k1", eventId="b", missionId=mission, tenantId=tenant),
+        "dedupe_cooldown",
+    )
 
 
-@pytest.mark.parametrize("bad, field", [
-    ({}, "text"), ({"text": ""}, "text"), ({"text": "   "}, "text"), ({"text": "x" * 601}, "text"),
-    ({"text": "hi", "mode": "shout"}, "mode"), ({"text": "hi", "priority": "urgent"}, "priority"),
-    ({"text": "hi", "format": "ogg"}, "format"), ({"text": "hi", "voiceProfile": "Not Valid"}, "voiceProfile"),
-    ({"text": "hi", "voiceProfile": "svc_prod", "voice_profile_id": "live1"}, "voiceProfile"),
-    ({"text": "☃☃☃ ☃☃"}, "text"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({}, "text"),
+        ({"text": ""}, "text"),
+        ({"text": "   "}, "text"),
+        ({"text": "x" * 601}, "text"),
+        ({"text": "hi", "mode": "shout"}, "mode"),
+        ({"text": "hi", "priority": "urgent"}, "priority"),
+        ({"text": "hi", "format": "ogg"}, "format"),
+        ({"text": "hi", "voiceProfile": "Not Valid"}, "voiceProfile"),
+        ({"text": "hi", "voiceProfile": "svc_prod", "voice_profile_id": "live1"}, "voiceProfile"),
+        ({"text": "☃☃☃ ☃☃"}, "text"),
+    ],
+)
 def test_invalid_requests(svc_voice_server, bad, field):
     b = assert_error(svc_voice_server.client.post("/api/voice/speak", json=bad), 400, "voice_invalid_request")
     assert field in [i["field"] for i in b["details"]["issues"]], b
@@ -199,8 +245,11 @@ def test_invalid_requests(svc_voice_server, bad, field):
 
 def test_invalid_bodies(svc_voice_server):
     c = svc_voice_server.client
-    assert_error(c.post("/api/voice/speak", content=b"{nope", headers={"content-type": "application/json"}),
-                 400, "voice_invalid_request")
+    assert_error(
+        c.post("/api/voice/speak", content=b"{nope", headers={"content-type": "application/json"}),
+        400,
+        "voice_invalid_request",
+    )
     assert_error(c.post("/api/voice/speak", json=["text"]), 400, "voice_invalid_request")
     assert_error(c.post("/api/voice/speak", json={"text": "a" * 70000}), 413, "request_too_large")
 
@@ -246,8 +295,16 @@ def test_manifest_change_revalidates(svc_voice_server):
 def test_audit_line_per_request_without_text(svc_voice_server):
     trace = "audit-" + uuid.uuid4().hex
     secret = "Zebra crossing quartz umbrella"
-    r = speak(svc_voice_server, text=secret, traceId=trace, eventId="ev-audit", referenceAudioHash="cd" * 32,
-              consent_asserted=True, priority="warn", mode="briefing")
+    r = speak(
+        svc_voice_server,
+        text=secret,
+        traceId=trace,
+        eventId="ev-audit",
+        referenceAudioHash="cd" * 32,
+        consent_asserted=True,
+        priority="warn",
+        mode="briefing",
+    )
     assert_wav(r)
     assert r.headers["x-trace-id"] == trace
     sup = speak(svc_voice_server, text=secret, traceId=trace + "-2", contextTier="tier0")
@@ -259,11 +316,28 @@ def test_audit_line_per_request_without_text(svc_voice_server):
     mine = [x for x in lines if x["traceId"] == trace]
     assert len(mine) == 1
     a = mine[0]
-    for k in ("ts", "traceId", "missionId", "eventId", "voiceProfile", "mode", "priority", "consent_asserted",
-              "referenceAudioHash", "outcome", "latency"):
+    for k in (
+        "ts",
+        "traceId",
+        "missionId",
+        "eventId",
+        "voiceProfile",
+        "mode",
+        "priority",
+        "consent_asserted",
+        "referenceAudioHash",
+        "outcome",
+        "latency",
+    ):
         assert k in a, k
     assert (a["eventId"], a["voiceProfile"], a["mode"], a["priority"], a["consent_asserted"], a["outcome"]) == (
-        "ev-audit", "svc_prod", "briefing", "warn", True, "ok")
+        "ev-audit",
+        "svc_prod",
+        "briefing",
+        "warn",
+        True,
+        "ok",
+    )
     assert a["referenceAudioHash"] == "cd" * 32 and a["latency"] > 0 and a["textChars"] == len(secret)
     assert [x["outcome"] for x in lines if x["traceId"] == trace + "-2"] == ["suppressed:voice_context_ineligible"]
 
@@ -293,13 +367,22 @@ def svc_fake_backend_server(tmp_path):
     class StaticRegistry(VoiceRegistry):
         def refresh(self):
             with self._lock:
-                self.served = {"fake": ServedVoice("fake", tmp_path, {"lane": "production"}, (), "0" * 64,
-                                                   FakeVoice(), 4)}
+                self.served = {
+                    "fake": ServedVoice("fake", tmp_path, {"lane": "production"}, (), "0" * 64, FakeVoice(), 4)
+                }
             return {"loaded": ["fake"], "refused": [], "removed": []}
 
-    settings = Settings(data_dir=tmp_path / "var", bundle_roots=[], data_roots=[tmp_path], speak_workers=1,
-                        speak_queue_size=1, speak_timeout_s=0.5, speak_cache_entries=0, rate_limit_per_min=0,
-                        voice_rescan_s=0)
+    settings = Settings(
+        data_dir=tmp_path / "var",
+        bundle_roots=[],
+        data_roots=[tmp_path],
+        speak_workers=1,
+        speak_queue_size=1,
+        speak_timeout_s=0.5,
+        speak_cache_entries=0,
+        rate_limit_per_min=0,
+        voice_rescan_s=0,
+    )
     app = create_app(settings, voices=StaticRegistry([]))
     port = svc_free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
@@ -309,8 +392,9 @@ def svc_fake_backend_server(tmp_path):
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", client=httpx.Client(base_url=f"http://127.0.0.1:{port}",
-                                                                             timeout=30))
+    yield SimpleNamespace(
+        url=f"http://127.0.0.1:{port}", client=httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    )
     server.should_exit = True
     t.join(30)
 

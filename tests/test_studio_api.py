@@ -226,21 +226,37 @@ def test_every_prompt_and_consent_statement_is_voiceable():
             assert frontend.phonemize(text, doc["language"]).tokens, (f.name, text)
 
 
-def test_voices_readiness_and_real_heldout_recordings(svc_start_server, svc_prod_bundle, svc_kal_corpus,
-                                                      tmp_path_factory):
+def test_voices_readiness_and_real_heldout_recordings(
+    svc_start_server, svc_prod_bundle, svc_kal_corpus, tmp_path_factory
+):
     work = tmp_path_factory.mktemp("studio_voices")
     reports, outside = work / "reports", work / "outside"
     outside.mkdir()
-    s = svc_start_server(work, VOICELANE_DATA_ROOTS=str(svc_kal_corpus.parent),
-                         VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root), VOICELANE_REPORTS_DIR=str(reports))
+    s = svc_start_server(
+        work,
+        VOICELANE_DATA_ROOTS=str(svc_kal_corpus.parent),
+        VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
+        VOICELANE_REPORTS_DIR=str(reports),
+    )
     prof, bdir = svc_prod_bundle.profile, svc_prod_bundle.bundle_dir
     paths = s.client.get("/openapi.json").json()["paths"]
     assert "/api/voice/profiles/{profile}/readiness" in paths and "/api/voice/profiles/{profile}/heldout" in paths
     ready = s.client.get(f"/api/voice/profiles/{prof}/readiness").json()
     assert (ready["state"], ready["reason"]) == ("not_assessed", "no_report")
-    cmd = [sys.executable, "-m", "voicelane", "readiness", "--bundle", str(bdir),
-           "--status", str(svc_prod_bundle.root / "train_status.json"), "--trace", str(work / "trace.jsonl"),
-           "--out", str(reports / "readiness.md")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "voicelane",
+        "readiness",
+        "--bundle",
+        str(bdir),
+        "--status",
+        str(svc_prod_bundle.root / "train_status.json"),
+        "--trace",
+        str(work / "trace.jsonl"),
+        "--out",
+        str(reports / "readiness.md"),
+    ]
     res = subprocess.run(cmd, cwd=str(work), capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stdout + res.stderr  # no verify record yet: NO-GO
     side = json.loads((reports / "readiness.json").read_text())

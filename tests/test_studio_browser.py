@@ -85,8 +85,12 @@ def studio(svc_start_server, svc_kal_corpus, tmp_path_factory):
     work = tmp_path_factory.mktemp("studio")
     roots = f"{svc_kal_corpus.parent}:{work / 'var'}"
     (work / "served").mkdir()
-    srv = svc_start_server(work, VOICELANE_DATA_ROOTS=roots, VOICELANE_BUNDLE_ROOTS=str(work / "served"),
-                           VOICELANE_REPORTS_DIR=str(work / "reports"))
+    srv = svc_start_server(
+        work,
+        VOICELANE_DATA_ROOTS=roots,
+        VOICELANE_BUNDLE_ROOTS=str(work / "served"),
+        VOICELANE_REPORTS_DIR=str(work / "reports"),
+    )
     assert srv.token, "the service made no per-install token"
     return srv
 
@@ -401,8 +405,9 @@ def test_voices_speak_plays_audio(studio, browser, svc_prod_bundle):
     _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, "#heldout-clip option"), 20, "the held-out sentences")
     drv.find_element(By.ID, "heldout-btn").click()
     # (the real take is a few seconds; the 2-step tiny voice says the sentence much faster)
-    both = ("const d = (i) => document.getElementById(i).duration; "
-            "return d('heldout-real') > 0.5 && d('heldout-voice') > 0")
+    both = (
+        "const d = (i) => document.getElementById(i).duration; return d('heldout-real') > 0.5 && d('heldout-voice') > 0"
+    )
     _wait(drv, lambda d: d.execute_script(both), 60, "the real recording and this voice")
     _shot(drv, "voices")
     # the bundle download is the served bundle, zipped

@@ -23,13 +23,13 @@ pytestmark = pytest.mark.slow
 
 # kill when this is seen on stdout: (phase of a STATS line, minimum train step) or "start" (a timer)
 STAGES = {
-    "dataset": "start",          # while importing / reading the dataset
+    "dataset": "start",  # while importing / reading the dataset
     "features": ("dataset", 0),  # the dataset STATS closes that phase: features are being made
-    "train": ("train", 3),       # mid-training, after a few steps
-    "evaluate": ("train", 30),   # the last training step is done: evaluating
-    "export": ("evaluate", 0),   # gates passed: the bundle is being exported
-    "finish": ("bundle", 0),     # bundle swapped in: the final status is being written
-    "publish": ("bundle", 0),    # with --publish: the bundle is being copied into the voice registry
+    "train": ("train", 3),  # mid-training, after a few steps
+    "evaluate": ("train", 30),  # the last training step is done: evaluating
+    "export": ("evaluate", 0),  # gates passed: the bundle is being exported
+    "finish": ("bundle", 0),  # bundle swapped in: the final status is being written
+    "publish": ("bundle", 0),  # with --publish: the bundle is being copied into the voice registry
 }
 
 
@@ -42,15 +42,42 @@ def kill_corpus(tmp_path_factory):
 
 
 def _cmd(root, out):
-    return [sys.executable, "-m", "voicelane", "train", "--lane", "tts_prod_train", "--data", str(root / "kal10"),
-            "--profile", "k1", "--preset", "tiny", "--out", str(out), "--min-minutes", "0", "--eval-max", "2",
-            "--steps", "30", "--threads", "1", "--no-onnx", "--protocol",
-            "--consent-statement", str(root / "consent.txt"), "--gates", '{"wer_max": 1.5, "mcd_db_max": 30}']
+    return [
+        sys.executable,
+        "-m",
+        "voicelane",
+        "train",
+        "--lane",
+        "tts_prod_train",
+        "--data",
+        str(root / "kal10"),
+        "--profile",
+        "k1",
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--min-minutes",
+        "0",
+        "--eval-max",
+        "2",
+        "--steps",
+        "30",
+        "--threads",
+        "1",
+        "--no-onnx",
+        "--protocol",
+        "--consent-statement",
+        str(root / "consent.txt"),
+        "--gates",
+        '{"wer_max": 1.5, "mcd_db_max": 30}',
+    ]
 
 
 def _kill_at(cmd, env, trigger) -> bool:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True
+    )
     killed = threading.Event()
 
     def kill():
@@ -62,8 +89,12 @@ def _kill_at(cmd, env, trigger) -> bool:
         threading.Timer(4.0, kill).start()
     for line in proc.stdout:
         ev = parse_line(line)
-        if trigger != "start" and ev.kind == "STATS" and ev.stats.get("phase") == trigger[0] \
-                and ev.stats.get("step", 0) >= trigger[1]:
+        if (
+            trigger != "start"
+            and ev.kind == "STATS"
+            and ev.stats.get("phase") == trigger[0]
+            and ev.stats.get("step", 0) >= trigger[1]
+        ):
             kill()
             break
     proc.wait(timeout=120)

@@ -45,7 +45,8 @@ def test_child_dies_with_its_parent(tmp_path):
         "h = LocalRunner().start([sys.executable, '-m', 'voicelane', 'serve', '--port', '0'], "
         "dict(__import__('os').environ, VOICELANE_DATA_DIR=sys.argv[1]), Path(sys.argv[1]))\n"
         "print(h.pid, flush=True)\n"
-        "time.sleep(600)\n")
+        "time.sleep(600)\n"
+    )
     parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         child = int(parent.stdout.readline())
@@ -87,13 +88,37 @@ def _running_job(store: JobStore, tmp_path: Path, name: str, status: dict | None
     status_path = job_dir / "train_status.json"
     if status is not None:
         status_path.write_text(json.dumps(status))
-    store.insert({"id": name, "type": "tts_prod_train", "lane": "production", "kind": "train", "state": "running",
-                  "message": "Step 1/9", "progress_current": 1, "progress_total": 9, "metadata": {},
-                  "artifacts": [], "warnings": [], "logs": [], "options": {}, "argv": [], "job_dir": str(job_dir),
-                  "out_dir": str(job_dir), "status_path": str(status_path), "log_path": None, "pid": None,
-                  "runner_ref": None, "exit_code": None, "error": None, "cancel_requested": 0,
-                  "created_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:00Z", "ended_at": None,
-                  "seq": 0})
+    store.insert(
+        {
+            "id": name,
+            "type": "tts_prod_train",
+            "lane": "production",
+            "kind": "train",
+            "state": "running",
+            "message": "Step 1/9",
+            "progress_current": 1,
+            "progress_total": 9,
+            "metadata": {},
+            "artifacts": [],
+            "warnings": [],
+            "logs": [],
+            "options": {},
+            "argv": [],
+            "job_dir": str(job_dir),
+            "out_dir": str(job_dir),
+            "status_path": str(status_path),
+            "log_path": None,
+            "pid": None,
+            "runner_ref": None,
+            "exit_code": None,
+            "error": None,
+            "cancel_requested": 0,
+            "created_at": "2026-01-01T00:00:00Z",
+            "started_at": "2026-01-01T00:00:00Z",
+            "ended_at": None,
+            "seq": 0,
+        }
+    )
     return name
 
 
@@ -104,14 +129,25 @@ def test_restart_reconciles_orphans_with_their_status_and_bundle(tmp_path):
     base = {"schema": "train_status/1", "job_type": "tts_prod_train"}
     store = JobStore(tmp_path / "jobs.db")
     ids = {
-        "completed_valid": _running_job(store, tmp_path, "completed_valid",
-                                        base | {"state": "completed", "bundle": str(good)}),
-        "completed_bad_bundle": _running_job(store, tmp_path, "completed_bad_bundle",
-                                             base | {"state": "completed", "bundle": str(bad)}),
-        "own_error": _running_job(store, tmp_path, "own_error", base | {
-            "state": "error", "error": {"code": "dataset_too_small", "message": "too small", "details": {"m": 1}}}),
-        "cancelled_by_lifeline": _running_job(store, tmp_path, "cancelled_by_lifeline", base | {
-            "state": "cancelled", "error": {"code": "cancelled", "message": "SIGTERM"}}),
+        "completed_valid": _running_job(
+            store, tmp_path, "completed_valid", base | {"state": "completed", "bundle": str(good)}
+        ),
+        "completed_bad_bundle": _running_job(
+            store, tmp_path, "completed_bad_bundle", base | {"state": "completed", "bundle": str(bad)}
+        ),
+        "own_error": _running_job(
+            store,
+            tmp_path,
+            "own_error",
+            base
+            | {"state": "error", "error": {"code": "dataset_too_small", "message": "too small", "details": {"m": 1}}},
+        ),
+        "cancelled_by_lifeline": _running_job(
+            store,
+            tmp_path,
+            "cancelled_by_lifeline",
+            base | {"state": "cancelled", "error": {"code": "cancelled", "message": "SIGTERM"}},
+        ),
         "still_running": _running_job(store, tmp_path, "still_running", base | {"state": "running"}),
         "no_status": _running_job(store, tmp_path, "no_status", None),
     }

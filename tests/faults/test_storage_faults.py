@@ -25,6 +25,7 @@ def _limit_file_size(limit: int):
     def apply():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
@@ -72,11 +73,21 @@ def test_disk_full_while_writing_the_job_database(tmp_path):
     var = tmp_path / "var"
     port = svc_free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICELANE_")}
-    env.update(VOICELANE_DATA_DIR=str(var), VOICELANE_BUNDLE_ROOTS=str(tmp_path / "none"),
-               VOICELANE_DATA_ROOTS=str(tmp_path), VOICELANE_VOICE_RESCAN_S="0")
+    env.update(
+        VOICELANE_DATA_DIR=str(var),
+        VOICELANE_BUNDLE_ROOTS=str(tmp_path / "none"),
+        VOICELANE_DATA_ROOTS=str(tmp_path),
+        VOICELANE_VOICE_RESCAN_S="0",
+    )
     log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "voicelane", "serve", "--port", str(port)], env=env,
-                            cwd=str(tmp_path), stdout=log, stderr=log, preexec_fn=_limit_file_size(96 * 1024))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicelane", "serve", "--port", str(port)],
+        env=env,
+        cwd=str(tmp_path),
+        stdout=log,
+        stderr=log,
+        preexec_fn=_limit_file_size(96 * 1024),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -139,11 +150,13 @@ def test_disk_full_during_export_keeps_the_old_bundle(tmp_path):
     B.export_bundle(tmp_path / "root", "full_voice", "Full", make_sources(tmp_path / "old"), "2026-01-01T00:00:00Z")
     final = B.bundle_dir_for(tmp_path / "root", "full_voice")
     before = {p.name: p.read_bytes() for p in final.iterdir()}
-    res = subprocess.run([sys.executable, "-c", EXPORT_CHILD.format(tests=str(TESTS), root=str(tmp_path))],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", EXPORT_CHILD.format(tests=str(TESTS), root=str(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert (res.returncode, res.stdout.strip()) == (2, "disk_full"), res.stderr[-2000:]
     assert {p.name: p.read_bytes() for p in final.iterdir()} == before
     assert B.validate_voice_bundle(final).ok
     assert sorted(p.name for p in final.parent.iterdir()) == [".export.lock", "voice_bundle"]  # no staging left
-
-

@@ -56,14 +56,21 @@ def trace_of(request: Request) -> str:
 def _check_token(request: Request, ctx: ServiceContext) -> None:
     expected = getattr(request.app.state, "api_token", None) or ctx.settings.api_token
     if not expected:
-        raise ApiError(401, "unauthorized",
-                       "this route needs a token, and the server has none configured (VOICELANE_API_TOKEN)",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this route needs a token, and the server has none configured (VOICELANE_API_TOKEN)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     given = presented_token(request.headers, request.cookies)
     if not token_matches(given, expected):
-        raise ApiError(401, "unauthorized",
-                       "missing or wrong token: send `Authorization: Bearer <token>` (the token is printed at "
-                       "start and stored in <data dir>/api_token)", headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing or wrong token: send `Authorization: Bearer <token>` (the token is printed at "
+            "start and stored in <data dir>/api_token)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def require_admin(request: Request) -> None:
@@ -84,14 +91,26 @@ async def read_json_object(request: Request, code: str) -> dict[str, Any]:
     if body.strip():
         require_json_content_type(request.headers.get("content-type"))
     if not body.strip():
-        raise ApiError(400, code, "the request body is empty; send a JSON object",
-                       {"issues": [{"field": "body", "code": "missing", "message": "body required"}]})
+        raise ApiError(
+            400,
+            code,
+            "the request body is empty; send a JSON object",
+            {"issues": [{"field": "body", "code": "missing", "message": "body required"}]},
+        )
     try:
         obj = strict_json_loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, code, "the request body is not valid JSON",
-                       {"issues": [{"field": "body", "code": "json_invalid", "message": str(exc)[:200]}]}) from None
+        raise ApiError(
+            400,
+            code,
+            "the request body is not valid JSON",
+            {"issues": [{"field": "body", "code": "json_invalid", "message": str(exc)[:200]}]},
+        ) from None
     if not isinstance(obj, dict):
-        raise ApiError(400, code, "the request body must be a JSON object",
-                       {"issues": [{"field": "body", "code": "object_expected", "message": "JSON object expected"}]})
+        raise ApiError(
+            400,
+            code,
+            "the request body must be a JSON object",
+            {"issues": [{"field": "body", "code": "object_expected", "message": "JSON object expected"}]},
+        )
     return obj

@@ -107,11 +107,20 @@ class EdgeMiddleware:
         return await self.app(scope, replay, send_with_trace)
 
     async def _too_large(self, send, trace: str, limit: int):
-        payload = json.dumps(envelope("request_too_large", f"request bodies are limited to {limit} bytes",
-                                      {"limitBytes": limit}, trace)).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]})
+        payload = json.dumps(
+            envelope("request_too_large", f"request bodies are limited to {limit} bytes", {"limitBytes": limit}, trace)
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -134,22 +143,38 @@ def _lock_data_dir(data_dir: Path):
     return fh
 
 
-def build_context(settings: Settings, *, voices: VoiceRegistry | None = None, runner: Runner | None = None,
-                  clock: Clock | None = None, child_env: dict[str, str] | None = None) -> ServiceContext:
+def build_context(
+    settings: Settings,
+    *,
+    voices: VoiceRegistry | None = None,
+    runner: Runner | None = None,
+    clock: Clock | None = None,
+    child_env: dict[str, str] | None = None,
+) -> ServiceContext:
     s = settings
     lock_fh = _lock_data_dir(s.data_dir)
     try:
         store = JobStore(s.db_path)  # type: ignore[arg-type]
-        jobs = JobManager(store, runner if runner is not None else make_runner(s.runner), s.data_dir,
-                          max_train_jobs=s.max_train_jobs,
-                          max_dataset_jobs=s.max_dataset_jobs, cancel_grace_s=s.cancel_grace_s,
-                          log_tail_lines=s.log_tail_lines, max_log_bytes=s.max_log_bytes,
-                          max_events_per_job=s.max_events_per_job, child_env=child_env)
+        jobs = JobManager(
+            store,
+            runner if runner is not None else make_runner(s.runner),
+            s.data_dir,
+            max_train_jobs=s.max_train_jobs,
+            max_dataset_jobs=s.max_dataset_jobs,
+            cancel_grace_s=s.cancel_grace_s,
+            log_tail_lines=s.log_tail_lines,
+            max_log_bytes=s.max_log_bytes,
+            max_events_per_job=s.max_events_per_job,
+            child_env=child_env,
+        )
         clock = clock or Clock()
         ctx = ServiceContext(
-            settings=s, store=store, jobs=jobs,
-            voices=voices if voices is not None else VoiceRegistry(s.bundle_roots or [], s.speak_engine,
-                                                                   s.speak_threads),
+            settings=s,
+            store=store,
+            jobs=jobs,
+            voices=voices
+            if voices is not None
+            else VoiceRegistry(s.bundle_roots or [], s.speak_engine, s.speak_threads),
             pool=SynthPool(s.speak_workers, s.speak_queue_size),
             cache=ResponseCache(s.speak_cache_entries, s.speak_cache_bytes),
             budgets=Budgets(s.mission_budget_chars, s.tenant_daily_budget_chars, clock),
@@ -157,7 +182,9 @@ def build_context(settings: Settings, *, voices: VoiceRegistry | None = None, ru
             dedupe=Dedupe(s.dedupe_cooldown_s, clock),
             providers=ProviderPolicy(s.remote_providers),
             audit=AuditLog(s.data_dir / "audit" / "speak.jsonl", s.audit_max_bytes),
-            clock=clock, lock_fh=lock_fh)
+            clock=clock,
+            lock_fh=lock_fh,
+        )
         ctx.metrics = Metrics(ctx.pool, lambda: {state: store.count(state) for state in JOB_STATES})
     except BaseException:
         lock_fh.close()
@@ -165,9 +192,14 @@ def build_context(settings: Settings, *, voices: VoiceRegistry | None = None, ru
     return ctx
 
 
-def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None = None,
-               runner: Runner | None = None, clock: Clock | None = None,
-               child_env: dict[str, str] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    voices: VoiceRegistry | None = None,
+    runner: Runner | None = None,
+    clock: Clock | None = None,
+    child_env: dict[str, str] | None = None,
+) -> FastAPI:
     settings = (settings or Settings.from_env()).resolved()
 
     @asynccontextmanager
@@ -192,9 +224,11 @@ def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None
             app.state.ctx = None
 
     app = FastAPI(
-        title="voicelane service", version=__version__, lifespan=lifespan,
+        title="voicelane service",
+        version=__version__,
+        lifespan=lifespan,
         description="Training jobs over HTTP and `/api/voice/speak` from validated voice bundles. "
-                    "Errors use the envelope `{error, message, details?, traceId?}`.",
+        "Errors use the envelope `{error, message, details?, traceId?}`.",
     )
     app.state.settings = settings
     app.state.ctx = None
@@ -214,16 +248,23 @@ def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None
     async def _validation(request: Request, exc: RequestValidationError):
         code = "voice_invalid_request" if request.url.path.startswith("/api/voice/") else "invalid_request"
         _count(code, 400)
-        return JSONResponse(envelope(code, "the request does not match the schema", {"issues": pydantic_issues(exc)},
-                                     trace_of(request)), status_code=400)
+        return JSONResponse(
+            envelope(
+                code, "the request does not match the schema", {"issues": pydantic_issues(exc)}, trace_of(request)
+            ),
+            status_code=400,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
-                401: "unauthorized"}.get(exc.status_code,
-                                         "internal_error" if exc.status_code >= 500 else "invalid_request")
-        return JSONResponse(envelope(code, str(exc.detail), None, trace_of(request)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 401: "unauthorized"}.get(
+            exc.status_code, "internal_error" if exc.status_code >= 500 else "invalid_request"
+        )
+        return JSONResponse(
+            envelope(code, str(exc.detail), None, trace_of(request)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(sqlite3.OperationalError)
     async def _database(request: Request, exc: sqlite3.OperationalError):
@@ -232,19 +273,30 @@ def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None
             return await _unexpected(request, exc)
         log.error("disk_full: the job database could not be written: %s (%s)", exc, name)
         _count("disk_full", 507)
-        return JSONResponse(envelope("disk_full", "the job database could not be written (disk full or a write "
-                                     "error); nothing was changed", {"sqlite": name}, trace_of(request)),
-                            status_code=507)
+        return JSONResponse(
+            envelope(
+                "disk_full",
+                "the job database could not be written (disk full or a write error); nothing was changed",
+                {"sqlite": name},
+                trace_of(request),
+            ),
+            status_code=507,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         _count("internal_error", 500)
-        return JSONResponse(envelope("internal_error", "unexpected server error", None, trace_of(request)),
-                            status_code=500)
+        return JSONResponse(
+            envelope("internal_error", "unexpected server error", None, trace_of(request)), status_code=500
+        )
 
-    @app.get("/metrics", tags=["health"], response_class=Response,
-             summary="Prometheus metrics: speak outcomes by code, queue depth and wait, jobs by state")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        summary="Prometheus metrics: speak outcomes by code, queue depth and wait, jobs by state",
+    )
     def metrics(request: Request) -> Response:
         return Response(ctx_of(request).metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
@@ -255,12 +307,28 @@ def create_app(settings: Settings | None = None, *, voices: VoiceRegistry | None
     mount_studio(app)
     app.add_middleware(SecurityMiddleware, settings=settings, token=app.state.api_token)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
-                           allow_methods=["GET", "POST", "OPTIONS"],
-                           allow_headers=["Authorization", "Content-Type", "X-Trace-Id", "X-Voicelane-Token",
-                                          "X-Tenant-Id", "Last-Event-ID"],
-                           expose_headers=["x-trace-id", "x-voice-provider", "x-voice-profile", "x-voice-cache",
-                                           "x-watermark-mode", "retry-after"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Trace-Id",
+                "X-Voicelane-Token",
+                "X-Tenant-Id",
+                "Last-Event-ID",
+            ],
+            expose_headers=[
+                "x-trace-id",
+                "x-voice-provider",
+                "x-voice-profile",
+                "x-voice-cache",
+                "x-watermark-mode",
+                "retry-after",
+            ],
+        )
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, path_limits=STUDIO_BODY_LIMITS)
     return app
 
@@ -269,8 +337,11 @@ def serve(host: str = "127.0.0.1", port: int = 8765) -> int:
     """Run the service with uvicorn until interrupted (``voicelane serve``)."""
     import uvicorn
 
-    logging.basicConfig(level=os.environ.get("VOICELANE_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=os.environ.get("VOICELANE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         settings = Settings.from_env(bind_host=host)
     except SettingsError as exc:
@@ -278,8 +349,7 @@ def serve(host: str = "127.0.0.1", port: int = 8765) -> int:
         return 1
     app = create_app(settings)
     _announce(settings, host, port, app.state.api_token)
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5,
-                            lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5, lifespan="on")
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
@@ -291,10 +361,14 @@ def _announce(settings: Settings, host: str, port: int, token: str | None) -> No
     url = f"http://{shown}:{port}"
     if token:
         where = "VOICELANE_API_TOKEN" if settings.api_token else str(settings.data_dir / "api_token")
-        print(f"voicelane service: {url}/studio?token={token}\n"
-              f"  training/admin routes need `Authorization: Bearer {token}` (stored in {where})", file=sys.stderr)
+        print(
+            f"voicelane service: {url}/studio?token={token}\n"
+            f"  training/admin routes need `Authorization: Bearer {token}` (stored in {where})",
+            file=sys.stderr,
+        )
     else:
-        print(f"voicelane service: {url} (VOICELANE_AUTH=off: training routes need no token on loopback)",
-              file=sys.stderr)
+        print(
+            f"voicelane service: {url} (VOICELANE_AUTH=off: training routes need no token on loopback)", file=sys.stderr
+        )
     if "*" in settings.cors_origins:
         print("warning: VOICELANE_CORS_ORIGINS=* lets any web page call this service", file=sys.stderr)

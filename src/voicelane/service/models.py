@@ -36,8 +36,11 @@ Ident = Annotated[str, BeforeValidator(_int_to_str), Field(min_length=1, max_len
 ShortText = Annotated[str, Field(max_length=32, pattern=NO_CONTROL)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 # echoed in the x-trace-id reply header: printable ASCII only (a header cannot carry the rest)
-HeaderIdent = Annotated[str, BeforeValidator(_int_to_str),
-                        Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$")]
+HeaderIdent = Annotated[
+    str,
+    BeforeValidator(_int_to_str),
+    Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"),
+]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -69,17 +72,24 @@ class SpeakRequest(BaseModel):
     text: str = Field(min_length=1, max_length=600, description="what to say (1-600 characters)")
     mode: Literal["callout", "briefing", "debrief"] = "callout"
     priority: Literal["info", "warn", "critical", "action"] = "info"
-    voiceProfile: str | None = Field(default=None, pattern=SPEAK_PROFILE_PATTERN,
-                                     description="case-insensitive profile id")
+    voiceProfile: str | None = Field(
+        default=None, pattern=SPEAK_PROFILE_PATTERN, description="case-insensitive profile id"
+    )
     voice_profile_id: str | None = Field(default=None, pattern=SPEAK_PROFILE_PATTERN)
     format: Annotated[Literal["wav", "mp3"], BeforeValidator(_lower)] = "wav"
     consent_asserted: StrictBool = False
-    stream: StrictBool = Field(default=False, description="send audio as it is made (chunked WAV; or send "
-                               "`Accept: audio/L16` for raw big-endian PCM): sentence by sentence, then by frames")
+    stream: StrictBool = Field(
+        default=False,
+        description="send audio as it is made (chunked WAV; or send "
+        "`Accept: audio/L16` for raw big-endian PCM): sentence by sentence, then by frames",
+    )
     watermark_mode: Annotated[str, BeforeValidator(_lower)] = Field(
-        default="none", max_length=32, pattern=NO_CONTROL,
+        default="none",
+        max_length=32,
+        pattern=NO_CONTROL,
         description="`none`/`off` (no watermark) or `metadata` (a provenance tag in the audio container); "
-                    "echoed in x-watermark-mode; other values -> 400 voice_watermark_unsupported")
+        "echoed in x-watermark-mode; other values -> 400 voice_watermark_unsupported",
+    )
     traceId: HeaderIdent | None = None
     missionId: Ident | None = None
     eventId: Ident | None = None
@@ -89,8 +99,10 @@ class SpeakRequest(BaseModel):
     contextTier: ShortText | None = None
     sessionState: ShortText | None = None
     voiceMode: ShortText | None = None
-    tenantId: HeaderIdent | None = Field(default=None, description="additive: budget scope; the x-tenant-id / "
-                                                             "x-customer-id headers win (default `single-tenant`)")
+    tenantId: HeaderIdent | None = Field(
+        default=None,
+        description="additive: budget scope; the x-tenant-id / x-customer-id headers win (default `single-tenant`)",
+    )
 
     @field_validator("text")
     @classmethod
@@ -100,7 +112,6 @@ class SpeakRequest(BaseModel):
         if "\x00" in v:
             raise ValueError("text contains NUL")
         return v
-
 
 
 class VoiceProfile(BaseModel):
@@ -152,45 +163,73 @@ class TrainStartRequest(BaseModel):
 
     jobType: str | None = Field(default=None, description="train (default) | tts_voice_train | tts_prod_train")
     dataPath: PathStr | None = Field(
-        default=None, validation_alias=_aliases("dataPath", "data", "datasetPath", "audioPath", "data_path",
-                                                "dataset_path", "audio_path"),
+        default=None,
+        validation_alias=_aliases(
+            "dataPath", "data", "datasetPath", "audioPath", "data_path", "dataset_path", "audio_path"
+        ),
         description="absent: the server-side default run (VOICELANE_TRAIN_DEFAULT_*: the kal demo corpus with "
-                    "its consent statement, fine-tuned from the shipped base)")
-    profile: str | None = Field(default=None, pattern=PROFILE_PATTERN,
-                                validation_alias=_aliases("profile", "voiceProfile", "voice_profile_id", "profileId",
-                                                          "profile_id", "voiceProfileId"),
-                                description="absent: VOICELANE_TRAIN_DEFAULT_PROFILE (demo_kal)")
+        "its consent statement, fine-tuned from the shipped base)",
+    )
+    profile: str | None = Field(
+        default=None,
+        pattern=PROFILE_PATTERN,
+        validation_alias=_aliases(
+            "profile", "voiceProfile", "voice_profile_id", "profileId", "profile_id", "voiceProfileId"
+        ),
+        description="absent: VOICELANE_TRAIN_DEFAULT_PROFILE (demo_kal)",
+    )
     preset: Preset = "cpu"
     base: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     steps: int | None = Field(default=None, ge=1, le=10_000_000)
     language: str | None = Field(default=None, max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    displayName: str | None = Field(default=None, min_length=1, max_length=128, pattern=NO_CONTROL,
-                                    validation_alias=_aliases("displayName", "display_name"))
-    minMinutes: float | None = Field(default=None, ge=0, le=100000,
-                                     validation_alias=_aliases("minMinutes", "min_minutes"))
+    displayName: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=NO_CONTROL,
+        validation_alias=_aliases("displayName", "display_name"),
+    )
+    minMinutes: float | None = Field(
+        default=None, ge=0, le=100000, validation_alias=_aliases("minMinutes", "min_minutes")
+    )
     evalMax: int | None = Field(default=None, ge=1, le=100000, validation_alias=_aliases("evalMax", "eval_max"))
     gates: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")], FiniteFloat] | None = Field(
-        default=None, max_length=32)
+        default=None, max_length=32
+    )
     onnx: StrictBool = True
     consentStatement: PathStr | None = Field(
-        default=None, validation_alias=_aliases("consentStatement", "consent_statement"))
-    speakerName: str | None = Field(default=None, min_length=1, max_length=128, pattern=NO_CONTROL,
-                                    validation_alias=_aliases("speakerName", "speaker_name"))
+        default=None, validation_alias=_aliases("consentStatement", "consent_statement")
+    )
+    speakerName: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=NO_CONTROL,
+        validation_alias=_aliases("speakerName", "speaker_name"),
+    )
     heldout: PathStr | None = None
-    acceptLicenseRisk: StrictBool = Field(default=False,
-                                          validation_alias=_aliases("acceptLicenseRisk", "accept_license_risk"))
-    threads: int | None = Field(default=None, ge=1, le=64,
-                                description="torch threads of the run (default VOICELANE_TRAIN_THREADS)")
+    acceptLicenseRisk: StrictBool = Field(
+        default=False, validation_alias=_aliases("acceptLicenseRisk", "accept_license_risk")
+    )
+    threads: int | None = Field(
+        default=None, ge=1, le=64, description="torch threads of the run (default VOICELANE_TRAIN_THREADS)"
+    )
     finetuneScope: FinetuneScope | None = Field(
-        default=None, validation_alias=_aliases("finetuneScope", "finetune_scope"),
-        description="layers adapted when fine-tuning from base (default: the preset's)")
+        default=None,
+        validation_alias=_aliases("finetuneScope", "finetune_scope"),
+        description="layers adapted when fine-tuning from base (default: the preset's)",
+    )
     device: Device = "auto"
     nproc: int = Field(default=1, ge=1, le=64, description="data-parallel training processes (one per GPU)")
-    snapshotEvery: int = Field(default=0, ge=0, le=10_000_000,
-                               validation_alias=_aliases("snapshotEvery", "snapshot_every"))
-    selectSnapshot: StrictBool = Field(default=False, validation_alias=_aliases("selectSnapshot", "select_snapshot"),
-                                       description="bundle the snapshot with the lowest regression-prompt WER")
+    snapshotEvery: int = Field(
+        default=0, ge=0, le=10_000_000, validation_alias=_aliases("snapshotEvery", "snapshot_every")
+    )
+    selectSnapshot: StrictBool = Field(
+        default=False,
+        validation_alias=_aliases("selectSnapshot", "select_snapshot"),
+        description="bundle the snapshot with the lowest regression-prompt WER",
+    )
 
 
 class DatasetRequest(BaseModel):
@@ -199,17 +238,26 @@ class DatasetRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     mode: Literal["prepare", "check", "voice_dataset", "knowledge_audio"] = Field(
-        default="prepare", description="`voice_dataset` and `knowledge_audio` (old modes) mean `prepare`")
+        default="prepare", description="`voice_dataset` and `knowledge_audio` (old modes) mean `prepare`"
+    )
     dataPath: PathStr | None = Field(
-        default=None, validation_alias=_aliases("dataPath", "data", "datasetPath", "audioPath", "data_path",
-                                                "dataset_path", "audio_path"),
-        description="absent: VOICELANE_TRAIN_DEFAULT_DATA (the kal demo corpus)")
-    profile: str | None = Field(default=None, pattern=PROFILE_PATTERN,
-                                validation_alias=_aliases("profile", "voiceProfile", "voice_profile_id",
-                                                          "profileId", "profile_id", "voiceProfileId"))
+        default=None,
+        validation_alias=_aliases(
+            "dataPath", "data", "datasetPath", "audioPath", "data_path", "dataset_path", "audio_path"
+        ),
+        description="absent: VOICELANE_TRAIN_DEFAULT_DATA (the kal demo corpus)",
+    )
+    profile: str | None = Field(
+        default=None,
+        pattern=PROFILE_PATTERN,
+        validation_alias=_aliases(
+            "profile", "voiceProfile", "voice_profile_id", "profileId", "profile_id", "voiceProfileId"
+        ),
+    )
     language: str | None = Field(default=None, max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
-    minMinutes: float | None = Field(default=None, ge=0, le=100000,
-                                     validation_alias=_aliases("minMinutes", "min_minutes"))
+    minMinutes: float | None = Field(
+        default=None, ge=0, le=100000, validation_alias=_aliases("minMinutes", "min_minutes")
+    )
 
 
 class StartReply(BaseModel):
@@ -245,8 +293,10 @@ class Job(BaseModel):
     outDir: str | None = None
     events: int = 0
     datasetStats: dict[str, Any] | None = Field(
-        default=None, description="dataset jobs: voice_dataset/1 figures (schema, dataset_items, kept, rejected, "
-                                  "kept_minutes, dataset_sha256)")
+        default=None,
+        description="dataset jobs: voice_dataset/1 figures (schema, dataset_items, kept, rejected, "
+        "kept_minutes, dataset_sha256)",
+    )
 
 
 class JobList(BaseModel):
@@ -265,14 +315,24 @@ class CancelReply(BaseModel):
 
 def job_out(row: dict[str, Any], logs: bool = True) -> dict[str, Any]:
     return {
-        "id": row["id"], "type": row["type"], "lane": row["lane"], "state": row["state"],
+        "id": row["id"],
+        "type": row["type"],
+        "lane": row["lane"],
+        "state": row["state"],
         "message": row.get("message") or "",
         "progress": {"current": int(row.get("progress_current") or 0), "total": int(row.get("progress_total") or 0)},
-        "metadata": row.get("metadata") or {}, "artifactRefs": row.get("artifacts") or [],
+        "metadata": row.get("metadata") or {},
+        "artifactRefs": row.get("artifacts") or [],
         "logs": (row.get("logs") or []) if logs else [],
-        "startedAt": row.get("started_at"), "endedAt": row.get("ended_at"), "createdAt": row["created_at"],
-        "exitCode": row.get("exit_code"), "error": row.get("error"), "warnings": row.get("warnings") or [],
-        "cancelRequested": bool(row.get("cancel_requested")), "options": row.get("options") or {},
-        "outDir": row.get("out_dir"), "events": int(row.get("seq") or 0),
+        "startedAt": row.get("started_at"),
+        "endedAt": row.get("ended_at"),
+        "createdAt": row["created_at"],
+        "exitCode": row.get("exit_code"),
+        "error": row.get("error"),
+        "warnings": row.get("warnings") or [],
+        "cancelRequested": bool(row.get("cancel_requested")),
+        "options": row.get("options") or {},
+        "outDir": row.get("out_dir"),
+        "events": int(row.get("seq") or 0),
         "datasetStats": dataset_stats(row.get("metadata") or {}) if row["type"] == "dataset" else None,
     }

@@ -15,8 +15,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-AUDIT_FIELDS = ("ts", "traceId", "missionId", "eventId", "voiceProfile", "mode", "priority", "consent_asserted",
-                "referenceAudioHash", "outcome", "status", "latency", "cache", "provider", "tenant", "textChars")
+AUDIT_FIELDS = (
+    "ts",
+    "traceId",
+    "missionId",
+    "eventId",
+    "voiceProfile",
+    "mode",
+    "priority",
+    "consent_asserted",
+    "referenceAudioHash",
+    "outcome",
+    "status",
+    "latency",
+    "cache",
+    "provider",
+    "tenant",
+    "textChars",
+)
 
 
 def ts_now() -> str:

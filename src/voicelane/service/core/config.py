@@ -75,29 +75,41 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("var"), description="VOICELANE_DATA_DIR")
     db_path: Path | None = Field(default=None, description="VOICELANE_DB_PATH (default <data_dir>/voicelane.db)")
     data_roots: Annotated[list[Path] | None, NoDecode] = Field(
-        default=None, description="VOICELANE_DATA_ROOTS: dataset paths must resolve inside one "
-                                  "(default: the repository's corpora/ and the data dir)")
+        default=None,
+        description="VOICELANE_DATA_ROOTS: dataset paths must resolve inside one "
+        "(default: the repository's corpora/ and the data dir)",
+    )
     bundle_roots: Annotated[list[Path] | None, NoDecode] = Field(
-        default=None, description="VOICELANE_BUNDLE_ROOTS: folders scanned for bundles/*/voice_bundle "
-                                  "(default: the data dir and the repository's runs/demo)")
+        default=None,
+        description="VOICELANE_BUNDLE_ROOTS: folders scanned for bundles/*/voice_bundle "
+        "(default: the data dir and the repository's runs/demo)",
+    )
     default_profile: str | None = Field(default=None, description="VOICELANE_DEFAULT_PROFILE")
     reports_dir: Path | None = Field(
-        default=None, description="VOICELANE_REPORTS_DIR: where `voicelane readiness` wrote readiness.json "
-                                  "(default: the repository's reports/)")
+        default=None,
+        description="VOICELANE_REPORTS_DIR: where `voicelane readiness` wrote readiness.json "
+        "(default: the repository's reports/)",
+    )
 
     # --- security --------------------------------------------------------------------------
     bind_host: str = Field(default="127.0.0.1", description="set by serve(); decides whether tokens are required")
     api_token: str | None = Field(default=None, description="VOICELANE_API_TOKEN")
     require_token: bool = Field(default=False, description="VOICELANE_REQUIRE_TOKEN: require it even on loopback")
     speak_require_token: bool = Field(default=False, description="VOICELANE_SPEAK_REQUIRE_TOKEN")
-    auth: str = Field(default="on", description="VOICELANE_AUTH: on (training/admin routes need the token, "
-                                                "even on loopback) | off (loopback only: no token)")
-    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list,
-                                     description="VOICELANE_ALLOWED_HOSTS: Host names accepted besides the "
-                                                 "loopback names (comma list; '*' = any)")
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list,
-                                    description="VOICELANE_CORS_ORIGINS: origins allowed cross-origin requests "
-                                                "(comma list; empty = CORS off; '*' = any)")
+    auth: str = Field(
+        default="on",
+        description="VOICELANE_AUTH: on (training/admin routes need the token, "
+        "even on loopback) | off (loopback only: no token)",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="VOICELANE_ALLOWED_HOSTS: Host names accepted besides the loopback names (comma list; '*' = any)",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="VOICELANE_CORS_ORIGINS: origins allowed cross-origin requests "
+        "(comma list; empty = CORS off; '*' = any)",
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="VOICELANE_MAX_BODY_BYTES")
 
     # --- jobs ------------------------------------------------------------------------------
@@ -113,30 +125,36 @@ class Settings(BaseSettings):
     # --- speak -----------------------------------------------------------------------------
     speak_engine: str = Field(default="auto", description="VOICELANE_SPEAK_ENGINE: auto | pytorch | onnx")
     speak_workers: int = Field(default=1, ge=1, le=64, description="VOICELANE_SPEAK_WORKERS")
-    speak_threads: int = Field(default=1, ge=1, le=64,
-                               description="VOICELANE_SPEAK_THREADS (torch threads per synthesis)")
+    speak_threads: int = Field(
+        default=1, ge=1, le=64, description="VOICELANE_SPEAK_THREADS (torch threads per synthesis)"
+    )
     speak_queue_size: int = Field(default=16, ge=1, description="VOICELANE_SPEAK_QUEUE_SIZE")
     speak_timeout_s: float = Field(default=15.0, gt=0, description="VOICELANE_SPEAK_TIMEOUT_S")
     speak_cache_entries: int = Field(default=256, ge=0, description="VOICELANE_SPEAK_CACHE_ENTRIES (0 = off)")
     speak_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="VOICELANE_SPEAK_CACHE_BYTES")
     mission_budget_chars: int = Field(default=20000, ge=0, description="VOICELANE_MISSION_BUDGET_CHARS (0 = no limit)")
-    tenant_daily_budget_chars: int = Field(default=500000, ge=0,
-                                           description="VOICELANE_TENANT_DAILY_BUDGET_CHARS (0 = no limit)")
+    tenant_daily_budget_chars: int = Field(
+        default=500000, ge=0, description="VOICELANE_TENANT_DAILY_BUDGET_CHARS (0 = no limit)"
+    )
     rate_limit_per_min: float = Field(default=120.0, ge=0, description="VOICELANE_RATE_LIMIT_PER_MIN (0 = off)")
     rate_limit_burst: int = Field(default=20, ge=1, description="VOICELANE_RATE_LIMIT_BURST")
     dedupe_cooldown_s: Annotated[dict[str, float], NoDecode] = Field(
         default_factory=lambda: dict(DEFAULT_COOLDOWNS),
-        description="VOICELANE_DEDUPE_COOLDOWN_S: info=30,warn=15,critical=5,action=2")
+        description="VOICELANE_DEDUPE_COOLDOWN_S: info=30,warn=15,critical=5,action=2",
+    )
     remote_providers: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="VOICELANE_REMOTE_PROVIDERS: remote providers explicitly enabled "
-                                          "(empty = local only)")
-    voice_rescan_s: float = Field(default=5.0, ge=0, description="VOICELANE_VOICE_RESCAN_S (0 = only at start "
-                                                                   "and on POST /api/voice/reload)")
+        default_factory=list,
+        description="VOICELANE_REMOTE_PROVIDERS: remote providers explicitly enabled (empty = local only)",
+    )
+    voice_rescan_s: float = Field(
+        default=5.0, ge=0, description="VOICELANE_VOICE_RESCAN_S (0 = only at start and on POST /api/voice/reload)"
+    )
     audit_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="VOICELANE_AUDIT_MAX_BYTES")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         return (init_settings,)  # the environment is read by from_env() only
 
     _lists = field_validator("allowed_hosts", "cors_origins", mode="before")(_comma_list)
@@ -188,13 +206,15 @@ class Settings(BaseSettings):
         data_dir = self.data_dir.expanduser().resolve()
         roots = self.data_roots if self.data_roots is not None else [REPO_ROOT / "corpora", data_dir]
         broots = self.bundle_roots if self.bundle_roots is not None else [data_dir, REPO_ROOT / "runs" / "demo"]
-        return self.model_copy(update={
-            "data_dir": data_dir,
-            "db_path": (self.db_path or data_dir / "voicelane.db").expanduser().resolve(),
-            "data_roots": [Path(os.path.realpath(p.expanduser())) for p in roots],
-            "bundle_roots": [p.expanduser().resolve() for p in broots],
-            "reports_dir": (self.reports_dir or REPO_ROOT / "reports").expanduser().resolve(),
-        })
+        return self.model_copy(
+            update={
+                "data_dir": data_dir,
+                "db_path": (self.db_path or data_dir / "voicelane.db").expanduser().resolve(),
+                "data_roots": [Path(os.path.realpath(p.expanduser())) for p in roots],
+                "bundle_roots": [p.expanduser().resolve() for p in broots],
+                "reports_dir": (self.reports_dir or REPO_ROOT / "reports").expanduser().resolve(),
+            }
+        )
 
     @property
     def loopback(self) -> bool:

@@ -48,8 +48,14 @@ SERVICE_CODES: dict[str, str] = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
@@ -61,8 +67,9 @@ class ApiError(Exception):
         return envelope(self.code, self.message, self.details, trace_id)
 
 
-def envelope(code: str, message: str, details: dict[str, Any] | None = None,
-             trace_id: str | None = None) -> dict[str, Any]:
+def envelope(
+    code: str, message: str, details: dict[str, Any] | None = None, trace_id: str | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {"error": code, "message": message}
     if details:
         out["details"] = details

@@ -48,8 +48,10 @@ FINAL_STATES = ("done", "error", "cancelled")
 MAX_LINE_CHARS = 8192
 MAX_WARNINGS = 50
 CHECK_REPORT_MAX_CHARS = 2_000_000
-ORPHANED_ACTION = NEXT_ACTIONS.get("orphaned", "The service stopped while this job ran; start the job again "
-                                              "(training resumes from its last checkpoint).")
+ORPHANED_ACTION = NEXT_ACTIONS.get(
+    "orphaned",
+    "The service stopped while this job ran; start the job again (training resumes from its last checkpoint).",
+)
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -211,8 +213,9 @@ class JobStore:
         with self.lock:
             return self._row(self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
 
-    def list(self, state: str | None = None, job_type: str | None = None, limit: int = 100,
-             offset: int = 0) -> tuple[list[JobRecord], int]:
+    def list(
+        self, state: str | None = None, job_type: str | None = None, limit: int = 100, offset: int = 0
+    ) -> tuple[list[JobRecord], int]:
         where, args = [], []
         if state:
             where.append("state=?")
@@ -223,23 +226,27 @@ class JobStore:
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         with self.lock:
             total = self.db.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()[0]
-            rows = self.db.execute(f"SELECT * FROM jobs{clause} ORDER BY rowid DESC LIMIT ? OFFSET ?",
-                                   (*args, limit, offset)).fetchall()
+            rows = self.db.execute(
+                f"SELECT * FROM jobs{clause} ORDER BY rowid DESC LIMIT ? OFFSET ?", (*args, limit, offset)
+            ).fetchall()
         return [self._row(r) for r in rows], int(total)  # type: ignore[misc]
 
     def next_pending(self, kind: str, skip: Iterable[str] = ()) -> JobRecord | None:
         skip = sorted(skip)
         not_in = f" AND id NOT IN ({','.join('?' * len(skip))})" if skip else ""
         with self.lock:
-            return self._row(self.db.execute(
-                f"SELECT * FROM jobs WHERE state='pending' AND kind=?{not_in} ORDER BY rowid LIMIT 1",
-                (kind, *skip)).fetchone())
+            return self._row(
+                self.db.execute(
+                    f"SELECT * FROM jobs WHERE state='pending' AND kind=?{not_in} ORDER BY rowid LIMIT 1", (kind, *skip)
+                ).fetchone()
+            )
 
     def count(self, state: str, kind: str | None = None) -> int:
         with self.lock:
             if kind:
-                return int(self.db.execute("SELECT COUNT(*) FROM jobs WHERE state=? AND kind=?",
-                                           (state, kind)).fetchone()[0])
+                return int(
+                    self.db.execute("SELECT COUNT(*) FROM jobs WHERE state=? AND kind=?", (state, kind)).fetchone()[0]
+                )
             return int(self.db.execute("SELECT COUNT(*) FROM jobs WHERE state=?", (state,)).fetchone()[0])
 
     def latest_with_status(self, job_type: str | None = None, after_rowid: int = 0) -> JobRecord | None:
@@ -262,13 +269,16 @@ class JobStore:
 
     def add_event(self, job_id: str, seq: int, kind: str, raw: str) -> None:
         with self.lock:
-            self.db.execute("INSERT OR REPLACE INTO job_events (job_id, seq, kind, raw) VALUES (?,?,?,?)",
-                            (job_id, seq, kind, raw))
+            self.db.execute(
+                "INSERT OR REPLACE INTO job_events (job_id, seq, kind, raw) VALUES (?,?,?,?)", (job_id, seq, kind, raw)
+            )
 
     def events(self, job_id: str, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
         with self.lock:
-            rows = self.db.execute("SELECT seq, kind, raw FROM job_events WHERE job_id=? AND seq>? "
-                                   "ORDER BY seq LIMIT ?", (job_id, after, limit)).fetchall()
+            rows = self.db.execute(
+                "SELECT seq, kind, raw FROM job_events WHERE job_id=? AND seq>? ORDER BY seq LIMIT ?",
+                (job_id, after, limit),
+            ).fetchall()
         return [dict(r) for r in rows]
 
     def meta_get(self, key: str) -> str | None:
@@ -291,8 +301,12 @@ def reported_error(stdout_other: list[str], tail: Iterable[str], rc: int | None)
         report = None
     err = report.get("error") if isinstance(report, dict) else None
     if isinstance(err, dict) and err.get("code") in NEXT_ACTIONS:
-        return {"code": err["code"], "message": str(err.get("message", "")), "details": err.get("details") or {},
-                "next_action": err.get("next_action") or NEXT_ACTIONS[err["code"]]}
+        return {
+            "code": err["code"],
+            "message": str(err.get("message", "")),
+            "details": err.get("details") or {},
+            "next_action": err.get("next_action") or NEXT_ACTIONS[err["code"]],
+        }
     found = reported_code(tail)
     if found is None:
         return None
@@ -312,16 +326,27 @@ def reconcile_orphan(row: JobRecord, details: dict[str, Any]) -> tuple[str, dict
             return "done", None, "done: it finished while the service was down (its status says completed)"
         result = validate_voice_bundle(bundle_dir)
         if result.ok:
-            return "done", None, ("done: it finished while the service was down (its status says completed "
-                                   "and its bundle validates)")
+            return (
+                "done",
+                None,
+                ("done: it finished while the service was down (its status says completed and its bundle validates)"),
+            )
         details = {**details, "bundle": str(bundle_dir), "bundleError": result.error}
     own = status.get("error") if isinstance(status.get("error"), dict) else None
     if own and own.get("code") in NEXT_ACTIONS and own["code"] not in ("cancelled", "orphaned", "internal_error"):
-        err = {"code": own["code"], "message": str(own.get("message", "")), "details": own.get("details") or {},
-               "next_action": status.get("next_action") or NEXT_ACTIONS[own["code"]]}
+        err = {
+            "code": own["code"],
+            "message": str(own.get("message", "")),
+            "details": own.get("details") or {},
+            "next_action": status.get("next_action") or NEXT_ACTIONS[own["code"]],
+        }
         return "error", err, f"{own['code']}: {err['message']}"[:500]
-    err = {"code": "orphaned", "message": "the service stopped while this job was running",
-           "details": details, "next_action": ORPHANED_ACTION}
+    err = {
+        "code": "orphaned",
+        "message": "the service stopped while this job was running",
+        "details": details,
+        "next_action": ORPHANED_ACTION,
+    }
     return "error", err, "orphaned: the service stopped while this job was running"
 
 
@@ -333,8 +358,13 @@ def quarantine_database(path: Path, exc: Exception) -> str:
         src = path.with_name(path.name + suffix)
         if src.exists():
             os.replace(src, moved.with_name(moved.name + suffix))
-    log.error("job_database_corrupt: %s could not be read (%s); moved to %s and started with an empty job "
-              "database (runs, statuses and bundles on disk are untouched)", path, exc, moved)
+    log.error(
+        "job_database_corrupt: %s could not be read (%s); moved to %s and started with an empty job "
+        "database (runs, statuses and bundles on disk are untouched)",
+        path,
+        exc,
+        moved,
+    )
     return str(moved)
 
 
@@ -375,10 +405,20 @@ class ActiveJob:
 
 
 class JobManager:
-    def __init__(self, store: JobStore, runner: Runner, data_dir: Path, *, max_train_jobs: int = 1,
-                 max_dataset_jobs: int = 1, cancel_grace_s: float = 10.0, log_tail_lines: int = 200,
-                 max_log_bytes: int = 20 * 1024 * 1024, max_events_per_job: int = 50000,
-                 child_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        store: JobStore,
+        runner: Runner,
+        data_dir: Path,
+        *,
+        max_train_jobs: int = 1,
+        max_dataset_jobs: int = 1,
+        cancel_grace_s: float = 10.0,
+        log_tail_lines: int = 200,
+        max_log_bytes: int = 20 * 1024 * 1024,
+        max_events_per_job: int = 50000,
+        child_env: dict[str, str] | None = None,
+    ):
         self.store = store
         self.runner = runner
         self.data_dir = Path(data_dir)
@@ -413,13 +453,18 @@ class JobManager:
                 log.warning("stopped orphaned Ray job %s of job %s", ref.get("job_id"), row.id)
             state, err, message = reconcile_orphan(row, details)
             metadata = {**(row.metadata or {}), "reconciled": message}
-            self.store.update(row.id, state=state, error=err, ended_at=now_iso(), message=message,
-                              metadata=metadata)
+            self.store.update(row.id, state=state, error=err, ended_at=now_iso(), message=message, metadata=metadata)
             log.warning("job %s was running when the service stopped: %s", row.id, message)
             if state == "error" and row.status_path:
                 try:  # an orphan's status says so even when its lifeline already wrote `cancelled`
-                    finalize(Path(row.status_path), err, state="error", job_type=row.type,
-                             only_if_running=err["code"] != "orphaned", next_action=err["next_action"])
+                    finalize(
+                        Path(row.status_path),
+                        err,
+                        state="error",
+                        job_type=row.type,
+                        only_if_running=err["code"] != "orphaned",
+                        next_action=err["next_action"],
+                    )
                 except OSError:
                     log.exception("cannot finalise the status of orphaned job %s", row.id)
             orphans.append(row.id)
@@ -436,8 +481,9 @@ class JobManager:
             for aj in active:
                 aj.cancel_requested = True
                 self.store.update(aj.id, cancel_requested=1)
-        threads = [threading.Thread(target=aj.handle.terminate, args=(self.cancel_grace_s,), daemon=True)
-                   for aj in active]
+        threads = [
+            threading.Thread(target=aj.handle.terminate, args=(self.cancel_grace_s,), daemon=True) for aj in active
+        ]
         for t in threads:
             t.start()
         deadline = time.monotonic() + (timeout if timeout is not None else self.cancel_grace_s + 15)
@@ -451,19 +497,43 @@ class JobManager:
         job_dir = self.data_dir / "jobs" / job_id
         return JobPaths(job_id, job_dir, job_dir / "out", job_dir / "train_status.json", job_dir / "job.log")
 
-    def submit(self, job_type: str, lane: str, kind: str, options: dict[str, Any], *, spec: RunSpec | None = None,
-               argv_tail: list[str] | None = None, paths: JobPaths | None = None) -> JobRecord:
+    def submit(
+        self,
+        job_type: str,
+        lane: str,
+        kind: str,
+        options: dict[str, Any],
+        *,
+        spec: RunSpec | None = None,
+        argv_tail: list[str] | None = None,
+        paths: JobPaths | None = None,
+    ) -> JobRecord:
         """Create a pending job: a lane run (``spec``, whose out and status path must be the job's,
         see ``new_job_paths``) started as ``python -m voicelane run spec.json``, or another command
         (``argv_tail`` after ``python -m voicelane``)."""
         p = paths or self.new_job_paths()
         if spec is not None and (spec.out != p.out_dir or spec.status_path != p.status_path):
             raise ValueError("the run spec must write into the job's own folder (new_job_paths)")
-        argv = child_argv(p.job_dir / SPEC_FILE) if spec is not None else [sys.executable, "-m", "voicelane",
-                                                                            *(argv_tail or [])]
-        rec = JobRecord(id=p.id, type=job_type, lane=lane, kind=kind, state="pending", message="Queued",
-                        options=options, argv=argv, job_dir=str(p.job_dir), out_dir=str(p.out_dir),
-                        status_path=str(p.status_path), log_path=str(p.log_path), created_at=now_iso())
+        argv = (
+            child_argv(p.job_dir / SPEC_FILE)
+            if spec is not None
+            else [sys.executable, "-m", "voicelane", *(argv_tail or [])]
+        )
+        rec = JobRecord(
+            id=p.id,
+            type=job_type,
+            lane=lane,
+            kind=kind,
+            state="pending",
+            message="Queued",
+            options=options,
+            argv=argv,
+            job_dir=str(p.job_dir),
+            out_dir=str(p.out_dir),
+            status_path=str(p.status_path),
+            log_path=str(p.log_path),
+            created_at=now_iso(),
+        )
         with self.lock:
             if self.closing:
                 raise RuntimeError("the service is shutting down")
@@ -517,10 +587,15 @@ class JobManager:
             else:
                 code = "runtime_dependency_missing" if isinstance(exc, (OSError, RuntimeError)) else "internal_error"
                 details = {}
-            err = {"code": code,
-                   "message": f"the job process could not start: {exc}", "details": details}
-            self.store.update(job_id, state="error", error=err, started_at=now_iso(), ended_at=now_iso(),
-                              message=f"{err['code']}: {err['message']}")
+            err = {"code": code, "message": f"the job process could not start: {exc}", "details": details}
+            self.store.update(
+                job_id,
+                state="error",
+                error=err,
+                started_at=now_iso(),
+                ended_at=now_iso(),
+                message=f"{err['code']}: {err['message']}",
+            )
             finalize(status_path, err, state="error", job_type=job.type, only_if_running=True)
             with self.lock:
                 self.changed.notify_all()
@@ -537,8 +612,14 @@ class JobManager:
             aj.log_fh = open(log_path, "ab")
             aj.log_bytes = log_path.stat().st_size
             self.active[job_id] = aj
-            self.store.update(job_id, state="running", started_at=now_iso(), pid=getattr(handle, "pid", None),
-                              runner_ref=getattr(handle, "runner_ref", None), message="Step 0/0")
+            self.store.update(
+                job_id,
+                state="running",
+                started_at=now_iso(),
+                pid=getattr(handle, "pid", None),
+                runner_ref=getattr(handle, "runner_ref", None),
+                message="Step 0/0",
+            )
             threading.Thread(target=self._pump, args=(aj, job), name=f"voicelane-{job_id}", daemon=True).start()
             self.changed.notify_all()
 
@@ -622,23 +703,34 @@ class JobManager:
                 state = "done"
             elif cancel or rc in (130, -signal.SIGTERM, -signal.SIGINT):
                 state = "cancelled"
-                error = {"code": "cancelled", "message": "the job was cancelled", "details": {"exitCode": rc},
-                         "next_action": NEXT_ACTIONS["cancelled"]}
+                error = {
+                    "code": "cancelled",
+                    "message": "the job was cancelled",
+                    "details": {"exitCode": rc},
+                    "next_action": NEXT_ACTIONS["cancelled"],
+                }
             else:
                 state = "error"
                 serr = status.get("error") if isinstance(status.get("error"), dict) else None
                 if serr and serr.get("code"):
-                    error = {"code": serr.get("code"), "message": serr.get("message", ""),
-                             "details": serr.get("details") or {},
-                             "next_action": status.get("next_action") or NEXT_ACTIONS.get(serr.get("code"), ""),
-                             "blocked": status.get("state") == "blocked"}
+                    error = {
+                        "code": serr.get("code"),
+                        "message": serr.get("message", ""),
+                        "details": serr.get("details") or {},
+                        "next_action": status.get("next_action") or NEXT_ACTIONS.get(serr.get("code"), ""),
+                        "blocked": status.get("state") == "blocked",
+                    }
                 elif (reported := reported_error(aj.stdout_other, aj.tail, rc)) is not None:
                     error = reported  # the child said why before it exited (no status file, e.g. check mode)
                 else:
                     sig = -rc if isinstance(rc, int) and rc < 0 else None
                     how = f"signal {sig}" if sig else f"code {rc}"
-                    error = {"code": "internal_error", "message": f"the job process exited with {how}",
-                             "details": {"exitCode": rc}, "next_action": NEXT_ACTIONS["internal_error"]}
+                    error = {
+                        "code": "internal_error",
+                        "message": f"the job process exited with {how}",
+                        "details": {"exitCode": rc},
+                        "next_action": NEXT_ACTIONS["internal_error"],
+                    }
             if job.options.get("mode") == "check" and aj.stdout_other:
                 try:
                     metadata["report"] = json.loads("\n".join(aj.stdout_other))
@@ -657,10 +749,20 @@ class JobManager:
             message = final_message(job.type, state, rc) or message  # the old clients' wording
             if aj.log_fh is not None:
                 aj.log_fh.close()
-            self.store.update(aj.id, state=state, exit_code=rc, error=error, ended_at=now_iso(), message=message,
-                              logs=list(aj.tail), metadata=metadata, artifacts=aj.view.artifacts,
-                              progress_current=aj.view.current, progress_total=aj.view.total,
-                              warnings=aj.view.warnings[-MAX_WARNINGS:])
+            self.store.update(
+                aj.id,
+                state=state,
+                exit_code=rc,
+                error=error,
+                ended_at=now_iso(),
+                message=message,
+                logs=list(aj.tail),
+                metadata=metadata,
+                artifacts=aj.view.artifacts,
+                progress_current=aj.view.current,
+                progress_total=aj.view.total,
+                warnings=aj.view.warnings[-MAX_WARNINGS:],
+            )
             self.active.pop(aj.id, None)
             self.changed.notify_all()
         log.info("job %s finished: %s (exit %s)", aj.id, state, rc)
@@ -688,10 +790,20 @@ class JobManager:
             if state in ("done", "error"):
                 raise ValueError(state)
             if state == "pending":
-                err = {"code": "cancelled", "message": "the job was cancelled before it started", "details": {},
-                       "next_action": NEXT_ACTIONS["cancelled"]}
-                self.store.update(job_id, state="cancelled", cancel_requested=1, error=err, ended_at=now_iso(),
-                                  message="Cancelled before it started")
+                err = {
+                    "code": "cancelled",
+                    "message": "the job was cancelled before it started",
+                    "details": {},
+                    "next_action": NEXT_ACTIONS["cancelled"],
+                }
+                self.store.update(
+                    job_id,
+                    state="cancelled",
+                    cancel_requested=1,
+                    error=err,
+                    ended_at=now_iso(),
+                    message="Cancelled before it started",
+                )
                 finalize(Path(row.status_path), err, state="cancelled", job_type=row.type, only_if_running=True)
                 self.changed.notify_all()
                 return self.store.get(job_id)
@@ -700,8 +812,9 @@ class JobManager:
             if aj is None:  # running in the store but not ours: cannot happen after recover()
                 return self.store.get(job_id)
             aj.cancel_requested = True
-        threading.Thread(target=aj.handle.terminate, args=(self.cancel_grace_s,), daemon=True,
-                         name=f"voicelane-cancel-{job_id}").start()
+        threading.Thread(
+            target=aj.handle.terminate, args=(self.cancel_grace_s,), daemon=True, name=f"voicelane-cancel-{job_id}"
+        ).start()
         deadline = time.monotonic() + (wait_s if wait_s is not None else self.cancel_grace_s + 5)
         with self.lock:
             while job_id in self.active and time.monotonic() < deadline:
@@ -714,4 +827,3 @@ class JobManager:
 
     def counts(self) -> dict[str, int]:
         return {s: self.store.count(s) for s in ("pending", "running")}
-

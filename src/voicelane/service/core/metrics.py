@@ -31,17 +31,21 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.speak = Counter("voicelane_speak_requests", "speak requests by outcome code", ["code"], registry=r)
-        self.errors = Counter("voicelane_http_errors", "error replies by stable code", ["code", "status"],
-                              registry=r)
-        self.queue_wait = Histogram("voicelane_speak_queue_wait_seconds", "time a synthesis waited in the queue",
-                                    buckets=WAIT_BUCKETS, registry=r)
-        Gauge("voicelane_speak_queue_depth", "synthesis requests waiting", registry=r).set_function(
-            lambda: pool.queued)
+        self.errors = Counter("voicelane_http_errors", "error replies by stable code", ["code", "status"], registry=r)
+        self.queue_wait = Histogram(
+            "voicelane_speak_queue_wait_seconds",
+            "time a synthesis waited in the queue",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        Gauge("voicelane_speak_queue_depth", "synthesis requests waiting", registry=r).set_function(lambda: pool.queued)
         Gauge("voicelane_speak_running", "syntheses running", registry=r).set_function(lambda: pool.running)
         Gauge("voicelane_speak_queue_size", "synthesis queue capacity", registry=r).set_function(
-            lambda: pool.queue_size)
-        Gauge("voicelane_speak_queue_oldest_wait_seconds", "age of the oldest waiting synthesis",
-              registry=r).set_function(pool.oldest_wait_s)
+            lambda: pool.queue_size
+        )
+        Gauge(
+            "voicelane_speak_queue_oldest_wait_seconds", "age of the oldest waiting synthesis", registry=r
+        ).set_function(pool.oldest_wait_s)
         r.register(_JobCollector(job_counts))
 
     def speak_outcome(self, outcome: str) -> None:

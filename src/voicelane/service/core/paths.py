@@ -17,8 +17,12 @@ def _inside(real: Path, root: Path) -> bool:
 
 def confine(value: str, roots: list[Path], field: str, missing_code: str = "missing_audio_path") -> Path:
     if not isinstance(value, str):
-        raise ApiError(400, "invalid_request", f"{field} must be a path (a string)",
-                       {"issues": [{"field": field, "code": "missing", "message": "a path is required"}]})
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"{field} must be a path (a string)",
+            {"issues": [{"field": field, "code": "missing", "message": "a path is required"}]},
+        )
     if "\x00" in value:
         raise ApiError(400, "invalid_request", f"{field} contains NUL", {"field": field})
     p = Path(value)
@@ -32,7 +36,10 @@ def confine(value: str, roots: list[Path], field: str, missing_code: str = "miss
         if real.exists():
             return real
     if not inside_any:
-        raise ApiError(400, "path_not_allowed", f"{field} is outside the configured data roots "
-                                                "(VOICELANE_DATA_ROOTS)", {"field": field, "path": value})
-    raise ApiError(400, missing_code, f"{field} does not exist inside the data roots",
-                   {"field": field, "path": value})
+        raise ApiError(
+            400,
+            "path_not_allowed",
+            f"{field} is outside the configured data roots (VOICELANE_DATA_ROOTS)",
+            {"field": field, "path": value},
+        )
+    raise ApiError(400, missing_code, f"{field} does not exist inside the data roots", {"field": field, "path": value})

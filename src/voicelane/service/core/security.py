@@ -186,8 +186,12 @@ def is_json_media_type(content_type: str) -> bool:
 
 def require_json_content_type(content_type: str | None) -> None:
     if not is_json_media_type(content_type or ""):
-        raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json",
-                       {"contentType": (content_type or "")[:100]})
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+            {"contentType": (content_type or "")[:100]},
+        )
 
 
 def _refuse_constant(name: str) -> Any:
@@ -258,24 +262,42 @@ class SecurityMiddleware:
             return await self.app(scope, receive, send)
         raw = scope.get("headers", [])
         if len(raw) > MAX_HEADERS or any(len(v) > MAX_HEADER_VALUE_BYTES for _, v in raw):
-            return await _reply(send, scope, 431, "invalid_request",
-                                f"at most {MAX_HEADERS} headers of {MAX_HEADER_VALUE_BYTES} bytes each",
-                                {"maxHeaders": MAX_HEADERS, "maxValueBytes": MAX_HEADER_VALUE_BYTES})
+            return await _reply(
+                send,
+                scope,
+                431,
+                "invalid_request",
+                f"at most {MAX_HEADERS} headers of {MAX_HEADER_VALUE_BYTES} bytes each",
+                {"maxHeaders": MAX_HEADERS, "maxValueBytes": MAX_HEADER_VALUE_BYTES},
+            )
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
         host_header = headers.get("host", "")
         host = split_host(host_header)
         if host is None:
             return await _reply(send, scope, 400, "host_not_allowed", "the request has no usable Host header", None)
         if not self.hosts.allows(host[0]):
-            return await _reply(send, scope, 403, "host_not_allowed",
-                                f"Host {host[0][:100]!r} is not allowed (VOICELANE_ALLOWED_HOSTS)",
-                                {"host": host[0][:100]})
+            return await _reply(
+                send,
+                scope,
+                403,
+                "host_not_allowed",
+                f"Host {host[0][:100]!r} is not allowed (VOICELANE_ALLOWED_HOSTS)",
+                {"host": host[0][:100]},
+            )
         origin = headers.get("origin")
-        if scope.get("method") in STATE_CHANGING and origin is not None \
-                and not origin_allowed(origin, host_header, self.cors):
-            return await _reply(send, scope, 403, "origin_not_allowed",
-                                "cross-origin requests that change state are refused (VOICELANE_CORS_ORIGINS)",
-                                {"origin": origin[:200]})
+        if (
+            scope.get("method") in STATE_CHANGING
+            and origin is not None
+            and not origin_allowed(origin, host_header, self.cors)
+        ):
+            return await _reply(
+                send,
+                scope,
+                403,
+                "origin_not_allowed",
+                "cross-origin requests that change state are refused (VOICELANE_CORS_ORIGINS)",
+                {"origin": origin[:200]},
+            )
         if scope.get("method") == "GET" and self.token:
             send = self._cookie_from_query(scope, send)
         return await self.app(scope, receive, send)
@@ -301,6 +323,11 @@ async def _reply(send, scope, status: int, code: str, message: str, details: dic
     if ctx is not None and ctx.metrics is not None:  # refusals count in /metrics like any error
         ctx.metrics.error(code, status)
     payload = json.dumps(envelope(code, message, details, trace)).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

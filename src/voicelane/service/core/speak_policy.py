@@ -86,8 +86,9 @@ class LRU(Generic[K, V]):
 # context gate and consent
 
 
-def context_gate(priority: str, context_tier: str | None, session_state: str | None,
-                 voice_mode: str | None) -> dict[str, Any] | None:
+def context_gate(
+    priority: str, context_tier: str | None, session_state: str | None, voice_mode: str | None
+) -> dict[str, Any] | None:
     """None when speech is allowed, else the details of a ``voice_context_ineligible`` suppression."""
     tier = (context_tier or "").strip().lower()
     state = (session_state or "").strip().lower()
@@ -105,9 +106,12 @@ def context_gate(priority: str, context_tier: str | None, session_state: str | N
 
 def check_consent(reference_audio_hash: str | None, consent_asserted: bool | None) -> None:
     if reference_audio_hash and consent_asserted is not True:
-        raise ApiError(400, "voice_consent_required",
-                       "a referenceAudioHash (voice reference) needs consent_asserted: true",
-                       {"field": "consent_asserted"})
+        raise ApiError(
+            400,
+            "voice_consent_required",
+            "a referenceAudioHash (voice reference) needs consent_asserted: true",
+            {"field": "consent_asserted"},
+        )
 
 
 def tenant_of(headers: Any, body_tenant: str | None) -> str:
@@ -116,9 +120,12 @@ def tenant_of(headers: Any, body_tenant: str | None) -> str:
         value = (headers.get(name) or "").strip()
         if value:
             if len(value) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in value):
-                raise ApiError(400, "voice_invalid_request", f"the {name} header is not a valid tenant id",
-                               {"issues": [{"field": name, "code": "invalid",
-                                            "message": "1-128 printable characters"}]})
+                raise ApiError(
+                    400,
+                    "voice_invalid_request",
+                    f"the {name} header is not a valid tenant id",
+                    {"issues": [{"field": name, "code": "invalid", "message": "1-128 printable characters"}]},
+                )
             return value
     return body_tenant or DEFAULT_TENANT
 
@@ -126,9 +133,12 @@ def tenant_of(headers: Any, body_tenant: str | None) -> str:
 def check_watermark(mode: str) -> str:
     """The (normalised) mode to echo in ``x-watermark-mode``; refuses what the local provider cannot do."""
     if mode not in HONOURED_WATERMARKS:
-        raise ApiError(400, "voice_watermark_unsupported",
-                       f"watermark mode {mode!r} cannot be honoured by the local provider",
-                       {"watermarkMode": mode, "supported": list(HONOURED_WATERMARKS)})
+        raise ApiError(
+            400,
+            "voice_watermark_unsupported",
+            f"watermark mode {mode!r} cannot be honoured by the local provider",
+            {"watermarkMode": mode, "supported": list(HONOURED_WATERMARKS)},
+        )
     return mode
 
 
@@ -157,13 +167,19 @@ class ProviderPolicy:
         if priority in ALWAYS_LOCAL_PRIORITIES:
             return ProviderDecision("local", requested, rerouted=True)
         if not self.enabled:
-            raise ApiError(403, "voice_provider_not_allowed",
-                           f"provider {requested!r} refused: remote providers are disabled (local-only policy)",
-                           {"provider": requested, "reason": "remote_providers_disabled"})
+            raise ApiError(
+                403,
+                "voice_provider_not_allowed",
+                f"provider {requested!r} refused: remote providers are disabled (local-only policy)",
+                {"provider": requested, "reason": "remote_providers_disabled"},
+            )
         if requested not in self.enabled:
-            raise ApiError(403, "voice_provider_not_allowed",
-                           f"provider {requested!r} is not in the enabled remote providers",
-                           {"provider": requested, "reason": "provider_not_enabled"})
+            raise ApiError(
+                403,
+                "voice_provider_not_allowed",
+                f"provider {requested!r} is not in the enabled remote providers",
+                {"provider": requested, "reason": "provider_not_enabled"},
+            )
         return ProviderDecision(requested, requested)
 
 
@@ -192,8 +208,9 @@ class Budgets:
     ``reserve`` checks and books atomically; a request that ends without audio releases its
     reservation, so suppressed or failed requests cost nothing."""
 
-    def __init__(self, mission_chars: int, tenant_daily_chars: int, clock: Clock | None = None,
-                 max_keys: int = MAX_KEYS):
+    def __init__(
+        self, mission_chars: int, tenant_daily_chars: int, clock: Clock | None = None, max_keys: int = MAX_KEYS
+    ):
         self.mission_chars = mission_chars
         self.tenant_daily_chars = tenant_daily_chars
         self.clock = clock or Clock()
@@ -211,16 +228,34 @@ class Budgets:
             if mkey is not None and self.mission_chars > 0:
                 used = self.missions.get(mkey, 0) or 0
                 if used + cost > self.mission_chars:
-                    raise ApiError(429, "voice_budget_exceeded", "the mission's speech budget is exhausted",
-                                   {"scope": "mission", "missionId": mission, "limitChars": self.mission_chars,
-                                    "usedChars": used, "requestChars": cost})
+                    raise ApiError(
+                        429,
+                        "voice_budget_exceeded",
+                        "the mission's speech budget is exhausted",
+                        {
+                            "scope": "mission",
+                            "missionId": mission,
+                            "limitChars": self.mission_chars,
+                            "usedChars": used,
+                            "requestChars": cost,
+                        },
+                    )
             if self.tenant_daily_chars > 0:
                 used_t = self.tenants.get(tkey, 0) or 0
                 if used_t + cost > self.tenant_daily_chars:
-                    raise ApiError(429, "voice_budget_exceeded", "the tenant's daily speech budget is exhausted",
-                                   {"scope": "tenant_daily", "tenant": tenant, "day": tkey[1],
-                                    "limitChars": self.tenant_daily_chars, "usedChars": used_t,
-                                    "requestChars": cost})
+                    raise ApiError(
+                        429,
+                        "voice_budget_exceeded",
+                        "the tenant's daily speech budget is exhausted",
+                        {
+                            "scope": "tenant_daily",
+                            "tenant": tenant,
+                            "day": tkey[1],
+                            "limitChars": self.tenant_daily_chars,
+                            "usedChars": used_t,
+                            "requestChars": cost,
+                        },
+                    )
             if mkey is not None:
                 self.missions.put(mkey, (self.missions.get(mkey, 0) or 0) + cost)
             self.tenants.put(tkey, (self.tenants.get(tkey, 0) or 0) + cost)
@@ -258,9 +293,13 @@ class RateLimiter:
             if tokens < 1.0:
                 self.buckets.put(key, (tokens, now))
                 retry = max(1, math.ceil((1.0 - tokens) / self.rate))
-                raise ApiError(429, "voice_rate_limited", "too many speak requests; retry later",
-                               {"retryAfterS": retry, "limitPerMin": self.rate * 60.0, "burst": int(self.burst)},
-                               headers={"Retry-After": str(retry)})
+                raise ApiError(
+                    429,
+                    "voice_rate_limited",
+                    "too many speak requests; retry later",
+                    {"retryAfterS": retry, "limitPerMin": self.rate * 60.0, "burst": int(self.burst)},
+                    headers={"Retry-After": str(retry)},
+                )
             self.buckets.put(key, (tokens - 1.0, now))
 
 
@@ -293,8 +332,9 @@ class Dedupe:
         self.last: LRU[Any, float] = LRU(max_keys)
         self.lock = threading.Lock()
 
-    def check_and_mark(self, tenant: str, mission: str | None, key: str | None,
-                       priority: str) -> tuple[DedupeMark | None, dict[str, Any] | None]:
+    def check_and_mark(
+        self, tenant: str, mission: str | None, key: str | None, priority: str
+    ) -> tuple[DedupeMark | None, dict[str, Any] | None]:
         """(mark, None) when the request may proceed; (None, details) when it is suppressed."""
         if not key:
             return None, None
@@ -304,8 +344,12 @@ class Dedupe:
         with self.lock:
             prev = self.last.get(k)
             if prev is not None and cooldown > 0 and now - prev < cooldown:
-                return None, {"dedupeKey": key, "priority": priority, "cooldownS": cooldown,
-                              "retryAfterS": round(cooldown - (now - prev), 3)}
+                return None, {
+                    "dedupeKey": key,
+                    "priority": priority,
+                    "cooldownS": cooldown,
+                    "retryAfterS": round(cooldown - (now - prev), 3),
+                }
             self.last.put(k, now)
         return DedupeMark(self, k, prev, now), None
 

@@ -32,8 +32,7 @@ class SynthPool:
         self.completed = 0
         self.cancelled = 0
         self.last_wait_s = 0.0
-        self._threads = [threading.Thread(target=self._worker, name=f"{name}-{i}", daemon=True)
-                         for i in range(workers)]
+        self._threads = [threading.Thread(target=self._worker, name=f"{name}-{i}", daemon=True) for i in range(workers)]
         for t in self._threads:
             t.start()
 

@@ -68,8 +68,7 @@ def _child_main(conn, threads: int) -> None:
                 conn.send(("done", None))
             else:
                 syn = voice.synthesize(text)
-                conn.send(("done", Rendered(syn.audio, int(syn.sample_rate), float(syn.seconds),
-                                            float(syn.compute_s))))
+                conn.send(("done", Rendered(syn.audio, int(syn.sample_rate), float(syn.seconds), float(syn.compute_s))))
         except VoicelaneError as err:
             conn.send(("error", err.code, err.message, dict(err.details)))
         except Exception as exc:  # noqa: BLE001 - reported to the waiting request
@@ -80,8 +79,9 @@ class _Child:
     def __init__(self, threads: int):
         ctx = mp.get_context("spawn")
         self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_child_main, args=(child_conn, threads), daemon=True,
-                                name="voicelane-synth-child")
+        self.proc = ctx.Process(
+            target=_child_main, args=(child_conn, threads), daemon=True, name="voicelane-synth-child"
+        )
         self.proc.start()
         child_conn.close()
 

@@ -71,18 +71,19 @@ class TrainDefaults:
         return cls(
             data=data,
             profile=_env(env, "VOICELANE_TRAIN_DEFAULT_PROFILE") or DEFAULT_PROFILE,
-            consent_statement=Path(consent) if consent else (data / "CONSENT.txt"
-                                                             if (data / "CONSENT.txt").is_file() else None),
+            consent_statement=Path(consent)
+            if consent
+            else (data / "CONSENT.txt" if (data / "CONSENT.txt").is_file() else None),
             base=None if base.lower() == "none" else base,
             preset=_env(env, "VOICELANE_TRAIN_DEFAULT_PRESET") or "cpu",
             steps=int(steps) if steps else None,
-            heldout=Path(heldout) if heldout else (REPO_ROOT / "corpora" / "kal_heldout"
-                                                   if data == corpus else None),
+            heldout=Path(heldout) if heldout else (REPO_ROOT / "corpora" / "kal_heldout" if data == corpus else None),
             min_minutes=float(min_minutes) if min_minutes else None,
             eval_max=int(eval_max) if eval_max else None,
             gates=json.loads(gates) if gates else None,
             onnx=None if onnx is None else onnx.lower() not in ("0", "false", "no", "off"),
-            status_dirs=tuple(Path(p) for p in dirs.split(os.pathsep) if p) if dirs
+            status_dirs=tuple(Path(p) for p in dirs.split(os.pathsep) if p)
+            if dirs
             else (REPO_ROOT / "artifacts", Path.cwd() / "artifacts"),
         )
 
@@ -100,10 +101,17 @@ class TrainDefaults:
         if any(k in out for k in DATA_KEYS):
             return out, False
         out["dataPath"] = str(self.data)
-        for key, value in (("consentStatement", self.consent_statement), ("base", self.base),
-                           ("preset", self.preset), ("steps", self.steps), ("heldout", self.heldout),
-                           ("minMinutes", self.min_minutes), ("evalMax", self.eval_max), ("gates", self.gates),
-                           ("onnx", self.onnx)):
+        for key, value in (
+            ("consentStatement", self.consent_statement),
+            ("base", self.base),
+            ("preset", self.preset),
+            ("steps", self.steps),
+            ("heldout", self.heldout),
+            ("minMinutes", self.min_minutes),
+            ("evalMax", self.eval_max),
+            ("gates", self.gates),
+            ("onnx", self.onnx),
+        ):
             if value is not None and key not in out:
                 out[key] = str(value) if isinstance(value, Path) else value
         return out, True
@@ -124,9 +132,12 @@ class TrainDefaults:
 
 def refuse_unavailable_job_type(job_type: Any) -> None:
     if job_type in NEMO_JOB_TYPES:
-        raise ApiError(400, "engine_unavailable",
-                       f"jobType {job_type!r} needs the NeMo engine, which this installation does not have",
-                       {"jobType": job_type, "engine": "nemo", "use": "tts_prod_train"})
+        raise ApiError(
+            400,
+            "engine_unavailable",
+            f"jobType {job_type!r} needs the NeMo engine, which this installation does not have",
+            {"jobType": job_type, "engine": "nemo", "use": "tts_prod_train"},
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,7 +215,11 @@ def dataset_stats(metadata: dict[str, Any]) -> dict[str, Any]:
     report = metadata.get("report")
     if not stats and isinstance(report, dict) and isinstance(report.get("totals"), dict):
         totals = report["totals"]
-        stats = {"schema": DATASET_STATS_SCHEMA, "dataset_items": totals.get("kept"),
-                 "kept": totals.get("kept"), "rejected": totals.get("rejected"),
-                 "kept_minutes": totals.get("kept_minutes")}
+        stats = {
+            "schema": DATASET_STATS_SCHEMA,
+            "dataset_items": totals.get("kept"),
+            "kept": totals.get("kept"),
+            "rejected": totals.get("rejected"),
+            "kept_minutes": totals.get("kept_minutes"),
+        }
     return stats

@@ -110,8 +110,14 @@ def _fingerprint(bundle_dir: Path) -> tuple | None:
 
 
 class VoiceRegistry:
-    def __init__(self, roots: list[Path], engine: str = "auto", threads: int = 1,
-                 loader: Loader | None = None, validator: Callable[[Path], Any] | None = None):
+    def __init__(
+        self,
+        roots: list[Path],
+        engine: str = "auto",
+        threads: int = 1,
+        loader: Loader | None = None,
+        validator: Callable[[Path], Any] | None = None,
+    ):
         self.roots = [Path(r) for r in roots]
         self.engine = engine
         self.threads = threads
@@ -202,10 +208,12 @@ class VoiceRegistry:
                 err = res.error or {}
                 return refuse(err.get("code", "bundle_invalid"), err.get("message", "bundle is invalid"))
             if getattr(res, "level", None) == "compat":
-                return refuse("bundle_compat_only",
-                              "old minimal voice_bundle/1 layout (only the five required manifest fields): it "
-                              "validates under the compatibility level, but has no voicelane model, config, "
-                              "sample and eval, so it is never served")
+                return refuse(
+                    "bundle_compat_only",
+                    "old minimal voice_bundle/1 layout (only the five required manifest fields): it "
+                    "validates under the compatibility level, but has no voicelane model, config, "
+                    "sample and eval, so it is never served",
+                )
             why = self._servable(name, res.manifest or {})
             if why:
                 return refuse(*why)
@@ -222,10 +230,14 @@ class VoiceRegistry:
 
             cert = certificate_of(bdir)
             if cert is not None and not cert["integrityOk"]:
-                return refuse("certificate_stale", "the bundle files are not the ones its verify certificate "
-                              "bound: " + ", ".join(cert["changed"] or ["no bundle files bound"]))
-            return ServedVoice(name, bdir, manifest, fp or (), msha, voice, int(res2.files_validated or 0),
-                               certificate=cert)
+                return refuse(
+                    "certificate_stale",
+                    "the bundle files are not the ones its verify certificate "
+                    "bound: " + ", ".join(cert["changed"] or ["no bundle files bound"]),
+                )
+            return ServedVoice(
+                name, bdir, manifest, fp or (), msha, voice, int(res2.files_validated or 0), certificate=cert
+            )
         except VoicelaneError as err:
             return refuse(err.code, err.message)
         except Exception as exc:  # noqa: BLE001 - a broken bundle must not take the service down
@@ -235,14 +247,18 @@ class VoiceRegistry:
     def _servable(name: str, manifest: dict[str, Any]) -> tuple[str, str] | None:
         lane = manifest.get("lane")
         if lane != "production":
-            return ("lane_not_servable",
-                    f"bundle lane is {lane!r}: only production-lane bundles are served "
-                    "(experimental outputs are never promoted)")
+            return (
+                "lane_not_servable",
+                f"bundle lane is {lane!r}: only production-lane bundles are served "
+                "(experimental outputs are never promoted)",
+            )
         if manifest.get("promotable") is False:
             return ("not_promotable", "the production run did not pass its evaluation gates (promotable: false)")
         if manifest.get("voice_profile_id") != name:
-            return ("profile_mismatch",
-                    f"manifest voice_profile_id {manifest.get('voice_profile_id')!r} differs from the folder {name!r}")
+            return (
+                "profile_mismatch",
+                f"manifest voice_profile_id {manifest.get('voice_profile_id')!r} differs from the folder {name!r}",
+            )
         return None
 
     # --- background rescans ----------------------------------------------------------------

@@ -58,8 +58,7 @@ def _defaults(ctx) -> compat.TrainDefaults:
 
 
 def body_schema(model) -> dict[str, Any]:
-    return {"requestBody": {"required": True,
-                            "content": {"application/json": {"schema": model.model_json_schema()}}}}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
 def _validate(model, obj: dict[str, Any]):
@@ -68,9 +67,13 @@ def _validate(model, obj: dict[str, Any]):
     except ValidationError as exc:
         issues = pydantic_issues(exc)
         if any(i["field"] == "profile" and i["code"] == "string_pattern_mismatch" for i in issues):
-            raise ApiError(400, "profile_id_invalid",
-                           "invalid voice profile id: use 1-64 characters from a-z, 0-9, '_' and '-', "
-                           "starting with a letter or digit", {"issues": issues}) from None
+            raise ApiError(
+                400,
+                "profile_id_invalid",
+                "invalid voice profile id: use 1-64 characters from a-z, 0-9, '_' and '-', "
+                "starting with a letter or digit",
+                {"issues": issues},
+            ) from None
         raise ApiError(400, "invalid_request", "the request does not match the schema", {"issues": issues}) from None
 
 
@@ -80,12 +83,28 @@ def _not_found(job_id: str) -> ApiError:
 
 # request key -> RunSpec field (paths are confined to the data roots first)
 HTTP_FIELDS: dict[str, str] = {
-    "dataPath": "data", "profile": "profile_id", "preset": "preset", "base": "base", "steps": "steps",
-    "language": "language", "seed": "seed", "displayName": "display_name", "minMinutes": "min_minutes",
-    "evalMax": "eval_max", "gates": "gates", "onnx": "onnx", "consentStatement": "consent_statement",
-    "speakerName": "speaker_name", "heldout": "heldout", "acceptLicenseRisk": "accept_license_risk",
-    "threads": "threads", "finetuneScope": "finetune_scope", "device": "device", "nproc": "nproc",
-    "snapshotEvery": "snapshot_every", "selectSnapshot": "select_snapshot",
+    "dataPath": "data",
+    "profile": "profile_id",
+    "preset": "preset",
+    "base": "base",
+    "steps": "steps",
+    "language": "language",
+    "seed": "seed",
+    "displayName": "display_name",
+    "minMinutes": "min_minutes",
+    "evalMax": "eval_max",
+    "gates": "gates",
+    "onnx": "onnx",
+    "consentStatement": "consent_statement",
+    "speakerName": "speaker_name",
+    "heldout": "heldout",
+    "acceptLicenseRisk": "accept_license_risk",
+    "threads": "threads",
+    "finetuneScope": "finetune_scope",
+    "device": "device",
+    "nproc": "nproc",
+    "snapshotEvery": "snapshot_every",
+    "selectSnapshot": "select_snapshot",
 }
 # set by the service, never by a client: the job's own folder and status file
 SERVICE_FIELDS = ("job_type", "out", "status_path")
@@ -98,11 +117,15 @@ def _build_spec(**values: Any) -> RunSpec:
         raise ApiError(400, "invalid_request", err.message, err.details) from None
 
 
-def run_spec_from_request(req: TrainStartRequest, job_type: str, roots: list[Path], default_threads: int,
-                          out: Path, status_path: Path) -> tuple[RunSpec, dict[str, Any]]:
+def run_spec_from_request(
+    req: TrainStartRequest, job_type: str, roots: list[Path], default_threads: int, out: Path, status_path: Path
+) -> tuple[RunSpec, dict[str, Any]]:
     """The RunSpec of a /api/train/start body, and the options recorded on the job (what the client set)."""
-    given = {key: getattr(req, key) for key in HTTP_FIELDS if key in req.model_fields_set or key in
-             ("dataPath", "profile", "preset")}
+    given = {
+        key: getattr(req, key)
+        for key in HTTP_FIELDS
+        if key in req.model_fields_set or key in ("dataPath", "profile", "preset")
+    }
     given = {k: v for k, v in given.items() if v is not None}
     given["dataPath"] = confine(req.dataPath, roots, "dataPath")
     if req.consentStatement:
@@ -116,9 +139,13 @@ def run_spec_from_request(req: TrainStartRequest, job_type: str, roots: list[Pat
     return spec, options
 
 
-@router.post("/api/train/start", response_model=StartReply, responses=ERRORS,
-             openapi_extra=body_schema(TrainStartRequest),
-             summary="Start a training job (jobType train | tts_voice_train | tts_prod_train)")
+@router.post(
+    "/api/train/start",
+    response_model=StartReply,
+    responses=ERRORS,
+    openapi_extra=body_schema(TrainStartRequest),
+    summary="Start a training job (jobType train | tts_voice_train | tts_prod_train)",
+)
 async def train_start(request: Request) -> Any:
     ctx = ctx_of(request)
     obj = await read_json_object(request, "invalid_request")
@@ -127,27 +154,38 @@ async def train_start(request: Request) -> Any:
         job_type = "train"
     compat.refuse_unavailable_job_type(job_type)
     if not isinstance(job_type, str) or job_type not in TRAIN_JOB_TYPES:
-        raise ApiError(400, "invalid_job_type", f"unknown jobType {str(job_type)[:64]!r}",
-                       {"jobType": str(job_type)[:64], "allowed": sorted(TRAIN_JOB_TYPES)})
+        raise ApiError(
+            400,
+            "invalid_job_type",
+            f"unknown jobType {str(job_type)[:64]!r}",
+            {"jobType": str(job_type)[:64], "allowed": sorted(TRAIN_JOB_TYPES)},
+        )
     defaults = _defaults(ctx)
     obj, defaulted = defaults.fill_train(obj)  # `{}` / `{jobType}`: the server-side default run
     req: TrainStartRequest = _validate(TrainStartRequest, obj)
     roots = (ctx.settings.data_roots or []) + (defaults.roots() if defaulted else [])
     paths = ctx.jobs.new_job_paths()
-    spec, options = run_spec_from_request(req, job_type, roots, ctx.settings.train_threads,
-                                          paths.out_dir, paths.status_path)
+    spec, options = run_spec_from_request(
+        req, job_type, roots, ctx.settings.train_threads, paths.out_dir, paths.status_path
+    )
     if defaulted:
         options["serverDefaults"] = True
     try:
-        row = await run_in_threadpool(partial(ctx.jobs.submit, job_type, spec.lane, "train", options, spec=spec,
-                                              paths=paths))
+        row = await run_in_threadpool(
+            partial(ctx.jobs.submit, job_type, spec.lane, "train", options, spec=spec, paths=paths)
+        )
     except RuntimeError as exc:
         raise ApiError(503, "service_unavailable", str(exc)) from None
     return {"ok": True, "started": True, "jobId": row["id"], "state": row["state"]}
 
 
-@router.post("/api/train/dataset", response_model=StartReply, responses=ERRORS,
-             openapi_extra=body_schema(DatasetRequest), summary="Start a dataset-only job")
+@router.post(
+    "/api/train/dataset",
+    response_model=StartReply,
+    responses=ERRORS,
+    openapi_extra=body_schema(DatasetRequest),
+    summary="Start a dataset-only job",
+)
 async def train_dataset(request: Request) -> Any:
     ctx = ctx_of(request)
     obj = await read_json_object(request, "invalid_request")
@@ -155,8 +193,7 @@ async def train_dataset(request: Request) -> Any:
     defaulted = not any(k in obj for k in compat.DATA_KEYS)
     obj, old_mode = defaults.fill_dataset(obj)  # voice_dataset / knowledge_audio -> prepare
     req: DatasetRequest = _validate(DatasetRequest, obj)
-    data = confine(req.dataPath, (ctx.settings.data_roots or []) + (defaults.roots() if defaulted else []),
-                   "dataPath")
+    data = confine(req.dataPath, (ctx.settings.data_roots or []) + (defaults.roots() if defaulted else []), "dataPath")
     options: dict[str, Any] = {"mode": req.mode, "dataPath": str(data)}
     options |= {"requestedMode": old_mode} if old_mode else {}
     options |= {"language": req.language} if req.language else {}
@@ -169,9 +206,15 @@ async def train_dataset(request: Request) -> Any:
         submit = partial(ctx.jobs.submit, "dataset", "data", "dataset", options, argv_tail=argv, paths=paths)
     else:
         options["profile"] = req.profile or "dataset"
-        spec = _build_spec(job_type="dataset", data=data, profile_id=options["profile"], out=paths.out_dir,
-                           status_path=paths.status_path, language=req.language or "en-us",
-                           min_minutes=req.minMinutes)
+        spec = _build_spec(
+            job_type="dataset",
+            data=data,
+            profile_id=options["profile"],
+            out=paths.out_dir,
+            status_path=paths.status_path,
+            language=req.language or "en-us",
+            min_minutes=req.minMinutes,
+        )
         submit = partial(ctx.jobs.submit, "dataset", "data", "dataset", options, spec=spec, paths=paths)
     try:
         row = await run_in_threadpool(submit)
@@ -181,10 +224,13 @@ async def train_dataset(request: Request) -> Any:
 
 
 @router.get("/api/train/jobs", response_model=JobList, responses=ERRORS, summary="List jobs (newest first)")
-def list_jobs(request: Request,
-              state: Literal["pending", "running", "done", "error", "cancelled"] | None = Query(default=None),
-              type: str | None = Query(default=None, max_length=64),
-              limit: int = Query(default=50, ge=1, le=500), offset: int = Query(default=0, ge=0, le=10**9)) -> Any:
+def list_jobs(
+    request: Request,
+    state: Literal["pending", "running", "done", "error", "cancelled"] | None = Query(default=None),
+    type: str | None = Query(default=None, max_length=64),
+    limit: int = Query(default=50, ge=1, le=500),
+    offset: int = Query(default=0, ge=0, le=10**9),
+) -> Any:
     ctx = ctx_of(request)
     rows, total = ctx.store.list(state=state, job_type=type, limit=limit, offset=offset)
     return {"ok": True, "jobs": [job_out(r, logs=False) for r in rows], "total": total}
@@ -198,19 +244,28 @@ def get_job(job_id: str, request: Request) -> Any:
     return job_out(row)
 
 
-@router.post("/api/train/job/{job_id}/cancel", response_model=CancelReply,
-             responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "already finished"}},
-             summary="Cancel a job: SIGTERM to its process group, SIGKILL after the grace period")
+@router.post(
+    "/api/train/job/{job_id}/cancel",
+    response_model=CancelReply,
+    responses={**ERRORS, 409: {"model": ErrorEnvelope, "description": "already finished"}},
+    summary="Cancel a job: SIGTERM to its process group, SIGKILL after the grace period",
+)
 def cancel_job(job_id: str, request: Request) -> Any:
     try:
         row = ctx_of(request).jobs.cancel(job_id)
     except ValueError as exc:
-        raise ApiError(409, "job_not_cancellable", f"the job already ended ({exc})",
-                       {"jobId": job_id, "state": str(exc)}) from None
+        raise ApiError(
+            409, "job_not_cancellable", f"the job already ended ({exc})", {"jobId": job_id, "state": str(exc)}
+        ) from None
     if row is None:
         raise _not_found(job_id)
-    return {"ok": True, "cancelled": row["state"] == "cancelled", "jobId": row["id"], "state": row["state"],
-            "job": job_out(row)}
+    return {
+        "ok": True,
+        "cancelled": row["state"] == "cancelled",
+        "jobId": row["id"],
+        "state": row["state"],
+        "job": job_out(row),
+    }
 
 
 def _sse(seq: int, kind: str, data: dict[str, Any]) -> str:
@@ -231,14 +286,25 @@ def _event_data(e: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-@router.get("/api/train/job/{job_id}/events", responses={**ERRORS, 200: {
-    "description": "Server-Sent Events: one event per stdout line of the job (`id` = sequence number, "
-                   "`event` = progress|stats|artifact|other), then `event: end` with the final state. "
-                   "Resumable with the `Last-Event-ID` header (or `lastEventId`).",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}}}}, summary="Stream a job's lines (SSE)")
-async def job_events(job_id: str, request: Request,
-                     last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
-                     lastEventId: int | None = Query(default=None, ge=0, le=2**62)) -> Any:
+@router.get(
+    "/api/train/job/{job_id}/events",
+    responses={
+        **ERRORS,
+        200: {
+            "description": "Server-Sent Events: one event per stdout line of the job (`id` = sequence number, "
+            "`event` = progress|stats|artifact|other), then `event: end` with the final state. "
+            "Resumable with the `Last-Event-ID` header (or `lastEventId`).",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+    },
+    summary="Stream a job's lines (SSE)",
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
+    lastEventId: int | None = Query(default=None, ge=0, le=2**62),
+) -> Any:
     ctx = ctx_of(request)
     if await run_in_threadpool(ctx.store.get, job_id) is None:
         raise _not_found(job_id)
@@ -279,13 +345,22 @@ async def job_events(job_id: str, request: Request,
                 yield ": keepalive\n\n"
             await asyncio.sleep(SSE_POLL_S)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
-@router.get("/api/train/job/{job_id}/log", responses={**ERRORS, 200: {
-    "description": "the job's full log (stdout and stderr lines, capped)",
-    "content": {"text/plain": {"schema": {"type": "string"}}}}}, summary="A job's full log file")
+@router.get(
+    "/api/train/job/{job_id}/log",
+    responses={
+        **ERRORS,
+        200: {
+            "description": "the job's full log (stdout and stderr lines, capped)",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+    },
+    summary="A job's full log file",
+)
 def job_log(job_id: str, request: Request) -> Any:
     row = ctx_of(request).store.get(job_id)
     if row is None:
@@ -296,11 +371,22 @@ def job_log(job_id: str, request: Request) -> Any:
     return FileResponse(path, media_type="text/plain; charset=utf-8")
 
 
-@router.get("/api/train/status", responses={**ERRORS, 200: {
-    "description": "the train_status/1 JSON of the latest job (or of `jobId`)",
-    "content": {"application/json": {"schema": {"type": "object"}}}}}, summary="Latest train_status/1 JSON")
-def train_status(request: Request, jobType: str | None = Query(default=None, max_length=64),
-                 jobId: str | None = Query(default=None, max_length=128)) -> Any:
+@router.get(
+    "/api/train/status",
+    responses={
+        **ERRORS,
+        200: {
+            "description": "the train_status/1 JSON of the latest job (or of `jobId`)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+    },
+    summary="Latest train_status/1 JSON",
+)
+def train_status(
+    request: Request,
+    jobType: str | None = Query(default=None, max_length=64),
+    jobId: str | None = Query(default=None, max_length=128),
+) -> Any:
     ctx = ctx_of(request)
     if jobId:
         row = ctx.store.get(jobId)
@@ -311,8 +397,11 @@ def train_status(request: Request, jobType: str | None = Query(default=None, max
         row, path = _latest_status(ctx, jobType)
     doc = read_status(path) if path is not None else None
     if not isinstance(doc, dict):
-        raise ApiError(404, "status_not_found", "no train_status JSON yet" + (" since the last reset" if not jobId
-                                                                                else " for this job"))
+        raise ApiError(
+            404,
+            "status_not_found",
+            "no train_status JSON yet" + (" since the last reset" if not jobId else " for this job"),
+        )
     doc = compat.with_old_keys(doc)
     if row is not None and path == Path(row["status_path"]):
         doc.setdefault("jobId", row["id"])

@@ -48,13 +48,17 @@ def _err(desc: str) -> dict[str, Any]:
 
 
 SPEAK_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "audio/wav (or audio/mpeg for `format: mp3`) bytes (headers x-voice-provider, "
-                         "x-voice-profile, x-voice-cache, x-watermark-mode, x-voice-tenant, "
-                         "x-voice-meter-request-count, x-voice-meter-char-count, x-voice-meter-duration-ms), "
-                         "or a suppression `{ok, suppressed, reason}`",
-          "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}},
-                      "audio/mpeg": {"schema": {"type": "string", "format": "binary"}},
-                      "application/json": {"schema": Suppressed.model_json_schema()}}},
+    200: {
+        "description": "audio/wav (or audio/mpeg for `format: mp3`) bytes (headers x-voice-provider, "
+        "x-voice-profile, x-voice-cache, x-watermark-mode, x-voice-tenant, "
+        "x-voice-meter-request-count, x-voice-meter-char-count, x-voice-meter-duration-ms), "
+        "or a suppression `{ok, suppressed, reason}`",
+        "content": {
+            "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+            "audio/mpeg": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": Suppressed.model_json_schema()},
+        },
+    },
     400: _err("voice_invalid_request | voice_consent_required | voice_watermark_unsupported"),
     401: _err("unauthorized (only when speak requires a token)"),
     403: _err("voice_provider_not_allowed"),
@@ -70,8 +74,12 @@ SPEAK_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _resolve(ctx: ServiceContext, requested: str | None) -> ServedVoice:
     served, refused = ctx.voices.snapshot()
     if not served:
-        raise ApiError(503, "voice_unavailable", "no voice is served: no valid production bundle is loaded",
-                       {"refused": [r.public() for r in refused.values()][:20]})
+        raise ApiError(
+            503,
+            "voice_unavailable",
+            "no voice is served: no valid production bundle is loaded",
+            {"refused": [r.public() for r in refused.values()][:20]},
+        )
     profile = requested or ctx.settings.default_profile or sorted(served)[0]
     voice = served.get(profile) or _casefold_match(served, profile)
     if voice is not None:
@@ -79,10 +87,18 @@ def _resolve(ctx: ServiceContext, requested: str | None) -> ServedVoice:
     profile = _casefold_key(refused, profile) or profile
     if profile in refused:
         r = refused[profile]
-        raise ApiError(503, "voice_unavailable", f"the bundle of profile {profile!r} is not served: {r.message}",
-                       {"profile": profile, "reason": r.code})
-    raise ApiError(404, "voice_profile_not_found", f"no served voice for profile {profile!r}",
-                   {"profile": profile, "defaulted": requested is None, "available": sorted(served)[:50]})
+        raise ApiError(
+            503,
+            "voice_unavailable",
+            f"the bundle of profile {profile!r} is not served: {r.message}",
+            {"profile": profile, "reason": r.code},
+        )
+    raise ApiError(
+        404,
+        "voice_profile_not_found",
+        f"no served voice for profile {profile!r}",
+        {"profile": profile, "defaulted": requested is None, "available": sorted(served)[:50]},
+    )
 
 
 def _casefold_key(d: dict[str, Any], profile: str) -> str | None:
@@ -102,12 +118,12 @@ def engine_provider(voice: Any) -> str:
 
 
 def _provenance_tag(served: ServedVoice) -> str:
-    return (f"synthetic speech; voicelane profile={served.profile_id}; "
-            f"manifest_sha256={served.manifest_sha256}")
+    return f"synthetic speech; voicelane profile={served.profile_id}; manifest_sha256={served.manifest_sha256}"
 
 
-def _render(ctx: ServiceContext, served: ServedVoice, text: str, key: tuple, fmt: str, watermark: str,
-            submitted: float) -> tuple[CachedAudio, float, float]:
+def _render(
+    ctx: ServiceContext, served: ServedVoice, text: str, key: tuple, fmt: str, watermark: str, submitted: float
+) -> tuple[CachedAudio, float, float]:
     """Runs in a synthesis worker: (audio, queue wait ms, synthesis + encoding ms)."""
     t0 = time.perf_counter()
     syn = backend_of(ctx).render(served, text)
@@ -126,34 +142,58 @@ async def _first_chunk(ctx: ServiceContext, live: LiveStream, fut):
         live.gone.set()
         if not fut.done():
             ctx.pool.cancel(fut)
-        raise ApiError(504, "voice_backend_timeout",
-                       f"synthesis did not start within {ctx.settings.speak_timeout_s:g} s",
-                       {"timeoutS": ctx.settings.speak_timeout_s}) from None
+        raise ApiError(
+            504,
+            "voice_backend_timeout",
+            f"synthesis did not start within {ctx.settings.speak_timeout_s:g} s",
+            {"timeoutS": ctx.settings.speak_timeout_s},
+        ) from None
 
 
-def _stream_reply(live: LiveStream, first, kind: str, served: ServedVoice, trace: str, tenant: str,
-                  text: str, first_ms: float, watermark: str = "none") -> StreamingResponse:
+def _stream_reply(
+    live: LiveStream,
+    first,
+    kind: str,
+    served: ServedVoice,
+    trace: str,
+    tenant: str,
+    text: str,
+    first_ms: float,
+    watermark: str = "none",
+) -> StreamingResponse:
     """Audio as it is made. The audit line is written when the reply starts; how the stream
     ended (complete, or cut short by an error or by the client) goes to the service log."""
     rate = served.sample_rate
-    headers = {"x-voice-provider": engine_provider(served.voice), "x-voice-profile": served.profile_id,
-               "x-voice-cache": "stream", "x-watermark-mode": watermark, "x-trace-id": trace,
-               "x-voice-tenant": tenant, "x-voice-meter-request-count": "1",
-               "x-voice-meter-char-count": str(len(text)), "x-voice-sample-rate": str(rate),
-               "x-voice-stream": kind, "x-voice-first-audio-ms": f"{first_ms:.1f}", "cache-control": "no-store"}
+    headers = {
+        "x-voice-provider": engine_provider(served.voice),
+        "x-voice-profile": served.profile_id,
+        "x-voice-cache": "stream",
+        "x-watermark-mode": watermark,
+        "x-trace-id": trace,
+        "x-voice-tenant": tenant,
+        "x-voice-meter-request-count": "1",
+        "x-voice-meter-char-count": str(len(text)),
+        "x-voice-sample-rate": str(rate),
+        "x-voice-stream": kind,
+        "x-voice-first-audio-ms": f"{first_ms:.1f}",
+        "cache-control": "no-store",
+    }
 
     def on_end(outcome: dict[str, Any]) -> None:
         if not outcome.get("ok"):
             _LOG.warning("speak stream %s ended early: %s", trace, outcome)
 
-    return StreamingResponse(live.body(first, kind, rate, on_end), media_type=media_type(kind, rate),
-                             headers=headers)
+    return StreamingResponse(live.body(first, kind, rate, on_end), media_type=media_type(kind, rate), headers=headers)
 
 
 def _meter(tenant: str, chars: int, seconds: float) -> dict[str, str]:
     """Metering headers (what the old provider billed on): requests, characters, audio duration."""
-    return {"x-voice-tenant": tenant, "x-voice-meter-request-count": "1",
-            "x-voice-meter-char-count": str(chars), "x-voice-meter-duration-ms": str(round(seconds * 1000.0))}
+    return {
+        "x-voice-tenant": tenant,
+        "x-voice-meter-request-count": "1",
+        "x-voice-meter-char-count": str(chars),
+        "x-voice-meter-duration-ms": str(round(seconds * 1000.0)),
+    }
 
 
 async def _await_synthesis(request: Request, ctx: ServiceContext, fut) -> tuple[CachedAudio, float, float]:
@@ -166,9 +206,12 @@ async def _await_synthesis(request: Request, ctx: ServiceContext, fut) -> tuple[
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ApiError(504, "voice_backend_timeout",
-                               f"synthesis did not finish within {ctx.settings.speak_timeout_s:g} s",
-                               {"timeoutS": ctx.settings.speak_timeout_s})
+                raise ApiError(
+                    504,
+                    "voice_backend_timeout",
+                    f"synthesis did not finish within {ctx.settings.speak_timeout_s:g} s",
+                    {"timeoutS": ctx.settings.speak_timeout_s},
+                )
             done, _ = await asyncio.wait({waiter}, timeout=min(left, DISCONNECT_POLL_S))
             if done:
                 result = waiter.result()
@@ -194,25 +237,41 @@ def _check_text(text: str) -> None:
 def text_error(err: VoicelaneError) -> ApiError:
     """A text the front end cannot read: 400 ``voice_invalid_request`` (the code existing clients
     know), with the lane's code (``text_unvoiceable``) and the offending span in the details."""
-    return ApiError(400, "voice_invalid_request", err.message, {
-        **err.details, "code": err.code, "issues": [{"field": "text", "code": err.code, "message": err.message}]})
+    return ApiError(
+        400,
+        "voice_invalid_request",
+        err.message,
+        {**err.details, "code": err.code, "issues": [{"field": "text", "code": err.code, "message": err.message}]},
+    )
 
 
 def _suppressed(reason: str, details: dict[str, Any], trace: str, tenant: str) -> JSONResponse:
-    return JSONResponse({"ok": True, "suppressed": True, "reason": reason, "details": details, "traceId": trace},
-                        headers=_meter(tenant, 0, 0.0))
+    return JSONResponse(
+        {"ok": True, "suppressed": True, "reason": reason, "details": details, "traceId": trace},
+        headers=_meter(tenant, 0, 0.0),
+    )
 
 
-@router.post("/api/voice/speak", responses=SPEAK_RESPONSES, response_class=Response,
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": SpeakRequest.model_json_schema()}}}},
-             summary="Speak text with a served voice (audio/wav)")
+@router.post(
+    "/api/voice/speak",
+    responses=SPEAK_RESPONSES,
+    response_class=Response,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": SpeakRequest.model_json_schema()}}}
+    },
+    summary="Speak text with a served voice (audio/wav)",
+)
 async def speak(request: Request) -> Any:
     ctx = ctx_of(request)
     t0 = time.perf_counter()
     trace = trace_of(request)
-    audit: dict[str, Any] = {"ts": ts_now(), "traceId": trace, "outcome": "error", "status": 500,
-                             "consent_asserted": None}
+    audit: dict[str, Any] = {
+        "ts": ts_now(),
+        "traceId": trace,
+        "outcome": "error",
+        "status": 500,
+        "consent_asserted": None,
+    }
     undo: list = []
     delivered = False
     try:
@@ -221,21 +280,44 @@ async def speak(request: Request) -> Any:
         try:
             req = SpeakRequest.model_validate(obj)
         except ValidationError as exc:
-            raise ApiError(400, "voice_invalid_request", "the speak request does not match the schema",
-                           {"issues": pydantic_issues(exc)}) from None
+            raise ApiError(
+                400,
+                "voice_invalid_request",
+                "the speak request does not match the schema",
+                {"issues": pydantic_issues(exc)},
+            ) from None
         if req.traceId:
             trace = req.traceId
             request.state.trace_id = trace
         profile = req.voiceProfile or req.voice_profile_id
         tenant = tenant_of(request.headers, req.tenantId)
-        audit.update(traceId=trace, missionId=req.missionId, eventId=req.eventId, voiceProfile=profile,
-                     mode=req.mode, priority=req.priority, consent_asserted=req.consent_asserted,
-                     referenceAudioHash=req.referenceAudioHash, tenant=tenant, textChars=len(req.text))
-        if (req.voiceProfile and req.voice_profile_id
-                and req.voiceProfile.casefold() != req.voice_profile_id.casefold()):
-            raise ApiError(400, "voice_invalid_request", "voiceProfile and voice_profile_id differ",
-                           {"issues": [{"field": "voiceProfile", "code": "conflict",
-                                        "message": "voiceProfile and voice_profile_id name different profiles"}]})
+        audit.update(
+            traceId=trace,
+            missionId=req.missionId,
+            eventId=req.eventId,
+            voiceProfile=profile,
+            mode=req.mode,
+            priority=req.priority,
+            consent_asserted=req.consent_asserted,
+            referenceAudioHash=req.referenceAudioHash,
+            tenant=tenant,
+            textChars=len(req.text),
+        )
+        if req.voiceProfile and req.voice_profile_id and req.voiceProfile.casefold() != req.voice_profile_id.casefold():
+            raise ApiError(
+                400,
+                "voice_invalid_request",
+                "voiceProfile and voice_profile_id differ",
+                {
+                    "issues": [
+                        {
+                            "field": "voiceProfile",
+                            "code": "conflict",
+                            "message": "voiceProfile and voice_profile_id name different profiles",
+                        }
+                    ]
+                },
+            )
         _check_text(req.text)
 
         # 1. context gate
@@ -247,15 +329,22 @@ async def speak(request: Request) -> Any:
         check_consent(req.referenceAudioHash, req.consent_asserted)
         watermark = check_watermark(req.watermark_mode)
         if req.format == "mp3" and not audio_out.mp3_available():
-            raise ApiError(503, "voice_format_unavailable", "this installation's libsndfile cannot encode MP3",
-                           {"format": "mp3", "supported": ["wav"]})
+            raise ApiError(
+                503,
+                "voice_format_unavailable",
+                "this installation's libsndfile cannot encode MP3",
+                {"format": "mp3", "supported": ["wav"]},
+            )
         # 3. provider policy
         decision = ctx.providers.decide(req.provider, req.priority)
         audit["provider"] = decision.provider
         if decision.provider != "local":
-            raise ApiError(503, "voice_unavailable",
-                           f"remote provider {decision.provider!r} is enabled but no adapter for it is installed",
-                           {"provider": decision.provider, "reason": "provider_adapter_missing"})
+            raise ApiError(
+                503,
+                "voice_unavailable",
+                f"remote provider {decision.provider!r} is enabled but no adapter for it is installed",
+                {"provider": decision.provider, "reason": "provider_adapter_missing"},
+            )
         # 4. budgets (reserved now, given back if no audio is delivered)
         reservation = ctx.budgets.reserve(tenant, req.missionId, len(req.text))
         undo.append(reservation.release)
@@ -275,9 +364,20 @@ async def speak(request: Request) -> Any:
         key = ctx.cache.key(served.profile_id, served.manifest_sha256, req.text, fmt_key, req.mode)
         kind = stream_kind(req.stream, request.headers.get("accept"))
         if kind is not None and (req.format != "wav" or watermark == "metadata"):
-            raise ApiError(400, "voice_invalid_request", "streamed audio is plain WAV or audio/L16",
-                           {"issues": [{"field": "stream", "code": "stream_format",
-                                        "message": "stream with format wav and no metadata watermark"}]})
+            raise ApiError(
+                400,
+                "voice_invalid_request",
+                "streamed audio is plain WAV or audio/L16",
+                {
+                    "issues": [
+                        {
+                            "field": "stream",
+                            "code": "stream_format",
+                            "message": "stream with format wav and no metadata watermark",
+                        }
+                    ]
+                },
+            )
         cached = ctx.cache.get(key) if kind is None else None  # streams bypass the one-shot cache
         cache_state = "hit" if cached is not None else "miss"
         synth_ms = queue_ms = 0.0
@@ -287,16 +387,22 @@ async def speak(request: Request) -> Any:
             try:
                 if kind is not None:
                     live = LiveStream(asyncio.get_running_loop())
-                    fut = ctx.pool.submit(PRIORITY_RANK[req.priority],
-                                          lambda: live.run(backend_of(ctx), served, req.text))
+                    fut = ctx.pool.submit(
+                        PRIORITY_RANK[req.priority], lambda: live.run(backend_of(ctx), served, req.text)
+                    )
                 else:
-                    fut = ctx.pool.submit(PRIORITY_RANK[req.priority],
-                                          lambda: _render(ctx, served, req.text, key, req.format, watermark,
-                                                          submitted))
+                    fut = ctx.pool.submit(
+                        PRIORITY_RANK[req.priority],
+                        lambda: _render(ctx, served, req.text, key, req.format, watermark, submitted),
+                    )
             except QueueFull as exc:
-                raise ApiError(503, "voice_queue_full", "the synthesis queue is full; retry shortly",
-                               {"queueSize": ctx.settings.speak_queue_size, "reason": str(exc)},
-                               headers={"Retry-After": "1"}) from None
+                raise ApiError(
+                    503,
+                    "voice_queue_full",
+                    "the synthesis queue is full; retry shortly",
+                    {"queueSize": ctx.settings.speak_queue_size, "reason": str(exc)},
+                    headers={"Retry-After": "1"},
+                ) from None
             try:
                 if live is not None:
                     first = await _first_chunk(ctx, live, fut)
@@ -308,11 +414,16 @@ async def speak(request: Request) -> Any:
             except VoicelaneError as err:
                 if err.code in TEXT_ERRORS:
                     raise text_error(err) from None
-                raise ApiError(502, "voice_backend_error", f"synthesis failed: {err.code}",
-                               {"code": err.code}) from None
+                raise ApiError(
+                    502, "voice_backend_error", f"synthesis failed: {err.code}", {"code": err.code}
+                ) from None
             except Exception as exc:  # noqa: BLE001 - the backend's failure, not the request's
-                raise ApiError(502, "voice_backend_error", f"synthesis failed: {type(exc).__name__}",
-                               {"profile": served.profile_id}) from None
+                raise ApiError(
+                    502,
+                    "voice_backend_error",
+                    f"synthesis failed: {type(exc).__name__}",
+                    {"profile": served.profile_id},
+                ) from None
         if live is not None:
             reply = _stream_reply(live, first, kind, served, trace, tenant, req.text, synth_ms, watermark)
             delivered = True
@@ -353,37 +464,62 @@ async def speak(request: Request) -> Any:
             pass
 
 
-@router.get("/api/voice/profiles", response_model=ProfilesReply, responses={401: _err("unauthorized")},
-            dependencies=[Depends(require_speak)],
-            summary="Served voices with their bundle metadata (and refused bundles with the reason)")
+@router.get(
+    "/api/voice/profiles",
+    response_model=ProfilesReply,
+    responses={401: _err("unauthorized")},
+    dependencies=[Depends(require_speak)],
+    summary="Served voices with their bundle metadata (and refused bundles with the reason)",
+)
 def profiles(request: Request) -> Any:
     ctx = ctx_of(request)
     served, refused = ctx.voices.snapshot()
     default = ctx.settings.default_profile or (sorted(served)[0] if served else None)
-    return {"ok": True, "defaultProfile": default,
-            "profiles": [served[k].public(default=(k == default)) for k in sorted(served)],
-            "refused": [refused[k].public() for k in sorted(refused)]}
+    return {
+        "ok": True,
+        "defaultProfile": default,
+        "profiles": [served[k].public(default=(k == default)) for k in sorted(served)],
+        "refused": [refused[k].public() for k in sorted(refused)],
+    }
 
 
-@router.post("/api/voice/reload", responses={401: _err("unauthorized")}, tags=["admin"],
-             dependencies=[Depends(require_admin)], summary="Rescan the bundle roots now (admin)")
+@router.post(
+    "/api/voice/reload",
+    responses={401: _err("unauthorized")},
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    summary="Rescan the bundle roots now (admin)",
+)
 async def reload_voices(request: Request) -> Any:
     ctx = ctx_of(request)
     changes = await run_in_threadpool(ctx.voices.refresh)
     return {"ok": True, **changes, "served": len(ctx.voices)}
 
 
-@router.get("/health", tags=["health"], responses={503: _err("not ready: no voice loaded")},
-            summary="Readiness: 200 only when at least one voice is loaded")
+@router.get(
+    "/health",
+    tags=["health"],
+    responses={503: _err("not ready: no voice loaded")},
+    summary="Readiness: 200 only when at least one voice is loaded",
+)
 def health(request: Request) -> Any:
     ctx = ctx_of(request)
     n = len(ctx.voices)
-    body = {"ok": n > 0, "ready": n > 0, "status": "ready" if n else "not_ready", "version": __version__,
-            "voices": n, "jobs": ctx.jobs.counts(),
-            "speakQueue": {"queued": ctx.pool.queued, "running": ctx.pool.running,
-                           "size": ctx.settings.speak_queue_size,
-                           "oldestWaitMs": round(ctx.pool.oldest_wait_s() * 1000.0, 1),
-                           "lastWaitMs": round(ctx.pool.last_wait_s * 1000.0, 1)}}
+    body = {
+        "ok": n > 0,
+        "ready": n > 0,
+        "status": "ready" if n else "not_ready",
+        "version": __version__,
+        "voices": n,
+        "jobs": ctx.jobs.counts(),
+        "speakQueue": {
+            "queued": ctx.pool.queued,
+            "running": ctx.pool.running,
+            "size": ctx.settings.speak_queue_size,
+            "oldestWaitMs": round(ctx.pool.oldest_wait_s() * 1000.0, 1),
+            "lastWaitMs": round(ctx.pool.last_wait_s * 1000.0, 1),
+        },
+    }
     if ctx.store.recovered_from:  # the job database was unreadable at start and moved aside
         body["jobDatabase"] = {"error": "job_database_corrupt", "movedTo": ctx.store.recovered_from}
     if n:

@@ -39,8 +39,9 @@ def mount_studio(app: FastAPI) -> None:
 
     @app.get("/studio", response_class=HTMLResponse, include_in_schema=False)
     def studio(request: Request):
-        return templates.TemplateResponse(request, "studio.html", {
-            "static": STATIC_URL, "version": __version__, "pages": PAGES})
+        return templates.TemplateResponse(
+            request, "studio.html", {"static": STATIC_URL, "version": __version__, "pages": PAGES}
+        )
 
     @app.get("/studio/", include_in_schema=False)
     def studio_slash():
@@ -56,11 +57,14 @@ def _replace_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def docs():
-        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - API",
-                                   swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{vendor}/swagger-ui.css",
-                                   swagger_favicon_url=f"{vendor}/favicon-32x32.png",
-                                   oauth2_redirect_url=app.swagger_ui_oauth2_redirect_url)
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
+            swagger_css_url=f"{vendor}/swagger-ui.css",
+            swagger_favicon_url=f"{vendor}/favicon-32x32.png",
+            oauth2_redirect_url=app.swagger_ui_oauth2_redirect_url,
+        )
 
     @app.get("/redoc", include_in_schema=False)
     def redoc():

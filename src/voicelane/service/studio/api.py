@@ -32,8 +32,11 @@ LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
 
 router = APIRouter(tags=["data"], dependencies=[Depends(require_admin)])
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorEnvelope, "description": "invalid request (upload_empty, upload_unsafe, upload_invalid, "
-                                                 "recording_invalid, path_not_allowed)"},
+    400: {
+        "model": ErrorEnvelope,
+        "description": "invalid request (upload_empty, upload_unsafe, upload_invalid, "
+        "recording_invalid, path_not_allowed)",
+    },
     401: {"model": ErrorEnvelope, "description": "token required"},
     404: {"model": ErrorEnvelope, "description": "not found"},
     409: {"model": ErrorEnvelope, "description": "dataset_exists"},
@@ -46,8 +49,13 @@ def _raw_body(media: str, desc: str) -> dict[str, Any]:
     """A raw-bytes body; ``application/octet-stream`` is accepted too (the Content-Type is not
     checked: the bytes are decoded and validated whatever it says)."""
     binary = {"schema": {"type": "string", "format": "binary"}}
-    return {"requestBody": {"required": True, "description": desc,
-                            "content": {media: binary, "application/octet-stream": binary}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": desc,
+            "content": {media: binary, "application/octet-stream": binary},
+        }
+    }
 
 
 def _root(ctx: ServiceContext) -> Path:
@@ -63,8 +71,12 @@ def prompts(language: str = Query(default="en-us", pattern=r"^[a-z]{2,3}(-[a-z0-
     path = PROMPTS_DIR / f"{language}.json"
     available = sorted(p.stem for p in PROMPTS_DIR.glob("*.json"))
     if not path.is_file():
-        raise ApiError(404, "language_unsupported", f"no prompt list for {language!r}",
-                       {"language": language, "available": available})
+        raise ApiError(
+            404,
+            "language_unsupported",
+            f"no prompt list for {language!r}",
+            {"language": language, "available": available},
+        )
     return {**json.loads(path.read_text("utf-8")), "available": available}
 
 
@@ -74,14 +86,20 @@ def list_datasets(request: Request) -> Any:
     return {"ok": True, "studioRoot": str(_root(ctx)), "datasets": ds.list_datasets(ctx.settings.data_roots or [])}
 
 
-@router.get("/api/data/clip", responses={**ERRORS, 200: {"description": "the clip's audio file",
-                                                          "content": {"audio/wav": {}, "audio/flac": {}}}},
-            summary="One clip of a dataset, by id (for playback)")
-def clip(request: Request, dataPath: str = Query(max_length=4096),
-         clipId: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")) -> Any:
+@router.get(
+    "/api/data/clip",
+    responses={**ERRORS, 200: {"description": "the clip's audio file", "content": {"audio/wav": {}, "audio/flac": {}}}},
+    summary="One clip of a dataset, by id (for playback)",
+)
+def clip(
+    request: Request,
+    dataPath: str = Query(max_length=4096),
+    clipId: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"),
+) -> Any:
     real = _clip_path(ctx_of(request), dataPath, clipId)
-    return FileResponse(real, media_type={".wav": "audio/wav", ".flac": "audio/flac",
-                                          ".ogg": "audio/ogg"}[real.suffix.lower()])
+    return FileResponse(
+        real, media_type={".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg"}[real.suffix.lower()]
+    )
 
 
 def _clip_path(ctx: ServiceContext, data_path: str, clip_id: str) -> Path:
@@ -97,11 +115,17 @@ def _clip_path(ctx: ServiceContext, data_path: str, clip_id: str) -> Path:
     raise ApiError(404, "not_found", f"no clip {clip_id!r} in {Path(data_path).name}", {"clipId": clip_id})
 
 
-@router.get("/api/data/alignment", responses=ERRORS,
-            summary="Force-align one clip to its transcript: words and phones with times, score, waveform envelope")
-async def alignment(request: Request, dataPath: str = Query(max_length=4096),
-                    clipId: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"),
-                    language: str = Query(default="en-us", pattern=LANGUAGE_PATTERN)) -> Any:
+@router.get(
+    "/api/data/alignment",
+    responses=ERRORS,
+    summary="Force-align one clip to its transcript: words and phones with times, score, waveform envelope",
+)
+async def alignment(
+    request: Request,
+    dataPath: str = Query(max_length=4096),
+    clipId: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"),
+    language: str = Query(default="en-us", pattern=LANGUAGE_PATTERN),
+) -> Any:
     ctx = ctx_of(request)
     wav = _clip_path(ctx, dataPath, clipId)
     text = dict(ds.read_metadata(wav.parent.parent)).get(clipId)
@@ -120,39 +144,60 @@ def recording_state(name: str, request: Request) -> Any:
     return {"ok": True, **ds.session_state(folder)}
 
 
-@router.post("/api/data/recordings/{name}/consent", responses=ERRORS,
-             openapi_extra=_raw_body("audio/wav", "the spoken consent statement (WAV, 16 kHz or more, up to 60 s)"),
-             summary="Save the speaker's recorded consent (consent.wav + consent.txt)")
-async def recording_consent(name: str, request: Request,
-                            speakerName: str = Query(min_length=1, max_length=128),
-                            statement: str = Query(min_length=1, max_length=ds.TEXT_MAX_CHARS),
-                            language: str = Query(default="en-us", pattern=LANGUAGE_PATTERN)) -> Any:
+@router.post(
+    "/api/data/recordings/{name}/consent",
+    responses=ERRORS,
+    openapi_extra=_raw_body("audio/wav", "the spoken consent statement (WAV, 16 kHz or more, up to 60 s)"),
+    summary="Save the speaker's recorded consent (consent.wav + consent.txt)",
+)
+async def recording_consent(
+    name: str,
+    request: Request,
+    speakerName: str = Query(min_length=1, max_length=128),
+    statement: str = Query(min_length=1, max_length=ds.TEXT_MAX_CHARS),
+    language: str = Query(default="en-us", pattern=LANGUAGE_PATTERN),
+) -> Any:
     folder = ds.dataset_dir(_root(ctx_of(request)), name)
     body = await request.body()
     out = await run_in_threadpool(ds.save_consent, folder, speakerName, statement, body, language)
     return {"ok": True, **out}
 
 
-@router.post("/api/data/recordings/{name}/takes", responses=ERRORS,
-             openapi_extra=_raw_body("audio/wav", "one take (WAV, 16 kHz or more, 0.5-20 s)"),
-             summary="Save one take (wavs/<clipId>.wav + its metadata.csv row; a re-take replaces both)")
-async def recording_take(name: str, request: Request,
-                         clipId: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"),
-                         text: str = Query(min_length=1, max_length=ds.TEXT_MAX_CHARS)) -> Any:
+@router.post(
+    "/api/data/recordings/{name}/takes",
+    responses=ERRORS,
+    openapi_extra=_raw_body("audio/wav", "one take (WAV, 16 kHz or more, 0.5-20 s)"),
+    summary="Save one take (wavs/<clipId>.wav + its metadata.csv row; a re-take replaces both)",
+)
+async def recording_take(
+    name: str,
+    request: Request,
+    clipId: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"),
+    text: str = Query(min_length=1, max_length=ds.TEXT_MAX_CHARS),
+) -> Any:
     folder = ds.dataset_dir(_root(ctx_of(request)), name)
     body = await request.body()
     if not (folder / "consent.txt").is_file():
-        raise ApiError(409, "consent_missing", "record the speaker's consent statement before the prompts",
-                       {"name": name})
+        raise ApiError(
+            409, "consent_missing", "record the speaker's consent statement before the prompts", {"name": name}
+        )
     out = await run_in_threadpool(ds.save_take, folder, clipId, text, body)
     state = await run_in_threadpool(ds.session_state, folder)
-    return {"ok": True, **out, "minutes": state["minutes"], "takes": len(state["takes"]),
-            "recommendedMinutes": state["recommendedMinutes"]}
+    return {
+        "ok": True,
+        **out,
+        "minutes": state["minutes"],
+        "takes": len(state["takes"]),
+        "recommendedMinutes": state["recommendedMinutes"],
+    }
 
 
-@router.post("/api/data/uploads", responses=ERRORS,
-             openapi_extra=_raw_body("application/zip", "a zip of an LJSpeech folder (metadata.csv + wavs/)"),
-             summary="Upload a dataset as a zip (bounded; unpacked safely into the studio's datasets folder)")
+@router.post(
+    "/api/data/uploads",
+    responses=ERRORS,
+    openapi_extra=_raw_body("application/zip", "a zip of an LJSpeech folder (metadata.csv + wavs/)"),
+    summary="Upload a dataset as a zip (bounded; unpacked safely into the studio's datasets folder)",
+)
 async def upload_zip(request: Request, name: str = Query(pattern=ds.NAME_RE.pattern)) -> Any:
     dest = ds.dataset_dir(_root(ctx_of(request)), name)
     body = await request.body()
@@ -171,12 +216,24 @@ def bases() -> Any:
         gate = {w: weights.classify(e.get(f"{w}_license")) for w in ("code", "weights", "data")}
         if e.get("commercial_use_allowed") is False:
             gate["commercial_use_allowed"] = "noncommercial"
-        verdict = "ok" if all(v == "ok" for v in gate.values()) else (
-            "noncommercial" if "noncommercial" in gate.values() else "unknown")
-        out.append({"id": wid, "engine": e.get("engine"), "codeLicense": e.get("code_license"),
-                    "weightsLicense": e.get("weights_license"), "dataLicense": e.get("data_license"),
-                    "licenseUrl": e.get("license_url"), "gate": gate, "verdict": verdict,
-                    "notes": e.get("notes")})
+        verdict = (
+            "ok"
+            if all(v == "ok" for v in gate.values())
+            else ("noncommercial" if "noncommercial" in gate.values() else "unknown")
+        )
+        out.append(
+            {
+                "id": wid,
+                "engine": e.get("engine"),
+                "codeLicense": e.get("code_license"),
+                "weightsLicense": e.get("weights_license"),
+                "dataLicense": e.get("data_license"),
+                "licenseUrl": e.get("license_url"),
+                "gate": gate,
+                "verdict": verdict,
+                "notes": e.get("notes"),
+            }
+        )
     return {"ok": True, "bases": out}
 
 
@@ -184,23 +241,30 @@ def _served_voice(ctx: ServiceContext, profile: str) -> Any:
     served, _ = ctx.voices.snapshot()
     voice = served.get(profile)
     if voice is None:
-        raise ApiError(404, "voice_profile_not_found", f"no served voice for profile {profile!r}",
-                       {"profile": profile[:64]})
+        raise ApiError(
+            404, "voice_profile_not_found", f"no served voice for profile {profile!r}", {"profile": profile[:64]}
+        )
     return voice
 
 
-@router.get("/api/voice/profiles/{profile}/readiness", responses=ERRORS,
-            summary="The readiness GO/NO-GO of a served voice (from `voicelane readiness`'s readiness.json; "
-                    "not_assessed when there is none or it is about another bundle)")
+@router.get(
+    "/api/voice/profiles/{profile}/readiness",
+    responses=ERRORS,
+    summary="The readiness GO/NO-GO of a served voice (from `voicelane readiness`'s readiness.json; "
+    "not_assessed when there is none or it is about another bundle)",
+)
 def readiness(profile: str, request: Request) -> Any:
     ctx = ctx_of(request)
     voice = _served_voice(ctx, profile)
     return {"ok": True, "profile": profile, **sv.readiness(ctx.settings.reports_dir, voice.manifest_sha256)}
 
 
-@router.get("/api/voice/profiles/{profile}/heldout", responses=ERRORS,
-            summary="The real held-out recordings a served voice was evaluated on, found inside the data roots "
-                    "(play them with /api/data/clip)")
+@router.get(
+    "/api/voice/profiles/{profile}/heldout",
+    responses=ERRORS,
+    summary="The real held-out recordings a served voice was evaluated on, found inside the data roots "
+    "(play them with /api/data/clip)",
+)
 def heldout(profile: str, request: Request, dataPath: str | None = Query(default=None, max_length=4096)) -> Any:
     ctx = ctx_of(request)
     voice = _served_voice(ctx, profile)
@@ -211,18 +275,27 @@ def heldout(profile: str, request: Request, dataPath: str | None = Query(default
     return {"ok": True, "profile": profile, **out}
 
 
-@router.get("/api/voice/profiles/{profile}/bundle", responses={**ERRORS, 200: {
-    "description": "the served voice's bundle folder as a zip", "content": {"application/zip": {}}}},
-    summary="Download a served voice's bundle (zip)")
+@router.get(
+    "/api/voice/profiles/{profile}/bundle",
+    responses={
+        **ERRORS,
+        200: {"description": "the served voice's bundle folder as a zip", "content": {"application/zip": {}}},
+    },
+    summary="Download a served voice's bundle (zip)",
+)
 def bundle_zip(profile: str, request: Request) -> Any:
     served, _ = ctx_of(request).voices.snapshot()
     voice = served.get(profile)
     if voice is None:
-        raise ApiError(404, "voice_profile_not_found", f"no served voice for profile {profile!r}",
-                       {"profile": profile[:64]})
+        raise ApiError(
+            404, "voice_profile_not_found", f"no served voice for profile {profile!r}", {"profile": profile[:64]}
+        )
     data = _zip_folder(Path(voice.bundle_dir), f"{profile}/voice_bundle")
-    return Response(data, media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{profile}.voice_bundle.zip"'})
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{profile}.voice_bundle.zip"'},
+    )
 
 
 def _zip_folder(folder: Path, prefix: str) -> bytes:
@@ -237,4 +310,3 @@ def _zip_folder(folder: Path, prefix: str) -> bytes:
                 raise ApiError(413, "request_too_large", "the bundle is too large to zip on the fly")
             zf.write(path, f"{prefix}/{path.relative_to(folder).as_posix()}")
     return buf.getvalue()
-

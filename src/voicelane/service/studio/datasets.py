@@ -31,17 +31,17 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 CLIP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
-TAKE_MAX_BYTES = 8 * 1024 * 1024      # ~43 s of 48 kHz 16-bit mono: far above TAKE_MAX_S
+TAKE_MAX_BYTES = 8 * 1024 * 1024  # ~43 s of 48 kHz 16-bit mono: far above TAKE_MAX_S
 TAKE_MIN_S = 0.5
 TAKE_MAX_S = 20.0
 CONSENT_MAX_S = 60.0
 MIN_SAMPLE_RATE = 16000
-SILENT_PEAK = 10 ** (-50 / 20)        # a take whose loudest sample is under -50 dBFS holds no speech
+SILENT_PEAK = 10 ** (-50 / 20)  # a take whose loudest sample is under -50 dBFS holds no speech
 QUIET_RMS_DBFS = -40.0
 CLIPPED_FRACTION = 0.001
 TEXT_MAX_CHARS = 600
 RECOMMENDED_MINUTES = 60.0
-MAX_TAKES = 5000                      # per recording session (~ 8 h of 6 s prompts)
+MAX_TAKES = 5000  # per recording session (~ 8 h of 6 s prompts)
 
 ZIP_MAX_BYTES = 100 * 1024 * 1024
 ZIP_MAX_ENTRIES = 20000
@@ -75,8 +75,12 @@ def studio_root(data_dir: Path, data_roots: list[Path]) -> Path:
 
 def dataset_dir(root: Path, name: str) -> Path:
     if not NAME_RE.match(name or ""):
-        raise ApiError(400, "invalid_request", "dataset names use 1-64 characters from a-z, 0-9, '_' and '-', "
-                                               "starting with a letter or digit", {"field": "name"})
+        raise ApiError(
+            400,
+            "invalid_request",
+            "dataset names use 1-64 characters from a-z, 0-9, '_' and '-', starting with a letter or digit",
+            {"field": "name"},
+        )
     return root / name
 
 
@@ -93,8 +97,9 @@ def list_datasets(data_roots: list[Path], max_depth: int = 3) -> list[dict[str, 
             if depth >= max_depth:
                 continue
             try:
-                children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()
-                                  and not p.name.startswith("."))
+                children = sorted(
+                    p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+                )
             except OSError:
                 continue
             queue.extend((c, depth + 1) for c in children[:500])
@@ -106,8 +111,14 @@ def _dataset_summary(folder: Path, root: Path) -> dict[str, Any]:
         rows = sum(1 for line in (folder / "metadata.csv").read_text("utf-8", "replace").splitlines() if line.strip())
     except OSError:
         rows = 0
-    return {"name": folder.name, "path": str(folder), "root": str(root), "rows": rows,
-            "consent": (folder / "consent.txt").is_file(), "language": recorded_language(folder)}
+    return {
+        "name": folder.name,
+        "path": str(folder),
+        "root": str(root),
+        "rows": rows,
+        "consent": (folder / "consent.txt").is_file(),
+        "language": recorded_language(folder),
+    }
 
 
 def recorded_language(folder: Path) -> str | None:
@@ -149,26 +160,39 @@ def decode_take(body: bytes, max_s: float = TAKE_MAX_S) -> tuple[np.ndarray, int
     if not body:
         raise ApiError(400, "upload_empty", "the recording is empty (0 bytes)")
     if len(body) > TAKE_MAX_BYTES:
-        raise ApiError(413, "request_too_large", f"a take is limited to {TAKE_MAX_BYTES} bytes",
-                       {"limitBytes": TAKE_MAX_BYTES})
+        raise ApiError(
+            413, "request_too_large", f"a take is limited to {TAKE_MAX_BYTES} bytes", {"limitBytes": TAKE_MAX_BYTES}
+        )
     try:
         audio, rate = sf.read(io.BytesIO(body), dtype="float32", always_2d=True)
     except DECODE_ERRORS as exc:
-        raise ApiError(400, "recording_invalid", "the recording is not a readable WAV file",
-                       {"reason": str(exc)[:200]}) from None
+        raise ApiError(
+            400, "recording_invalid", "the recording is not a readable WAV file", {"reason": str(exc)[:200]}
+        ) from None
     mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     seconds = len(mono) / float(rate) if rate else 0.0
     if rate < MIN_SAMPLE_RATE:
-        raise ApiError(400, "recording_invalid", f"the recording's sample rate {rate} Hz is under {MIN_SAMPLE_RATE}",
-                       {"sampleRate": rate})
+        raise ApiError(
+            400,
+            "recording_invalid",
+            f"the recording's sample rate {rate} Hz is under {MIN_SAMPLE_RATE}",
+            {"sampleRate": rate},
+        )
     if not TAKE_MIN_S <= seconds <= max_s:
-        raise ApiError(400, "recording_invalid", f"the take lasts {seconds:.2f} s; takes must last "
-                                                 f"{TAKE_MIN_S}-{max_s:g} s", {"seconds": round(seconds, 3)})
+        raise ApiError(
+            400,
+            "recording_invalid",
+            f"the take lasts {seconds:.2f} s; takes must last {TAKE_MIN_S}-{max_s:g} s",
+            {"seconds": round(seconds, 3)},
+        )
     levels = measure(mono, rate)
     if levels.peak < SILENT_PEAK:
-        raise ApiError(422, "recording_silent", "the take is silent: check the microphone and its input level, "
-                                                "then re-take", {"peak": round(levels.peak, 6),
-                                                                 "rmsDbfs": round(levels.rms_dbfs, 1)})
+        raise ApiError(
+            422,
+            "recording_silent",
+            "the take is silent: check the microphone and its input level, then re-take",
+            {"peak": round(levels.peak, 6), "rmsDbfs": round(levels.rms_dbfs, 1)},
+        )
     return mono, rate, levels
 
 
@@ -188,8 +212,12 @@ def _wav_bytes(mono: np.ndarray, rate: int) -> bytes:
 def clean_text(text: str) -> str:
     text = " ".join((text or "").split())
     if not text or len(text) > TEXT_MAX_CHARS or "|" in text:
-        raise ApiError(400, "invalid_request", f"the transcript must hold 1-{TEXT_MAX_CHARS} characters and no '|'",
-                       {"field": "text"})
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"the transcript must hold 1-{TEXT_MAX_CHARS} characters and no '|'",
+            {"field": "text"},
+        )
     return text
 
 
@@ -208,19 +236,30 @@ def read_metadata(folder: Path) -> list[tuple[str, str]]:
 def save_take(folder: Path, clip_id: str, text: str, body: bytes) -> dict[str, Any]:
     """Write ``wavs/<clip_id>.wav`` and its metadata row (a re-take replaces both)."""
     if not CLIP_ID_RE.match(clip_id or ""):
-        raise ApiError(400, "invalid_request", "clipId uses 1-64 characters from A-Z, a-z, 0-9, '_' and '-'",
-                       {"field": "clipId"})
+        raise ApiError(
+            400, "invalid_request", "clipId uses 1-64 characters from A-Z, a-z, 0-9, '_' and '-'", {"field": "clipId"}
+        )
     text = clean_text(text)
     mono, rate, levels = decode_take(body)
     with _lock_for(folder):
         rows = [r for r in read_metadata(folder) if r[0] != clip_id] + [(clip_id, text)]
         if len(rows) > MAX_TAKES:
-            raise ApiError(413, "request_too_large", f"a recording session holds at most {MAX_TAKES} takes; "
-                                                     "start a new session", {"limit": MAX_TAKES})
+            raise ApiError(
+                413,
+                "request_too_large",
+                f"a recording session holds at most {MAX_TAKES} takes; start a new session",
+                {"limit": MAX_TAKES},
+            )
         atomic_write_bytes(folder / "wavs" / f"{clip_id}.wav", _wav_bytes(mono, rate))
         atomic_write_bytes(folder / "metadata.csv", "".join(f"{i}|{t}|{t}\n" for i, t in rows).encode("utf-8"))
-    return {"clipId": clip_id, "seconds": round(levels.seconds, 3), "sampleRate": rate,
-            "peak": round(levels.peak, 4), "rmsDbfs": round(levels.rms_dbfs, 1), "warnings": levels.warnings()}
+    return {
+        "clipId": clip_id,
+        "seconds": round(levels.seconds, 3),
+        "sampleRate": rate,
+        "peak": round(levels.peak, 4),
+        "rmsDbfs": round(levels.rms_dbfs, 1),
+        "warnings": levels.warnings(),
+    }
 
 
 def save_consent(folder: Path, speaker: str, statement: str, body: bytes, language: str = "en-us") -> dict[str, Any]:
@@ -233,12 +272,18 @@ def save_consent(folder: Path, speaker: str, statement: str, body: bytes, langua
         atomic_write_bytes(folder / "consent.wav", _wav_bytes(mono, rate))
         digest, _ = sha256_file(folder / "consent.wav")
         recorded = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        record = (f"speaker_name: {speaker}\nasserted_by: the speaker, recorded in voicelane studio\n"
-                  f"recorded_at: {recorded}\nlanguage: {language}\naudio: consent.wav\naudio_sha256: {digest}\n\n"
-                  f"{statement}\n")
+        record = (
+            f"speaker_name: {speaker}\nasserted_by: the speaker, recorded in voicelane studio\n"
+            f"recorded_at: {recorded}\nlanguage: {language}\naudio: consent.wav\naudio_sha256: {digest}\n\n"
+            f"{statement}\n"
+        )
         atomic_write_bytes(folder / "consent.txt", record.encode("utf-8"))
-    return {"seconds": round(levels.seconds, 3), "audioSha256": digest, "warnings": levels.warnings(),
-            "consentStatement": str(folder / "consent.txt")}
+    return {
+        "seconds": round(levels.seconds, 3),
+        "audioSha256": digest,
+        "warnings": levels.warnings(),
+        "consentStatement": str(folder / "consent.txt"),
+    }
 
 
 def session_state(folder: Path) -> dict[str, Any]:
@@ -253,9 +298,16 @@ def session_state(folder: Path) -> dict[str, Any]:
             seconds = 0.0
         total += seconds
         takes.append({"clipId": clip_id, "text": text, "seconds": round(seconds, 3)})
-    return {"name": folder.name, "path": str(folder), "exists": folder.is_dir(),
-            "consent": (folder / "consent.txt").is_file(), "language": recorded_language(folder), "takes": takes,
-            "minutes": round(total / 60.0, 3), "recommendedMinutes": RECOMMENDED_MINUTES}
+    return {
+        "name": folder.name,
+        "path": str(folder),
+        "exists": folder.is_dir(),
+        "consent": (folder / "consent.txt").is_file(),
+        "language": recorded_language(folder),
+        "takes": takes,
+        "minutes": round(total / 60.0, 3),
+        "recommendedMinutes": RECOMMENDED_MINUTES,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,18 +325,24 @@ def align_clip(wav_path: Path, text: str, language: str) -> dict[str, Any]:
     try:
         audio, rate = sf.read(str(wav_path), dtype="float64", always_2d=True)
     except DECODE_ERRORS as exc:
-        raise ApiError(400, "audio_undecodable", f"{wav_path.name} cannot be decoded", {"reason": str(exc)[:200]}) \
-            from None
+        raise ApiError(
+            400, "audio_undecodable", f"{wav_path.name} cannot be decoded", {"reason": str(exc)[:200]}
+        ) from None
     mono = audio.mean(axis=1)
     if len(mono) / rate > ALIGN_MAX_S:
-        raise ApiError(400, "invalid_request", f"clips over {ALIGN_MAX_S:g} s are not aligned here; "
-                                               "use `voicelane dataset align`")
+        raise ApiError(
+            400, "invalid_request", f"clips over {ALIGN_MAX_S:g} s are not aligned here; use `voicelane dataset align`"
+        )
     with _align_lock:
         try:
             al = align.align_text(mono, rate, text, language)
         except align.AlignmentError as exc:
-            raise ApiError(422, "alignment_failed", f"no alignment of the transcript to the audio: {exc}",
-                           {"clipId": wav_path.stem}) from None
+            raise ApiError(
+                422,
+                "alignment_failed",
+                f"no alignment of the transcript to the audio: {exc}",
+                {"clipId": wav_path.stem},
+            ) from None
         except VoicelaneError as err:
             raise ApiError(400, err.code, err.message, err.details) from None
     problem = align.implausibility(al)
@@ -292,9 +350,18 @@ def align_clip(wav_path: Path, text: str, language: str) -> dict[str, Any]:
     def spans(items):
         return [{"label": i.label, "start": round(i.start_s, 3), "end": round(i.end_s, 3)} for i in items]
 
-    return {"ok": True, "clipId": wav_path.stem, "text": text, "language": language,
-            "durationS": round(len(mono) / rate, 3), "score": round(al.score, 2), "implausible": problem,
-            "words": spans(al.words), "phones": spans(al.phones), "envelope": _envelope(mono)}
+    return {
+        "ok": True,
+        "clipId": wav_path.stem,
+        "text": text,
+        "language": language,
+        "durationS": round(len(mono) / rate, 3),
+        "score": round(al.score, 2),
+        "implausible": problem,
+        "words": spans(al.words),
+        "phones": spans(al.phones),
+        "envelope": _envelope(mono),
+    }
 
 
 def _envelope(mono: np.ndarray, points: int = ENVELOPE_POINTS) -> list[float]:
@@ -314,12 +381,21 @@ def _safe_member(info: zipfile.ZipInfo) -> PurePosixPath | None:
     name = info.filename.replace("\\", "/")
     mode = (info.external_attr >> 16) & 0o170000
     pure = PurePosixPath(name)
-    bad = (name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in pure.parts or "\x00" in name
-           or mode == stat.S_IFLNK)
+    bad = (
+        name.startswith("/")
+        or re.match(r"^[A-Za-z]:", name)
+        or ".." in pure.parts
+        or "\x00" in name
+        or mode == stat.S_IFLNK
+    )
     if bad:
-        raise ApiError(400, "upload_unsafe", f"the zip entry {name[:200]!r} would land outside the dataset folder "
-                                             "(absolute path, '..' or a symlink); nothing was written",
-                       {"entry": name[:200]})
+        raise ApiError(
+            400,
+            "upload_unsafe",
+            f"the zip entry {name[:200]!r} would land outside the dataset folder "
+            "(absolute path, '..' or a symlink); nothing was written",
+            {"entry": name[:200]},
+        )
     return None if name.endswith("/") else pure
 
 
@@ -329,8 +405,9 @@ def unpack_zip(body: bytes, dest: Path) -> dict[str, Any]:
     if not body:
         raise ApiError(400, "upload_empty", "the upload is empty (0 bytes)")
     if len(body) > ZIP_MAX_BYTES:
-        raise ApiError(413, "request_too_large", f"uploads are limited to {ZIP_MAX_BYTES} bytes",
-                       {"limitBytes": ZIP_MAX_BYTES})
+        raise ApiError(
+            413, "request_too_large", f"uploads are limited to {ZIP_MAX_BYTES} bytes", {"limitBytes": ZIP_MAX_BYTES}
+        )
     try:
         zf = zipfile.ZipFile(io.BytesIO(body))
         infos = zf.infolist()
@@ -343,11 +420,11 @@ def unpack_zip(body: bytes, dest: Path) -> dict[str, Any]:
         raise ApiError(413, "request_too_large", f"the zip unpacks to more than {ZIP_MAX_UNPACKED_BYTES} bytes")
     members = _strip_common_top(members)
     if not any(p.as_posix() == "metadata.csv" for _, p in members):
-        raise ApiError(400, "upload_invalid", "the zip holds no metadata.csv at its top (LJSpeech layout: "
-                                              "metadata.csv + wavs/)")
+        raise ApiError(
+            400, "upload_invalid", "the zip holds no metadata.csv at its top (LJSpeech layout: metadata.csv + wavs/)"
+        )
     if dest.exists():
-        raise ApiError(409, "dataset_exists", f"a dataset named {dest.name!r} already exists",
-                       {"name": dest.name})
+        raise ApiError(409, "dataset_exists", f"a dataset named {dest.name!r} already exists", {"name": dest.name})
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
@@ -359,9 +436,13 @@ def unpack_zip(body: bytes, dest: Path) -> dict[str, Any]:
                 with zf.open(info) as src, open(target, "wb") as out:
                     written += _copy_bounded(src, out, ZIP_MAX_UNPACKED_BYTES - written)
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error) as exc:
-                raise ApiError(400, "upload_invalid", f"the zip entry {info.filename[:200]!r} cannot be read "
-                                                      "(corrupt, encrypted or an unsupported compression)",
-                               {"entry": info.filename[:200], "reason": str(exc)[:200]}) from None
+                raise ApiError(
+                    400,
+                    "upload_invalid",
+                    f"the zip entry {info.filename[:200]!r} cannot be read "
+                    "(corrupt, encrypted or an unsupported compression)",
+                    {"entry": info.filename[:200], "reason": str(exc)[:200]},
+                ) from None
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

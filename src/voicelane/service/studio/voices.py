@@ -27,26 +27,50 @@ def readiness(reports_dir: Path, manifest_sha256: str) -> dict[str, Any]:
     doc = read_json(path)
     base = {"report": str(path)}
     if doc is None:
-        return {**base, "state": "not_assessed", "reason": "no_report",
-                "message": "no readiness report: run `voicelane readiness`"}
+        return {
+            **base,
+            "state": "not_assessed",
+            "reason": "no_report",
+            "message": "no readiness report: run `voicelane readiness`",
+        }
     if doc.get("bundle_manifest_sha256") != manifest_sha256:
-        return {**base, "state": "not_assessed", "reason": "other_bundle", "reportProfile": doc.get("profile"),
-                "message": "the readiness report is about a different bundle: rerun `voicelane readiness`"}
+        return {
+            **base,
+            "state": "not_assessed",
+            "reason": "other_bundle",
+            "reportProfile": doc.get("profile"),
+            "message": "the readiness report is about a different bundle: rerun `voicelane readiness`",
+        }
     if doc.get("verdict") not in ("GO", "NO-GO"):
-        return {**base, "state": "not_assessed", "reason": "report_unreadable",
-                "message": "readiness.json has no GO/NO-GO verdict"}
-    blocking = [{"code": str(b.get("code")), "why": str(b.get("why")), "action": str(b.get("action"))}
-                for b in doc.get("blocking") or [] if isinstance(b, dict)]
-    return {**base, "state": doc["verdict"], "blocking": blocking, "generatedAt": doc.get("generated_at"),
-            "commit": doc.get("commit")}
+        return {
+            **base,
+            "state": "not_assessed",
+            "reason": "report_unreadable",
+            "message": "readiness.json has no GO/NO-GO verdict",
+        }
+    blocking = [
+        {"code": str(b.get("code")), "why": str(b.get("why")), "action": str(b.get("action"))}
+        for b in doc.get("blocking") or []
+        if isinstance(b, dict)
+    ]
+    return {
+        **base,
+        "state": doc["verdict"],
+        "blocking": blocking,
+        "generatedAt": doc.get("generated_at"),
+        "commit": doc.get("commit"),
+    }
 
 
 def heldout_clips(eval_doc: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the eval's ``heldout`` record, [{id, text, metrics}]); bundles exported before the record
     existed still name their clip ids in ``per_clip`` (texts then come from the dataset)."""
     rec = eval_doc.get("heldout") if isinstance(eval_doc.get("heldout"), dict) else {}
-    metrics = {r["id"]: {k: r[k] for k in CLIP_METRICS if k in r}
-               for r in eval_doc.get("per_clip") or [] if isinstance(r, dict) and isinstance(r.get("id"), str)}
+    metrics = {
+        r["id"]: {k: r[k] for k in CLIP_METRICS if k in r}
+        for r in eval_doc.get("per_clip") or []
+        if isinstance(r, dict) and isinstance(r.get("id"), str)
+    }
     rows = rec.get("clips") if isinstance(rec.get("clips"), list) else [{"id": i} for i in metrics]
     clips = []
     for r in rows[:MAX_CLIPS]:
@@ -97,6 +121,10 @@ def heldout(bundle_dir: Path, roots: list[Path], data_path: str | None) -> dict[
     for c in clips:
         c["text"] = c["text"] or texts.get(c["id"])
         c["recording"] = bool(folder and recording_of(folder, c["id"], roots))
-    return {"source": rec.get("source"), "datasetName": rec.get("dataset_name"),
-            "dataPath": str(folder) if folder else None, "clips": clips,
-            "recordings": sum(1 for c in clips if c["recording"])}
+    return {
+        "source": rec.get("source"),
+        "datasetName": rec.get("dataset_name"),
+        "dataPath": str(folder) if folder else None,
+        "clips": clips,
+        "recordings": sum(1 for c in clips if c["recording"]),
+    }
