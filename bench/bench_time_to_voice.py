@@ -37,15 +37,20 @@ def run_demo(out: Path, extra_env: dict[str, str]) -> dict:
     env = dict(os.environ, TRAIN_STATUS_PATH=str(status), **extra_env)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "voicelane", "demo", "--out", str(out)], env=env,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "voicelane", "demo", "--out", str(out)], env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:
         raise SystemExit(f"demo failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_min": round(wall / 60, 2), "cpu_min": round(cpu / 60, 2),
-            "peak_rss_mb": round(after.ru_maxrss / 1024, 0), **read_run(out, status)}
+    return {
+        "wall_min": round(wall / 60, 2),
+        "cpu_min": round(cpu / 60, 2),
+        "peak_rss_mb": round(after.ru_maxrss / 1024, 0),
+        **read_run(out, status),
+    }
 
 
 def read_run(out: Path, status_path: Path) -> dict:
@@ -58,11 +63,15 @@ def read_run(out: Path, status_path: Path) -> dict:
         "selection": [r for r in sel if "step" in r],
         "selection_stability": next((r["stability"] for r in sel if "stability" in r), None),
         "selected_step": (status.get("result") or {}).get("selected_step") or _selected(status),
-        "wer": ev.get("wer"), "wer_floor": ev.get("wer_floor_real_audio"),
+        "wer": ev.get("wer"),
+        "wer_floor": ev.get("wer_floor_real_audio"),
         "content_word_recall": ev.get("content_word_recall"),
-        "mcd_db": ev.get("mcd_db"), "f0_median_hz": ev.get("f0_median_hz"),
-        "f0_median_real_hz": ev.get("f0_median_real_hz"), "f0_rel_error": ev.get("f0_median_rel_error"),
-        "n_heldout": ev.get("n_heldout"), "rtf": ev.get("rtf"),
+        "mcd_db": ev.get("mcd_db"),
+        "f0_median_hz": ev.get("f0_median_hz"),
+        "f0_median_real_hz": ev.get("f0_median_real_hz"),
+        "f0_rel_error": ev.get("f0_median_rel_error"),
+        "n_heldout": ev.get("n_heldout"),
+        "rtf": ev.get("rtf"),
     }
 
 
@@ -85,17 +94,23 @@ def verdict(r: dict) -> dict:
 
 
 def show(i: int, r: dict) -> None:
-    print(f"\nrun {i}: wall {r.get('wall_min')} min, CPU {r.get('cpu_min')} min, peak RSS {r.get('peak_rss_mb')} MB "
-          f"(1000-step demo: {TODAY['wall_min']} min on an idle machine)")
+    print(
+        f"\nrun {i}: wall {r.get('wall_min')} min, CPU {r.get('cpu_min')} min, peak RSS {r.get('peak_rss_mb')} MB "
+        f"(1000-step demo: {TODAY['wall_min']} min on an idle machine)"
+    )
     for k, v in (r.get("timings_s") or {}).items():
         print(f"  {k:>12}: {v:8.1f} s")
     if r["selection"]:
         curve = ", ".join(f"{s['step']}: {s['prompts_wer']}" for s in r["selection"])
-        print(f"  snapshots (prompt WER): {curve}; chosen {r['selected_step']}; "
-              f"bootstrap agreement {r['selection_stability']}")
-    print(f"  held-out WER {r['wer']} (real-audio floor {r['wer_floor']}), content recall {r['content_word_recall']}, "
-          f"MCD {r['mcd_db']} dB, median F0 {r['f0_median_hz']} Hz (real {r['f0_median_real_hz']}, "
-          f"rel. error {r['f0_rel_error']}), {r['n_heldout']} clips")
+        print(
+            f"  snapshots (prompt WER): {curve}; chosen {r['selected_step']}; "
+            f"bootstrap agreement {r['selection_stability']}"
+        )
+    print(
+        f"  held-out WER {r['wer']} (real-audio floor {r['wer_floor']}), content recall {r['content_word_recall']}, "
+        f"MCD {r['mcd_db']} dB, median F0 {r['f0_median_hz']} Hz (real {r['f0_median_real_hz']}, "
+        f"rel. error {r['f0_rel_error']}), {r['n_heldout']} clips"
+    )
     print(f"  targets: {verdict(r)}")
 
 
@@ -103,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/voicelane-time-to-voice"))
     ap.add_argument("--runs", type=int, default=1, help="2: the second run shows the feature cache's effect")
-    ap.add_argument("--fresh-cache", action="store_true",
-                    help="start with an empty feature cache (a first run on a fresh machine)")
+    ap.add_argument(
+        "--fresh-cache", action="store_true", help="start with an empty feature cache (a first run on a fresh machine)"
+    )
     ap.add_argument("--from-run", type=Path, default=None, help="read a finished demo output instead")
     ap.add_argument("--status", type=Path, default=None, help="its train status JSON (with --from-run)")
     ap.add_argument("--json", default=None)
@@ -120,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.runs):
             out = args.out / f"run{i + 1}"
             results.append(run_demo(out, env))
-    out = {"machine": {"cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg()}, "runs": results,
-           "verdicts": [verdict(r) for r in results]}
+    out = {
+        "machine": {"cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg()},
+        "runs": results,
+        "verdicts": [verdict(r) for r in results],
+    }
     print(json.dumps(out, indent=2))
     for i, r in enumerate(results, 1):
         show(i, r)

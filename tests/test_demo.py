@@ -25,8 +25,13 @@ pytestmark = pytest.mark.skipif(BASE_ID not in weights.load_allowlist(), reason=
 
 def _run_demo(out, *flags, timeout=1800):
     env = dict(os.environ, TRAIN_STATUS_PATH=str(out.parent / "status.json"))  # never the repo's artifacts/
-    return subprocess.run([sys.executable, "-m", "voicelane", "demo", "--out", str(out), "--protocol", *flags],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "voicelane", "demo", "--out", str(out), "--protocol", *flags],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def _check_bundle(out):
@@ -64,7 +69,8 @@ def test_full_demo_meets_the_voice_targets(tmp_path):
     ev = json.loads((bdir / "eval.json").read_text())
     assert ev["wer"] <= 0.25
     assert abs(ev["f0_median_hz"] - ev["f0_median_real_hz"]) / ev["f0_median_real_hz"] <= 0.15
-    base_eval = json.loads((weights.verify_files(weights.licence_gate(BASE_ID)) / "weights_manifest.json")
-                           .read_text())["training"].get("eval_on_kal")
+    base_eval = json.loads((weights.verify_files(weights.licence_gate(BASE_ID)) / "weights_manifest.json").read_text())[
+        "training"
+    ].get("eval_on_kal")
     if base_eval:
         assert ev["mcd_db"] < base_eval["mcd_db"]

@@ -20,9 +20,32 @@ RELAXED = json.dumps({"wer_max": 1.5})
 
 
 def lane_cmd(data, out, *extra, lane="tts_prod_train", steps=4, consent=None):
-    cmd = [sys.executable, "-m", "voicelane", "train", "--lane", lane, "--data", str(data),
-           "--profile", "t1", "--preset", "tiny", "--out", str(out), "--min-minutes", "0",
-           "--eval-max", "2", "--steps", str(steps), "--threads", "1", "--protocol", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "voicelane",
+        "train",
+        "--lane",
+        lane,
+        "--data",
+        str(data),
+        "--profile",
+        "t1",
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--min-minutes",
+        "0",
+        "--eval-max",
+        "2",
+        "--steps",
+        str(steps),
+        "--threads",
+        "1",
+        "--protocol",
+        *extra,
+    ]
     if consent:
         cmd += ["--consent-statement", str(consent)]
     return cmd
@@ -99,9 +122,25 @@ def test_speak_cli_with_pytorch_and_onnx(prod_runs, tmp_path):
     waves = {}
     for engine in ("pytorch", "onnx"):
         wav = tmp_path / f"{engine}.wav"
-        r = subprocess.run([sys.executable, "-m", "voicelane", "speak", "--bundle", str(bdir), "--text",
-                            "Gate twelve is open.", "--out", str(wav), "--engine", engine],
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "voicelane",
+                "speak",
+                "--bundle",
+                str(bdir),
+                "--text",
+                "Gate twelve is open.",
+                "--out",
+                str(wav),
+                "--engine",
+                engine,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr
         waves[engine], sr = sf.read(wav)
         assert sr == 16000 and len(waves[engine]) > 800
@@ -117,8 +156,23 @@ def test_speak_refuses_a_tampered_bundle(prod_runs, tmp_path):
     data = bytearray((bdir / "model.safetensors").read_bytes())
     data[-1] ^= 1
     (bdir / "model.safetensors").write_bytes(bytes(data))
-    r = subprocess.run([sys.executable, "-m", "voicelane", "speak", "--bundle", str(bdir), "--text", "Hello.",
-                        "--out", str(tmp_path / "x.wav")], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voicelane",
+            "speak",
+            "--bundle",
+            str(bdir),
+            "--text",
+            "Hello.",
+            "--out",
+            str(tmp_path / "x.wav"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0 and "checksum_mismatch" in r.stderr
     assert not (tmp_path / "x.wav").exists()
     r = subprocess.run([sys.executable, "-m", "voicelane", "validate", str(bdir)], capture_output=True, text=True)
@@ -143,8 +197,10 @@ def test_failed_eval_gate_never_replaces_the_served_bundle(prod_runs, corpus, tm
     shutil.copytree(out0 / "bundles", out / "bundles")
     before = (out / "bundles" / "t1" / "voice_bundle" / "manifest.json").read_bytes()
     consent = consent_file(tmp_path / "c.txt")
-    r = run(lane_cmd(corpus, out, "--gates", json.dumps({"wer_max": 0.0, "mcd_db_max": 0.1}), "--no-onnx",
-                     consent=consent), tmp_path)
+    r = run(
+        lane_cmd(corpus, out, "--gates", json.dumps({"wer_max": 0.0, "mcd_db_max": 0.1}), "--no-onnx", consent=consent),
+        tmp_path,
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["error"]["code"] == "eval_gate_failed"
@@ -166,8 +222,9 @@ def test_kill_9_then_rerun_resumes_and_finishes(corpus, tmp_path):
     out = tmp_path / "out"
     cmd = lane_cmd(corpus, out, "--no-onnx", lane="tts_voice_train", steps=400)
     env = dict(os.environ, TRAIN_STATUS_PATH=str(tmp_path / "s.json"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True
+    )
     killed_at = None
     for line in proc.stdout:
         ev = parse_line(line)
@@ -181,8 +238,9 @@ def test_kill_9_then_rerun_resumes_and_finishes(corpus, tmp_path):
     assert ckpt.exists()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
-    train_steps = [parse_line(x).stats["step"] for x in r.stdout.splitlines()
-                   if x.startswith("STATS") and '"phase":"train"' in x]
+    train_steps = [
+        parse_line(x).stats["step"] for x in r.stdout.splitlines() if x.startswith("STATS") and '"phase":"train"' in x
+    ]
     assert train_steps[0] > 10, "the rerun resumed instead of starting over"
     assert train_steps[-1] == 400
     assert validate_voice_bundle(out / "bundles" / "t1" / "voice_bundle").ok
@@ -202,11 +260,25 @@ def test_licence_gate_and_finetune_provenance(prod_runs, corpus, tmp_path):
     for name in ("model.safetensors", "voice_config.json"):
         shutil.copyfile(src / name, wdir / name)
     allow = tmp_path / "allow.json"
-    allow.write_text(json.dumps({"weights": [{
-        "id": "tiny-base", "path": str(wdir), "file": "model.safetensors",
-        "sha256": hashlib.sha256((wdir / "model.safetensors").read_bytes()).hexdigest(),
-        "code_license": "MPL-2.0", "weights_license": "CC-BY-NC-4.0", "data_license": "CC0-1.0",
-        "commercial_use_allowed": False, "license_url": "https://example.invalid/nc"}]}))
+    allow.write_text(
+        json.dumps(
+            {
+                "weights": [
+                    {
+                        "id": "tiny-base",
+                        "path": str(wdir),
+                        "file": "model.safetensors",
+                        "sha256": hashlib.sha256((wdir / "model.safetensors").read_bytes()).hexdigest(),
+                        "code_license": "MPL-2.0",
+                        "weights_license": "CC-BY-NC-4.0",
+                        "data_license": "CC0-1.0",
+                        "commercial_use_allowed": False,
+                        "license_url": "https://example.invalid/nc",
+                    }
+                ]
+            }
+        )
+    )
     consent = consent_file(tmp_path / "c.txt")
     out = tmp_path / "out"
     cmd = lane_cmd(corpus, out, "--base", "tiny-base", "--gates", RELAXED, "--no-onnx", consent=consent)
@@ -220,8 +292,11 @@ def test_licence_gate_and_finetune_provenance(prod_runs, corpus, tmp_path):
     assert base["id"] == "tiny-base" and base["override"] is True and base["commercial_use_allowed"] is False
     assert base["weights_license"] == "CC-BY-NC-4.0" and base["code_license"] == "MPL-2.0"
     assert manifest["provenance"]["license_override"] is True
-    r = run(lane_cmd(corpus, tmp_path / "o2", "--base", "no-such-weights", consent=consent), tmp_path,
-            VOICELANE_WEIGHTS_ALLOWLIST=str(allow))
+    r = run(
+        lane_cmd(corpus, tmp_path / "o2", "--base", "no-such-weights", consent=consent),
+        tmp_path,
+        VOICELANE_WEIGHTS_ALLOWLIST=str(allow),
+    )
     assert r.returncode == 2 and "allowlist_rejected" in r.stderr
 
 
@@ -230,8 +305,9 @@ def test_data_parallel_training_under_torchrun(corpus, tmp_path):
     out = tmp_path / "out"
     r = run(lane_cmd(corpus, out, "--nproc", "2", "--no-onnx", lane="tts_voice_train"), tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    steps = [parse_line(x).stats["step"] for x in r.stdout.splitlines()
-             if x.startswith("STATS") and '"phase":"train"' in x]
+    steps = [
+        parse_line(x).stats["step"] for x in r.stdout.splitlines() if x.startswith("STATS") and '"phase":"train"' in x
+    ]
     assert steps and steps[-1] == 4
     assert "torch.distributed" in r.stderr or "OMP_NUM_THREADS" in r.stderr  # the launcher really ran
     assert (out / "work" / "train" / "checkpoint.pt").exists()
@@ -244,8 +320,10 @@ def test_snapshot_selection_bundles_the_best_prompt_snapshot(corpus, tmp_path):
 
     consent = consent_file(tmp_path / "consent.txt")
     out = tmp_path / "out"
-    r = run(lane_cmd(corpus, out, "--gates", RELAXED, "--snapshot-every", "2", "--select-snapshot",
-                     consent=consent), tmp_path)
+    r = run(
+        lane_cmd(corpus, out, "--gates", RELAXED, "--snapshot-every", "2", "--select-snapshot", consent=consent),
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     status = json.loads((tmp_path / "status.json").read_text())
     table = [row for row in status["snapshot_selection"] if "step" in row]

@@ -132,8 +132,9 @@ def test_features_are_shared_across_runs_by_content(tmp_path, monkeypatch):
     for row in rows:
         clip_id, text = row.split("|")[:2]
         path = CORPORA / "kal" / "wavs" / f"{clip_id}.flac"
-        entries.append({"id": clip_id, "abs_path": path, "text": text,
-                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+        entries.append(
+            {"id": clip_id, "abs_path": path, "text": text, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        )
     first, err1 = data.prepare_all(entries, tmp_path / "run1", workers=1)
     shared = sorted((tmp_path / "shared").rglob("*.npz"))
     assert not err1 and len(shared) == 3
@@ -145,8 +146,9 @@ def test_features_are_shared_across_runs_by_content(tmp_path, monkeypatch):
         assert (a.feats == b.feats).all() and (a.ids == b.ids).all() and (a.durations == b.durations).all()
     # a different transcript is different content; a corrupt entry is recomputed, not trusted
     e = entries[0]
-    assert data.content_key(e["sha256"], e["text"] + " Again.", "en-us") != data.content_key(e["sha256"], e["text"],
-                                                                                           "en-us")
+    assert data.content_key(e["sha256"], e["text"] + " Again.", "en-us") != data.content_key(
+        e["sha256"], e["text"], "en-us"
+    )
     shared[0].write_bytes(b"not an npz")
     third, err3 = data.prepare_all(entries, tmp_path / "run4", workers=1)
     assert not err3 and all((a.feats == c.feats).all() for a, c in zip(first, third))

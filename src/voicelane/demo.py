@@ -27,14 +27,24 @@ def corpus(name: str) -> Path:
 
 def demo_options(out: Path, quick: bool, threads: int) -> RunSpec:
     return RunSpec.build(
-        job_type="tts_prod_train", data=corpus("kal"), profile_id=DEMO_PROFILE, out=out, preset="cpu",
-        base=BASE_ID, consent_statement=corpus("kal") / "CONSENT.txt", heldout=corpus("kal_heldout"),
+        job_type="tts_prod_train",
+        data=corpus("kal"),
+        profile_id=DEMO_PROFILE,
+        out=out,
+        preset="cpu",
+        base=BASE_ID,
+        consent_statement=corpus("kal") / "CONSENT.txt",
+        heldout=corpus("kal_heldout"),
         display_name="Demo voice (kal, fine-tuned from the slt base)",
-        steps=20 if quick else None, eval_max=4 if quick else None, threads=threads,
-        gates={} if quick else None, min_minutes=None,
+        steps=20 if quick else None,
+        eval_max=4 if quick else None,
+        threads=threads,
+        gates={} if quick else None,
+        min_minutes=None,
         # the last optimiser step is not always the best voice: keep a snapshot every 200 steps
         # and bundle the one that speaks the regression prompts best (selection.py)
-        snapshot_every=0 if quick else 200, select_snapshot=not quick,
+        snapshot_every=0 if quick else 200,
+        select_snapshot=not quick,
     )
 
 
@@ -61,8 +71,9 @@ def run_demo(out: Path, protocol: bool = False, quick: bool = False, threads: in
         finally:
             rep.close()
     info = speak_to_file(result["bundle"], DEMO_TEXT, out / "demo_sample.wav")
-    result = dict(result, sample=info["out"], protocol_log=str(log_path),
-                  wall_minutes=round((time.perf_counter() - t0) / 60, 2))
+    result = dict(
+        result, sample=info["out"], protocol_log=str(log_path), wall_minutes=round((time.perf_counter() - t0) / 60, 2)
+    )
     rep.summary(result)
     print(f"bundle: {result['bundle']}")
     print(f"sample: {info['out']}  ({info['seconds']} s of speech, RTF {info['rtf']})")

@@ -64,15 +64,18 @@ NEXT_ACTIONS: dict[str, str] = {
     "status_not_found": "Run the production lane first (scripts/voice/train_production_voice.sh), or pass --status with the run's train_status JSON.",
     "status_not_completed": "The run has not completed: wait for it, or rerun the lane and read its status' error.",
     "verify_missing": "Run `voicelane verify --bundle DIR --status FILE --junit FILE` (FILE from VOICELANE_JUNIT=FILE "
-                      "bash scripts/test.sh) to record a verdict.",
+    "bash scripts/test.sh) to record a verdict.",
     "verify_failed": "Fix the constraint named by firstFail in the latest verify record, then rerun `voicelane verify`.",
     "certificate_stale": "A bound artifact changed after the last verify; rerun `voicelane verify` on the current bundle.",
     "gate_thresholds_loosened": "Retrain without relaxing the gates (drop TRAIN_GATES / --gates looser than the verify "
-                                "pack's pinned policy); a voice evaluated against looser gates is never certified.",
+    "pack's pinned policy); a voice evaluated against looser gates is never certified.",
     "tests_not_default_suite": "Bind the junit of the whole default suite: VOICELANE_JUNIT=FILE bash scripts/test.sh "
-                               "(no extra arguments), then voicelane verify --junit FILE.",
+    "(no extra arguments), then voicelane verify --junit FILE.",
     "ops_artifact_missing": "Restore the named file from the repository (git checkout -- PATH).",
     "internal_error": "Rerun with the log attached to a bug report.",
+    # speaking (workers, streaming, playback)
+    "synthesis_failed": "A synthesis worker failed or died; retry (a replacement worker starts at once) and attach the service log to a bug report if it repeats.",
+    "audio_player_missing": "Install a command-line player (`apt-get install alsa-utils` for aplay, or pulseaudio-utils / sox / ffmpeg), or write a file with --out instead of --play.",
     # local-service protection (docs/security.md)
     "unsupported_media_type": "Send JSON bodies with `Content-Type: application/json`.",
     "host_not_allowed": "Call the service by a loopback name, or add the name you use to VOICELANE_ALLOWED_HOSTS.",
@@ -81,9 +84,6 @@ NEXT_ACTIONS: dict[str, str] = {
     "disk_full": "Free disk space (or raise the file-size limit) and rerun; what was there before (the previous bundle, the job records) was kept.",
     "unauthorized": "Send `Authorization: Bearer <token>`: the token is printed when the service starts and stored in <data dir>/api_token (or set VOICELANE_API_TOKEN).",
     "orphaned": "The service stopped while this job ran; start the job again (training resumes from its last checkpoint).",
-    # speaking (workers, streaming, playback)
-    "synthesis_failed": "A synthesis worker failed or died; retry (a replacement worker starts at once) and attach the service log to a bug report if it repeats.",
-    "audio_player_missing": "Install a command-line player (`apt-get install alsa-utils` for aplay, or pulseaudio-utils / sox / ffmpeg), or write a file with --out instead of --play.",
 }
 
 
@@ -94,8 +94,11 @@ def disk_full_error(exc: BaseException, doing: str, path: str | None = None) -> 
     """``disk_full`` for an OSError that means no space (or a file-size limit), else None."""
     if not isinstance(exc, OSError) or exc.errno not in DISK_FULL_ERRNOS:
         return None
-    return VoicelaneError("disk_full", f"no space left while {doing} ({exc.strerror})",
-                          {"errno": exc.errno, **({"path": path} if path else {})})
+    return VoicelaneError(
+        "disk_full",
+        f"no space left while {doing} ({exc.strerror})",
+        {"errno": exc.errno, **({"path": path} if path else {})},
+    )
 
 
 def reported_code(lines: "Iterable[str]") -> "tuple[str, str] | None":
@@ -114,8 +117,7 @@ def reported_code(lines: "Iterable[str]") -> "tuple[str, str] | None":
 class VoicelaneError(Exception):
     """An operator-facing failure with a stable code."""
 
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None,
-                 next_action: str | None = None):
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None, next_action: str | None = None):
         if code not in NEXT_ACTIONS:
             raise ValueError(f"unknown error code {code!r}")
         super().__init__(message)

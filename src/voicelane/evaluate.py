@@ -33,10 +33,12 @@ import numpy as np
 from voicelane.engine import features, frontend
 from voicelane.fsutil import atomic_write_bytes
 
-STOPWORDS = set("""a an the and or but if of to in on at by for with from as is are was were be been
+STOPWORDS = set(
+    """a an the and or but if of to in on at by for with from as is are was were be been
 being it its this that these those i you he she we they me him her us them my your his our their
 do does did not no so than too very can will just into over out up down off about then there here
-what which who whom when where why how all any each some such only own same s t""".split())
+what which who whom when where why how all any each some such only own same s t""".split()
+)
 
 REGRESSION_PROMPTS = [
     "Unit 4, proceed to gate 12 and wait for further instructions.",
@@ -46,9 +48,11 @@ REGRESSION_PROMPTS = [
     "Temperature is 21.5 degrees; humidity is 40 percent.",
     "Warning: pressure in tank three has dropped below the safe level!",
     "Please call 555 0142 if you have any questions about your order.",
-    ("When the long convoy finally reached the river crossing late that evening, the drivers "
-     "found the bridge closed, so they waited patiently under the trees until the engineers "
-     "confirmed it was safe."),
+    (
+        "When the long convoy finally reached the river crossing late that evening, the drivers "
+        "found the bridge closed, so they waited patiently under the trees until the engineers "
+        "confirmed it was safe."
+    ),
 ]
 
 
@@ -86,8 +90,7 @@ class PhoneRecognizer:
         from pocketsphinx import Decoder, get_model_path
 
         lm = os.path.join(get_model_path(), "en-us-phone.lm.bin")
-        self.dec = Decoder(samprate=16000, allphone=lm, lm=None, lw=2.0, beam=1e-20, pbeam=1e-20,
-                           loglevel="FATAL")
+        self.dec = Decoder(samprate=16000, allphone=lm, lm=None, lw=2.0, beam=1e-20, pbeam=1e-20, loglevel="FATAL")
 
     def phones(self, wav: np.ndarray, sample_rate: int) -> list[str]:
         if sample_rate != 16000:
@@ -162,9 +165,18 @@ def phone_errors(ref: list[str], hyp: list[str]) -> tuple[int, int]:
     return int(editdistance.eval(ref, hyp)), len(ref)
 
 
-BROAD_CLASS = {p: c for c, phones in {
-    "V": "AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW", "S": "P B T D K G", "F": "F V TH DH S Z SH ZH HH",
-    "A": "CH JH", "N": "M N NG", "L": "L R W Y"}.items() for p in phones.split()}
+BROAD_CLASS = {
+    p: c
+    for c, phones in {
+        "V": "AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW",
+        "S": "P B T D K G",
+        "F": "F V TH DH S Z SH ZH HH",
+        "A": "CH JH",
+        "N": "M N NG",
+        "L": "L R W Y",
+    }.items()
+    for p in phones.split()
+}
 
 
 def broad(phones: list[str]) -> list[str]:
@@ -255,10 +267,15 @@ def _median_f0(wavs: Iterable[np.ndarray]) -> float:
     return float(np.median(allv)) if len(allv) else float("nan")
 
 
-def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[str] | None = None,
-             language: str = "en-us", with_floor: bool = True,
-             on_progress: Callable[[int, int], None] | None = None,
-             keep_audio: int = 3) -> dict[str, Any]:
+def evaluate(
+    synthesize: Callable[[str], Any],
+    clips: list[Clip],
+    prompts: list[str] | None = None,
+    language: str = "en-us",
+    with_floor: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+    keep_audio: int = 3,
+) -> dict[str, Any]:
     """Synthesise each held-out clip's text (+ prompts) and measure it against the real audio.
 
     `synthesize(text)` returns an engine Synthesis. Returns the eval dict (eval.json) and,
@@ -323,8 +340,9 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
         hyp = _words(asr.transcribe(syn.audio, syn.sample_rate))
         e, n = wer_counts(ref, hyp)
         p_err, p_n = p_err + e, p_n + n
-        prompt_rows.append({"text_sha256": _sha(text), "wer": round(e / max(n, 1), 4),
-                            "seconds": round(syn.seconds, 3)})
+        prompt_rows.append(
+            {"text_sha256": _sha(text), "wer": round(e / max(n, 1), 4), "seconds": round(syn.seconds, 3)}
+        )
         if on_progress:
             on_progress(len(clips) + j + 1, total)
     syn_med = _median_f0(syn_wavs)
@@ -348,7 +366,8 @@ def evaluate(synthesize: Callable[[str], Any], clips: list[Clip], prompts: list[
         "f0_median_hz": round(syn_med, 2),
         "f0_median_real_hz": round(real_med, 2),
         "f0_median_rel_error": round(abs(syn_med - real_med) / real_med, 4)
-        if math.isfinite(syn_med) and math.isfinite(real_med) else None,
+        if math.isfinite(syn_med) and math.isfinite(real_med)
+        else None,
         "duration_ratio": round(float(np.mean(ratios)), 4) if ratios else None,
         "prompts_wer": round(p_err / max(p_n, 1), 4) if has_asr and prompts else None,
         "rtf": round(compute_s / max(audio_s, 1e-9), 4),

@@ -55,8 +55,9 @@ def git_commit() -> str:
     """The code's commit: git, else VOICELANE_BUILD_COMMIT (set in the Docker image), else unknown."""
     env = os.environ.get("VOICELANE_BUILD_COMMIT")
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
         return out.stdout.strip() or env or "unknown"
     except (OSError, subprocess.SubprocessError):
         return env or "unknown"
@@ -232,8 +233,14 @@ class Lane:
         total = 1 if o.job_type == "dataset" else steps + 4
         self.em.set_total(total)
         self.status.doc["progress"] = {"current": 0, "total": total}
-        self.status.doc["options"] = {"profile_id": o.profile_id, "preset": o.preset, "base": o.base,
-                                      "steps": steps, "seed": o.seed, "language": language}
+        self.status.doc["options"] = {
+            "profile_id": o.profile_id,
+            "preset": o.preset,
+            "base": o.base,
+            "steps": steps,
+            "seed": o.seed,
+            "language": language,
+        }
         self.status.flush()
         o.out.mkdir(parents=True, exist_ok=True)
         return Plan(language, o.job_type == "tts_prod_train", preset, steps)
@@ -243,8 +250,11 @@ class Lane:
         o = self.o
         consent = read_consent(o.consent_statement, o.speaker_name)
         if plan.prod and consent is None and o.job_type != "dataset":
-            raise VoicelaneError("consent_missing", "the production lane needs the speaker's consent statement",
-                                 {"flag": "--consent-statement"})
+            raise VoicelaneError(
+                "consent_missing",
+                "the production lane needs the speaker's consent statement",
+                {"flag": "--consent-statement"},
+            )
         if not o.base or o.job_type == "dataset":
             return BaseGates(consent)
         from voicelane import weights
@@ -267,9 +277,14 @@ class Lane:
         data = Data(manifest, ds_dir)
         self.status.doc["dataset_manifest"] = str(data.manifest_path)
         # `dataset_items` (and `schema` for dataset jobs): the voice_dataset/1 STATS old readers parse
-        dataset_stats = {"phase": "dataset", "kept": totals["kept"], "dataset_items": totals["kept"],
-                         "rejected": totals["rejected"], "kept_minutes": totals["kept_minutes"],
-                         "dataset_sha256": manifest["dataset_sha256"]}
+        dataset_stats = {
+            "phase": "dataset",
+            "kept": totals["kept"],
+            "dataset_items": totals["kept"],
+            "rejected": totals["rejected"],
+            "kept_minutes": totals["kept_minutes"],
+            "dataset_sha256": manifest["dataset_sha256"],
+        }
         if self.o.job_type == "dataset":
             dataset_stats["schema"] = "voice_dataset/1"
         self.tick(1, dataset_stats, (self.rel(data.manifest_path),))
@@ -281,18 +296,27 @@ class Lane:
         t0 = time.perf_counter()
         self.rep.phase("features", len(data.manifest["entries"]))
         entries = [dict(e, abs_path=data.ds_dir / e["path"]) for e in data.manifest["entries"]]
-        items, align_errors = data_mod.prepare_all(entries, self.o.out / "work" / "cache", plan.language,
-                                                   workers=self.o.threads, on_done=self.rep.advance)
+        items, align_errors = data_mod.prepare_all(
+            entries, self.o.out / "work" / "cache", plan.language, workers=self.o.threads, on_done=self.rep.advance
+        )
         aligned = [e for e in entries if e["id"] not in align_errors]
         # with a separate held-out set, the validation split is not needed for evaluation
         train_items = items if self.o.heldout else [it for it, e in zip(items, aligned) if e["split"] == "train"]
         train_items = train_items or items
         if not train_items:
-            raise VoicelaneError("dataset_empty", "no clip could be aligned to its transcript",
-                                 {"alignment_failures": len(align_errors)})
+            raise VoicelaneError(
+                "dataset_empty", "no clip could be aligned to its transcript", {"alignment_failures": len(align_errors)}
+            )
         self.timed("features", t0)
-        self.tick(2, {"phase": "features", "aligned": len(items), "alignment_failures": len(align_errors),
-                      "train_items": len(train_items)})
+        self.tick(
+            2,
+            {
+                "phase": "features",
+                "aligned": len(items),
+                "alignment_failures": len(align_errors),
+                "train_items": len(train_items),
+            },
+        )
         return Features(aligned, train_items)
 
     def _starting_point(self, plan: Plan, gates: BaseGates, feats: Features) -> Start:
@@ -304,8 +328,9 @@ class Lane:
         inventory = frontend.inventory(plan.language)
         if gates.base_dir is None:
             mean, std = data_mod.feature_stats(feats.train_items)
-            return Start(model_mod.architecture(plan.preset, len(inventory.symbols)), None, mean, std,
-                         inventory.symbols)
+            return Start(
+                model_mod.architecture(plan.preset, len(inventory.symbols)), None, mean, std, inventory.symbols
+            )
         from safetensors.torch import load_file
 
         from voicelane.engine.features import LF0_IDX
@@ -331,11 +356,18 @@ class Lane:
         o, p, steps = self.o, plan.preset, plan.steps
         start = self._starting_point(plan, gates, feats)
         ft = "finetune_" if gates.base_dir is not None else ""
-        tcfg = train_mod.TrainConfig(steps=steps, batch_size=p["batch_size"], lr=p[f"{ft}lr"],
-                                     warmup=p[f"{ft}warmup"], checkpoint_every=p["checkpoint_every"],
-                                     seed=o.seed, threads=o.threads, snapshot_every=o.snapshot_every,
-                                     finetune_scope=(o.finetune_scope or p["finetune_scope"]) if ft else "all",
-                                     device=o.device)
+        tcfg = train_mod.TrainConfig(
+            steps=steps,
+            batch_size=p["batch_size"],
+            lr=p[f"{ft}lr"],
+            warmup=p[f"{ft}warmup"],
+            checkpoint_every=p["checkpoint_every"],
+            seed=o.seed,
+            threads=o.threads,
+            snapshot_every=o.snapshot_every,
+            finetune_scope=(o.finetune_scope or p["finetune_scope"]) if ft else "all",
+            device=o.device,
+        )
         t0 = time.perf_counter()
         self.rep.phase("train", steps)
         run_dir = o.out / "work" / "train"
@@ -343,24 +375,38 @@ class Lane:
         def on_step(step: int, losses: dict[str, float]) -> None:
             self.rep.advance(step, steps)
             if step % LOG_EVERY == 0 or step == steps:
-                self.tick(2 + step, {"phase": "train", "step": step,
-                                     **{k: round(v, 4) for k, v in sorted(losses.items())
-                                        if k in ("loss", "loss_spec", "loss_dur")}})
+                self.tick(
+                    2 + step,
+                    {
+                        "phase": "train",
+                        "step": step,
+                        **{k: round(v, 4) for k, v in sorted(losses.items()) if k in ("loss", "loss_spec", "loss_dur")},
+                    },
+                )
 
         if o.nproc > 1:
             from voicelane.engine import ddp
             from voicelane.engine.voice import WEIGHTS_FILE
 
             train_ids = {it.id for it in feats.train_items}
-            spec = ddp.write_spec(o.out / "work" / "ddp_spec.json",
-                                  [e for e in feats.aligned if e["id"] in train_ids], o.out / "work" / "cache",
-                                  plan.language, start.arch, tcfg, run_dir, start.mean, start.std,
-                                  (gates.base_dir / WEIGHTS_FILE) if gates.base_dir is not None else None)
+            spec = ddp.write_spec(
+                o.out / "work" / "ddp_spec.json",
+                [e for e in feats.aligned if e["id"] in train_ids],
+                o.out / "work" / "cache",
+                plan.language,
+                start.arch,
+                tcfg,
+                run_dir,
+                start.mean,
+                start.std,
+                (gates.base_dir / WEIGHTS_FILE) if gates.base_dir is not None else None,
+            )
             ddp.launch(spec, o.nproc, on_step)
             ck = train_mod.load_checkpoint(run_dir / train_mod.CKPT_NAME)
         else:
-            ck = train_mod.train(feats.train_items, start.arch, tcfg, run_dir, start.mean, start.std,
-                                 start.init_state, on_step)
+            ck = train_mod.train(
+                feats.train_items, start.arch, tcfg, run_dir, start.mean, start.std, start.init_state, on_step
+            )
         self.timed("train", t0)
         self.status.doc["train_s_per_step"] = round(self.timings["train"] / max(1, steps), 4)
         return Trained(ck, start, tcfg, run_dir)
@@ -372,8 +418,13 @@ class Lane:
         o, start = self.o, trained.start
         voice_dir = o.out / "work" / "voice"
         voice_dir.mkdir(parents=True, exist_ok=True)
-        extra = {"engine": self.engine_info(), "preset": o.preset, "steps": plan.steps,
-                 "base_weights": o.base, "postfilter": 0.0}
+        extra = {
+            "engine": self.engine_info(),
+            "preset": o.preset,
+            "steps": plan.steps,
+            "base_weights": o.base,
+            "postfilter": 0.0,
+        }
         weights_state = trained.ck["model"]
         if o.select_snapshot and o.snapshot_every:
             from voicelane.selection import select_snapshot
@@ -382,10 +433,10 @@ class Lane:
             weights_state = chosen.state
             extra["selected_step"] = chosen.step
             self.status.doc["snapshot_selection"] = chosen.table
-            self.em.stats({"phase": "select", "selected_step": chosen.step,
-                           "selected_prompts_wer": chosen.prompts_wer})
-        save_voice(voice_dir, weights_state, start.arch, start.mean, start.std, plan.language, extra,
-                   symbols=start.symbols)
+            self.em.stats({"phase": "select", "selected_step": chosen.step, "selected_prompts_wer": chosen.prompts_wer})
+        save_voice(
+            voice_dir, weights_state, start.arch, start.mean, start.std, plan.language, extra, symbols=start.symbols
+        )
         voice = Voice.load(voice_dir, threads=1)
         t0 = time.perf_counter()
         clips = self.heldout_clips(data.manifest, data.ds_dir, plan.language)
@@ -400,61 +451,105 @@ class Lane:
         failed = ev.check_gates(res, gates)
         res["gates"] = {"thresholds": gates, "failed": failed, "passed": not failed}
         res["heldout"] = self.heldout_record(clips)
-        summary = {k: res[k] for k in ("wer", "wer_floor_real_audio", "content_word_recall", "mcd_db",
-                                       "f0_median_hz", "f0_median_real_hz", "f0_rmse_hz",
-                                       "duration_ratio", "prompts_wer", "n_heldout", "per",
-                                       "per_floor_real_audio", "per_broad", "per_broad_floor_real_audio")}
+        summary = {
+            k: res[k]
+            for k in (
+                "wer",
+                "wer_floor_real_audio",
+                "content_word_recall",
+                "mcd_db",
+                "f0_median_hz",
+                "f0_median_real_hz",
+                "f0_rmse_hz",
+                "duration_ratio",
+                "prompts_wer",
+                "n_heldout",
+                "per",
+                "per_floor_real_audio",
+                "per_broad",
+                "per_broad_floor_real_audio",
+            )
+        }
         self.status.doc["perf"] = {"rtf": rtf}
         self.tick(plan.steps + 3, {"phase": "evaluate", **summary, "gates_passed": not failed})
         return Evaluated(voice, voice_dir, res, samples, rtf, failed, summary)
 
-    def _bundle(self, plan: Plan, gates: BaseGates, data: Data, trained: Trained,
-                evaluated: Evaluated) -> dict[str, Any]:
+    def _bundle(
+        self, plan: Plan, gates: BaseGates, data: Data, trained: Trained, evaluated: Evaluated
+    ) -> dict[str, Any]:
         o, failed = self.o, evaluated.failed
-        files = self.stage_bundle_files(evaluated.voice_dir, evaluated.res, evaluated.samples, evaluated.voice,
-                                        o.profile_id)
+        files = self.stage_bundle_files(
+            evaluated.voice_dir, evaluated.res, evaluated.samples, evaluated.voice, o.profile_id
+        )
         manifest_fields = self._manifest_fields(plan, gates, data, trained, evaluated)
         # a voice that failed its gates never replaces the served bundle: it lands in candidates/
         export_root = o.out / "candidates" if failed else o.out
-        result = bundle.export_bundle(export_root, o.profile_id, o.display_name or o.profile_id, files,
-                                      fixed_created_at(data.manifest), manifest_fields)
+        result = bundle.export_bundle(
+            export_root,
+            o.profile_id,
+            o.display_name or o.profile_id,
+            files,
+            fixed_created_at(data.manifest),
+            manifest_fields,
+        )
         shutil.rmtree(o.out / "work" / "staging", ignore_errors=True)
         bdir = bundle.bundle_dir_for(export_root, o.profile_id)
-        perf = {"rtf_pytorch": evaluated.rtf, "timings_s": self.timings, "threads": o.threads,
-                "note": "machine-dependent; not covered by the manifest checksums"}
+        perf = {
+            "rtf_pytorch": evaluated.rtf,
+            "timings_s": self.timings,
+            "threads": o.threads,
+            "note": "machine-dependent; not covered by the manifest checksums",
+        }
         atomic_write_json(bdir / "perf.json", perf)
         if not result.ok:
             raise VoicelaneError("bundle_invalid", "the exported bundle failed validation", result.error or {})
         self.status.doc["bundle"] = str(bdir)
         self.status.doc["bundle_manifest_sha256"] = sha256_file(bdir / "manifest.json")[0]
         if failed:
-            self.tick(plan.steps + 4, {"phase": "bundle", "bundle_valid": True, "promotable": False},
-                      (self.rel(bdir / "manifest.json"),))
-            raise VoicelaneError("eval_gate_failed", "the voice did not pass the evaluation gates: " + ", ".join(
-                f"{f['gate']}={f['value']} (limit {f['limit']})" for f in failed),
-                {"failed": failed, "candidate_bundle": self.rel(bdir)})
-        self.tick(plan.steps + 4, {"phase": "bundle", "bundle_valid": True,
-                                   "files_validated": result.files_validated,
-                                   "promotable": manifest_fields["promotable"]},
-                  (self.rel(bdir / "manifest.json"),))
+            self.tick(
+                plan.steps + 4,
+                {"phase": "bundle", "bundle_valid": True, "promotable": False},
+                (self.rel(bdir / "manifest.json"),),
+            )
+            raise VoicelaneError(
+                "eval_gate_failed",
+                "the voice did not pass the evaluation gates: "
+                + ", ".join(f"{f['gate']}={f['value']} (limit {f['limit']})" for f in failed),
+                {"failed": failed, "candidate_bundle": self.rel(bdir)},
+            )
+        self.tick(
+            plan.steps + 4,
+            {
+                "phase": "bundle",
+                "bundle_valid": True,
+                "files_validated": result.files_validated,
+                "promotable": manifest_fields["promotable"],
+            },
+            (self.rel(bdir / "manifest.json"),),
+        )
         return {"bundle": str(bdir), "eval": evaluated.summary, "rtf": evaluated.rtf}
 
-    def _manifest_fields(self, plan: Plan, gates: BaseGates, data: Data, trained: Trained,
-                         evaluated: Evaluated) -> dict[str, Any]:
+    def _manifest_fields(
+        self, plan: Plan, gates: BaseGates, data: Data, trained: Trained, evaluated: Evaluated
+    ) -> dict[str, Any]:
         train_cfg = {k: v for k, v in trained.tcfg.__dict__.items() if k not in ("threads", "snapshot_every")}
         base_gate = gates.base_gate
         return {
             "lane": self.lane,
             "promotable": plan.prod and not evaluated.failed,
             "language": plan.language,
-            "engine": {"name": "voicelane-forwardtts-world", "version": __version__,
-                       "model_type": "coqui-tts ForwardTTS (SpeedySpeech) + WORLD vocoder",
-                       "library": f"coqui-tts {self.engine_info()['coqui_tts']}",
-                       "sample_rate": 16000},
+            "engine": {
+                "name": "voicelane-forwardtts-world",
+                "version": __version__,
+                "model_type": "coqui-tts ForwardTTS (SpeedySpeech) + WORLD vocoder",
+                "library": f"coqui-tts {self.engine_info()['coqui_tts']}",
+                "sample_rate": 16000,
+            },
             "provenance": {
                 "commit": git_commit(),
-                "config_sha256": sha256_text(canonical_json({"arch": trained.start.arch, "preset": self.o.preset,
-                                                             "train": train_cfg})),
+                "config_sha256": sha256_text(
+                    canonical_json({"arch": trained.start.arch, "preset": self.o.preset, "train": train_cfg})
+                ),
                 "dataset_sha256": data.manifest["dataset_sha256"],
                 "base_weights": base_gate.provenance() if base_gate else None,
                 "license_override": bool(base_gate and base_gate.override),
@@ -466,16 +561,22 @@ class Lane:
     def engine_info(self) -> dict[str, str]:
         import importlib.metadata as md
 
-        return {"coqui_tts": md.version("coqui-tts"), "torch": md.version("torch"),
-                "pyworld": md.version("pyworld"), "gruut": md.version("gruut")}
+        return {
+            "coqui_tts": md.version("coqui-tts"),
+            "torch": md.version("torch"),
+            "pyworld": md.version("pyworld"),
+            "gruut": md.version("gruut"),
+        }
 
     def heldout_record(self, clips) -> dict[str, Any]:
         """Which real recordings the voice was scored against (ids + texts, the source folder's
         name, never its path), so a listener can find and play them beside the voice."""
         source = self.o.heldout or self.o.data
-        return {"source": "heldout_dataset" if self.o.heldout else "val_split",
-                "dataset_name": Path(source).name if source else None,
-                "clips": [{"id": c.id, "text": c.text} for c in clips]}
+        return {
+            "source": "heldout_dataset" if self.o.heldout else "val_split",
+            "dataset_name": Path(source).name if source else None,
+            "clips": [{"id": c.id, "text": c.text} for c in clips],
+        }
 
     def heldout_clips(self, manifest: dict[str, Any], ds_dir: Path, language: str):
         import soundfile as sf
@@ -491,15 +592,18 @@ class Lane:
         entries = sorted(entries, key=lambda e: e["id"])[: self.o.eval_max or None]
         return [Clip(e["id"], e["text"], sf.read(root / e["path"], dtype="float32")[0]) for e in entries]
 
-    def stage_bundle_files(self, voice_dir: Path, res: dict[str, Any], samples, voice, profile_id: str
-                           ) -> dict[str, Path]:
+    def stage_bundle_files(
+        self, voice_dir: Path, res: dict[str, Any], samples, voice, profile_id: str
+    ) -> dict[str, Path]:
         import soundfile as sf
 
         staging = self.o.out / "work" / "staging"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        files: dict[str, Path] = {"model.safetensors": voice_dir / "model.safetensors",
-                                  "voice_config.json": voice_dir / "voice_config.json"}
+        files: dict[str, Path] = {
+            "model.safetensors": voice_dir / "model.safetensors",
+            "voice_config.json": voice_dir / "voice_config.json",
+        }
         atomic_write_json(staging / "eval.json", res)
         files["eval.json"] = staging / "eval.json"
         sample = voice.synthesize(SAMPLE_TEXT)

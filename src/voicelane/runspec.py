@@ -62,14 +62,16 @@ class RunSpec(BaseModel):
     display_name: str | None = None
     min_minutes: float | None = Field(default=None, ge=0)
     gates: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
-        default=None, description='e.g. {"wer_max": 0.3}; NaN/Infinity refused (a NaN threshold passes everything)')
+        default=None, description='e.g. {"wer_max": 0.3}; NaN/Infinity refused (a NaN threshold passes everything)'
+    )
     eval_max: int | None = Field(default=None, ge=1, description="evaluate at most N held-out clips")
     status_path: Path | None = Field(default=None, description="default TRAIN_STATUS_PATH or artifacts/")
     threads: int = Field(default=2, ge=1, le=256)
     onnx: bool = True
     snapshot_every: int = Field(default=0, ge=0, description="keep a weights snapshot every N steps")
-    select_snapshot: bool = Field(default=False, description="bundle the snapshot with the lowest "
-                                                             "regression-prompt WER (needs snapshot_every)")
+    select_snapshot: bool = Field(
+        default=False, description="bundle the snapshot with the lowest regression-prompt WER (needs snapshot_every)"
+    )
     finetune_scope: FinetuneScope | None = None
     device: Device = "auto"
     nproc: int = Field(default=1, ge=1, le=64, description="data-parallel processes under torchrun")
@@ -114,16 +116,18 @@ class RunSpec(BaseModel):
         try:
             text = Path(path).read_text("utf-8")
         except OSError as exc:
-            raise VoicelaneError("invalid_argument", f"cannot read the run spec {path}: {exc}",
-                                 {"spec": str(path)}) from None
+            raise VoicelaneError(
+                "invalid_argument", f"cannot read the run spec {path}: {exc}", {"spec": str(path)}
+            ) from None
         return cls.from_json(text)
 
 
 def _invalid(exc: ValidationError) -> VoicelaneError:
     issues = [{"field": ".".join(str(p) for p in e["loc"]) or "spec", "message": e["msg"]} for e in exc.errors()]
     first = issues[0] if issues else {"field": "spec", "message": "invalid"}
-    return VoicelaneError("invalid_argument", f"run spec: {first['field']}: {first['message']}",
-                          {"issues": issues[:20]})
+    return VoicelaneError(
+        "invalid_argument", f"run spec: {first['field']}: {first['message']}", {"issues": issues[:20]}
+    )
 
 
 def child_argv(spec_path: Path) -> list[str]:
@@ -165,14 +169,21 @@ def add_cli_arguments(p: argparse.ArgumentParser, *, overrides_only: bool = Fals
     arg("--eval-max", type=int, default=None, help="evaluate at most N held-out clips")
     arg("--status-path", type=Path, default=None, help="train_status JSON (default TRAIN_STATUS_PATH)")
     arg("--threads", type=int, default=int(os.environ.get("VOICELANE_THREADS", "2")))
-    arg("--finetune-scope", choices=FINETUNE_SCOPES, default=None,
-        help="layers adapted when fine-tuning from --base (default: the preset's)")
+    arg(
+        "--finetune-scope",
+        choices=FINETUNE_SCOPES,
+        default=None,
+        help="layers adapted when fine-tuning from --base (default: the preset's)",
+    )
     arg("--device", choices=DEVICES, default="auto", help="training device (auto: cuda when available)")
     arg("--nproc", type=int, default=1, help="data-parallel training processes under torchrun (one per GPU)")
     arg("--no-onnx", dest="onnx", action="store_false", **({} if overrides_only else {"default": True}))
     arg("--snapshot-every", type=int, default=0, help="keep a weights snapshot every N steps")
-    arg("--select-snapshot", action="store_true",
-        help="bundle the snapshot with the lowest regression-prompt WER (needs --snapshot-every)")
+    arg(
+        "--select-snapshot",
+        action="store_true",
+        help="bundle the snapshot with the lowest regression-prompt WER (needs --snapshot-every)",
+    )
 
 
 def _values_of(ns: argparse.Namespace) -> dict:

@@ -40,8 +40,9 @@ class Chosen:
     table: list[dict[str, Any]]
 
 
-def select_snapshot(run_dir: Path, final: dict[str, Any], arch: dict[str, Any], mean: np.ndarray,
-                    std: np.ndarray, language: str) -> Chosen:
+def select_snapshot(
+    run_dir: Path, final: dict[str, Any], arch: dict[str, Any], mean: np.ndarray, std: np.ndarray, language: str
+) -> Chosen:
     """Score every snapshot (and the final weights, when no snapshot holds them) on the prompts."""
     from voicelane.engine.voice import Voice
     from voicelane.evaluate import evaluate
@@ -91,5 +92,8 @@ def stability(err: np.ndarray, words: np.ndarray, n: int = BOOTSTRAP, seed: int 
         scores = err[:, idx].sum(1) / max(words[idx].sum(), 1.0)
         same_raw += pick(scores) == raw_pick
         same_margin += pick_with_margin(scores) == margin_pick
-    return {"raw_rule_agreement": round(same_raw / n, 3), "margin_rule_agreement": round(same_margin / n, 3),
-            "bootstrap": n}
+    return {
+        "raw_rule_agreement": round(same_raw / n, 3),
+        "margin_rule_agreement": round(same_margin / n, 3),
+        "bootstrap": n,
+    }

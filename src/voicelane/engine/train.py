@@ -57,6 +57,7 @@ def lr_lambda_factory(warmup: int, total: int) -> Callable[[int], float]:
             return (step + 1) / max(1, warmup)
         progress = (step - warmup) / max(1, total - warmup)
         return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
     return f
 
 
@@ -102,7 +103,7 @@ class Distributed:
             return batch_idx
         if len(batch_idx) < self.world_size:  # a short tail batch: every rank still needs an item
             batch_idx = (batch_idx * self.world_size)[: self.world_size]
-        return batch_idx[self.rank::self.world_size]
+        return batch_idx[self.rank :: self.world_size]
 
     def average_gradients(self, params) -> None:
         if not self.active:
@@ -128,8 +129,9 @@ def resolve_device(name: str):
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise VoicelaneError("runtime_dependency_missing", "--device cuda requested but no CUDA device is visible",
-                             {"device": name})
+        raise VoicelaneError(
+            "runtime_dependency_missing", "--device cuda requested but no CUDA device is visible", {"device": name}
+        )
     if name not in ("cpu", "cuda"):
         raise VoicelaneError("invalid_argument", f"unknown device {name!r}", {"choices": ["auto", "cpu", "cuda"]})
     return torch.device(name)
@@ -151,8 +153,11 @@ FROZEN_PREFIXES = {"all": (), "decoder": ("emb.", "encoder.")}
 
 def trainable_parameters(net, scope: str) -> list:
     if scope not in FROZEN_PREFIXES:
-        raise VoicelaneError("invalid_argument", f"unknown fine-tune scope {scope!r}",
-                             {"scope": scope, "choices": sorted(FROZEN_PREFIXES)})
+        raise VoicelaneError(
+            "invalid_argument",
+            f"unknown fine-tune scope {scope!r}",
+            {"scope": scope, "choices": sorted(FROZEN_PREFIXES)},
+        )
     frozen = FROZEN_PREFIXES[scope]
     params = []
     for name, p in net.named_parameters():
@@ -206,14 +211,22 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise VoicelaneError("checkpoint_invalid", f"cannot read checkpoint {path}: {exc}",
-                             {"path": str(path)}) from exc
+        raise VoicelaneError(
+            "checkpoint_invalid", f"cannot read checkpoint {path}: {exc}", {"path": str(path)}
+        ) from exc
 
 
-def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_dir: Path,
-          mean: np.ndarray, std: np.ndarray, init_state: dict[str, Any] | None = None,
-          on_step: Callable[[int, dict[str, float]], None] | None = None,
-          extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def train(
+    items: list[data.Item],
+    arch: dict[str, Any],
+    cfg: TrainConfig,
+    run_dir: Path,
+    mean: np.ndarray,
+    std: np.ndarray,
+    init_state: dict[str, Any] | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train (or resume) to cfg.steps. Returns the final checkpoint payload.
 
     init_state: model weights to start from (fine-tuning); ignored when resuming.
@@ -241,9 +254,11 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
     ck = load_resume_checkpoint(run_dir)
     if ck is not None:
         if ck.get("arch") != arch or ck.get("train_config", {}).get("seed") != cfg.seed:
-            raise VoicelaneError("checkpoint_invalid",
-                                 "the run folder holds a checkpoint of a different configuration",
-                                 {"path": str(ckpt_path)})
+            raise VoicelaneError(
+                "checkpoint_invalid",
+                "the run folder holds a checkpoint of a different configuration",
+                {"path": str(ckpt_path)},
+            )
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])  # moves optimiser state onto the parameters' device
         sched.load_state_dict(ck["scheduler"])
@@ -257,10 +272,17 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
 
     def payload() -> dict[str, Any]:
         return {
-            "format": "voicelane-ckpt/1", "arch": arch, "model": cpu_state(net),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-            "torch_rng": torch.get_rng_state(), "feat_mean": mean, "feat_std": std,
-            "train_config": cfg.__dict__, **(extra or {}),
+            "format": "voicelane-ckpt/1",
+            "arch": arch,
+            "model": cpu_state(net),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "torch_rng": torch.get_rng_state(),
+            "feat_mean": mean,
+            "feat_std": std,
+            "train_config": cfg.__dict__,
+            **(extra or {}),
         }
 
     # wall-clock training time lives in a sidecar so checkpoint bytes stay reproducible
@@ -276,8 +298,7 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
         _, losses = net.train_step(batch, criterion)
         loss = losses["loss"]
         if not torch.isfinite(loss):
-            raise VoicelaneError("non_finite_loss", f"loss became {float(loss)} at step {step + 1}",
-                                 {"step": step + 1})
+            raise VoicelaneError("non_finite_loss", f"loss became {float(loss)} at step {step + 1}", {"step": step + 1})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         dist.average_gradients(params)
@@ -291,8 +312,9 @@ def train(items: list[data.Item], arch: dict[str, Any], cfg: TrainConfig, run_di
             on_step(step, {k: float(v) for k, v in losses.items()})
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_checkpoint(ckpt_path, payload())
-            atomic_write_json(time_file, {"step": step, "train_seconds": round(
-                time.perf_counter() - t_start + elapsed0, 3)})
+            atomic_write_json(
+                time_file, {"step": step, "train_seconds": round(time.perf_counter() - t_start + elapsed0, 3)}
+            )
         if cfg.snapshot_every and step % cfg.snapshot_every == 0:
             save_snapshot(run_dir, step, net, time.perf_counter() - t_start + elapsed0)
     if dist.is_main and not ckpt_path.exists():
