@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import CORPORA, consent_file, mini_corpus
+from helpers import CORPORA, consent_file, mini_corpus, voicelane_argv
 
 SVC_PROD_PROFILE = "svc_prod"
 
@@ -204,34 +204,21 @@ def svc_prod_bundle(tmp_path_factory, svc_kal_corpus) -> SvcBundle:
     """A real production-lane bundle from the tiny preset (built once per session, ~1 min)."""
     out = tmp_path_factory.mktemp("svc_prod_run")
     env = dict(os.environ, TRAIN_STATUS_PATH=str(out / "train_status.json"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "voicelane",
+    cmd = voicelane_argv(
         "train",
-        "--lane",
-        "tts_prod_train",
-        "--data",
-        str(svc_kal_corpus),
-        "--profile",
-        SVC_PROD_PROFILE,
-        "--preset",
-        "tiny",
-        "--out",
-        str(out),
-        "--min-minutes",
-        "0",
-        "--eval-max",
-        "2",
         "--no-onnx",
         "--protocol",
-        "--threads",
-        "1",
-        "--consent-statement",
-        str(svc_kal_corpus.parent / "consent.txt"),
-        "--gates",
-        '{"wer_max": 1.5}',
-    ]
+        lane="tts_prod_train",
+        data=svc_kal_corpus,
+        profile=SVC_PROD_PROFILE,
+        preset="tiny",
+        out=out,
+        min_minutes=0,
+        eval_max=2,
+        threads=1,
+        consent_statement=svc_kal_corpus.parent / "consent.txt",
+        gates='{"wer_max": 1.5}',
+    )
     res = subprocess.run(cmd, env=env, cwd=str(out), capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr[-4000:]
     b = SvcBundle(out, SVC_PROD_PROFILE)

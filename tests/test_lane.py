@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import consent_file, mini_corpus
+from helpers import consent_file, mini_corpus, voicelane_argv
 from voicelane.bundle import validate_voice_bundle
 from voicelane.protocol import fold, parse_line
 
@@ -20,32 +20,20 @@ RELAXED = json.dumps({"wer_max": 1.5})
 
 
 def lane_cmd(data, out, *extra, lane="tts_prod_train", steps=4, consent=None):
-    cmd = [
-        sys.executable,
-        "-m",
-        "voicelane",
+    cmd = voicelane_argv(
         "train",
-        "--lane",
-        lane,
-        "--data",
-        str(data),
-        "--profile",
-        "t1",
-        "--preset",
-        "tiny",
-        "--out",
-        str(out),
-        "--min-minutes",
-        "0",
-        "--eval-max",
-        "2",
-        "--steps",
-        str(steps),
-        "--threads",
-        "1",
         "--protocol",
         *extra,
-    ]
+        lane=lane,
+        data=data,
+        profile="t1",
+        preset="tiny",
+        out=out,
+        min_minutes=0,
+        eval_max=2,
+        steps=steps,
+        threads=1,
+    )
     if consent:
         cmd += ["--consent-statement", str(consent)]
     return cmd

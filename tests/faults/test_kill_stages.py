@@ -9,13 +9,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from helpers import consent_file, mini_corpus
+from helpers import consent_file, mini_corpus, voicelane_argv
 from voicelane.bundle import validate_voice_bundle
 from voicelane.protocol import parse_line
 
@@ -42,36 +41,22 @@ def kill_corpus(tmp_path_factory):
 
 
 def _cmd(root, out):
-    return [
-        sys.executable,
-        "-m",
-        "voicelane",
+    return voicelane_argv(
         "train",
-        "--lane",
-        "tts_prod_train",
-        "--data",
-        str(root / "kal10"),
-        "--profile",
-        "k1",
-        "--preset",
-        "tiny",
-        "--out",
-        str(out),
-        "--min-minutes",
-        "0",
-        "--eval-max",
-        "2",
-        "--steps",
-        "30",
-        "--threads",
-        "1",
         "--no-onnx",
         "--protocol",
-        "--consent-statement",
-        str(root / "consent.txt"),
-        "--gates",
-        '{"wer_max": 1.5, "mcd_db_max": 30}',
-    ]
+        lane="tts_prod_train",
+        data=root / "kal10",
+        profile="k1",
+        preset="tiny",
+        out=out,
+        min_minutes=0,
+        eval_max=2,
+        steps=30,
+        threads=1,
+        consent_statement=root / "consent.txt",
+        gates='{"wer_max": 1.5, "mcd_db_max": 30}',
+    )
 
 
 def _kill_at(cmd, env, trigger) -> bool:
