@@ -324,8 +324,8 @@ def replay(
     """Replay shapes against a running service; one ``{id, ok, problems}`` per shape.
 
     Shapes that need a served voice are skipped without ``profile``; shapes that start jobs are
-    skipped unless ``include_jobs`` (they start real work on the service; only then does a shape
-    with ``poll_s`` wait for a just-started job's status)."""
+    skipped unless ``include_jobs`` (they start real work on the service), and so are shapes with
+    ``poll_s``, which wait for the status of such a just-started job."""
     env = {"uniq": uuid.uuid4().hex[:10]}
     if profile:
         env.update(profile=profile, PROFILE=profile.upper())
@@ -334,6 +334,8 @@ def replay(
         if (
             (shape.get("needs_voice") and not profile)
             or (shape.get("starts_job") and not include_jobs)
+            # a shape that waits for a just-started job's status means nothing when none was started
+            or (shape.get("poll_s") and not include_jobs)
             or (shape.get("needs_job") and "jobId" not in env)
         ):
             results.append({"id": shape["id"], "ok": None, "problems": ["skipped"]})
