@@ -11,6 +11,7 @@ token off on loopback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -37,6 +38,46 @@ def svc_free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def svc_inprocess_server(tmp_path: Path, profile: str, voice, **settings):
+    """A real uvicorn server in this process whose only voice is ``voice`` (a fake backend for the
+    queue/timeout paths); ``settings`` override the service Settings. Yields ``(url, client)``."""
+    import threading
+    from types import SimpleNamespace
+
+    import httpx
+    import uvicorn
+
+    from voicelane.service.core.config import Settings
+    from voicelane.service.core.voices import ServedVoice, VoiceRegistry
+    from voicelane.service.main import create_app
+
+    class StaticRegistry(VoiceRegistry):
+        def refresh(self):
+            with self._lock:
+                self.served = {profile: ServedVoice(profile, tmp_path, {"lane": "production"}, (), "0" * 64, voice, 4)}
+            return {"loaded": [profile], "refused": [], "removed": []}
+
+    base = dict(data_dir=tmp_path / "var", bundle_roots=[], data_roots=[tmp_path], voice_rescan_s=0)
+    app = create_app(Settings(**(base | settings)), voices=StaticRegistry([]))
+    port = svc_free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    url = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=url, timeout=30)
+    try:
+        yield SimpleNamespace(url=url, client=client)
+    finally:
+        client.close()
+        server.should_exit = True
+        t.join(30)
 
 
 class SvcServer:

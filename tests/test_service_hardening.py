@@ -4,6 +4,7 @@ job record unchanged."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -13,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import svc_free_port
+from conftest import svc_inprocess_server
 from test_service_jobs import sse_events, wait_job
 
 
@@ -154,55 +155,25 @@ class SlowVoice:
 @pytest.fixture
 def svc_slow_server(tmp_path):
     """Factory: an in-process uvicorn whose only voice takes 0.6 s, one worker, 4 queue slots."""
-    import httpx
-    import uvicorn
+    with contextlib.ExitStack() as stack:
 
-    from voicelane.service.core.config import Settings
-    from voicelane.service.core.voices import ServedVoice, VoiceRegistry
-    from voicelane.service.main import create_app
+        def start(timeout_s: float):
+            return stack.enter_context(
+                svc_inprocess_server(
+                    tmp_path,
+                    "slow",
+                    SlowVoice(),
+                    speak_workers=1,
+                    speak_queue_size=4,
+                    speak_timeout_s=timeout_s,
+                    speak_cache_entries=0,
+                    rate_limit_per_min=0,
+                    mission_budget_chars=0,
+                    tenant_daily_budget_chars=0,
+                )
+            )
 
-    class StaticRegistry(VoiceRegistry):
-        def refresh(self):
-            with self._lock:
-                self.served = {
-                    "slow": ServedVoice("slow", tmp_path, {"lane": "production"}, (), "0" * 64, SlowVoice(), 4)
-                }
-            return {"loaded": ["slow"], "refused": [], "removed": []}
-
-    started: list = []
-
-    def start(timeout_s: float):
-        settings = Settings(
-            data_dir=tmp_path / "var",
-            bundle_roots=[],
-            data_roots=[tmp_path],
-            speak_workers=1,
-            speak_queue_size=4,
-            speak_timeout_s=timeout_s,
-            speak_cache_entries=0,
-            rate_limit_per_min=0,
-            mission_budget_chars=0,
-            tenant_daily_budget_chars=0,
-            voice_rescan_s=0,
-        )
-        app = create_app(settings, voices=StaticRegistry([]))
-        port = svc_free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-        t = threading.Thread(target=server.run, daemon=True)
-        t.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}"
-        client = httpx.Client(base_url=url, timeout=30)
-        started.append((server, t, client))
-        return SimpleNamespace(url=url, client=client)
-
-    yield start
-    for server, t, client in started:
-        client.close()
-        server.should_exit = True
-        t.join(30)
+        yield start
 
 
 def _queued(srv) -> int:

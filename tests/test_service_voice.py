@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import svc_free_port
+from conftest import svc_inprocess_server
 
 
 def _copy_bundle(src: Path, root: Path, profile: str, **manifest_changes) -> Path:
@@ -357,46 +357,17 @@ class FakeVoice:
 
 @pytest.fixture
 def svc_fake_backend_server(tmp_path):
-    import httpx
-    import uvicorn
-
-    from voicelane.service.core.config import Settings
-    from voicelane.service.core.voices import ServedVoice, VoiceRegistry
-    from voicelane.service.main import create_app
-
-    class StaticRegistry(VoiceRegistry):
-        def refresh(self):
-            with self._lock:
-                self.served = {
-                    "fake": ServedVoice("fake", tmp_path, {"lane": "production"}, (), "0" * 64, FakeVoice(), 4)
-                }
-            return {"loaded": ["fake"], "refused": [], "removed": []}
-
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        bundle_roots=[],
-        data_roots=[tmp_path],
+    with svc_inprocess_server(
+        tmp_path,
+        "fake",
+        FakeVoice(),
         speak_workers=1,
         speak_queue_size=1,
         speak_timeout_s=0.5,
         speak_cache_entries=0,
         rate_limit_per_min=0,
-        voice_rescan_s=0,
-    )
-    app = create_app(settings, voices=StaticRegistry([]))
-    port = svc_free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield SimpleNamespace(
-        url=f"http://127.0.0.1:{port}", client=httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    )
-    server.should_exit = True
-    t.join(30)
+    ) as srv:
+        yield srv
 
 
 def test_queue_full_timeout_and_backend_error(svc_fake_backend_server):
