@@ -76,6 +76,11 @@ def _cell(v: Any) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
+def _gate_row(title: str, result, detail: str) -> list[str]:
+    """One row of the gates table: the check's verdict and what it measured (+ why it failed)."""
+    return [title, "pass" if result.passed else "FAIL", detail + (f" ({result.reason})" if result.reason else "")]
+
+
 def artifact_row(name: str, path: Path | None) -> tuple[list[str], bool]:
     if path is None:
         return [name, "-", "no", "-", "-"], False
@@ -145,12 +150,7 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
     gates: list[list[str]] = []
     st = res["status_completed"]
     gates.append(
-        [
-            "train status",
-            "pass" if st.passed else "FAIL",
-            f"state={st.measured.get('state')} job_type={st.measured.get('job_type')}"
-            + (f" ({st.reason})" if st.reason else ""),
-        ]
+        _gate_row("train status", st, f"state={st.measured.get('state')} job_type={st.measured.get('job_type')}")
     )
     if st_ok and not st.passed:
         code = st.measured.get("error_code") or (
@@ -159,23 +159,21 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
         rep.block(code if code in NEXT_ACTIONS else (st.code or "internal_error"), st.reason or "status not completed")
     b = res["bundle_valid"]
     gates.append(
-        [
+        _gate_row(
             "bundle validation (re-hashed)",
-            "pass" if b.passed else "FAIL",
-            f"files_validated={b.measured.get('files_validated')} lane={b.measured.get('lane')}"
-            + (f" ({b.reason})" if b.reason else ""),
-        ]
+            b,
+            f"files_validated={b.measured.get('files_validated')} lane={b.measured.get('lane')}",
+        )
     )
     if not b.passed:
         rep.block(b.code, b.reason or "bundle invalid")
     pin = res["gate_thresholds_pinned"]
     gates.append(
-        [
+        _gate_row(
             "gate thresholds vs the pinned policy",
-            "pass" if pin.passed else "FAIL",
-            f"policy={pin.measured.get('policy')} pinned={pin.measured.get('pinned')}"
-            + (f" ({pin.reason})" if pin.reason else ""),
-        ]
+            pin,
+            f"policy={pin.measured.get('policy')} pinned={pin.measured.get('pinned')}",
+        )
     )
     if not pin.passed:
         rep.block(pin.code, pin.reason or "gate thresholds")
@@ -193,12 +191,11 @@ def build_report(bundle: Path | None, status: Path, trace: Path) -> tuple[str, b
         rep.block("eval_gate_failed", e.reason or "eval gates failed")
     lic = res["licence_gate_passed"]
     gates.append(
-        [
+        _gate_row(
             "licence gate",
-            "pass" if lic.passed else "FAIL",
-            f"base_weights={lic.measured.get('base_weights')} regate={lic.measured.get('regate', 'n/a')}"
-            + (f" ({lic.reason})" if lic.reason else ""),
-        ]
+            lic,
+            f"base_weights={lic.measured.get('base_weights')} regate={lic.measured.get('regate', 'n/a')}",
+        )
     )
     if not lic.passed:
         rep.block(lic.code if lic.code in NEXT_ACTIONS else "license_unknown", lic.reason or "licence gate")
