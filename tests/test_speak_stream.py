@@ -83,12 +83,18 @@ def test_stream_errors_keep_their_status_and_code(stream_server):
 
 
 def _synth_children(server_pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(server_pid)], capture_output=True, text=True)
-    return [
-        int(line.split()[0])
-        for line in out.stdout.splitlines()
-        if "multiprocessing" in line and "resource_tracker" not in line
-    ]
+    """The server's spawn children, read from /proc (``ps`` may cut long command lines to the
+    terminal width, which hid the resource tracker's name on a machine with a longer venv path)."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(server_pid)], capture_output=True, text=True)
+    kids = []
+    for pid in (int(p) for p in out.stdout.split()):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # already gone
+        if "multiprocessing.spawn" in cmd:
+            kids.append(pid)
+    return kids
 
 
 def test_two_workers_synthesise_in_child_processes_that_are_replaced_when_killed(stream_server):
