@@ -142,13 +142,33 @@ def _record_one(drv, expect: str) -> None:
     )
 
 
-def _open_session(drv, name: str, speaker: str) -> None:
-    for el_id, value in (("rec-name", name), ("rec-speaker", speaker)):
+def _fill(drv, values: tuple[tuple[str, str], ...]) -> None:
+    for el_id, value in values:
         box = drv.find_element(By.ID, el_id)
         box.clear()
         box.send_keys(value)
+
+
+def _open_session(drv, name: str, speaker: str) -> None:
+    _fill(drv, (("rec-name", name), ("rec-speaker", speaker)))
     drv.find_element(By.ID, "rec-open-btn").click()
     _wait(drv, lambda d: d.find_element(By.ID, "rec-session").is_displayed(), 20, "the session")
+
+
+def _train_form(drv, srv, corpus: Path, preset: str) -> None:
+    """Open the train page once the corpus is listed, and choose it, the lane and the preset."""
+    _open(drv, srv, "train")
+    _wait(
+        drv,
+        lambda d: any(
+            o.get_attribute("value") == str(corpus) for o in d.find_elements(By.CSS_SELECTOR, "#train-data option")
+        ),
+        20,
+        "datasets",
+    )
+    Select(drv.find_element(By.ID, "train-data")).select_by_value(str(corpus))
+    Select(drv.find_element(By.ID, "train-lane")).select_by_value("tts_voice_train")
+    Select(drv.find_element(By.ID, "train-preset")).select_by_value(preset)
 
 
 def test_record_consent_and_prompts_then_check(studio, browser):
@@ -304,31 +324,14 @@ def test_silent_recording_is_refused(studio, tmp_path):
 
 def test_train_tiny_from_the_page(studio, browser, svc_kal_corpus):
     drv = browser
-    _open(drv, studio, "train")
-    _wait(
-        drv,
-        lambda d: any(
-            o.get_attribute("value") == str(svc_kal_corpus)
-            for o in d.find_elements(By.CSS_SELECTOR, "#train-data option")
-        ),
-        20,
-        "datasets",
-    )
-    Select(drv.find_element(By.ID, "train-data")).select_by_value(str(svc_kal_corpus))
-    Select(drv.find_element(By.ID, "train-lane")).select_by_value("tts_voice_train")
-    Select(drv.find_element(By.ID, "train-preset")).select_by_value("tiny")
+    _train_form(drv, studio, svc_kal_corpus, "tiny")
     Select(drv.find_element(By.ID, "train-base")).select_by_value("coqui-xtts-v2")
     assert "NONCOMMERCIAL" in _text(drv, "train-base-verdict")
     Select(drv.find_element(By.ID, "train-base")).select_by_value("")
-    for el_id, value in (
-        ("train-profile", "studio_tiny"),
-        ("train-minmin", "0"),
-        ("train-steps", "20"),
-        ("train-snap", "10"),
-    ):
-        box = drv.find_element(By.ID, el_id)
-        box.clear()
-        box.send_keys(value)
+    _fill(
+        drv,
+        (("train-profile", "studio_tiny"), ("train-minmin", "0"), ("train-steps", "20"), ("train-snap", "10")),
+    )
     drv.find_element(By.ID, "train-select").click()
     drv.find_element(By.ID, "train-start").click()
     _wait(drv, lambda d: d.find_element(By.ID, "train-watch").get_attribute("data-job-id"), 20, "the job")
@@ -471,23 +474,8 @@ def test_keyboard_and_200_percent_zoom(studio, browser):
 
 def test_cancel_a_running_job_from_the_page(studio, browser, svc_kal_corpus):
     drv = browser
-    _open(drv, studio, "train")
-    _wait(
-        drv,
-        lambda d: any(
-            o.get_attribute("value") == str(svc_kal_corpus)
-            for o in d.find_elements(By.CSS_SELECTOR, "#train-data option")
-        ),
-        20,
-        "datasets",
-    )
-    Select(drv.find_element(By.ID, "train-data")).select_by_value(str(svc_kal_corpus))
-    Select(drv.find_element(By.ID, "train-lane")).select_by_value("tts_voice_train")
-    Select(drv.find_element(By.ID, "train-preset")).select_by_value("cpu")  # long enough to be cancelled
-    for el_id, value in (("train-profile", "studio_cancel"), ("train-minmin", "0")):
-        box = drv.find_element(By.ID, el_id)
-        box.clear()
-        box.send_keys(value)
+    _train_form(drv, studio, svc_kal_corpus, "cpu")  # long enough to be cancelled
+    _fill(drv, (("train-profile", "studio_cancel"), ("train-minmin", "0")))
     drv.find_element(By.ID, "train-start").click()
     _wait(drv, lambda d: _text(d, "train-state") == "running", 60, "the job to run")
     drv.find_element(By.ID, "train-cancel").click()
