@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import threading
 import time
@@ -17,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from conftest import svc_inprocess_server
+from helpers import REPO
 
 
 def _copy_bundle(src: Path, root: Path, profile: str, **manifest_changes) -> Path:
@@ -292,6 +294,14 @@ def test_manifest_change_revalidates(svc_voice_server):
     assert b["details"]["reason"] == "lane_not_servable"
 
 
+def _documented_audit_fields() -> list[str]:
+    """The audit line's fields as docs/service-contract.md lists them (a parenthesis explains a value)."""
+    doc = (REPO / "docs" / "service-contract.md").read_text("utf-8")
+    listed = re.search(r"\*\*Audit\.\*\*.*?:\n`(.*?)` — never the text", doc, re.S)
+    assert listed, "docs/service-contract.md lost its **Audit.** field list"
+    return [name.strip() for name in re.sub(r"\([^)]*\)", "", listed.group(1)).split(",")]
+
+
 def test_audit_line_per_request_without_text(svc_voice_server):
     trace = "audit-" + uuid.uuid4().hex
     secret = "Zebra crossing quartz umbrella"
@@ -316,20 +326,7 @@ def test_audit_line_per_request_without_text(svc_voice_server):
     mine = [x for x in lines if x["traceId"] == trace]
     assert len(mine) == 1
     a = mine[0]
-    for k in (
-        "ts",
-        "traceId",
-        "missionId",
-        "eventId",
-        "voiceProfile",
-        "mode",
-        "priority",
-        "consent_asserted",
-        "referenceAudioHash",
-        "outcome",
-        "latency",
-    ):
-        assert k in a, k
+    assert sorted(a) == sorted(_documented_audit_fields()), a
     assert (a["eventId"], a["voiceProfile"], a["mode"], a["priority"], a["consent_asserted"], a["outcome"]) == (
         "ev-audit",
         "svc_prod",
