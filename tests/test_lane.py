@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -111,20 +110,7 @@ def test_speak_cli_with_pytorch_and_onnx(prod_runs, tmp_path):
     for engine in ("pytorch", "onnx"):
         wav = tmp_path / f"{engine}.wav"
         r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "voicelane",
-                "speak",
-                "--bundle",
-                str(bdir),
-                "--text",
-                "Gate twelve is open.",
-                "--out",
-                str(wav),
-                "--engine",
-                engine,
-            ],
+            voicelane_argv("speak", bundle=bdir, text="Gate twelve is open.", out=wav, engine=engine),
             capture_output=True,
             text=True,
             timeout=300,
@@ -145,25 +131,14 @@ def test_speak_refuses_a_tampered_bundle(prod_runs, tmp_path):
     data[-1] ^= 1
     (bdir / "model.safetensors").write_bytes(bytes(data))
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "voicelane",
-            "speak",
-            "--bundle",
-            str(bdir),
-            "--text",
-            "Hello.",
-            "--out",
-            str(tmp_path / "x.wav"),
-        ],
+        voicelane_argv("speak", bundle=bdir, text="Hello.", out=tmp_path / "x.wav"),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert r.returncode != 0 and "checksum_mismatch" in r.stderr
     assert not (tmp_path / "x.wav").exists()
-    r = subprocess.run([sys.executable, "-m", "voicelane", "validate", str(bdir)], capture_output=True, text=True)
+    r = subprocess.run(voicelane_argv("validate", str(bdir)), capture_output=True, text=True)
     assert r.returncode == 1 and json.loads(r.stdout)["error"]["code"] == "checksum_mismatch"
 
 

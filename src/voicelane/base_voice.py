@@ -56,7 +56,7 @@ def base_on_demo_speaker(voice_dir: Path) -> dict:
     import soundfile as sf
 
     from voicelane.engine.voice import Voice
-    from voicelane.evaluate import Clip, evaluate
+    from voicelane.evaluate import HEADLINE_METRICS, Clip, evaluate
 
     folder = corpus("kal_heldout")
     clips = []
@@ -64,18 +64,7 @@ def base_on_demo_speaker(voice_dir: Path) -> dict:
         cid, text = row.split("|")[:2]
         clips.append(Clip(cid, text, sf.read(folder / "wavs" / f"{cid}.flac", dtype="float32")[0]))
     res = evaluate(Voice.load(voice_dir).synthesize, clips, prompts=[])
-    return {
-        k: res[k]
-        for k in (
-            "wer",
-            "wer_floor_real_audio",
-            "content_word_recall",
-            "mcd_db",
-            "f0_median_hz",
-            "f0_median_real_hz",
-            "n_heldout",
-        )
-    }
+    return {k: res[k] for k in (*HEADLINE_METRICS, "n_heldout")}
 
 
 def install_base(bundle_dir: Path, eval_summary: dict, steps: int, minutes: float) -> Path:

@@ -60,6 +60,29 @@ def _words(text: str) -> list[str]:
     return [w for w in re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split() if w]
 
 
+# the figures every held-out evaluation reports (the lane's summary adds its own after these)
+HEADLINE_METRICS = (
+    "wer",
+    "wer_floor_real_audio",
+    "content_word_recall",
+    "mcd_db",
+    "f0_median_hz",
+    "f0_median_real_hz",
+)
+
+
+def _decode_utterance(dec, wav: np.ndarray, sample_rate: int) -> None:
+    """One whole utterance through a pocketsphinx decoder, at the 16 kHz its models expect."""
+    if sample_rate != 16000:
+        import soxr
+
+        wav = soxr.resample(wav, sample_rate, 16000)
+    pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes()
+    dec.start_utt()
+    dec.process_raw(pcm, full_utt=True)
+    dec.end_utt()
+
+
 class ASR:
     """pocketsphinx's stock US English model; one decoder reused."""
 
@@ -69,14 +92,7 @@ class ASR:
         self.dec = Decoder(samprate=16000, loglevel="FATAL")
 
     def transcribe(self, wav: np.ndarray, sample_rate: int) -> str:
-        if sample_rate != 16000:
-            import soxr
-
-            wav = soxr.resample(wav, sample_rate, 16000)
-        pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes()
-        self.dec.start_utt()
-        self.dec.process_raw(pcm, full_utt=True)
-        self.dec.end_utt()
+        _decode_utterance(self.dec, wav, sample_rate)
         hyp = self.dec.hyp()
         return hyp.hypstr if hyp is not None else ""
 
@@ -93,14 +109,7 @@ class PhoneRecognizer:
         self.dec = Decoder(samprate=16000, allphone=lm, lm=None, lw=2.0, beam=1e-20, pbeam=1e-20, loglevel="FATAL")
 
     def phones(self, wav: np.ndarray, sample_rate: int) -> list[str]:
-        if sample_rate != 16000:
-            import soxr
-
-            wav = soxr.resample(wav, sample_rate, 16000)
-        pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes()
-        self.dec.start_utt()
-        self.dec.process_raw(pcm, full_utt=True)
-        self.dec.end_utt()
+        _decode_utterance(self.dec, wav, sample_rate)
         return [seg.word for seg in self.dec.seg() if seg.word not in ("SIL", "+NSN+", "+SPN+", "<s>", "</s>")]
 
 

@@ -367,6 +367,7 @@ class Lane:
             snapshot_every=o.snapshot_every,
             finetune_scope=(o.finetune_scope or p["finetune_scope"]) if ft else "all",
             device=o.device,
+            ema_decay=p.get(f"{ft}ema", 0.0),
         )
         t0 = time.perf_counter()
         self.rep.phase("train", steps)
@@ -413,6 +414,7 @@ class Lane:
 
     def _evaluate(self, plan: Plan, data: Data, trained: Trained) -> Evaluated:
         from voicelane import evaluate as ev
+        from voicelane.engine import train as train_mod
         from voicelane.engine.voice import Voice, save_voice
 
         o, start = self.o, trained.start
@@ -425,7 +427,7 @@ class Lane:
             "base_weights": o.base,
             "postfilter": 0.0,
         }
-        weights_state = trained.ck["model"]
+        weights_state = train_mod.shipped_weights(trained.ck)
         if o.select_snapshot and o.snapshot_every:
             from voicelane.selection import select_snapshot
 
@@ -454,12 +456,7 @@ class Lane:
         summary = {
             k: res[k]
             for k in (
-                "wer",
-                "wer_floor_real_audio",
-                "content_word_recall",
-                "mcd_db",
-                "f0_median_hz",
-                "f0_median_real_hz",
+                *ev.HEADLINE_METRICS,
                 "f0_rmse_hz",
                 "duration_ratio",
                 "prompts_wer",
