@@ -265,3 +265,22 @@ def svc_prod_bundle(tmp_path_factory, svc_kal_corpus) -> SvcBundle:
     b = SvcBundle(out, SVC_PROD_PROFILE)
     assert (b.bundle_dir / "manifest.json").is_file()
     return b
+
+
+@pytest.fixture(scope="session")
+def svc_start_voice_server(tmp_path_factory, svc_start_server, svc_prod_bundle):
+    """Factory: ``svc_start_voice_server(name, **VOICELANE_env)`` -> a started server that speaks the
+    tiny production voice, has no rate limit and a 120 s speak timeout, and cannot start a training
+    job (its data root does not exist); ``VOICELANE_env`` adds to or overrides that."""
+
+    def start(name: str, **env_vars: str) -> SvcServer:
+        work = tmp_path_factory.mktemp(name)
+        defaults = {
+            "VOICELANE_BUNDLE_ROOTS": str(svc_prod_bundle.root),
+            "VOICELANE_DATA_ROOTS": str(work / "no_such_root"),
+            "VOICELANE_SPEAK_TIMEOUT_S": "120",
+            "VOICELANE_RATE_LIMIT_PER_MIN": "0",
+        }
+        return svc_start_server(work, **(defaults | env_vars))
+
+    return start

@@ -13,18 +13,9 @@ MAX_EXAMPLES = 20
 
 
 @pytest.fixture(scope="module")
-def svc_fuzz_server(tmp_path_factory, svc_start_server, svc_prod_bundle):
-    work = tmp_path_factory.mktemp("svc_fuzz")
-    # data roots that do not exist: no generated request can start a real training job
-    return svc_start_server(
-        work,
-        VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
-        VOICELANE_DATA_ROOTS=str(work / "no_such_root"),
-        VOICELANE_SPEAK_TIMEOUT_S="120",
-        VOICELANE_SPEAK_QUEUE_SIZE="64",
-        VOICELANE_RATE_LIMIT_PER_MIN="100000",
-        VOICELANE_RATE_LIMIT_BURST="100000",
-    )
+def svc_fuzz_server(svc_start_voice_server):
+    # its data root does not exist: no generated request can start a real training job
+    return svc_start_voice_server("svc_fuzz", VOICELANE_SPEAK_QUEUE_SIZE="64")
 
 
 @pytest.fixture(scope="module")

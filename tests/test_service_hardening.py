@@ -28,17 +28,8 @@ def svc_hard_server(tmp_path_factory, svc_start_server, svc_kal_corpus):
 
 
 @pytest.fixture(scope="module")
-def svc_hard_voice(tmp_path_factory, svc_start_server, svc_prod_bundle):
-    work = tmp_path_factory.mktemp("svc_hard_voice")
-    return svc_start_server(
-        work,
-        VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
-        VOICELANE_DATA_ROOTS=str(work / "none"),
-        VOICELANE_MISSION_BUDGET_CHARS="40",
-        VOICELANE_SPEAK_TIMEOUT_S="120",
-        VOICELANE_RATE_LIMIT_PER_MIN="100000",
-        VOICELANE_RATE_LIMIT_BURST="1000",
-    )
+def svc_hard_voice(svc_start_voice_server):
+    return svc_start_voice_server("svc_hard_voice", VOICELANE_MISSION_BUDGET_CHARS="40")
 
 
 def _audit(srv) -> list[dict]:

@@ -21,15 +21,8 @@ TEXT = "Caution, gear unsafe on the left side. Check it now, then report back."
 
 
 @pytest.fixture(scope="module")
-def stream_server(tmp_path_factory, svc_start_server, svc_prod_bundle):
-    work = tmp_path_factory.mktemp("svc_stream")
-    return svc_start_server(
-        work,
-        VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
-        VOICELANE_SPEAK_WORKERS="2",
-        VOICELANE_RATE_LIMIT_PER_MIN="0",
-        VOICELANE_SPEAK_TIMEOUT_S="120",
-    )
+def stream_server(svc_start_voice_server):
+    return svc_start_voice_server("svc_stream", VOICELANE_SPEAK_WORKERS="2")
 
 
 def _body(**kw):
@@ -143,13 +136,8 @@ def test_speak_play_without_a_player_fails_with_a_stable_code(tmp_path, svc_prod
     assert not Path(tmp_path / "x.wav").exists()
 
 
-def test_one_worker_streams_in_its_own_thread(tmp_path_factory, svc_start_server, svc_prod_bundle):
-    srv = svc_start_server(
-        tmp_path_factory.mktemp("svc_stream1"),
-        VOICELANE_BUNDLE_ROOTS=str(svc_prod_bundle.root),
-        VOICELANE_SPEAK_WORKERS="1",
-        VOICELANE_RATE_LIMIT_PER_MIN="0",
-    )
+def test_one_worker_streams_in_its_own_thread(svc_start_voice_server):
+    srv = svc_start_voice_server("svc_stream1", VOICELANE_SPEAK_WORKERS="1")
     one = _one_shot(srv)
     r = srv.client.post("/api/voice/speak", json=_body(stream=True))
     assert r.status_code == 200 and r.headers["x-voice-stream"] == "wav"
