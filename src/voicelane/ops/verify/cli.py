@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import fields
 
 from voicelane.errors import VoicelaneError
 from voicelane.fsutil import atomic_write_bytes
@@ -14,22 +15,12 @@ from voicelane.ops.verify.trace import export_trace
 
 
 def options_from_args(a) -> VerifyOptions:
-    return VerifyOptions(
-        bundle=a.bundle,
-        status=a.status or default_status(),
-        url=a.url,
-        token=a.token or env_token(),
-        trace=a.trace,
-        junit=a.junit,
-        run_tests=bool(getattr(a, "run_tests", False)),
-        skip_determinism=a.skip_determinism,
-        determinism_data=a.determinism_data,
-        determinism_steps=a.determinism_steps,
-        consent_statement=a.consent_statement,
-        trace_id=a.trace_id,
-        rtf_max=a.rtf_max,
-        latency_ms_max=a.latency_ms_max,
-    )
+    """Each ``voicelane verify`` flag sets the option of its name; status and token have defaults
+    from the environment."""
+    given = {f.name: getattr(a, f.name) for f in fields(VerifyOptions) if hasattr(a, f.name)}
+    given.update(status=a.status or default_status(), token=a.token or env_token())
+    given["run_tests"] = bool(given.get("run_tests", False))
+    return VerifyOptions(**given)
 
 
 def run_verify_cli(a) -> int:
