@@ -25,7 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import CORPORA, consent_file, mini_corpus, voicelane_argv
+from helpers import CORPORA, consent_file, mini_corpus, tiny_train_argv
 
 SVC_PROD_PROFILE = "svc_prod"
 
@@ -245,18 +245,12 @@ def svc_prod_bundle(tmp_path_factory, svc_kal_corpus) -> SvcBundle:
     """A real production-lane bundle from the tiny preset (built once per session, ~1 min)."""
     out = tmp_path_factory.mktemp("svc_prod_run")
     env = dict(os.environ, TRAIN_STATUS_PATH=str(out / "train_status.json"))
-    cmd = voicelane_argv(
-        "train",
+    cmd = tiny_train_argv(
         "--no-onnx",
-        "--protocol",
-        lane="tts_prod_train",
         data=svc_kal_corpus,
         profile=SVC_PROD_PROFILE,
-        preset="tiny",
         out=out,
-        min_minutes=0,
         eval_max=2,
-        threads=1,
         consent_statement=svc_kal_corpus.parent / "consent.txt",
         gates='{"wer_max": 1.5}',
     )

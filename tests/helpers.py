@@ -30,6 +30,13 @@ def voicelane_argv(command: str, *flags: str, **options: object) -> list[str]:
     return [*argv, *flags]
 
 
+def tiny_train_argv(*flags: str, **options: object) -> list[str]:
+    """``voicelane train --protocol`` of the production lane on the tiny preset, with no minimum
+    of minutes, on one thread; ``options`` (data, out, profile, ...) add to or override those."""
+    tiny = {"lane": "tts_prod_train", "preset": "tiny", "min_minutes": 0, "threads": 1}
+    return voicelane_argv("train", "--protocol", *flags, **(tiny | options))
+
+
 def consent_file(dest: Path) -> Path:
     dest.write_text(
         "speaker_name: test speaker\nasserted_by: voicelane tests\n"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import consent_file, mini_corpus, voicelane_argv
+from helpers import consent_file, mini_corpus, tiny_train_argv, voicelane_argv
 from voicelane.bundle import validate_voice_bundle
 from voicelane.protocol import fold, parse_line
 
@@ -19,20 +19,7 @@ RELAXED = json.dumps({"wer_max": 1.5})
 
 
 def lane_cmd(data, out, *extra, lane="tts_prod_train", steps=4, consent=None):
-    cmd = voicelane_argv(
-        "train",
-        "--protocol",
-        *extra,
-        lane=lane,
-        data=data,
-        profile="t1",
-        preset="tiny",
-        out=out,
-        min_minutes=0,
-        eval_max=2,
-        steps=steps,
-        threads=1,
-    )
+    cmd = tiny_train_argv(*extra, lane=lane, data=data, profile="t1", out=out, eval_max=2, steps=steps)
     if consent:
         cmd += ["--consent-statement", str(consent)]
     return cmd

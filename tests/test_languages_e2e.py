@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from helpers import REPO, consent_file, voicelane_argv
+from helpers import REPO, consent_file, tiny_train_argv, voicelane_argv
 from voicelane.bundle import validate_voice_bundle
 from voicelane.engine import frontend
 
@@ -65,21 +65,15 @@ def italian_run(italian_corpus, tmp_path_factory):
     gates = json.dumps(
         {"mcd_db_max": 100.0, "per_broad_max": 2.0, "duration_ratio_max": 10.0, "duration_ratio_min": 0.0}
     )
-    cmd = voicelane_argv(
-        "train",
+    cmd = tiny_train_argv(
         "--no-onnx",
-        "--protocol",
-        lane="tts_prod_train",
         language="it-IT",
         base="voicelane-slt-base-v1",
         data=italian_corpus / "train",
         heldout=italian_corpus / "heldout",
         profile="it_test",
-        preset="tiny",
         out=out,
-        min_minutes=0,
         steps=3,
-        threads=1,
         consent_statement=italian_corpus / "consent.txt",
         gates=gates,
     )
@@ -89,26 +83,9 @@ def italian_run(italian_corpus, tmp_path_factory):
 
 
 def test_dataset_check_accepts_italian(italian_corpus, tmp_path):
-    r = _run(
-        [
-            sys.executable,
-            "-m",
-            "voicelane",
-            "dataset",
-            "check",
-            str(italian_corpus / "train"),
-            "--language",
-            "it",
-            "--min-minutes",
-            "0",
-        ],
-        tmp_path,
-    )
+    r = _run(voicelane_argv("dataset check", str(italian_corpus / "train"), language="it", min_minutes=0), tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    r = _run(
-        [sys.executable, "-m", "voicelane", "dataset", "check", str(italian_corpus / "train"), "--language", "tlh"],
-        tmp_path,
-    )
+    r = _run(voicelane_argv("dataset check", str(italian_corpus / "train"), language="tlh"), tmp_path)
     assert r.returncode != 0 and "language_unsupported" in r.stdout + r.stderr
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import consent_file, mini_corpus, voicelane_argv
+from helpers import consent_file, mini_corpus, tiny_train_argv
 from voicelane.bundle import validate_voice_bundle
 from voicelane.protocol import parse_line
 
@@ -41,19 +41,13 @@ def kill_corpus(tmp_path_factory):
 
 
 def _cmd(root, out):
-    return voicelane_argv(
-        "train",
+    return tiny_train_argv(
         "--no-onnx",
-        "--protocol",
-        lane="tts_prod_train",
         data=root / "kal10",
         profile="k1",
-        preset="tiny",
         out=out,
-        min_minutes=0,
         eval_max=2,
         steps=30,
-        threads=1,
         consent_statement=root / "consent.txt",
         gates='{"wer_max": 1.5, "mcd_db_max": 30}',
     )
