@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 from pathlib import Path
@@ -20,6 +21,18 @@ def mini_corpus(dest: Path, name: str = "kal", n: int = 12, start: int = 0) -> P
         shutil.copyfile(src / "wavs" / f"{clip_id}.flac", dest / "wavs" / f"{clip_id}.flac")
     (dest / "metadata.csv").write_text("\n".join(rows) + "\n", "utf-8")
     return dest
+
+
+def kal_entries(n: int) -> list[dict]:
+    """The first n clips of the embedded kal corpus as the manifest entries ``engine.data.prepare_all`` reads."""
+    entries = []
+    for row in (CORPORA / "kal" / "metadata.csv").read_text("utf-8").splitlines()[:n]:
+        clip_id, text = row.split("|")[:2]
+        path = CORPORA / "kal" / "wavs" / f"{clip_id}.flac"
+        entries.append(
+            {"id": clip_id, "abs_path": path, "text": text, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        )
+    return entries
 
 
 def voicelane_argv(command: str, *flags: str, **options: object) -> list[str]:

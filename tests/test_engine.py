@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import CORPORA
+from helpers import CORPORA, kal_entries
 from voicelane.engine import align, data, features, frontend, model, train
 from voicelane.errors import VoicelaneError
 
@@ -70,15 +68,7 @@ def test_world_analysis_roundtrip_keeps_pitch():
 
 
 def _items(tmp_path, n=6):
-    rows = (CORPORA / "kal" / "metadata.csv").read_text("utf-8").splitlines()[:n]
-    entries = []
-    for row in rows:
-        clip_id, text = row.split("|")[:2]
-        p = CORPORA / "kal" / "wavs" / f"{clip_id}.flac"
-        entries.append(
-            {"id": clip_id, "abs_path": p, "text": text, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-        )
-    items, errors = data.prepare_all(entries, tmp_path / "cache", workers=1)
+    items, errors = data.prepare_all(kal_entries(n), tmp_path / "cache", workers=1)
     assert not errors
     return items
 

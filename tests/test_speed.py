@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from helpers import CORPORA
+from helpers import CORPORA, kal_entries
 from voicelane.engine import frontend, lexicon_index
 
 
@@ -122,19 +122,10 @@ def test_stream_chunk_bounds_cover_every_frame():
 
 
 def test_features_are_shared_across_runs_by_content(tmp_path, monkeypatch):
-    import hashlib
-
     from voicelane.engine import data
 
     monkeypatch.setenv("VOICELANE_FEATURE_CACHE", str(tmp_path / "shared"))
-    rows = (CORPORA / "kal" / "metadata.csv").read_text("utf-8").splitlines()[:3]
-    entries = []
-    for row in rows:
-        clip_id, text = row.split("|")[:2]
-        path = CORPORA / "kal" / "wavs" / f"{clip_id}.flac"
-        entries.append(
-            {"id": clip_id, "abs_path": path, "text": text, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-        )
+    entries = kal_entries(3)
     first, err1 = data.prepare_all(entries, tmp_path / "run1", workers=1)
     shared = sorted((tmp_path / "shared").rglob("*.npz"))
     assert not err1 and len(shared) == 3
