@@ -155,18 +155,23 @@ def _open_session(drv, name: str, speaker: str) -> None:
     _wait(drv, lambda d: d.find_element(By.ID, "rec-session").is_displayed(), 20, "the session")
 
 
-def _train_form(drv, srv, corpus: Path, preset: str) -> None:
-    """Open the train page once the corpus is listed, and choose it, the lane and the preset."""
-    _open(drv, srv, "train")
+def _choose_when_listed(drv, select_id: str, value: str, what: str) -> None:
+    """Wait until the page has listed ``value`` in the <select>, then choose it."""
     _wait(
         drv,
         lambda d: any(
-            o.get_attribute("value") == str(corpus) for o in d.find_elements(By.CSS_SELECTOR, "#train-data option")
+            o.get_attribute("value") == value for o in d.find_elements(By.CSS_SELECTOR, f"#{select_id} option")
         ),
         20,
-        "datasets",
+        what,
     )
-    Select(drv.find_element(By.ID, "train-data")).select_by_value(str(corpus))
+    Select(drv.find_element(By.ID, select_id)).select_by_value(value)
+
+
+def _train_form(drv, srv, corpus: Path, preset: str) -> None:
+    """Open the train page once the corpus is listed, and choose it, the lane and the preset."""
+    _open(drv, srv, "train")
+    _choose_when_listed(drv, "train-data", str(corpus), "datasets")
     Select(drv.find_element(By.ID, "train-lane")).select_by_value("tts_voice_train")
     Select(drv.find_element(By.ID, "train-preset")).select_by_value(preset)
 
@@ -216,15 +221,7 @@ def test_record_consent_and_prompts_then_check(studio, browser):
 
     # the Data page runs the same check through the API and plays a clip
     _open(drv, studio, "data")
-    _wait(
-        drv,
-        lambda d: any(
-            o.get_attribute("value") == str(folder) for o in d.find_elements(By.CSS_SELECTOR, "#data-select option")
-        ),
-        20,
-        "dataset list",
-    )
-    Select(drv.find_element(By.ID, "data-select")).select_by_value(str(folder))
+    _choose_when_listed(drv, "data-select", str(folder), "dataset list")
     drv.find_element(By.ID, "data-check").click()
     _wait(drv, lambda d: "Checked:" in _text(d, "data-status") or _text(d, "data-error"), 120, "the check job")
     assert "5 kept, 0 rejected" in _text(drv, "data-status"), _text(drv, "data-error")
@@ -251,9 +248,7 @@ def test_bad_input_messages_and_nothing_outside_the_root(studio, browser, tmp_pa
     empty.write_bytes(b"")
     for path, name, code in ((evil, "evil_set", "upload_unsafe"), (empty, "empty_set", "upload_empty")):
         drv.find_element(By.ID, "data-zip").send_keys(str(path))
-        box = drv.find_element(By.ID, "data-zip-name")
-        box.clear()
-        box.send_keys(name)
+        _fill(drv, (("data-zip-name", name),))
         drv.find_element(By.ID, "data-upload-btn").click()
         _wait(drv, lambda d: code in _text(d, "data-error"), 20, code)
         assert "Upload refused" in _text(drv, "data-error")
@@ -272,9 +267,7 @@ def test_bad_input_messages_and_nothing_outside_the_root(studio, browser, tmp_pa
             cid = row.split("|")[0]
             zf.write(src / "wavs" / f"{cid}.flac", f"kal2/wavs/{cid}.flac")
     drv.find_element(By.ID, "data-zip").send_keys(str(good))
-    box = drv.find_element(By.ID, "data-zip-name")
-    box.clear()
-    box.send_keys("kal_two")
+    _fill(drv, (("data-zip-name", "kal_two"),))
     drv.find_element(By.ID, "data-upload-btn").click()
     _wait(drv, lambda d: "Unpacked 3 files" in _text(d, "data-status") or _text(d, "data-error"), 20, "unpack")
     assert (var / "datasets" / "kal_two" / "metadata.csv").is_file(), _text(drv, "data-error")
@@ -381,12 +374,11 @@ def test_voices_speak_plays_audio(studio, browser, svc_prod_bundle):
     )
     card = drv.find_element(By.CSS_SELECTOR, f"article[data-profile='{svc_prod_bundle.profile}']").text
     assert "WER" in card and "consent recorded" in card and "verify certificate" in card
-    box = drv.find_element(By.ID, "speak-text")
-    box.clear()
-    box.send_keys(
+    text = (
         "The studio speaks these sentences with a voice trained by the lane. A producer types the text, "
         "presses the button, and hears the result at once. Nothing leaves this machine."
     )
+    _fill(drv, (("speak-text", text),))
     Select(drv.find_element(By.ID, "speak-voice-b")).select_by_value(svc_prod_bundle.profile)  # A/B
     drv.find_element(By.ID, "speak-btn").click()
     _wait(
