@@ -168,6 +168,18 @@ def _choose_when_listed(drv, select_id: str, value: str, what: str) -> None:
     Select(drv.find_element(By.ID, select_id)).select_by_value(value)
 
 
+def _upload_zip(drv, path: Path, name: str) -> None:
+    drv.find_element(By.ID, "data-zip").send_keys(str(path))
+    _fill(drv, (("data-zip-name", name),))
+    drv.find_element(By.ID, "data-upload-btn").click()
+
+
+def _check_dataset(drv) -> None:
+    """Run the Data page's check on the chosen dataset and wait for its result (or its error)."""
+    drv.find_element(By.ID, "data-check").click()
+    _wait(drv, lambda d: "Checked:" in _text(d, "data-status") or _text(d, "data-error"), 120, "the check job")
+
+
 def _train_form(drv, srv, corpus: Path, preset: str) -> None:
     """Open the train page once the corpus is listed, and choose it, the lane and the preset."""
     _open(drv, srv, "train")
@@ -222,8 +234,7 @@ def test_record_consent_and_prompts_then_check(studio, browser):
     # the Data page runs the same check through the API and plays a clip
     _open(drv, studio, "data")
     _choose_when_listed(drv, "data-select", str(folder), "dataset list")
-    drv.find_element(By.ID, "data-check").click()
-    _wait(drv, lambda d: "Checked:" in _text(d, "data-status") or _text(d, "data-error"), 120, "the check job")
+    _check_dataset(drv)
     assert "5 kept, 0 rejected" in _text(drv, "data-status"), _text(drv, "data-error")
     drv.find_element(By.CSS_SELECTOR, "#data-kept tr[data-clip='en_0001'] button").click()
     _wait(
@@ -247,9 +258,7 @@ def test_bad_input_messages_and_nothing_outside_the_root(studio, browser, tmp_pa
     empty = tmp_path / "empty.zip"
     empty.write_bytes(b"")
     for path, name, code in ((evil, "evil_set", "upload_unsafe"), (empty, "empty_set", "upload_empty")):
-        drv.find_element(By.ID, "data-zip").send_keys(str(path))
-        _fill(drv, (("data-zip-name", name),))
-        drv.find_element(By.ID, "data-upload-btn").click()
+        _upload_zip(drv, path, name)
         _wait(drv, lambda d: code in _text(d, "data-error"), 20, code)
         assert "Upload refused" in _text(drv, "data-error")
         assert not (var / "datasets" / name).exists()
@@ -266,14 +275,11 @@ def test_bad_input_messages_and_nothing_outside_the_root(studio, browser, tmp_pa
         for row in rows:
             cid = row.split("|")[0]
             zf.write(src / "wavs" / f"{cid}.flac", f"kal2/wavs/{cid}.flac")
-    drv.find_element(By.ID, "data-zip").send_keys(str(good))
-    _fill(drv, (("data-zip-name", "kal_two"),))
-    drv.find_element(By.ID, "data-upload-btn").click()
+    _upload_zip(drv, good, "kal_two")
     _wait(drv, lambda d: "Unpacked 3 files" in _text(d, "data-status") or _text(d, "data-error"), 20, "unpack")
     assert (var / "datasets" / "kal_two" / "metadata.csv").is_file(), _text(drv, "data-error")
     # check it and show one clip's alignment (phones over the waveform)
-    drv.find_element(By.ID, "data-check").click()
-    _wait(drv, lambda d: "Checked:" in _text(d, "data-status") or _text(d, "data-error"), 120, "the check job")
+    _check_dataset(drv)
     assert "2 kept" in _text(drv, "data-status"), _text(drv, "data-error")
     drv.find_element(By.CSS_SELECTOR, "#data-kept tr[data-clip='kal_0001'] button.align").click()
     _wait(
