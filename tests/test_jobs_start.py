@@ -60,13 +60,13 @@ def test_a_slow_runner_start_holds_no_lock_and_a_cancel_while_starting_sticks(tm
     assert jm.lock.acquire(timeout=2), "the manager lock is held while a runner starts"
     jm.lock.release()
     (row,), total = jm.store.list()
-    assert total == 1 and row["state"] == "pending" and row["id"] in jm.starting
-    cancelled = jm.cancel(row["id"], wait_s=0)
-    assert cancelled["state"] == "cancelled" and time.monotonic() - t0 < 5
+    assert total == 1 and row.state == "pending" and row.id in jm.starting
+    cancelled = jm.cancel(row.id, wait_s=0)
+    assert cancelled.state == "cancelled" and time.monotonic() - t0 < 5
     runner.release.set()
     submitting.join(30)
     handle = runner.started[0]
     assert handle.wait(30) is not None, "the process started for a cancelled job was not stopped"
-    assert row["id"] not in jm.active and not jm.starting
-    assert jm.store.get(row["id"])["state"] == "cancelled"
+    assert row.id not in jm.active and not jm.starting
+    assert jm.store.get(row.id).state == "cancelled"
     assert sys.executable in handle.proc.args

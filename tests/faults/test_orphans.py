@@ -154,15 +154,15 @@ def test_restart_reconciles_orphans_with_their_status_and_bundle(tmp_path):
     mgr = JobManager(store, None, tmp_path / "var")
     assert sorted(mgr.recover()) == sorted(ids)
     got = {k: store.get(k) for k in ids}
-    assert got["completed_valid"]["state"] == "done" and got["completed_valid"]["error"] is None
-    assert "bundle validates" in got["completed_valid"]["metadata"]["reconciled"]
-    assert got["completed_bad_bundle"]["state"] == "error"
-    assert got["completed_bad_bundle"]["error"]["code"] == "orphaned"
-    assert got["completed_bad_bundle"]["error"]["details"]["bundleError"]["code"] == "bytes_mismatch"
-    assert got["own_error"]["error"]["code"] == "dataset_too_small"
-    assert got["own_error"]["error"]["details"] == {"m": 1}
+    assert got["completed_valid"].state == "done" and got["completed_valid"].error is None
+    assert "bundle validates" in got["completed_valid"].metadata["reconciled"]
+    assert got["completed_bad_bundle"].state == "error"
+    assert got["completed_bad_bundle"].error["code"] == "orphaned"
+    assert got["completed_bad_bundle"].error["details"]["bundleError"]["code"] == "bytes_mismatch"
+    assert got["own_error"].error["code"] == "dataset_too_small"
+    assert got["own_error"].error["details"] == {"m": 1}
     for k in ("cancelled_by_lifeline", "still_running", "no_status"):
-        assert got[k]["state"] == "error" and got[k]["error"]["code"] == "orphaned", got[k]
+        assert got[k].state == "error" and got[k].error["code"] == "orphaned", got[k]
         status = json.loads((tmp_path / k / "train_status.json").read_text())
         assert status["state"] == "error" and status["error"]["code"] == "orphaned"
     # a bundle that failed validation keeps nothing that looks completed

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
 from voicelane.runspec import Device, FinetuneScope, Preset
+from voicelane.service.core.jobs import JobRecord
 from voicelane.service.core.train_compat import dataset_stats
 
 PROFILE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -313,26 +314,26 @@ class CancelReply(BaseModel):
     job: Job
 
 
-def job_out(row: dict[str, Any], logs: bool = True) -> dict[str, Any]:
+def job_out(row: JobRecord, logs: bool = True) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "type": row["type"],
-        "lane": row["lane"],
-        "state": row["state"],
-        "message": row.get("message") or "",
-        "progress": {"current": int(row.get("progress_current") or 0), "total": int(row.get("progress_total") or 0)},
-        "metadata": row.get("metadata") or {},
-        "artifactRefs": row.get("artifacts") or [],
-        "logs": (row.get("logs") or []) if logs else [],
-        "startedAt": row.get("started_at"),
-        "endedAt": row.get("ended_at"),
-        "createdAt": row["created_at"],
-        "exitCode": row.get("exit_code"),
-        "error": row.get("error"),
-        "warnings": row.get("warnings") or [],
-        "cancelRequested": bool(row.get("cancel_requested")),
-        "options": row.get("options") or {},
-        "outDir": row.get("out_dir"),
-        "events": int(row.get("seq") or 0),
-        "datasetStats": dataset_stats(row.get("metadata") or {}) if row["type"] == "dataset" else None,
+        "id": row.id,
+        "type": row.type,
+        "lane": row.lane,
+        "state": row.state,
+        "message": row.message or "",
+        "progress": {"current": int(row.progress_current or 0), "total": int(row.progress_total or 0)},
+        "metadata": row.metadata or {},
+        "artifactRefs": row.artifacts or [],
+        "logs": (row.logs or []) if logs else [],
+        "startedAt": row.started_at,
+        "endedAt": row.ended_at,
+        "createdAt": row.created_at,
+        "exitCode": row.exit_code,
+        "error": row.error,
+        "warnings": row.warnings or [],
+        "cancelRequested": bool(row.cancel_requested),
+        "options": row.options or {},
+        "outDir": row.out_dir,
+        "events": int(row.seq or 0),
+        "datasetStats": dataset_stats(row.metadata or {}) if row.type == "dataset" else None,
     }

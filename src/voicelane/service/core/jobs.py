@@ -99,8 +99,7 @@ JSON_COLS = ("metadata", "artifacts", "warnings", "logs", "options", "argv", "er
 
 @dataclass
 class JobRecord:
-    """One row of ``jobs`` (JSON columns decoded). Read with attributes; ``record["state"]`` and
-    ``record.get("error")`` also work (the JSON replies and older callers read rows that way)."""
+    """One row of ``jobs`` (JSON columns decoded), read through its attributes."""
 
     id: str
     type: str  # job type: train | tts_voice_train | tts_prod_train | dataset
@@ -143,15 +142,6 @@ class JobRecord:
         """The row to store (JSON columns encoded)."""
         row = asdict(self)
         return {k: json.dumps(v, sort_keys=True) if k in JSON_COLS and v is not None else v for k, v in row.items()}
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
 
 
 class JobStore:
@@ -259,7 +249,7 @@ class JobStore:
             rows = self.db.execute(q + " ORDER BY rowid DESC LIMIT 20", args).fetchall()
         for r in rows:
             d = self._row(r)
-            if d and d.get("status_path") and Path(d["status_path"]).is_file():
+            if d and d.status_path and Path(d.status_path).is_file():
                 return d
         return None
 
@@ -605,7 +595,7 @@ class JobManager:
             self.starting.pop(job_id, None)
             # cancelled (its record is final already) or the service began closing (the job stays
             # pending for the next start) while its runner started: stop the process, keep the record
-            if self.closing or (self.store.get(job_id) or {}).get("state") == "cancelled":
+            if self.closing or getattr(self.store.get(job_id), "state", None) == "cancelled":
                 threading.Thread(target=_discard, args=(handle, self.cancel_grace_s), daemon=True).start()
                 self.changed.notify_all()
                 return

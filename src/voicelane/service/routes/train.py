@@ -20,7 +20,7 @@ from voicelane.protocol import parse_line
 from voicelane.runspec import TRAIN_JOB_TYPES, RunSpec
 from voicelane.service.core import train_compat as compat
 from voicelane.service.core.errors import ApiError, pydantic_issues
-from voicelane.service.core.jobs import FINAL_STATES
+from voicelane.service.core.jobs import FINAL_STATES, JobRecord
 from voicelane.service.core.paths import confine
 from voicelane.service.core.security import parse_event_id
 from voicelane.service.deps import ctx_of, read_json_object, require_admin
@@ -176,7 +176,7 @@ async def train_start(request: Request) -> Any:
         )
     except RuntimeError as exc:
         raise ApiError(503, "service_unavailable", str(exc)) from None
-    return {"ok": True, "started": True, "jobId": row["id"], "state": row["state"]}
+    return {"ok": True, "started": True, "jobId": row.id, "state": row.state}
 
 
 @router.post(
@@ -220,7 +220,7 @@ async def train_dataset(request: Request) -> Any:
         row = await run_in_threadpool(submit)
     except RuntimeError as exc:
         raise ApiError(503, "service_unavailable", str(exc)) from None
-    return {"ok": True, "started": True, "jobId": row["id"], "state": row["state"]}
+    return {"ok": True, "started": True, "jobId": row.id, "state": row.state}
 
 
 @router.get("/api/train/jobs", response_model=JobList, responses=ERRORS, summary="List jobs (newest first)")
@@ -261,9 +261,9 @@ def cancel_job(job_id: str, request: Request) -> Any:
         raise _not_found(job_id)
     return {
         "ok": True,
-        "cancelled": row["state"] == "cancelled",
-        "jobId": row["id"],
-        "state": row["state"],
+        "cancelled": row.state == "cancelled",
+        "jobId": row.id,
+        "state": row.state,
         "job": job_out(row),
     }
 
@@ -328,14 +328,14 @@ async def job_events(
             row = await run_in_threadpool(ctx.store.get, job_id)
             if row is None:
                 return
-            if row["state"] in FINAL_STATES:
+            if row.state in FINAL_STATES:
                 evs = await run_in_threadpool(ctx.store.events, job_id, last, 100000)
                 for e in evs:
                     yield _sse(e["seq"], e["kind"].lower(), _event_data(e))
                     last = e["seq"]
-                end = {"jobId": job_id, "state": row["state"], "lastSeq": last}
-                if row.get("error"):
-                    end["error"] = row["error"]  # the child's stable code and details, unchanged
+                end = {"jobId": job_id, "state": row.state, "lastSeq": last}
+                if row.error:
+                    end["error"] = row.error  # the child's stable code and details, unchanged
                 yield f"event: end\ndata: {json.dumps(end, sort_keys=True)}\n\n"
                 return
             if await request.is_disconnected():
@@ -365,7 +365,7 @@ def job_log(job_id: str, request: Request) -> Any:
     row = ctx_of(request).store.get(job_id)
     if row is None:
         raise _not_found(job_id)
-    path = Path(row["log_path"]) if row.get("log_path") else None
+    path = Path(row.log_path) if row.log_path else None
     if path is None or not path.is_file():
         return PlainTextResponse("", media_type="text/plain; charset=utf-8")
     return FileResponse(path, media_type="text/plain; charset=utf-8")
@@ -392,7 +392,7 @@ def train_status(
         row = ctx.store.get(jobId)
         if row is None:
             raise _not_found(jobId)
-        path = Path(row["status_path"]) if row.get("status_path") else None
+        path = Path(row.status_path) if row.status_path else None
     else:
         row, path = _latest_status(ctx, jobType)
     doc = read_status(path) if path is not None else None
@@ -403,16 +403,16 @@ def train_status(
             "no train_status JSON yet" + (" since the last reset" if not jobId else " for this job"),
         )
     doc = compat.with_old_keys(doc)
-    if row is not None and path == Path(row["status_path"]):
-        doc.setdefault("jobId", row["id"])
+    if row is not None and row.status_path and path == Path(row.status_path):
+        doc.setdefault("jobId", row.id)
     return JSONResponse(doc)
 
 
-def _latest_status(ctx, job_type: str | None) -> tuple[dict[str, Any] | None, Path | None]:
+def _latest_status(ctx, job_type: str | None) -> tuple[JobRecord | None, Path | None]:
     """The newest status on this machine: the service's latest job, or a file the CLI or the
     orchestrator wrote (``TRAIN_STATUS_PATH``, ``artifacts/train_status.*.json``), whichever is newer."""
     row = ctx.store.latest_with_status(job_type, int(ctx.store.meta_get(RESET_KEY) or 0))
-    own = Path(row["status_path"]) if row and row.get("status_path") else None
+    own = Path(row.status_path) if row and row.status_path else None
     files = compat.machine_status_files(_defaults(ctx))
     if job_type:
         files = [f for f in files if (read_status(f) or {}).get("job_type") == job_type]
