@@ -197,3 +197,27 @@ def test_real_audio_floor_is_decoded_once_per_recording(tmp_path, monkeypatch):
     ev.RealAudioMemo().get("words", wav, decode)
     ev.RealAudioMemo().get("words", wav, decode)
     assert len(calls) == 5
+
+
+def test_evaluation_scores_in_worker_processes_with_the_same_result(base_voice, tmp_path, monkeypatch):
+    """Recognition and DTW run in spawned scoring processes; the evaluation is the same with one."""
+    import numpy as np
+    import soundfile as sf
+
+    from voicelane import evaluate as ev
+
+    monkeypatch.setenv("VOICELANE_FEATURE_CACHE", "off")  # both runs decode the floor themselves
+    clips = []
+    for row in (CORPORA / "kal_heldout" / "metadata.csv").read_text("utf-8").splitlines()[:4]:
+        cid, text = row.split("|")[:2]
+        wav, _ = sf.read(CORPORA / "kal_heldout" / "wavs" / f"{cid}.flac", dtype="float32")
+        clips.append(ev.Clip(cid, text, wav))
+    prompts = ev.REGRESSION_PROMPTS[:2]
+    one = ev.evaluate(base_voice.synthesize, clips, prompts, workers=1, keep_audio=0)
+    two = ev.evaluate(base_voice.synthesize, clips, prompts, workers=2, keep_audio=0)
+    assert 2 in ev._POOL  # the pool path really ran
+    for res in (one, two):
+        res.pop("rtf")
+    assert one == two
+    assert one["n_heldout"] == 4 and len(one["prompts"]) == 2 and one["wer"] < 0.5
+    assert np.isfinite(one["mcd_db"]) and one["wer_floor_real_audio"] is not None

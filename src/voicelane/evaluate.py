@@ -276,6 +276,73 @@ def _median_f0(wavs: Iterable[np.ndarray]) -> float:
     return float(np.median(allv)) if len(allv) else float("nan")
 
 
+@dataclass
+class _Job:
+    """One rendered text to score: a held-out clip (with its real recording) or a prompt."""
+
+    syn: np.ndarray
+    sample_rate: int
+    ref_words: list[str] | None  # None: no word recogniser for the language
+    ref_phones: list[str] | None  # None: a prompt (words only)
+    real: np.ndarray | None = None
+    with_floor: bool = False
+
+
+_SCORERS: dict[str, Any] = {}  # per process: the recognisers, built on first use
+
+
+def _scorer(name: str):
+    if name not in _SCORERS:
+        _SCORERS[name] = {"asr": ASR, "phones": PhoneRecognizer, "memo": RealAudioMemo}[name]()
+    return _SCORERS[name]
+
+
+def _score(job: _Job) -> dict[str, Any]:
+    """What the recognisers hear and how far the spectra are; runs in a scoring worker."""
+    out: dict[str, Any] = {}
+    if job.ref_words is not None:
+        out["hyp"] = _words(_scorer("asr").transcribe(job.syn, job.sample_rate))
+    if job.ref_phones is None:
+        return out
+    out["syn_phones"] = _scorer("phones").phones(job.syn, job.sample_rate)
+    if job.with_floor:
+        memo, rate = _scorer("memo"), features.SAMPLE_RATE
+        out["real_phones"] = memo.get("phones", job.real, lambda: _scorer("phones").phones(job.real, rate))
+        if job.ref_words is not None:
+            real_words = memo.get("words", job.real, lambda: _scorer("asr").transcribe(job.real, rate))
+            out["real_hyp"] = _words(real_words)
+    out["mcd"] = mcd_f0_dtw(job.real, job.syn)
+    return out
+
+
+def eval_workers() -> int:
+    """Scoring processes (``VOICELANE_EVAL_WORKERS``; default: one per core, at most 2)."""
+    import os
+
+    env = os.environ.get("VOICELANE_EVAL_WORKERS", "").strip()
+    return max(1, int(env)) if env.isdigit() else max(1, min(2, os.cpu_count() or 1))
+
+
+_POOL: dict[int, Any] = {}
+
+
+def _scored(jobs: list[_Job], workers: int):
+    """Scores in job order. Recognition and DTW dominate an evaluation (~1 s a clip against
+    ~0.1 s of synthesis) and are independent per clip, so they run in spawned worker processes
+    (kept for the life of the process: selection scores several snapshots); the results do not
+    depend on the number of workers."""
+    if workers <= 1 or len(jobs) < 4:
+        return map(_score, jobs)
+    if workers not in _POOL:
+        import atexit
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        _POOL[workers] = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+        atexit.register(_POOL[workers].shutdown, cancel_futures=True)
+    return _POOL[workers].map(_score, jobs, chunksize=1)
+
+
 def evaluate(
     synthesize: Callable[[str], Any],
     clips: list[Clip],
@@ -284,78 +351,76 @@ def evaluate(
     with_floor: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
     keep_audio: int = 3,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Synthesise each held-out clip's text (+ prompts) and measure it against the real audio.
 
     `synthesize(text)` returns an engine Synthesis. Returns the eval dict (eval.json) and,
-    under "_audio", up to `keep_audio` rendered (id, text, waveform) samples.
+    under "_audio", up to `keep_audio` rendered (id, text, waveform) samples. Synthesis runs
+    here; scoring in `workers` processes (default ``eval_workers()``).
     """
     language = frontend.check_language(language)
     has_asr = language == "en-us"  # pocketsphinx's stock model is US English
-    asr = ASR() if has_asr else None
-    phone_rec = PhoneRecognizer()
-    memo = RealAudioMemo()
     prompts = (REGRESSION_PROMPTS if has_asr else []) if prompts is None else prompts
+    prompts = prompts if has_asr else []  # the prompts are scored by the word recogniser only
     total = len(clips) + len(prompts)
-    err = ref_n = floor_err = floor_n = hit = cnt = floor_hit = floor_cnt = 0
-    syn_ph, real_ph = PhoneScore(), PhoneScore()
-    mcds, f0rmses, ratios, per = [], [], [], []
-    syn_wavs, real_wavs, audio_keep = [], [], []
     compute_s = audio_s = 0.0
-    for k, clip in enumerate(clips):
+    jobs: list[_Job] = []
+    seconds: list[float] = []
+    audio_keep = []
+    for clip in clips:
         syn = synthesize(clip.text)
-        compute_s += syn.compute_s
-        audio_s += syn.seconds
+        compute_s, audio_s = compute_s + syn.compute_s, audio_s + syn.seconds
+        seconds.append(syn.seconds)
+        ref_words = reference_words(clip.text, language) if has_asr else None
         ref_ph = reference_phones(clip.text, language)
-        clip_per, clip_per_b = syn_ph.add(ref_ph, phone_rec.phones(syn.audio, syn.sample_rate))
-        row = {"id": clip.id, "per": round(clip_per, 4), "per_broad": round(clip_per_b, 4)}
-        if with_floor:
-            real_phones = memo.get("phones", clip.wav, lambda: phone_rec.phones(clip.wav, features.SAMPLE_RATE))
-            fper, fper_b = real_ph.add(ref_ph, real_phones)
-            row.update({"floor_per": round(fper, 4), "floor_per_broad": round(fper_b, 4)})
-        if has_asr:
-            ref = reference_words(clip.text, language)
-            hyp = _words(asr.transcribe(syn.audio, syn.sample_rate))
-            e, n = wer_counts(ref, hyp)
-            h, c = content_recall(ref, hyp)
-            err, ref_n, hit, cnt = err + e, ref_n + n, hit + h, cnt + c
-            row.update({"wer": round(e / max(n, 1), 4), "hyp": " ".join(hyp)})
-        if with_floor and has_asr:
-            fhyp = _words(memo.get("words", clip.wav, lambda: asr.transcribe(clip.wav, features.SAMPLE_RATE)))
-            fe, fn = wer_counts(ref, fhyp)
-            fh, fc = content_recall(ref, fhyp)
-            floor_err, floor_n, floor_hit, floor_cnt = floor_err + fe, floor_n + fn, floor_hit + fh, floor_cnt + fc
-            row["floor_wer"] = round(fe / max(fn, 1), 4)
-        m = mcd_f0_dtw(clip.wav, syn.audio)
-        mcds.append(m["mcd_db"])
-        if not math.isnan(m["f0_rmse_hz"]):
-            f0rmses.append(m["f0_rmse_hz"])
-        ratios.append(syn.seconds / max(len(clip.wav) / features.SAMPLE_RATE, 1e-6))
-        row.update({k2: round(v, 3) for k2, v in m.items()})
-        per.append(row)
-        syn_wavs.append(syn.audio)
-        real_wavs.append(clip.wav)
+        jobs.append(_Job(syn.audio, syn.sample_rate, ref_words, ref_ph, clip.wav, with_floor))
         if len(audio_keep) < keep_audio:
             audio_keep.append((clip.id, clip.text, syn.audio))
+    for text in prompts:
+        syn = synthesize(text)
+        compute_s, audio_s = compute_s + syn.compute_s, audio_s + syn.seconds
+        seconds.append(syn.seconds)
+        jobs.append(_Job(syn.audio, syn.sample_rate, reference_words(text, language), None))
+    err = ref_n = floor_err = floor_n = hit = cnt = floor_hit = floor_cnt = p_err = p_n = 0
+    syn_ph, real_ph = PhoneScore(), PhoneScore()
+    mcds, f0rmses, ratios, per, prompt_rows = [], [], [], [], []
+    for k, (job, scored) in enumerate(zip(jobs, _scored(jobs, eval_workers() if workers is None else workers))):
+        if k >= len(clips):  # a prompt
+            e, n = wer_counts(job.ref_words, scored["hyp"])
+            p_err, p_n = p_err + e, p_n + n
+            text = prompts[k - len(clips)]
+            prompt_rows.append(
+                {"text_sha256": _sha(text), "wer": round(e / max(n, 1), 4), "seconds": round(seconds[k], 3)}
+            )
+        else:
+            clip = clips[k]
+            clip_per, clip_per_b = syn_ph.add(job.ref_phones, scored["syn_phones"])
+            row = {"id": clip.id, "per": round(clip_per, 4), "per_broad": round(clip_per_b, 4)}
+            if with_floor:
+                fper, fper_b = real_ph.add(job.ref_phones, scored["real_phones"])
+                row.update({"floor_per": round(fper, 4), "floor_per_broad": round(fper_b, 4)})
+            if has_asr:
+                e, n = wer_counts(job.ref_words, scored["hyp"])
+                h, c = content_recall(job.ref_words, scored["hyp"])
+                err, ref_n, hit, cnt = err + e, ref_n + n, hit + h, cnt + c
+                row.update({"wer": round(e / max(n, 1), 4), "hyp": " ".join(scored["hyp"])})
+            if with_floor and has_asr:
+                fe, fn = wer_counts(job.ref_words, scored["real_hyp"])
+                fh, fc = content_recall(job.ref_words, scored["real_hyp"])
+                floor_err, floor_n, floor_hit, floor_cnt = floor_err + fe, floor_n + fn, floor_hit + fh, floor_cnt + fc
+                row["floor_wer"] = round(fe / max(fn, 1), 4)
+            m = scored["mcd"]
+            mcds.append(m["mcd_db"])
+            if not math.isnan(m["f0_rmse_hz"]):
+                f0rmses.append(m["f0_rmse_hz"])
+            ratios.append(seconds[k] / max(len(clip.wav) / features.SAMPLE_RATE, 1e-6))
+            row.update({k2: round(v, 3) for k2, v in m.items()})
+            per.append(row)
         if on_progress:
             on_progress(k + 1, total)
-    prompt_rows = []
-    p_err = p_n = 0
-    for j, text in enumerate(prompts if has_asr else []):  # the prompts are scored by the ASR
-        syn = synthesize(text)
-        compute_s += syn.compute_s
-        audio_s += syn.seconds
-        ref = reference_words(text, language)
-        hyp = _words(asr.transcribe(syn.audio, syn.sample_rate))
-        e, n = wer_counts(ref, hyp)
-        p_err, p_n = p_err + e, p_n + n
-        prompt_rows.append(
-            {"text_sha256": _sha(text), "wer": round(e / max(n, 1), 4), "seconds": round(syn.seconds, 3)}
-        )
-        if on_progress:
-            on_progress(len(clips) + j + 1, total)
-    syn_med = _median_f0(syn_wavs)
-    real_med = _median_f0(real_wavs)
+    syn_med = _median_f0(j.syn for j in jobs[: len(clips)])
+    real_med = _median_f0(c.wav for c in clips)
     result = {
         "schema": "voice_eval/1",
         "language": language,
