@@ -135,10 +135,10 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def refs_parser(doc: str, conditions: str) -> argparse.ArgumentParser:
+def refs_parser(doc: str, conditions: str, refs_required: bool = True) -> argparse.ArgumentParser:
     """The options of a bench over reference sets (this one and bench/robustness.py)."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    ap.add_argument("--refs", type=Path, required=True)
+    ap.add_argument("--refs", type=Path, required=refs_required)
     ap.add_argument("--lang", action="append")
     ap.add_argument("--conditions", default=conditions)
     ap.add_argument("--n", type=int, default=20)

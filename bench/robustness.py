@@ -13,15 +13,28 @@ For each language and degradation the bench builds an LJSpeech folder, runs the 
 with alignment (``voicelane dataset align``'s code: checks, TextGrids, ``alignment_failed``)
 and measures boundary accuracy of the same aligner on the degraded, untrimmed clips against
 Festival's segment times. Printed: boundary accuracy (within 20/50 ms), clips rejected by
-reason, whether the corrupted transcripts were caught, and the corpus SNR estimate. Training is
-not run here (the machine is shared; see docs/robustness.md).
+reason, whether the corrupted transcripts were caught, and the corpus SNR estimate.
+
+With ``--finetune-steps N`` the bench also runs the lane's quick fine-tune per language and
+degradation: the first ``--finetune-clips`` clips of the language's training corpus
+(FINETUNE_CORPORA: en = corpora/kal, it = runs/it_corpus/train from
+bench/multilingual/italian_corpus.py) are degraded the same way, then ``voicelane train --lane
+tts_prod_train --base voicelane-slt-base-v1 --preset cpu --steps N --threads 1 --no-onnx`` runs
+in process on that folder, scored against CLEAN held-out recordings of the same speaker (en =
+corpora/kal_heldout, it = runs/it_corpus/heldout): MCD-DTW, median F0 error, F0 RMSE, duration
+ratio, WER (English) and PER / PER broad, from the lane's eval.json. Run folders go to
+``--finetune-out`` (a finished condition's row.json is reused unless ``--fresh``)::
+
+    nice -n 19 .venv/bin/python bench/robustness.py --finetune-only --finetune-steps 100 --lang en
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +57,8 @@ CONDITIONS = (
     "wrongword",
     "tel",
 )
+# most telling first, so a run cut short still compares clean with the hard cases
+FINETUNE_CONDITIONS = ("clean", "snr10", "snr20+reverb", "reverb", "snr20", "tel", "wrongword", "drift")
 
 
 def corrupt_transcripts(texts: list[str], share: float, seed: int) -> tuple[list[str], set[int]]:
@@ -67,10 +82,11 @@ def corrupt_transcripts(texts: list[str], share: float, seed: int) -> tuple[list
     return out, picked
 
 
-def build_condition(refs: Path, lang: str, cond: str, n: int, folder: Path) -> dict:
+def build_condition(source: Path, cond: str, n: int, folder: Path) -> dict:
+    """The first `n` clips of the LJSpeech folder `source`, degraded by `cond`, written to `folder`."""
     from degrade import degrade, level_drift
 
-    meta = [line.split("|", 1) for line in (refs / lang / "metadata.csv").read_text("utf-8").splitlines()][:n]
+    meta = [line.split("|") for line in (source / "metadata.csv").read_text("utf-8").splitlines() if line][:n]
     ids = [m[0] for m in meta]
     texts = [m[1].strip() for m in meta]
     wrong: set[int] = set()
@@ -79,7 +95,7 @@ def build_condition(refs: Path, lang: str, cond: str, n: int, folder: Path) -> d
     (folder / "wavs").mkdir(parents=True)
     audio = {}
     for k, clip_id in enumerate(ids):
-        y, sr = sf.read(str(refs / lang / "wavs" / f"{clip_id}.flac"), dtype="float64")
+        y, sr = sf.read(str(source / "wavs" / f"{clip_id}.flac"), dtype="float64")
         if cond == "drift":
             y = level_drift(y, -24.0 * k / max(len(ids) - 1, 1))
         elif cond == "snr10+denoise":
@@ -132,7 +148,7 @@ def run_one(refs: Path, lang: str, cond: str, n: int) -> dict:
     from voicelane.dataset import DatasetConfig, align_dataset
 
     with tempfile.TemporaryDirectory(prefix="voicelane-robust-") as tmp:
-        built = build_condition(refs, lang, cond, n, Path(tmp) / "data")
+        built = build_condition(refs / lang, cond, n, Path(tmp) / "data")
         cfg = DatasetConfig(language=lang, min_total_minutes=0.0, denoise=cond.endswith("denoise"))
         report = align_dataset(Path(tmp) / "data", Path(tmp) / "out", cfg)
     rejected = {r["id"]: r["reason"] for r in report["rejected"]}
@@ -177,13 +193,189 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# --- the lane's quick fine-tune on each degraded corpus -----------------------------------------
+
+BASE_ID = "voicelane-slt-base-v1"
+# language -> (training corpus, clean held-out recordings of the same speaker), LJSpeech folders
+FINETUNE_CORPORA = {
+    "en": (REPO / "corpora" / "kal", REPO / "corpora" / "kal_heldout"),
+    "it": (REPO / "runs" / "it_corpus" / "train", REPO / "runs" / "it_corpus" / "heldout"),
+}
+EVAL_KEYS = (
+    "mcd_db",
+    "f0_median_rel_error",
+    "f0_rmse_hz",
+    "duration_ratio",
+    "wer",
+    "wer_floor_real_audio",
+    "per",
+    "per_broad",
+    "per_floor_real_audio",
+    "per_broad_floor_real_audio",
+    "n_heldout",
+)
+
+
+def finetune_corpora(args, lang: str) -> tuple[Path, Path]:
+    given = dict(v.split("=", 1) for v in args.finetune_corpus or [])
+    if lang in given:
+        train, heldout = given[lang].split(",")
+        return Path(train), Path(heldout)
+    if lang not in FINETUNE_CORPORA:
+        raise SystemExit(f"no fine-tune corpus for {lang}: pass --finetune-corpus {lang}=TRAIN_DIR,HELDOUT_DIR")
+    return FINETUNE_CORPORA[lang]
+
+
+def consent_file(train: Path) -> Path:
+    for p in (train / "CONSENT.txt", train.parent / "CONSENT.txt"):
+        if p.is_file():
+            return p
+    raise SystemExit(f"no CONSENT.txt in {train} or its parent (the production lane needs one)")
+
+
+def lane_stats(log: Path) -> dict[str, dict]:
+    """The last STATS line of each phase in a protocol log."""
+    out: dict[str, dict] = {}
+    for line in log.read_text("utf-8").splitlines():
+        if line.startswith("STATS "):
+            stats = json.loads(line[6:])
+            out.setdefault(stats.get("phase", ""), {}).update(stats)
+    return out
+
+
+def run_finetune_lane(lang: str, cond: str, args, run_dir: Path, train: Path, heldout: Path) -> list[dict]:
+    """`voicelane train --lane tts_prod_train --base ... --preset cpu --threads 1` in process;
+    returns the failed gates (the voice then lands in candidates/, still evaluated)."""
+    from voicelane.errors import VoicelaneError
+    from voicelane.lane import run_lane
+    from voicelane.protocol import Emitter
+    from voicelane.runspec import RunSpec
+
+    spec = RunSpec.build(
+        job_type="tts_prod_train",
+        data=run_dir / "data",
+        profile_id=profile_id(lang, cond),
+        out=run_dir / "lane",
+        preset="cpu",
+        base=BASE_ID,
+        consent_statement=consent_file(train),
+        heldout=heldout,
+        language=lang,
+        steps=args.finetune_steps,
+        eval_max=args.finetune_eval,
+        threads=1,
+        min_minutes=0.0,
+        status_path=run_dir / "train_status.json",
+        onnx=False,
+    )
+    with open(run_dir / "protocol.log", "w", encoding="utf-8") as log:
+        try:
+            run_lane(spec, Emitter(log))
+        except VoicelaneError as err:
+            if err.code != "eval_gate_failed":
+                raise
+            return err.details["failed"]
+    return []
+
+
+def profile_id(lang: str, cond: str) -> str:
+    return f"robust_{lang}_{cond.replace('+', '_')}"
+
+
+def finetune_one(lang: str, cond: str, args) -> dict:
+    """Degrade the training corpus, fine-tune the base on it, score against clean held-out clips."""
+    from voicelane import bundle
+
+    run_dir = args.finetune_out / lang / cond.replace("+", "_")
+    if (run_dir / "row.json").is_file() and not args.fresh:
+        row = json.loads((run_dir / "row.json").read_text("utf-8"))
+        print(json.dumps(row, sort_keys=True), flush=True)
+        return row
+    if cond.endswith("denoise"):
+        raise SystemExit("the lane has no denoise option: leave snr10+denoise out of the fine-tune conditions")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    train, heldout = finetune_corpora(args, lang)
+    built = build_condition(train, cond, args.finetune_clips, run_dir / "data")
+    t0 = time.perf_counter()
+    failed = run_finetune_lane(lang, cond, args, run_dir, train, heldout)
+    wall = time.perf_counter() - t0
+    root = run_dir / "lane" / ("candidates" if failed else "")
+    bdir = bundle.bundle_dir_for(root, profile_id(lang, cond))
+    res = json.loads((bdir / "eval.json").read_text("utf-8"))
+    timings = json.loads((bdir / "perf.json").read_text("utf-8"))["timings_s"]
+    manifest = json.loads((run_dir / "lane" / "dataset" / "dataset_manifest.json").read_text("utf-8"))
+    stats = lane_stats(run_dir / "protocol.log")
+    row = {
+        "lang": lang,
+        "condition": cond,
+        "part": "finetune",
+        "steps": args.finetune_steps,
+        "clips": len(built["ids"]),
+        "kept": manifest["totals"]["kept"],
+        "rejected": {k: v for k, v in manifest["totals"]["rejected_by_reason"].items() if v},
+        "alignment_failures": stats.get("features", {}).get("alignment_failures"),
+        "train_items": stats.get("features", {}).get("train_items"),
+        "gates_failed": sorted(f["gate"] for f in failed),
+        "timings_s": timings,
+        "wall_s": round(wall, 1),
+    } | {k: res.get(k) for k in EVAL_KEYS}
+    (run_dir / "row.json").write_text(json.dumps(row, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(json.dumps(row, sort_keys=True), flush=True)
+    return row
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def finetune_table(rows: list[dict]) -> str:
+    lines = [
+        "| language | degradation | kept | rejected (reason: clips) | align fail | MCD (dB) | F0 median err | "
+        "F0 RMSE (Hz) | duration ratio | WER | PER | PER broad | gates failed | train s |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        rej = ", ".join(f"{k}: {v}" for k, v in sorted(r["rejected"].items())) or "-"
+        f0 = "-" if r["f0_median_rel_error"] is None else f"{r['f0_median_rel_error'] * 100:.1f} %"
+        lines.append(
+            f"| {r['lang']} | {r['condition']} | {r['kept']}/{r['clips']} | {rej} | {r['alignment_failures']} | "
+            f"{_num(r['mcd_db'], '.2f')} | {f0} | {_num(r['f0_rmse_hz'], '.1f')} | "
+            f"{_num(r['duration_ratio'], '.3f')} | {_num(r['wer'], '.3f')} | {_num(r['per'], '.3f')} | "
+            f"{_num(r['per_broad'], '.3f')} | {', '.join(r['gates_failed']) or '-'} | "
+            f"{r['timings_s'].get('train', 0):.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     from align_accuracy import ref_langs, refs_parser, report
 
-    args = refs_parser(__doc__, ",".join(CONDITIONS)).parse_args()
+    ap = refs_parser(__doc__, ",".join(CONDITIONS), refs_required=False)
+    ap.add_argument("--finetune-steps", type=int, default=0, help="also run the lane's fine-tune (N steps)")
+    ap.add_argument("--finetune-only", action="store_true", help="skip the alignment part (no --refs needed)")
+    ap.add_argument("--finetune-clips", type=int, default=60, help="training clips per condition")
+    ap.add_argument("--finetune-eval", type=int, default=12, help="clean held-out clips scored")
+    ap.add_argument("--finetune-conditions", default=",".join(FINETUNE_CONDITIONS))
+    ap.add_argument("--finetune-corpus", action="append", help="LANG=TRAIN_DIR,HELDOUT_DIR")
+    ap.add_argument("--finetune-out", type=Path, default=REPO / "runs" / "robustness_ft")
+    ap.add_argument("--fresh", action="store_true", help="rerun conditions that already have a row.json")
+    args = ap.parse_args()
+    if not args.finetune_only and args.refs is None:
+        ap.error("--refs is required (or --finetune-only with --finetune-steps)")
+    if args.finetune_only and not args.finetune_steps:
+        ap.error("--finetune-only needs --finetune-steps N")
+    if args.refs is None and not args.lang:
+        ap.error("--lang is required without --refs")
     langs = ref_langs(args)
-    rows = [run_one(args.refs, lang, cond, args.n) for lang in langs for cond in args.conditions.split(",")]
-    report(args, rows, table(rows))
+    rows = []
+    if not args.finetune_only:
+        rows = [run_one(args.refs, lang, cond, args.n) for lang in langs for cond in args.conditions.split(",")]
+    ft_rows = []
+    if args.finetune_steps:
+        conds = args.finetune_conditions.split(",")
+        ft_rows = [finetune_one(lang, cond, args) for lang in langs for cond in conds]
+    text = "\n\n".join(t for t in (rows and table(rows), ft_rows and finetune_table(ft_rows)) if t)
+    report(args, rows + ft_rows, text)
 
 
 if __name__ == "__main__":
