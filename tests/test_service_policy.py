@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sys
 import threading
 import time
@@ -178,6 +179,34 @@ def test_response_cache_lru_bounds():
     off = ResponseCache(0, 100)
     off.put(k[0], CachedAudio(b"a", 1.0, 16000))
     assert off.get(k[0]) is None
+
+
+def test_response_cache_stays_within_its_caps_and_releases_what_it_evicts():
+    rng = random.Random(3)
+    c = ResponseCache(max_entries=8, max_bytes=300_000)
+    held = []
+    for i in range(200):
+        wav = rng.randbytes(rng.randrange(20_000, 120_000))
+        key = ResponseCache.key("p", "f", f"text {i % 40}", "wav", "callout")
+        c.put(key, CachedAudio(wav, 1.0, 22050))
+        held.extend(c.d.values())
+        assert len(c) <= 8 and c.size <= 300_000
+        assert c.size == sum(v.n for v in c.d.values())
+        got = c.get(key)
+        assert got.wav == wav and isinstance(got.wav, bytes) and got.sample_rate == 22050
+    live = {id(v) for v in c.d.values()}
+    assert all(v.buf.closed for v in held if id(v) not in live)  # evicted: its mapping is gone
+    assert not any(v.buf.closed for v in c.d.values())
+    empty = ResponseCache.key("p", "f", "nothing", "wav", "callout")
+    c.put(empty, CachedAudio(b"", 0.0, 22050))
+    assert c.get(empty).wav == b""
+
+
+def test_front_end_caches_are_bounded():
+    from voicelane.engine import frontend
+
+    assert frontend._phonemize_cached.cache_info().maxsize == frontend.PHONEMIZE_CACHE_SIZE <= 1024
+    assert frontend._phonemize_sentences_cached.cache_info().maxsize == frontend.SENTENCE_CACHE_SIZE <= 1024
 
 
 # --- synthesis pool -------------------------------------------------------------------------------

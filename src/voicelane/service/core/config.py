@@ -130,8 +130,9 @@ class Settings(BaseSettings):
     )
     speak_queue_size: int = Field(default=16, ge=1, description="VOICELANE_SPEAK_QUEUE_SIZE")
     speak_timeout_s: float = Field(default=15.0, gt=0, description="VOICELANE_SPEAK_TIMEOUT_S")
-    speak_cache_entries: int = Field(default=256, ge=0, description="VOICELANE_SPEAK_CACHE_ENTRIES (0 = off)")
-    speak_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="VOICELANE_SPEAK_CACHE_BYTES")
+    # a mission's repeated callouts; 128 WAVs of a few seconds are ~15 MB (~4 % of the service's RSS)
+    speak_cache_entries: int = Field(default=128, ge=0, description="VOICELANE_SPEAK_CACHE_ENTRIES (0 = off)")
+    speak_cache_bytes: int = Field(default=32 * 1024 * 1024, ge=0, description="VOICELANE_SPEAK_CACHE_BYTES")
     mission_budget_chars: int = Field(default=20000, ge=0, description="VOICELANE_MISSION_BUDGET_CHARS (0 = no limit)")
     tenant_daily_budget_chars: int = Field(
         default=500000, ge=0, description="VOICELANE_TENANT_DAILY_BUDGET_CHARS (0 = no limit)"
