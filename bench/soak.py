@@ -8,7 +8,8 @@ Load (all at once, each on its own thread, each at its own bounded rate):
   * reads: /health, /metrics, /api/voice/profiles once a second.
 Every --sample-every seconds: RSS of the service (and of its job children), open file
 descriptors, threads, speak queue depth, and counts of answers by status class. At the end: RSS
-growth (first sample after warm-up vs last), fd growth, 5xx count, and the table over time.
+growth (first sample after warm-up vs last; also from the first sample, while the bounded caches
+fill), fd growth, 5xx count, and the table over time.
 
 Usage:
   .venv/bin/python bench/soak.py --bundle-root DIR [--minutes 30] [--speak-rate 2] [--job-every 60]
@@ -224,6 +225,9 @@ def summarise(samples: list[dict], warmup_s: float) -> dict:
         "rss_last_mb": round(last["rss"] / 2**20, 1),
         "rss_max_mb": round(max(s["rss"] for s in steady) / 2**20, 1),
         "rss_growth_pct": round(100.0 * (last["rss"] - first["rss"]) / max(first["rss"], 1), 2),
+        # from the very first sample, bounded caches filling included
+        "rss_start_mb": round(samples[0]["rss"] / 2**20, 1),
+        "rss_growth_from_start_pct": round(100.0 * (last["rss"] - samples[0]["rss"]) / max(samples[0]["rss"], 1), 2),
         "fds_first": first["fds"],
         "fds_last": last["fds"],
         "fds_max": max(s["fds"] for s in steady),
