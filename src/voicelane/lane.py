@@ -367,7 +367,6 @@ class Lane:
             snapshot_every=o.snapshot_every,
             finetune_scope=(o.finetune_scope or p["finetune_scope"]) if ft else "all",
             device=o.device,
-            ema_decay=p.get(f"{ft}ema", 0.0),
         )
         t0 = time.perf_counter()
         self.rep.phase("train", steps)
@@ -414,7 +413,6 @@ class Lane:
 
     def _evaluate(self, plan: Plan, data: Data, trained: Trained) -> Evaluated:
         from voicelane import evaluate as ev
-        from voicelane.engine import train as train_mod
         from voicelane.engine.voice import Voice, save_voice
 
         o, start = self.o, trained.start
@@ -427,7 +425,7 @@ class Lane:
             "base_weights": o.base,
             "postfilter": 0.0,
         }
-        weights_state = train_mod.shipped_weights(trained.ck)
+        weights_state = trained.ck["model"]
         if o.select_snapshot and o.snapshot_every:
             from voicelane.selection import select_snapshot
 

@@ -56,7 +56,7 @@ def select_snapshot(
     candidates.sort(key=lambda c: c[0])
     table, errors = [], []
     for step, path in candidates:
-        state = train_mod.shipped_weights(final) if path is None else train_mod.load_checkpoint(path)["model"]
+        state = final["model"] if path is None else train_mod.load_checkpoint(path)["model"]
         voice = Voice.from_state(state, arch, mean, std, language)
         res = evaluate(voice.synthesize, [], None, language=language, with_floor=False)
         errors.append(np.round(np.array([r["wer"] for r in res["prompts"]]) * words))
@@ -64,7 +64,7 @@ def select_snapshot(
     err = np.array(errors)  # [snapshots, prompts] word errors
     k = pick_with_margin(err.sum(1) / words.sum())
     path = candidates[k][1]
-    state = train_mod.shipped_weights(final) if path is None else train_mod.load_checkpoint(path)["model"]
+    state = final["model"] if path is None else train_mod.load_checkpoint(path)["model"]
     table.append({"stability": stability(err, words)})
     return Chosen(candidates[k][0], table[k]["prompts_wer"], state, table)
 

@@ -41,7 +41,6 @@ class TrainConfig:
     snapshot_every: int = 0  # >0: also keep weights-only snapshots (learning curves)
     finetune_scope: str = "all"  # all | decoder (freeze phoneme embeddings and encoder)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
-    ema_decay: float = 0.0  # >0: ship (and snapshot) an exponential moving average of the weights
 
 
 def seed_everything(seed: int) -> None:
@@ -168,35 +167,6 @@ def trainable_parameters(net, scope: str) -> list:
     return params
 
 
-class WeightAverage:
-    """Exponential moving average of a model's floating-point weights.
-
-    The last optimiser step of a short CPU fine-tune wanders around the optimum (held-out WER of
-    neighbouring snapshots differs by 0.03-0.05, docs/model-choice.md); the average of the last
-    ~1/(1-decay) steps sits nearer its centre. The decay ramps up from 0 ((1+t)/(10+t)) so early
-    steps do not drag the base weights along.
-    """
-
-    def __init__(self, net, decay: float, shadow: dict[str, Any] | None = None):
-        self.decay = decay
-        source = shadow or net.state_dict()  # a resumed average, or the starting weights
-        self.shadow = {k: v.detach().clone() for k, v in source.items() if v.dtype.is_floating_point}
-
-    def update(self, net, step: int) -> None:
-        import torch
-
-        d = min(self.decay, (1.0 + step) / (10.0 + step))
-        with torch.no_grad():
-            for k, v in net.state_dict().items():
-                if k in self.shadow:
-                    self.shadow[k].mul_(d).add_(v.detach(), alpha=1.0 - d)
-
-    def weights(self, net) -> dict[str, Any]:
-        """A full state dict: averaged floats, the model's own integer buffers."""
-        state = net.state_dict()
-        return {k: self.shadow.get(k, v).detach().cpu().clone() for k, v in state.items()}
-
-
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     import torch
 
@@ -294,10 +264,6 @@ def train(
         sched.load_state_dict(ck["scheduler"])
         step = int(ck["step"])
         torch.set_rng_state(ck["torch_rng"])
-    average = None
-    if cfg.ema_decay > 0:
-        shadow = ck.get("model_ema") if ck is not None else None
-        average = WeightAverage(net, cfg.ema_decay, {k: v.to(device) for k, v in shadow.items()} if shadow else None)
 
     lengths = [len(it.feats) for it in items]
     batch_size = max(min(cfg.batch_size, len(items)), dist.world_size)
@@ -309,7 +275,6 @@ def train(
             "format": "voicelane-ckpt/1",
             "arch": arch,
             "model": cpu_state(net),
-            **({"model_ema": average.weights(net)} if average is not None else {}),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "step": step,
@@ -341,8 +306,6 @@ def train(
         opt.step()
         sched.step()
         step += 1
-        if average is not None:
-            average.update(net, step)
         if not dist.is_main:
             continue
         if on_step:
@@ -353,8 +316,7 @@ def train(
                 time_file, {"step": step, "train_seconds": round(time.perf_counter() - t_start + elapsed0, 3)}
             )
         if cfg.snapshot_every and step % cfg.snapshot_every == 0:
-            weights = average.weights(net) if average is not None else cpu_state(net)
-            save_snapshot(run_dir, step, weights, time.perf_counter() - t_start + elapsed0, cpu_state(net))
+            save_snapshot(run_dir, step, net, time.perf_counter() - t_start + elapsed0)
     if dist.is_main and not ckpt_path.exists():
         save_checkpoint(ckpt_path, payload())
     dist.close()
@@ -380,31 +342,19 @@ def snapshot_paths(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted((int(p.stem.split("_")[1]), p) for p in (run_dir / "snapshots").glob("step_*.pt"))
 
 
-KEEP_RAW_IN_SNAPSHOTS = False  # bench/finetune_recipe.py: also keep the un-averaged weights
-
-
-def save_snapshot(run_dir: Path, step: int, weights: dict[str, Any], seconds: float, raw=None) -> None:
-    """Weights (the averaged ones when averaging) + training seconds at `step` (learning curves,
-    checkpoint selection; not resuming)."""
+def save_snapshot(run_dir: Path, step: int, net, seconds: float) -> None:
+    """Weights + training seconds at `step` (learning curves, checkpoint selection; not resuming)."""
     import torch
 
     buf = io.BytesIO()
-    snap = {"step": step, "train_seconds": round(seconds, 3), "model": weights}
-    if KEEP_RAW_IN_SNAPSHOTS and raw is not None:
-        snap["model_raw"] = raw
-    torch.save(snap, buf)
+    torch.save({"step": step, "train_seconds": round(seconds, 3), "model": cpu_state(net)}, buf)
     atomic_write_bytes(snapshot_path(run_dir, step), buf.getvalue())
-
-
-def shipped_weights(ck: dict[str, Any]) -> dict[str, Any]:
-    """The weights a checkpoint ships: the moving average when training kept one."""
-    return ck.get("model_ema") or ck["model"]
 
 
 def weights_only(ck: dict[str, Any]) -> dict[str, Any]:
     """What a bundle/base ships: architecture, weights, normalisation; no optimiser state."""
-    keep = ("format", "arch", "feat_mean", "feat_std", "step")
-    return {k: ck[k] for k in keep if k in ck} | {"model": shipped_weights(ck), "format": "voicelane-voice/1"}
+    keep = ("format", "arch", "model", "feat_mean", "feat_std", "step")
+    return {k: ck[k] for k in keep if k in ck} | {"format": "voicelane-voice/1"}
 
 
 def env_threads() -> int:
