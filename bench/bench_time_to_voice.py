@@ -62,7 +62,7 @@ def read_run(out: Path, status_path: Path) -> dict:
         "timings_s": status.get("timings_s"),
         "selection": [r for r in sel if "step" in r],
         "selection_stability": next((r["stability"] for r in sel if "stability" in r), None),
-        "selected_step": (status.get("result") or {}).get("selected_step") or _selected(status),
+        "selected_step": _selected(bundle),
         "wer": ev.get("wer"),
         "wer_floor": ev.get("wer_floor_real_audio"),
         "content_word_recall": ev.get("content_word_recall"),
@@ -75,12 +75,11 @@ def read_run(out: Path, status_path: Path) -> dict:
     }
 
 
-def _selected(status: dict) -> int | None:
-    for key in ("selected_step",):
-        for where in (status, status.get("metrics") or {}, status.get("extra") or {}):
-            if key in where:
-                return where[key]
-    return None
+def _selected(bundle: Path | None) -> int | None:
+    """The snapshot the lane bundled (voice_config.json records it)."""
+    if bundle is None or not (bundle / "voice_config.json").exists():
+        return None
+    return json.loads((bundle / "voice_config.json").read_text("utf-8")).get("selected_step")
 
 
 def verdict(r: dict) -> dict:

@@ -41,9 +41,9 @@ def demo_options(out: Path, quick: bool, threads: int) -> RunSpec:
         threads=threads,
         gates={} if quick else None,
         min_minutes=None,
-        # the last optimiser step is not always the best voice: keep a snapshot every 200 steps
+        # the last optimiser step is not always the best voice: keep a snapshot every 100 steps
         # and bundle the one that speaks the regression prompts best (selection.py)
-        snapshot_every=0 if quick else 200,
+        snapshot_every=0 if quick else 100,
         select_snapshot=not quick,
     )
 

@@ -40,7 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup": 300,
         "steps": 6000,
         "checkpoint_every": 100,
-        "finetune_steps": 1000,
+        "finetune_steps": 400,  # dev curve: WER flat after ~200 steps (docs/model-choice.md)
         "finetune_lr": 5e-4,
         "finetune_warmup": 50,
         "finetune_scope": "all",
