@@ -67,6 +67,34 @@ def test_world_analysis_roundtrip_keeps_pitch():
     assert np.array_equal(y, features.synthesize(feats))  # deterministic vocoder
 
 
+def _telephone(wav):
+    """The robustness suite's telephone band (bench/degrade.py): 8 kHz, 300-3400 Hz, back to 16 kHz."""
+    import soxr
+    from scipy.signal import butter, sosfiltfilt
+
+    low = soxr.resample(wav.astype(np.float64), features.SAMPLE_RATE, 8000, quality="VHQ")
+    band = sosfiltfilt(butter(4, [300, 3400], btype="bandpass", fs=8000, output="sos"), low)
+    return soxr.resample(band, 8000, features.SAMPLE_RATE, quality="VHQ")
+
+
+def test_pitch_of_telephone_audio_is_the_voice_not_its_third_harmonic():
+    import pyworld
+
+    _, _, wav = _clip()
+    x = np.ascontiguousarray(wav, dtype=np.float64)
+    f0, t = pyworld.dio(x, features.SAMPLE_RATE, f0_floor=50, f0_ceil=500, frame_period=features.FRAME_MS)
+    plain = pyworld.stonemask(x, f0, t, features.SAMPLE_RATE)
+    assert features.low_band_db(x) > features.BAND_LIMITED_DB
+    assert np.array_equal(features.analyze_f0(wav), plain)  # full-band audio: DIO as before
+    tel = _telephone(wav)
+    assert features.low_band_db(tel) < features.BAND_LIMITED_DB
+    clean_f0 = np.median(plain[plain > 0])
+    tel_f0 = features.analyze_f0(tel)
+    assert abs(np.median(tel_f0[tel_f0 > 0]) - clean_f0) / clean_f0 < 0.05  # was ~3x (the 3rd harmonic)
+    lf0 = features.analyze(tel)[:, features.LF0_IDX]  # the training features carry the same pitch
+    assert abs(np.exp(np.median(lf0)) - clean_f0) / clean_f0 < 0.1
+
+
 def _items(tmp_path, n=6):
     items, errors = data.prepare_all(kal_entries(n), tmp_path / "cache", workers=1)
     assert not errors

@@ -15,7 +15,7 @@ import soundfile as sf
 from voicelane.engine import align, features, frontend
 from voicelane.fsutil import atomic_write_bytes
 
-CACHE_VERSION = "vl-feat-1"
+CACHE_VERSION = "vl-feat-2"  # 2: F0 of band-limited (telephone) audio from the restored fundamental
 
 
 @dataclass
