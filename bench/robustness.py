@@ -172,25 +172,31 @@ def run_one(refs: Path, lang: str, cond: str, n: int) -> dict:
     return row
 
 
+def markdown(header: list[str], align: str, cells: list[list[str]]) -> str:
+    """A markdown table; `align` has one letter per column: l(eft) or r(ight)."""
+    rule = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
+    return "\n".join(["| " + " | ".join(header) + " |", rule] + ["| " + " | ".join(c) + " |" for c in cells])
+
+
+def _rejected(r: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(r["rejected"].items())) or "-"
+
+
 def table(rows: list[dict]) -> str:
-    lines = [
-        "| language | degradation | ≤20 ms | ≤50 ms | kept | rejected (reason: clips) | "
-        "SNR est. (median dB) | wrong transcripts caught |",
-        "|---|---|---:|---:|---:|---|---:|---|",
-    ]
+    header = ["language", "degradation", "≤20 ms", "≤50 ms", "kept", "rejected (reason: clips)"]
+    header += ["SNR est. (median dB)", "wrong transcripts caught"]
+    cells = []
     for r in rows:
-        rej = ", ".join(f"{k}: {v}" for k, v in sorted(r["rejected"].items())) or "-"
         caught = (
             f"{len(r['wrong_caught'])}/{len(r['wrong_transcripts'])} ({', '.join(r['wrong_caught_by']) or 'none'})"
             if "wrong_transcripts" in r
             else ""
         )
-        lines.append(
-            f"| {r['lang']} | {r['condition']} | {r['within_20ms'] * 100:.1f} % | "
-            f"{r['within_50ms'] * 100:.1f} % | {r['kept']}/{r['clips']} | {rej} | "
-            f"{r['snr_db_median']} | {caught} |"
+        cells.append(
+            [r["lang"], r["condition"], f"{r['within_20ms'] * 100:.1f} %", f"{r['within_50ms'] * 100:.1f} %"]
+            + [f"{r['kept']}/{r['clips']}", _rejected(r), str(r["snr_db_median"]), caught]
         )
-    return "\n".join(lines)
+    return markdown(header, "llrrrlrl", cells)
 
 
 # --- the lane's quick fine-tune on each degraded corpus -----------------------------------------
@@ -329,22 +335,18 @@ def _num(v, fmt: str) -> str:
 
 
 def finetune_table(rows: list[dict]) -> str:
-    lines = [
-        "| language | degradation | kept | rejected (reason: clips) | align fail | MCD (dB) | F0 median err | "
-        "F0 RMSE (Hz) | duration ratio | WER | PER | PER broad | gates failed | train s |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
-    ]
+    header = ["language", "degradation", "kept", "rejected (reason: clips)", "align fail", "MCD (dB)"]
+    header += ["F0 median err", "F0 RMSE (Hz)", "duration ratio", "WER", "PER", "PER broad", "gates failed", "train s"]
+    cells = []
     for r in rows:
-        rej = ", ".join(f"{k}: {v}" for k, v in sorted(r["rejected"].items())) or "-"
         f0 = "-" if r["f0_median_rel_error"] is None else f"{r['f0_median_rel_error'] * 100:.1f} %"
-        lines.append(
-            f"| {r['lang']} | {r['condition']} | {r['kept']}/{r['clips']} | {rej} | {r['alignment_failures']} | "
-            f"{_num(r['mcd_db'], '.2f')} | {f0} | {_num(r['f0_rmse_hz'], '.1f')} | "
-            f"{_num(r['duration_ratio'], '.3f')} | {_num(r['wer'], '.3f')} | {_num(r['per'], '.3f')} | "
-            f"{_num(r['per_broad'], '.3f')} | {', '.join(r['gates_failed']) or '-'} | "
-            f"{r['timings_s'].get('train', 0):.0f} |"
+        cells.append(
+            [r["lang"], r["condition"], f"{r['kept']}/{r['clips']}", _rejected(r), str(r["alignment_failures"])]
+            + [_num(r["mcd_db"], ".2f"), f0, _num(r["f0_rmse_hz"], ".1f"), _num(r["duration_ratio"], ".3f")]
+            + [_num(r[k], ".3f") for k in ("wer", "per", "per_broad")]
+            + [", ".join(r["gates_failed"]) or "-", f"{r['timings_s'].get('train', 0):.0f}"]
         )
-    return "\n".join(lines)
+    return markdown(header, "llrlrrrrrrrrlr", cells)
 
 
 def main() -> None:
