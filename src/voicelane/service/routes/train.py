@@ -61,6 +61,11 @@ def body_schema(model) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
+def _responses_with_200(description: str, media: str, schema_type: str) -> dict[int | str, dict[str, Any]]:
+    """ERRORS plus the documented 200 body of a route that answers something other than a model."""
+    return {**ERRORS, 200: {"description": description, "content": {media: {"schema": {"type": schema_type}}}}}
+
+
 def _validate(model, obj: dict[str, Any]):
     try:
         return model.model_validate(obj)
@@ -288,15 +293,13 @@ def _event_data(e: dict[str, Any]) -> dict[str, Any]:
 
 @router.get(
     "/api/train/job/{job_id}/events",
-    responses={
-        **ERRORS,
-        200: {
-            "description": "Server-Sent Events: one event per stdout line of the job (`id` = sequence number, "
-            "`event` = progress|stats|artifact|other), then `event: end` with the final state. "
-            "Resumable with the `Last-Event-ID` header (or `lastEventId`).",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        },
-    },
+    responses=_responses_with_200(
+        "Server-Sent Events: one event per stdout line of the job (`id` = sequence number, "
+        "`event` = progress|stats|artifact|other), then `event: end` with the final state. "
+        "Resumable with the `Last-Event-ID` header (or `lastEventId`).",
+        "text/event-stream",
+        "string",
+    ),
     summary="Stream a job's lines (SSE)",
 )
 async def job_events(
@@ -352,13 +355,7 @@ async def job_events(
 
 @router.get(
     "/api/train/job/{job_id}/log",
-    responses={
-        **ERRORS,
-        200: {
-            "description": "the job's full log (stdout and stderr lines, capped)",
-            "content": {"text/plain": {"schema": {"type": "string"}}},
-        },
-    },
+    responses=_responses_with_200("the job's full log (stdout and stderr lines, capped)", "text/plain", "string"),
     summary="A job's full log file",
 )
 def job_log(job_id: str, request: Request) -> Any:
@@ -373,13 +370,9 @@ def job_log(job_id: str, request: Request) -> Any:
 
 @router.get(
     "/api/train/status",
-    responses={
-        **ERRORS,
-        200: {
-            "description": "the train_status/1 JSON of the latest job (or of `jobId`)",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        },
-    },
+    responses=_responses_with_200(
+        "the train_status/1 JSON of the latest job (or of `jobId`)", "application/json", "object"
+    ),
     summary="Latest train_status/1 JSON",
 )
 def train_status(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,19 @@ def _raw_body(media: str, desc: str) -> dict[str, Any]:
     }
 
 
+def _upload_route(path: str, media: str, desc: str, summary: str) -> Callable[[Any], Any]:
+    """A POST route whose body is raw bytes of ``media`` (not JSON), documented as such."""
+    return router.post(path, responses=ERRORS, openapi_extra=_raw_body(media, desc), summary=summary)
+
+
 def _root(ctx: ServiceContext) -> Path:
     return ds.studio_root(ctx.settings.data_dir, ctx.settings.data_roots or [])
+
+
+async def _folder_and_body(request: Request, name: str) -> tuple[Path, bytes]:
+    """The studio folder of dataset ``name`` (its name checked first) and the uploaded bytes."""
+    folder = ds.dataset_dir(_root(ctx_of(request)), name)
+    return folder, await request.body()
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,11 +156,11 @@ def recording_state(name: str, request: Request) -> Any:
     return {"ok": True, **ds.session_state(folder)}
 
 
-@router.post(
+@_upload_route(
     "/api/data/recordings/{name}/consent",
-    responses=ERRORS,
-    openapi_extra=_raw_body("audio/wav", "the spoken consent statement (WAV, 16 kHz or more, up to 60 s)"),
-    summary="Save the speaker's recorded consent (consent.wav + consent.txt)",
+    "audio/wav",
+    "the spoken consent statement (WAV, 16 kHz or more, up to 60 s)",
+    "Save the speaker's recorded consent (consent.wav + consent.txt)",
 )
 async def recording_consent(
     name: str,
@@ -157,17 +169,16 @@ async def recording_consent(
     statement: str = Query(min_length=1, max_length=ds.TEXT_MAX_CHARS),
     language: str = Query(default="en-us", pattern=LANGUAGE_PATTERN),
 ) -> Any:
-    folder = ds.dataset_dir(_root(ctx_of(request)), name)
-    body = await request.body()
+    folder, body = await _folder_and_body(request, name)
     out = await run_in_threadpool(ds.save_consent, folder, speakerName, statement, body, language)
     return {"ok": True, **out}
 
 
-@router.post(
+@_upload_route(
     "/api/data/recordings/{name}/takes",
-    responses=ERRORS,
-    openapi_extra=_raw_body("audio/wav", "one take (WAV, 16 kHz or more, 0.5-20 s)"),
-    summary="Save one take (wavs/<clipId>.wav + its metadata.csv row; a re-take replaces both)",
+    "audio/wav",
+    "one take (WAV, 16 kHz or more, 0.5-20 s)",
+    "Save one take (wavs/<clipId>.wav + its metadata.csv row; a re-take replaces both)",
 )
 async def recording_take(
     name: str,
@@ -175,8 +186,7 @@ async def recording_take(
     clipId: str = Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"),
     text: str = Query(min_length=1, max_length=ds.TEXT_MAX_CHARS),
 ) -> Any:
-    folder = ds.dataset_dir(_root(ctx_of(request)), name)
-    body = await request.body()
+    folder, body = await _folder_and_body(request, name)
     if not (folder / "consent.txt").is_file():
         raise ApiError(
             409, "consent_missing", "record the speaker's consent statement before the prompts", {"name": name}
@@ -192,15 +202,14 @@ async def recording_take(
     }
 
 
-@router.post(
+@_upload_route(
     "/api/data/uploads",
-    responses=ERRORS,
-    openapi_extra=_raw_body("application/zip", "a zip of an LJSpeech folder (metadata.csv + wavs/)"),
-    summary="Upload a dataset as a zip (bounded; unpacked safely into the studio's datasets folder)",
+    "application/zip",
+    "a zip of an LJSpeech folder (metadata.csv + wavs/)",
+    "Upload a dataset as a zip (bounded; unpacked safely into the studio's datasets folder)",
 )
 async def upload_zip(request: Request, name: str = Query(pattern=ds.NAME_RE.pattern)) -> Any:
-    dest = ds.dataset_dir(_root(ctx_of(request)), name)
-    body = await request.body()
+    dest, body = await _folder_and_body(request, name)
     out = await run_in_threadpool(ds.unpack_zip, body, dest)
     return {"ok": True, **out}
 
