@@ -155,6 +155,7 @@ def _aliases(*names: str) -> AliasChoices:
 
 
 PathStr = Annotated[str, Field(min_length=1, max_length=4096, pattern=NO_CONTROL)]
+HumanName = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_CONTROL)]  # a voice's or a speaker's name
 
 
 class TrainStartRequest(BaseModel):
@@ -184,13 +185,7 @@ class TrainStartRequest(BaseModel):
     steps: int | None = Field(default=None, ge=1, le=10_000_000)
     language: str | None = Field(default=None, max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    displayName: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=128,
-        pattern=NO_CONTROL,
-        validation_alias=_aliases("displayName", "display_name"),
-    )
+    displayName: HumanName | None = Field(default=None, validation_alias=_aliases("displayName", "display_name"))
     minMinutes: float | None = Field(
         default=None, ge=0, le=100000, validation_alias=_aliases("minMinutes", "min_minutes")
     )
@@ -202,13 +197,7 @@ class TrainStartRequest(BaseModel):
     consentStatement: PathStr | None = Field(
         default=None, validation_alias=_aliases("consentStatement", "consent_statement")
     )
-    speakerName: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=128,
-        pattern=NO_CONTROL,
-        validation_alias=_aliases("speakerName", "speaker_name"),
-    )
+    speakerName: HumanName | None = Field(default=None, validation_alias=_aliases("speakerName", "speaker_name"))
     heldout: PathStr | None = None
     acceptLicenseRisk: StrictBool = Field(
         default=False, validation_alias=_aliases("acceptLicenseRisk", "accept_license_risk")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from voicelane.errors import VoicelaneError
 from voicelane.protocol import parse_line
@@ -57,8 +58,13 @@ def _defaults(ctx) -> compat.TrainDefaults:
     return ctx.extra["train_defaults"]
 
 
-def body_schema(model) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+def _start_route(path: str, body_model: type[BaseModel], summary: str) -> Callable[[Any], Any]:
+    """A POST route that starts a job: a ``body_model`` JSON body (validated in the route, after old
+    shapes and server defaults are filled in) answered by a StartReply."""
+    body = {"required": True, "content": {"application/json": {"schema": body_model.model_json_schema()}}}
+    return router.post(
+        path, response_model=StartReply, responses=ERRORS, openapi_extra={"requestBody": body}, summary=summary
+    )
 
 
 def _responses_with_200(description: str, media: str, schema_type: str) -> dict[int | str, dict[str, Any]]:
@@ -144,12 +150,10 @@ def run_spec_from_request(
     return spec, options
 
 
-@router.post(
+@_start_route(
     "/api/train/start",
-    response_model=StartReply,
-    responses=ERRORS,
-    openapi_extra=body_schema(TrainStartRequest),
-    summary="Start a training job (jobType train | tts_voice_train | tts_prod_train)",
+    TrainStartRequest,
+    "Start a training job (jobType train | tts_voice_train | tts_prod_train)",
 )
 async def train_start(request: Request) -> Any:
     ctx = ctx_of(request)
@@ -184,13 +188,7 @@ async def train_start(request: Request) -> Any:
     return {"ok": True, "started": True, "jobId": row.id, "state": row.state}
 
 
-@router.post(
-    "/api/train/dataset",
-    response_model=StartReply,
-    responses=ERRORS,
-    openapi_extra=body_schema(DatasetRequest),
-    summary="Start a dataset-only job",
-)
+@_start_route("/api/train/dataset", DatasetRequest, "Start a dataset-only job")
 async def train_dataset(request: Request) -> Any:
     ctx = ctx_of(request)
     obj = await read_json_object(request, "invalid_request")

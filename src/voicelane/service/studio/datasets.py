@@ -155,14 +155,18 @@ class TakeLevels:
         return out
 
 
+def _refuse_empty_or_oversized(body: bytes, limit: int, empty_message: str, limit_message: str) -> None:
+    if not body:
+        raise ApiError(400, "upload_empty", empty_message)
+    if len(body) > limit:
+        raise ApiError(413, "request_too_large", limit_message, {"limitBytes": limit})
+
+
 def decode_take(body: bytes, max_s: float = TAKE_MAX_S) -> tuple[np.ndarray, int, TakeLevels]:
     """Decode and measure an uploaded WAV; refuses empty, undecodable, too short/long and silent takes."""
-    if not body:
-        raise ApiError(400, "upload_empty", "the recording is empty (0 bytes)")
-    if len(body) > TAKE_MAX_BYTES:
-        raise ApiError(
-            413, "request_too_large", f"a take is limited to {TAKE_MAX_BYTES} bytes", {"limitBytes": TAKE_MAX_BYTES}
-        )
+    _refuse_empty_or_oversized(
+        body, TAKE_MAX_BYTES, "the recording is empty (0 bytes)", f"a take is limited to {TAKE_MAX_BYTES} bytes"
+    )
     try:
         audio, rate = sf.read(io.BytesIO(body), dtype="float32", always_2d=True)
     except DECODE_ERRORS as exc:
@@ -402,12 +406,9 @@ def _safe_member(info: zipfile.ZipInfo) -> PurePosixPath | None:
 def unpack_zip(body: bytes, dest: Path) -> dict[str, Any]:
     """Unpack an uploaded zip into ``dest`` (created; refused if it exists). The whole archive is
     checked before anything is written, and it is unpacked into a temp folder renamed at the end."""
-    if not body:
-        raise ApiError(400, "upload_empty", "the upload is empty (0 bytes)")
-    if len(body) > ZIP_MAX_BYTES:
-        raise ApiError(
-            413, "request_too_large", f"uploads are limited to {ZIP_MAX_BYTES} bytes", {"limitBytes": ZIP_MAX_BYTES}
-        )
+    _refuse_empty_or_oversized(
+        body, ZIP_MAX_BYTES, "the upload is empty (0 bytes)", f"uploads are limited to {ZIP_MAX_BYTES} bytes"
+    )
     try:
         zf = zipfile.ZipFile(io.BytesIO(body))
         infos = zf.infolist()
