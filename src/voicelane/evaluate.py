@@ -336,9 +336,14 @@ def _scored(jobs: list[_Job], workers: int):
     if workers not in _POOL:
         import atexit
         import multiprocessing as mp
+        import os
         from concurrent.futures import ProcessPoolExecutor
 
-        _POOL[workers] = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+        from voicelane.lifeline import exit_with
+
+        _POOL[workers] = ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=exit_with, initargs=(os.getpid(),)
+        )
         atexit.register(_POOL[workers].shutdown, cancel_futures=True)
     return _POOL[workers].map(_score, jobs, chunksize=1)
 

@@ -59,3 +59,16 @@ def _signal_own_group(sig: int) -> None:
             os.kill(os.getpid(), sig)
     except OSError:
         pass
+
+
+def exit_with(parent: int) -> None:
+    """For pool workers (evaluation's scoring processes): exit at once when `parent` is gone.
+    A ProcessPoolExecutor worker holds both ends of its task queue, so it never sees EOF and
+    would wait forever after a ``kill -9`` of the process that made the pool."""
+    threading.Thread(target=_exit_when_gone, args=(parent,), name="voicelane-pool-lifeline", daemon=True).start()
+
+
+def _exit_when_gone(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(POLL_S)
+    os._exit(1)

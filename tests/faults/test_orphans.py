@@ -178,3 +178,28 @@ def test_recover_is_idempotent(tmp_path, n):
     assert mgr.recover() == ["j"]
     assert mgr.recover() == []
     store.close()
+
+
+def test_scoring_workers_exit_when_their_process_is_killed(tmp_path):
+    """Evaluation's scoring processes (evaluate._scored) leave with a kill -9 of the lane."""
+    script = tmp_path / "scorer.py"
+    script.write_text(
+        "import time\n"
+        "import numpy as np\n"
+        "from voicelane import evaluate as ev\n"
+        "if __name__ == '__main__':  # spawned workers import this file again\n"
+        "    job = ev._Job(np.zeros(1600, np.float32), 16000, ['a'], None)\n"
+        "    list(ev._scored([job] * 4, 2))\n"
+        "    print(' '.join(str(p) for p in ev._POOL[2]._processes), flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(workers) == 2 and not any(_gone(w) for w in workers)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert all(_wait_gone(w, 10) for w in workers), "a scoring process outlived the lane"
+    finally:
+        proc.kill()
+        proc.wait(10)
