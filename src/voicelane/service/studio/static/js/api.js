@@ -67,6 +67,10 @@ export async function sse(path, onEvent, signal) {
 }
 
 export function $(id) { return document.getElementById(id); }
+// Handlers of one event, by element id: on("click", { "data-refresh": refresh, "data-check": check }).
+export function on(event, handlers) {
+  for (const [id, handler] of Object.entries(handlers)) $(id).addEventListener(event, handler);
+}
 export function say(id, text) { $(id).textContent = text || ""; }
 export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);

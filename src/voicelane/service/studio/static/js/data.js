@@ -1,13 +1,12 @@
 // Data: pick or upload a dataset, run `dataset check` as a job, show kept/rejected, play clips.
-import { $, api, el, say } from "./api.js";
+import { $, api, el, on, say } from "./api.js";
 
 let current = "", datasets = [];
 
 export async function init() {
-  $("data-refresh").addEventListener("click", refresh);
-  $("data-check").addEventListener("click", check);
-  $("data-upload").addEventListener("submit", upload);
-  $("data-select").addEventListener("change", defaultLanguage);
+  on("click", { "data-refresh": refresh, "data-check": check });
+  on("submit", { "data-upload": upload });
+  on("change", { "data-select": defaultLanguage });
   await refresh();
 }
 

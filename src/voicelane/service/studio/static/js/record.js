@@ -1,5 +1,5 @@
 // Record: consent first, then the prompt list; every take is saved by the API as it is stopped.
-import { $, api, say } from "./api.js";
+import { $, api, on, say } from "./api.js";
 import { encodeWav } from "./wav.js";
 
 const QUIET_DBFS = -40, CLIP_LEVEL = 0.99, CLIP_FRACTION = 0.001, SILENT_PEAK = 0.003;
@@ -7,11 +7,8 @@ const s = { prompts: null, name: "", speaker: "", done: new Set(), skipped: new 
             mic: null, take: null, level: 0 };
 
 export async function init() {
-  $("rec-open").addEventListener("submit", openSession);
-  $("rec-start").addEventListener("click", start);
-  $("rec-stop").addEventListener("click", stop);
-  $("rec-skip").addEventListener("click", skip);
-  $("rec-retake").addEventListener("click", retake);
+  on("submit", { "rec-open": openSession });
+  on("click", { "rec-start": start, "rec-stop": stop, "rec-skip": skip, "rec-retake": retake });
   document.addEventListener("keydown", keys);
   try {
     const p = await api("/api/data/prompts?language=en-us");

@@ -1,15 +1,12 @@
 // Train: start a job, watch it over the SSE stream (phase, progress, ETA, loss curve, log tail), cancel; jobs list.
-import { $, api, el, say, sse } from "./api.js";
+import { $, api, el, on, say, sse } from "./api.js";
 
 let datasets = [], bases = [], watching = null;
 
 export async function init() {
-  $("train-form").addEventListener("submit", startJob);
-  $("train-base").addEventListener("change", showVerdict);
-  $("train-data").addEventListener("change", defaultConsent);
-  $("train-cancel").addEventListener("click", cancel);
-  $("jobs-refresh").addEventListener("click", listJobs);
-  $("jobs-filter").addEventListener("change", listJobs);
+  on("submit", { "train-form": startJob });
+  on("change", { "train-base": showVerdict, "train-data": defaultConsent, "jobs-filter": listJobs });
+  on("click", { "train-cancel": cancel, "jobs-refresh": listJobs });
   await refresh();
 }
 

@@ -1,15 +1,12 @@
 // Voices: served voices with eval numbers and provenance; type text and hear it; download the bundle.
-import { $, api, el, say } from "./api.js";
+import { $, api, el, on, say } from "./api.js";
 
 const EVAL_KEYS = [["wer", "WER"], ["wer_floor_real_audio", "WER of the real audio (floor)"], ["mcd_db", "MCD (dB)"],
                    ["f0_rmse_hz", "F0 RMSE (Hz)"], ["duration_ratio", "duration ratio"], ["rtf", "RTF"], ["rtf_cpu", "RTF (CPU)"]];
 
 export async function init() {
-  $("voices-refresh").addEventListener("click", refresh);
-  $("speak-btn").addEventListener("click", speak);
-  $("bundle-btn").addEventListener("click", download);
-  $("speak-voice").addEventListener("change", loadHeldout);
-  $("heldout-btn").addEventListener("click", playHeldout);
+  on("click", { "voices-refresh": refresh, "speak-btn": speak, "bundle-btn": download, "heldout-btn": playHeldout });
+  on("change", { "speak-voice": loadHeldout });
   await refresh();
 }
 
