@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import CORPORA, REPO, consent_file, mini_corpus
+from voicelane.runner.local import stop_group
 
 SCRIPT = REPO / "scripts" / "voice" / "train_production_voice.sh"
 ENTRYPOINT = REPO / "docker" / "voice-train-prod" / "entrypoint.sh"
@@ -383,21 +384,16 @@ class RayHead:
         return [p for p in pids if p != os.getpid()]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(5)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        for pid in self.tagged_pids():
+        if self.proc is not None:
+            stop_group(self.proc, 5)
+        for pid in self.tagged_pids():  # every process of this Ray (tagged in its environment)
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        if self.proc is not None:
+        if self.proc is not None:  # what is left of the group after a clean exit of the head
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            self.proc.wait(10)
         shutil.rmtree(self.temp, ignore_errors=True)

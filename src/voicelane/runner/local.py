@@ -156,6 +156,22 @@ class LocalRunner:
         return LocalHandle(proc)
 
 
+def stop_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """Stop a child started in a new session: SIGTERM its process group, SIGKILL the group if the
+    child outlives ``grace_s``. Nothing to do when it has already exited."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

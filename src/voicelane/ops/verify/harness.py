@@ -8,7 +8,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ from voicelane.fsutil import sha256_text
 from voicelane.ops.common import REPO_ROOT
 from voicelane.ops.verify.evidence import Evidence, parse_junit
 from voicelane.ops.verify.pack import CALLOUT_TEXT, ROUTE_REPLAY, RTF_TEXT, TESTS
+from voicelane.runner.local import stop_group
 
 MAX_BODY = 1 << 20
 
@@ -83,16 +83,8 @@ class LocalService:
         return svc
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_group(self.proc, 20)
         if self.proc is not None and self.proc.stderr:
             self.proc.stderr.close()
         if self.tmp is not None:
