@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tools"))
 
 PAUSES = {"#", "pau", "sil", "h#", "_"}
-METHODS = ("map-en", "map-en-5ms", "map-en+wpe")
+METHODS = ("map-en", "map-en-5ms", "map-en+wpe", "map-en+refine", "map-en+refine10")
 
 
 def dereverberate(y: np.ndarray) -> np.ndarray:
@@ -68,6 +68,34 @@ def hit_rate(ref: list[float], pred: list[float], tol: float) -> int:
     return hits
 
 
+def spectral_change(y: np.ndarray, sr: int, hop_s: float = 0.0025) -> tuple[np.ndarray, float]:
+    """Frame-to-frame change of the log-mel spectrum (the distance across +-1 frame)."""
+    import librosa
+
+    hop = int(sr * hop_s)
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=int(0.02 * sr), hop_length=hop, n_mels=40)
+    lm = np.log(mel + 1e-8)
+    d = np.zeros(lm.shape[1])
+    d[1:-1] = np.sqrt(np.sum((lm[:, 2:] - lm[:, :-2]) ** 2, axis=0))
+    return d, hop_s
+
+
+def refine(bounds: list[float], y: np.ndarray, sr: int, window_s: float) -> list[float]:
+    """Move each boundary to the largest spectral change within +-window_s, keeping order."""
+    d, hop_s = spectral_change(y, sr)
+    out = []
+    for i, b in enumerate(bounds):
+        lo = max(b - window_s, (out[-1] + 0.01) if out else 0.0)
+        hi = min(b + window_s, bounds[i + 1] - 0.01 if i + 1 < len(bounds) else b + window_s)
+        a, z = int(lo / hop_s), int(hi / hop_s) + 1
+        if z <= a or a >= len(d):
+            out.append(b)
+            continue
+        k = a + int(np.argmax(d[a : min(z, len(d))]))
+        out.append(k * hop_s)
+    return out
+
+
 def predicted_boundaries(y, sr, text, lang, method):
     from voicelane.engine import align
 
@@ -75,6 +103,9 @@ def predicted_boundaries(y, sr, text, lang, method):
     if method == "map-en+wpe":
         y = dereverberate(y)
     al = align.align_text(y, sr, text, lang, **options)
+    if method.startswith("map-en+refine"):
+        w = {"map-en+refine": 0.02, "map-en+refine10": 0.01}[method]
+        return refine(al.boundaries(), y, sr, w), al
     return al.boundaries(), al
 
 
