@@ -76,9 +76,34 @@ def score(job: tuple[str, str, str, int]) -> dict:
     return row
 
 
+def plot(runs: list[Path], png: Path, n: int, s_per_step: float) -> None:
+    """Dev WER and MCD of each run's snapshots against idle-equivalent training minutes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for run in runs:
+        snaps = run / "work" / "train" / "snapshots"
+        rows = [json.loads(p.read_text()) for p in sorted(snaps.glob(f"*.dev{n}.model*.json"))]
+        rows = [r for r in rows if r.get("weights") != "ema"]  # runs of the reverted weight average
+        mins = [r["step"] * s_per_step / 60 for r in rows]
+        ax1.plot(mins, [r["wer"] for r in rows], "o-", label=run.name)
+        ax2.plot(mins, [r["mcd"] for r in rows], "^-", label=run.name)
+    ax1.set(xlabel=f"training minutes (idle 2-core CPU, {s_per_step} s/step)", ylabel=f"dev WER ({n} clips)")
+    ax2.set(xlabel=f"training minutes (idle 2-core CPU, {s_per_step} s/step)", ylabel="MCD-DTW (dB)")
+    ax1.legend()
+    fig.suptitle("fine-tune of the slt base to kal: dev-set learning curves")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+    print(f"wrote {png}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--dev", type=Path, default=REPO / "runs" / "kal_dev")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -90,7 +115,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--score-only", action="store_true")
+    ap.add_argument("--plot", type=Path, default=None, help="only draw the curves of --runs into this PNG")
+    ap.add_argument("--runs", type=Path, nargs="*", default=[])
     a = ap.parse_args()
+    if a.plot:
+        plot(a.runs, a.plot, a.n, 0.23)
+        return
     if not a.score_only:
         run_recipe(a)
     status = json.loads((a.out / "train_status.json").read_text()) if (a.out / "train_status.json").exists() else {}
