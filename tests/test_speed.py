@@ -221,3 +221,26 @@ def test_evaluation_scores_in_worker_processes_with_the_same_result(base_voice, 
     assert one == two
     assert one["n_heldout"] == 4 and len(one["prompts"]) == 2 and one["wer"] < 0.5
     assert np.isfinite(one["mcd_db"]) and one["wer_floor_real_audio"] is not None
+
+
+def test_a_killed_scoring_process_does_not_fail_the_evaluation():
+    """A scoring worker that dies mid-evaluation: the pool is dropped and the rest is scored in
+    the calling process, with the same result."""
+    import os
+    import signal
+
+    import numpy as np
+
+    from voicelane import evaluate as ev
+
+    rng = np.random.default_rng(0)
+    jobs = [ev._Job(rng.normal(0, 0.05, 16000).astype(np.float32), 16000, ["a", "b"], None) for _ in range(12)]
+    expected = [ev._score(j) for j in jobs]
+    got = ev._scored(jobs, 2)
+    first = next(got)
+    pool = ev._POOL[2]
+    for pid in list(pool._processes):
+        os.kill(pid, signal.SIGKILL)
+    assert [first, *got] == expected
+    assert list(ev._scored(jobs, 2)) == expected
+    assert ev._POOL.get(2) is not pool  # the broken pool is never used again

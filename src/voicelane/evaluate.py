@@ -345,7 +345,22 @@ def _scored(jobs: list[_Job], workers: int):
             workers, mp_context=mp.get_context("spawn"), initializer=exit_with, initargs=(os.getpid(),)
         )
         atexit.register(_POOL[workers].shutdown, cancel_futures=True)
-    return _POOL[workers].map(_score, jobs, chunksize=1)
+    return _pooled(workers, jobs)
+
+
+def _pooled(workers: int, jobs: list[_Job]):
+    """The pool's scores in order; if a worker dies (OOM killer, a signal), the pool is dropped
+    and the rest is scored here, so one lost process never fails the evaluation."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    done = 0
+    try:
+        for out in _POOL[workers].map(_score, jobs, chunksize=1):
+            done += 1
+            yield out
+    except BrokenProcessPool:
+        _POOL.pop(workers, None)
+        yield from map(_score, jobs[done:])
 
 
 def evaluate(
