@@ -249,10 +249,12 @@ def mcep(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def mcd_f0_dtw(ref_wav: np.ndarray, syn_wav: np.ndarray) -> dict[str, float]:
     """MCD (dB) and F0 RMSE (Hz) along a DTW path between real and synthetic speech."""
+    return _mcd_f0_dtw(*mcep(ref_wav), *mcep(syn_wav))
+
+
+def _mcd_f0_dtw(mc_r: np.ndarray, f0_r: np.ndarray, mc_s: np.ndarray, f0_s: np.ndarray) -> dict[str, float]:
     import librosa
 
-    mc_r, f0_r = mcep(ref_wav)
-    mc_s, f0_s = mcep(syn_wav)
     _, path = librosa.sequence.dtw(X=mc_r[:, 1:].T, Y=mc_s[:, 1:].T, metric="euclidean")
     path = path[::-1]
     diff = mc_r[path[:, 0], 1:] - mc_s[path[:, 1], 1:]
@@ -270,8 +272,9 @@ class Clip:
     wav: np.ndarray  # real recording at the engine rate
 
 
-def _median_f0(wavs: Iterable[np.ndarray]) -> float:
-    vals = [features.voiced_f0(w) for w in wavs]
+def _median_f0(voiced: Iterable[np.ndarray]) -> float:
+    """Median over the voiced F0 values (Hz) of several recordings."""
+    vals = list(voiced)
     allv = np.concatenate(vals) if vals else np.array([])
     return float(np.median(allv)) if len(allv) else float("nan")
 
@@ -311,7 +314,9 @@ def _score(job: _Job) -> dict[str, Any]:
         if job.ref_words is not None:
             real_words = memo.get("words", job.real, lambda: _scorer("asr").transcribe(job.real, rate))
             out["real_hyp"] = _words(real_words)
-    out["mcd"] = mcd_f0_dtw(job.real, job.syn)
+    (mc_r, f0_r), (mc_s, f0_s) = mcep(job.real), mcep(job.syn)
+    out["mcd"] = _mcd_f0_dtw(mc_r, f0_r, mc_s, f0_s)
+    out["voiced_f0"], out["real_voiced_f0"] = f0_s[f0_s > 0], f0_r[f0_r > 0]  # for the medians
     return out
 
 
@@ -404,7 +409,7 @@ def evaluate(
         jobs.append(_Job(syn.audio, syn.sample_rate, reference_words(text, language), None))
     err = ref_n = floor_err = floor_n = hit = cnt = floor_hit = floor_cnt = p_err = p_n = 0
     syn_ph, real_ph = PhoneScore(), PhoneScore()
-    mcds, f0rmses, ratios, per, prompt_rows = [], [], [], [], []
+    mcds, f0rmses, ratios, per, prompt_rows, voiced, real_voiced = [], [], [], [], [], [], []
     for k, (job, scored) in enumerate(zip(jobs, _scored(jobs, eval_workers() if workers is None else workers))):
         if k >= len(clips):  # a prompt
             e, n = wer_counts(job.ref_words, scored["hyp"])
@@ -431,6 +436,8 @@ def evaluate(
                 floor_err, floor_n, floor_hit, floor_cnt = floor_err + fe, floor_n + fn, floor_hit + fh, floor_cnt + fc
                 row["floor_wer"] = round(fe / max(fn, 1), 4)
             m = scored["mcd"]
+            voiced.append(scored["voiced_f0"])
+            real_voiced.append(scored["real_voiced_f0"])
             mcds.append(m["mcd_db"])
             if not math.isnan(m["f0_rmse_hz"]):
                 f0rmses.append(m["f0_rmse_hz"])
@@ -439,8 +446,7 @@ def evaluate(
             per.append(row)
         if on_progress:
             on_progress(k + 1, total)
-    syn_med = _median_f0(j.syn for j in jobs[: len(clips)])
-    real_med = _median_f0(c.wav for c in clips)
+    syn_med, real_med = _median_f0(voiced), _median_f0(real_voiced)
     result = {
         "schema": "voice_eval/1",
         "language": language,
