@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,36 +46,21 @@ def run_recipe(a) -> None:
         run_lane(opts, Emitter(log), make_reporter(protocol=True))
 
 
-def score(job: tuple[str, str, str, int]) -> dict:
+def scored_snapshots(run: Path, dev: Path, n: int) -> list[dict]:
+    """Every snapshot of a run scored on the dev set (+ the regression prompts); cached next to
+    each snapshot by learning_curve.evaluate_snapshot."""
     import numpy as np
-    from learning_curve import heldout_clips
+    from learning_curve import evaluate_snapshot, heldout_clips
 
-    from voicelane.engine.train import load_checkpoint
-    from voicelane.engine.voice import Voice
-    from voicelane.evaluate import evaluate
+    from voicelane.engine.train import load_checkpoint, snapshot_paths
 
-    snap, key, dev, n = job
-    cache = Path(snap).with_suffix(f".dev{n}.{key}.json")
-    if cache.exists():
-        return json.loads(cache.read_text())
-    s = load_checkpoint(Path(snap))
-    meta = load_checkpoint(Path(snap).parent.parent / "checkpoint.pt")
-    v = Voice.from_state(s[key], meta["arch"], np.asarray(meta["feat_mean"]), np.asarray(meta["feat_std"]))
-    res = evaluate(v.synthesize, heldout_clips(Path(dev), n), prompts=None, with_floor=False, workers=1)
-    row = {
-        "step": s["step"],
-        "train_s": s.get("train_seconds"),
-        "wer": res["wer"],
-        "recall": res["content_word_recall"],
-        "mcd": res["mcd_db"],
-        "f0": res["f0_median_hz"],
-        "prompts_wer": res["prompts_wer"],
-    }
-    cache.write_text(json.dumps(row, sort_keys=True))
-    return row
+    ck = load_checkpoint(run / "work" / "train" / "checkpoint.pt")
+    meta = {"arch": ck["arch"], "feat_mean": np.asarray(ck["feat_mean"]), "feat_std": np.asarray(ck["feat_std"])}
+    clips = heldout_clips(dev, n)
+    return [evaluate_snapshot(p, meta, clips, with_prompts=True) for _, p in snapshot_paths(run / "work" / "train")]
 
 
-def plot(runs: list[Path], png: Path, n: int, s_per_step: float) -> None:
+def plot(runs: list[Path], dev: Path, png: Path, n: int, s_per_step: float) -> None:
     """Dev WER and MCD of each run's snapshots against idle-equivalent training minutes."""
     import matplotlib
 
@@ -85,12 +69,10 @@ def plot(runs: list[Path], png: Path, n: int, s_per_step: float) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for run in runs:
-        snaps = run / "work" / "train" / "snapshots"
-        rows = [json.loads(p.read_text()) for p in sorted(snaps.glob(f"*.dev{n}.model*.json"))]
-        rows = [r for r in rows if r.get("weights") != "ema"]  # runs of the reverted weight average
+        rows = scored_snapshots(run, dev, n)
         mins = [r["step"] * s_per_step / 60 for r in rows]
         ax1.plot(mins, [r["wer"] for r in rows], "o-", label=run.name)
-        ax2.plot(mins, [r["mcd"] for r in rows], "^-", label=run.name)
+        ax2.plot(mins, [r["mcd_db"] for r in rows], "^-", label=run.name)
     ax1.set(xlabel=f"training minutes (idle 2-core CPU, {s_per_step} s/step)", ylabel=f"dev WER ({n} clips)")
     ax2.set(xlabel=f"training minutes (idle 2-core CPU, {s_per_step} s/step)", ylabel="MCD-DTW (dB)")
     ax1.legend()
@@ -119,7 +101,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, nargs="*", default=[])
     a = ap.parse_args()
     if a.plot:
-        plot(a.runs, a.plot, a.n, 0.23)
+        plot(a.runs, a.dev, a.plot, a.n, 0.23)
         return
     if not a.score_only:
         run_recipe(a)
@@ -129,22 +111,13 @@ def main() -> None:
     if evals:
         ev = json.loads(evals[0].read_text())
         print("lane eval on dev:", {k: ev.get(k) for k in ("wer", "content_word_recall", "mcd_db", "f0_median_hz")})
-    from voicelane.engine.train import snapshot_paths
-
-    jobs = []
-    for _, p in snapshot_paths(a.out / "work" / "train"):
-        jobs.append((str(p), "model", str(a.dev), a.n))
-    import multiprocessing as mp
-
-    # spawn: a forked child of this torch process deadlocks in OpenMP on its first conv layer
-    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
-        rows = list(pool.map(score, jobs))
-    print("| step | train s | dev WER | recall | MCD dB | median F0 | prompts WER |")
+    rows = scored_snapshots(a.out, a.dev, a.n)
+    print("| step | train min | dev WER | recall | MCD dB | median F0 | prompts WER |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['step']} | {r['train_s']} | {r['wer']:.3f} | {r['recall']:.3f} | "
-            f"{r['mcd']:.2f} | {r['f0']} | {r['prompts_wer']} |"
+            f"| {r['step']} | {r['train_minutes']} | {r['wer']:.3f} | {r['content_word_recall']:.3f} | "
+            f"{r['mcd_db']:.2f} | {r['f0_median_hz']} | {r['prompts_wer']} |"
         )
 
 
