@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import CORPORA, kal_entries
+from helpers import CORPORA, REPO, kal_entries
 from voicelane.engine import align, data, features, frontend, model, train
 from voicelane.errors import VoicelaneError
+
+sys.path.insert(0, str(REPO / "bench"))
+from degrade import telephone  # noqa: E402  (the robustness suite's telephone band)
 
 
 def _clip(name="kal", idx=0):
@@ -67,16 +72,6 @@ def test_world_analysis_roundtrip_keeps_pitch():
     assert np.array_equal(y, features.synthesize(feats))  # deterministic vocoder
 
 
-def _telephone(wav):
-    """The robustness suite's telephone band (bench/degrade.py): 8 kHz, 300-3400 Hz, back to 16 kHz."""
-    import soxr
-    from scipy.signal import butter, sosfiltfilt
-
-    low = soxr.resample(wav.astype(np.float64), features.SAMPLE_RATE, 8000, quality="VHQ")
-    band = sosfiltfilt(butter(4, [300, 3400], btype="bandpass", fs=8000, output="sos"), low)
-    return soxr.resample(band, 8000, features.SAMPLE_RATE, quality="VHQ")
-
-
 def test_pitch_of_telephone_audio_is_the_voice_not_its_third_harmonic():
     import pyworld
 
@@ -86,7 +81,7 @@ def test_pitch_of_telephone_audio_is_the_voice_not_its_third_harmonic():
     plain = pyworld.stonemask(x, f0, t, features.SAMPLE_RATE)
     assert features.low_band_db(x) > features.BAND_LIMITED_DB
     assert np.array_equal(features.analyze_f0(wav), plain)  # full-band audio: DIO as before
-    tel = _telephone(wav)
+    tel = telephone(wav.astype(np.float64), features.SAMPLE_RATE)
     assert features.low_band_db(tel) < features.BAND_LIMITED_DB
     clean_f0 = np.median(plain[plain > 0])
     tel_f0 = features.analyze_f0(tel)
