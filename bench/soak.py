@@ -175,13 +175,12 @@ def start_service(a: argparse.Namespace, work: Path) -> tuple[subprocess.Popen, 
         VOICELANE_BUNDLE_ROOTS=str(a.bundle_root),
         VOICELANE_DATA_ROOTS=str(a.data.parent),
         VOICELANE_VOICE_RESCAN_S="0",
-        VOICELANE_RATE_LIMIT_PER_MIN="100000",
-        VOICELANE_RATE_LIMIT_BURST="100000",
-        VOICELANE_MISSION_BUDGET_CHARS="0",
-        VOICELANE_TENANT_DAILY_BUDGET_CHARS="0",
         VOICELANE_TRAIN_THREADS="1",
         OMP_NUM_THREADS="1",
     )
+    # the soak drives more callouts than a mission would: rate limit and budgets off (0 = off)
+    limits = ("RATE_LIMIT_PER_MIN", "MISSION_BUDGET_CHARS", "TENANT_DAILY_BUDGET_CHARS")
+    env.update({f"VOICELANE_{name}": "0" for name in limits})
     log = open(work / "server.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "voicelane", "serve", "--port", str(port)],

@@ -57,3 +57,17 @@ def consent_file(dest: Path) -> Path:
         "utf-8",
     )
     return dest
+
+
+# JSON that strict parsing refuses (NaN/Infinity, numbers that overflow to them, nesting past the
+# depth limit of 32): the parser's unit test and the HTTP routes' test take the same bodies
+NON_STRICT_JSON = [
+    "NaN",
+    '{"text": NaN}',
+    '{"jobType": "train", "steps": Infinity}',
+    '{"jobType": "train", "minMinutes": -Infinity}',
+    '{"jobType": "train", "gates": {"wer_max": NaN}}',
+    '{"jobType": "train", "gates": {"wer_max": 1e999}}',
+    "[" * 5000 + "]" * 5000,
+    '{"a":' * 33 + "1" + "}" * 33,
+]

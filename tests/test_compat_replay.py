@@ -211,7 +211,8 @@ def _wait_final(client, job_id: str, timeout: float = 600.0) -> dict:
 
 @pytest.fixture(scope="module")
 def compat_train_server(tmp_path_factory, svc_start_server, svc_kal_corpus):
-    """Defaults point at the 12-clip kal corpus with its consent statement, tiny preset, 2 steps."""
+    """Defaults point at the 12-clip kal corpus with its consent statement (no base, tiny preset and
+    2 steps are svc_start_server's defaults)."""
     work = tmp_path_factory.mktemp("compat_train")
     srv = svc_start_server(
         work,
@@ -220,12 +221,8 @@ def compat_train_server(tmp_path_factory, svc_start_server, svc_kal_corpus):
         VOICELANE_TRAIN_DEFAULT_DATA=str(svc_kal_corpus),
         VOICELANE_TRAIN_DEFAULT_CONSENT=str(svc_kal_corpus.parent / "consent.txt"),
         VOICELANE_TRAIN_DEFAULT_PROFILE="compat_default",
-        VOICELANE_TRAIN_DEFAULT_BASE="none",
-        VOICELANE_TRAIN_DEFAULT_PRESET="tiny",
-        VOICELANE_TRAIN_DEFAULT_STEPS="2",
         VOICELANE_TRAIN_DEFAULT_MIN_MINUTES="0",
         VOICELANE_TRAIN_DEFAULT_EVAL_MAX="1",
-        VOICELANE_TRAIN_DEFAULT_ONNX="0",
         VOICELANE_TRAIN_DEFAULT_GATES='{"wer_max": 5.0}',
     )
     srv.corpus = svc_kal_corpus

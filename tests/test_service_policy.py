@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import threading
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from voicelane.paths import REPO_ROOT
 from voicelane.runner import LocalRunner, decoded_chunks
 from voicelane.service.core.config import Settings, SettingsError, is_loopback
 from voicelane.service.core.errors import ApiError
@@ -26,6 +28,7 @@ from voicelane.service.core.speak_policy import (
     context_gate,
 )
 from voicelane.service.core.synth import QueueFull, SynthPool
+from voicelane.service.core.train_compat import TrainDefaults
 from voicelane.service.models import SpeakRequest
 
 # --- context gate / consent / provider ------------------------------------------------------------
@@ -302,6 +305,33 @@ def test_settings_from_env(tmp_path):
         Settings.from_env({"VOICELANE_RUNNER": "k8s"})
     with pytest.raises(SettingsError):
         Settings.from_env({"VOICELANE_DEDUPE_COOLDOWN_S": "loud=3"})
+
+
+def test_train_defaults_from_env(tmp_path):
+    """The run a bare /api/train/start gets: the kal demo run unless VOICELANE_TRAIN_DEFAULT_* say
+    otherwise; blank variables are unset, 'none' base is from scratch, bad values are refused."""
+    kal = TrainDefaults.from_env({"VOICELANE_TRAIN_DEFAULT_PROFILE": " "})
+    assert kal.data == REPO_ROOT / "corpora" / "kal" and kal.profile == "demo_kal"
+    assert kal.consent == kal.data / "CONSENT.txt" and kal.heldout == REPO_ROOT / "corpora" / "kal_heldout"
+    assert kal.base == "voicelane-slt-base-v1" and kal.steps is None and kal.onnx is None
+    (tmp_path / "CONSENT.txt").write_text("I consent.\n")
+    own = TrainDefaults.from_env(
+        {
+            "VOICELANE_TRAIN_DEFAULT_DATA": str(tmp_path),
+            "VOICELANE_TRAIN_DEFAULT_BASE": "None",
+            "VOICELANE_TRAIN_DEFAULT_STEPS": "2",
+            "VOICELANE_TRAIN_DEFAULT_GATES": '{"wer_max": 5}',
+            "VOICELANE_TRAIN_DEFAULT_ONNX": "0",
+            "VOICELANE_TRAIN_STATUS_DIRS": f"{tmp_path}/a{os.pathsep}{tmp_path}/b",
+        }
+    )
+    assert own.consent == tmp_path / "CONSENT.txt" and own.heldout is None and own.base is None
+    assert (own.steps, own.gates, own.onnx) == (2, {"wer_max": 5.0}, False)
+    assert own.status_dirs == (tmp_path / "a", tmp_path / "b")
+    filled, defaulted = own.fill_train({"jobType": "tts_prod_train"})
+    assert defaulted and filled["dataPath"] == str(tmp_path) and filled["steps"] == 2 and "base" not in filled
+    with pytest.raises(SettingsError, match="VOICELANE_TRAIN_DEFAULT_"):
+        TrainDefaults.from_env({"VOICELANE_TRAIN_DEFAULT_STEPS": "two"})
 
 
 def test_token_required_by_default_and_always_beyond_loopback():

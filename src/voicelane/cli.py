@@ -253,6 +253,8 @@ def cmd_readiness(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from voicelane.runspec import default_threads
+
     ap = argparse.ArgumentParser(prog="voicelane", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -325,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--protocol", action="store_true")
     p.add_argument("--quick", action="store_true", help="~1 minute smoke run")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("VOICELANE_THREADS", "2")))
+    p.add_argument("--threads", type=int, default=default_threads())
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("base", help="the shipped base voice")
@@ -335,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = bsub.add_parser("train", help="reproduce the base voice from the embedded slt corpus")
     c.add_argument("--out", type=Path, default=Path("runs/base"))
     c.add_argument("--steps", type=int, default=None)
-    c.add_argument("--threads", type=int, default=int(os.environ.get("VOICELANE_THREADS", "2")))
+    c.add_argument("--threads", type=int, default=default_threads())
     c.add_argument("--protocol", action="store_true")
     c.add_argument("--install", action="store_true", help="copy the result into weights/ and update the allowlist")
     c.set_defaults(func=cmd_base)
@@ -390,17 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument(
             "--registry",
             type=Path,
-            default=None,
             help="registry root (default VOICELANE_REGISTRY_DIR, else VOICELANE_DATA_DIR, else ./var)",
         )
         if name == "publish":
             c.add_argument("bundle", type=Path)
             c.add_argument("--profile", default=None)
             c.add_argument(
-                "--certificate",
-                type=Path,
-                default=None,
-                help="the `voicelane verify --json-out` document that certified this bundle",
+                "--certificate", type=Path, help="the `voicelane verify --json-out` document that certified this bundle"
             )
         elif name == "rollback":
             c.add_argument("profile")

@@ -82,11 +82,7 @@ def _train(sid: str, method: str, path: str, *steps: dict[str, Any], **extra: An
 
 
 SPEAK_SHAPES: list[dict[str, Any]] = [
-    _speak(
-        "speak_minimal",
-        FUEL_LOW,
-        _audio(**{"x-watermark-mode": "none", "x-voice-meter-char-count": "9"}),
-    ),
+    _speak("speak_minimal", FUEL_LOW, _audio(**{"x-watermark-mode": "none", "x-voice-meter-char-count": "9"})),
     _speak(
         "speak_voice_profile_id",
         {
@@ -109,11 +105,7 @@ SPEAK_SHAPES: list[dict[str, Any]] = [
         {**FUEL_LOW, "format": "mp3"},
         {**_audio(), "content_type": "audio/mpeg", "body_prefix": MP3},
     ),
-    _speak(
-        "speak_watermark_off",
-        {**FUEL_LOW, "watermark_mode": "off"},
-        _audio(**{"x-watermark-mode": "off"}),
-    ),
+    _speak("speak_watermark_off", {**FUEL_LOW, "watermark_mode": "off"}, _audio(**{"x-watermark-mode": "off"})),
     _speak(
         "speak_watermark_unhonourable",
         {**FUEL_LOW, "watermark_mode": "audible"},
@@ -131,23 +123,14 @@ SPEAK_SHAPES: list[dict[str, Any]] = [
         _suppressed("voice_context_ineligible"),
     ),
     _speak("speak_tier0", {"text": "Pull up.", "contextTier": "tier0"}, _suppressed("voice_context_ineligible")),
-    _speak(
-        "speak_tenant_header",
-        FUEL_LOW,
-        _audio(**{"x-voice-tenant": "t-{uniq}"}),
-    ),
+    _speak("speak_tenant_header", FUEL_LOW, _audio(**{"x-voice-tenant": "t-{uniq}"})),
     _speak(
         "speak_customer_header",
         FUEL_LOW,
         _audio(**{"x-voice-tenant": "c-{uniq}"}),
         headers={"x-tenant-id": "", "x-customer-id": "c-{uniq}"},
     ),
-    _speak(
-        "speak_no_tenant",
-        FUEL_LOW,
-        _audio(**{"x-voice-tenant": "single-tenant"}),
-        headers={"x-tenant-id": ""},
-    ),
+    _speak("speak_no_tenant", FUEL_LOW, _audio(**{"x-voice-tenant": "single-tenant"}), headers={"x-tenant-id": ""}),
     _speak(
         "speak_reference_without_consent",
         {"text": "Fuel low.", "referenceAudioHash": "ab" * 32},

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal, Mapping, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -39,6 +39,12 @@ PRESETS: tuple[str, ...] = get_args(Preset)
 FINETUNE_SCOPES: tuple[str, ...] = get_args(FinetuneScope)
 DEVICES: tuple[str, ...] = get_args(Device)
 SPEC_FILE = "spec.json"
+
+
+def default_threads(env: Mapping[str, str] | None = None) -> int:
+    """Torch threads for a run that does not say: ``VOICELANE_THREADS``, else 2."""
+    value = (os.environ if env is None else env).get("VOICELANE_THREADS", "").strip()
+    return int(value) if value else 2
 
 
 class RunSpec(BaseModel):
@@ -168,7 +174,7 @@ def add_cli_arguments(p: argparse.ArgumentParser, *, overrides_only: bool = Fals
     arg("--gates", default=None, help='JSON, e.g. {"wer_max": 0.3}')
     arg("--eval-max", type=int, default=None, help="evaluate at most N held-out clips")
     arg("--status-path", type=Path, default=None, help="train_status JSON (default TRAIN_STATUS_PATH)")
-    arg("--threads", type=int, default=int(os.environ.get("VOICELANE_THREADS", "2")))
+    arg("--threads", type=int, default=default_threads())
     arg(
         "--finetune-scope",
         choices=FINETUNE_SCOPES,

@@ -355,7 +355,3 @@ def weights_only(ck: dict[str, Any]) -> dict[str, Any]:
     """What a bundle/base ships: architecture, weights, normalisation; no optimiser state."""
     keep = ("format", "arch", "model", "feat_mean", "feat_std", "step")
     return {k: ck[k] for k in keep if k in ck} | {"format": "voicelane-voice/1"}
-
-
-def env_threads() -> int:
-    return int(os.environ.get("VOICELANE_THREADS", "2"))

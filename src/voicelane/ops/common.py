@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, TextIO
 from voicelane.errors import VoicelaneError
 from voicelane.fsutil import read_json  # noqa: F401  (the ops modules read JSON through here)
 from voicelane.paths import REPO_ROOT
-from voicelane.runspec import LANES, PRESETS, RunSpec, with_cli_overrides
+from voicelane.runspec import LANES, PRESETS, RunSpec, default_threads, with_cli_overrides
 
 PREFIX = "[tts-prod]"
 TAIL_LINES = 120
@@ -210,7 +210,7 @@ def run_spec_from_env(env: Mapping[str, str], cwd: Path | None = None) -> RunSpe
     values["onnx"] = not _truthy(values.get("onnx"))
     for f in BOOL_FIELDS:
         values[f] = _truthy(values.get(f))
-    values.setdefault("threads", _env(env, "VOICELANE_THREADS") or 2)
+    values.setdefault("threads", default_threads(env))
     try:
         spec = RunSpec.build(**values)
     except VoicelaneError as err:

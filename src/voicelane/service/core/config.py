@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Mapping, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Setting
 from voicelane.paths import REPO_ROOT
 
 PRIORITIES = ("info", "warn", "critical", "action")
+S = TypeVar("S", bound=BaseSettings)
 
 
 class SettingsError(ValueError):
@@ -228,11 +229,17 @@ class Settings(BaseSettings):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Settings from ``VOICELANE_*`` in ``environ`` (default ``os.environ``); ``overrides`` win."""
-        try:
-            values = _MappingEnvSource(cls, os.environ if environ is None else environ)()
-            return cls(**(values | overrides))
-        except (ValueError, ValidationError) as exc:
-            raise SettingsError(f"invalid VOICELANE_* setting: {exc}") from exc
+        return settings_from_env(cls, environ, **overrides)
+
+
+def settings_from_env(cls: type[S], environ: Mapping[str, str] | None = None, **overrides: Any) -> S:
+    """``cls`` from its prefixed variables in ``environ`` (default ``os.environ``); blank ones are
+    unset; ``overrides`` win. A value it cannot use raises SettingsError."""
+    try:
+        values = _MappingEnvSource(cls, os.environ if environ is None else environ)()
+        return cls(**(values | overrides))
+    except (ValueError, ValidationError) as exc:
+        raise SettingsError(f"invalid {cls.model_config.get('env_prefix', '')}* setting: {exc}") from exc
 
 
 def is_loopback(host: str) -> bool:

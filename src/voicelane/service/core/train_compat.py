@@ -13,13 +13,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from voicelane.paths import REPO_ROOT
+from voicelane.service.core.config import settings_from_env
 from voicelane.service.core.errors import ApiError
 
 NEMO_JOB_TYPES = ("tts_prod_train_nemo",)
@@ -32,64 +34,73 @@ DEFAULT_BASE = "voicelane-slt-base-v1"
 DEFAULT_PROFILE = "demo_kal"
 
 
+KAL = REPO_ROOT / "corpora" / "kal"
+
+
 def _env(env: Mapping[str, str], name: str) -> str | None:
     v = env.get(name)
     return v.strip() if v is not None and v.strip() else None
 
 
-@dataclass(frozen=True)
-class TrainDefaults:
-    """The run a bare ``/api/train/start`` gets (``VOICELANE_TRAIN_DEFAULT_*``)."""
+class TrainDefaults(BaseSettings):
+    """The run a bare ``/api/train/start`` gets: ``VOICELANE_TRAIN_DEFAULT_<FIELD>`` (docs/service-contract.md)."""
 
-    data: Path
+    model_config = SettingsConfigDict(
+        env_prefix="VOICELANE_TRAIN_DEFAULT_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    data: Path = Field(default=KAL, description="the dataset (default: the embedded kal demo corpus)")
     profile: str = DEFAULT_PROFILE
-    consent_statement: Path | None = None
-    base: str | None = DEFAULT_BASE
+    consent: Path | None = Field(default=None, description="default: <data>/CONSENT.txt when there is one")
+    base: str | None = Field(default=DEFAULT_BASE, description="'none': from scratch")
     preset: str = "cpu"
-    steps: int | None = None
-    heldout: Path | None = None
+    steps: int | None = Field(default=None, description="default: the preset's")
+    heldout: Path | None = Field(default=None, description="default: corpora/kal_heldout with the kal corpus")
     min_minutes: float | None = None
     eval_max: int | None = None
-    gates: dict[str, float] | None = None
+    gates: dict[str, float] | None = Field(default=None, description="JSON")
     onnx: bool | None = None
-    status_dirs: tuple[Path, ...] = field(default_factory=tuple)
+    status_dirs: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default_factory=lambda: (REPO_ROOT / "artifacts", Path.cwd() / "artifacts"),
+        validation_alias="voicelane_train_status_dirs",
+        description="VOICELANE_TRAIN_STATUS_DIRS: where other runs' train_status.*.json are read",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        return (init_settings,)  # the environment is read by from_env() only
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "TrainDefaults":
-        env = os.environ if env is None else env
-        corpus = REPO_ROOT / "corpora" / "kal"
-        data = Path(_env(env, "VOICELANE_TRAIN_DEFAULT_DATA") or corpus)
-        consent = _env(env, "VOICELANE_TRAIN_DEFAULT_CONSENT")
-        heldout = _env(env, "VOICELANE_TRAIN_DEFAULT_HELDOUT")
-        base = _env(env, "VOICELANE_TRAIN_DEFAULT_BASE") or DEFAULT_BASE
-        steps = _env(env, "VOICELANE_TRAIN_DEFAULT_STEPS")
-        min_minutes = _env(env, "VOICELANE_TRAIN_DEFAULT_MIN_MINUTES")
-        eval_max = _env(env, "VOICELANE_TRAIN_DEFAULT_EVAL_MAX")
-        gates = _env(env, "VOICELANE_TRAIN_DEFAULT_GATES")
-        dirs = _env(env, "VOICELANE_TRAIN_STATUS_DIRS")
-        onnx = _env(env, "VOICELANE_TRAIN_DEFAULT_ONNX")
-        return cls(
-            data=data,
-            profile=_env(env, "VOICELANE_TRAIN_DEFAULT_PROFILE") or DEFAULT_PROFILE,
-            consent_statement=Path(consent)
-            if consent
-            else (data / "CONSENT.txt" if (data / "CONSENT.txt").is_file() else None),
-            base=None if base.lower() == "none" else base,
-            preset=_env(env, "VOICELANE_TRAIN_DEFAULT_PRESET") or "cpu",
-            steps=int(steps) if steps else None,
-            heldout=Path(heldout) if heldout else (REPO_ROOT / "corpora" / "kal_heldout" if data == corpus else None),
-            min_minutes=float(min_minutes) if min_minutes else None,
-            eval_max=int(eval_max) if eval_max else None,
-            gates=json.loads(gates) if gates else None,
-            onnx=None if onnx is None else onnx.lower() not in ("0", "false", "no", "off"),
-            status_dirs=tuple(Path(p) for p in dirs.split(os.pathsep) if p)
-            if dirs
-            else (REPO_ROOT / "artifacts", Path.cwd() / "artifacts"),
-        )
+        return settings_from_env(cls, env)
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _none_is_scratch(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and v.lower() == "none" else v
+
+    @field_validator("status_dirs", mode="before")
+    @classmethod
+    def _path_list(cls, v: Any) -> Any:
+        return tuple(Path(p) for p in v.split(os.pathsep) if p) if isinstance(v, str) else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_of_the_dataset(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        data = Path(values.get("data") or KAL)
+        if values.get("consent") is None and (data / "CONSENT.txt").is_file():
+            values = {**values, "consent": data / "CONSENT.txt"}
+        if values.get("heldout") is None and data == KAL:
+            values = {**values, "heldout": REPO_ROOT / "corpora" / "kal_heldout"}
+        return values
 
     def roots(self) -> list[Path]:
         """Folders the defaulted paths live in (added to the data roots for a defaulted run)."""
-        paths = [self.data, self.consent_statement, self.heldout]
+        paths = [self.data, self.consent, self.heldout]
         return [Path(os.path.realpath(p if p.is_dir() else p.parent)) for p in paths if p is not None]
 
     def fill_train(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -102,7 +113,7 @@ class TrainDefaults:
             return out, False
         out["dataPath"] = str(self.data)
         for key, value in (
-            ("consentStatement", self.consent_statement),
+            ("consentStatement", self.consent),
             ("base", self.base),
             ("preset", self.preset),
             ("steps", self.steps),
