@@ -157,3 +157,17 @@ def test_onnx_export_matches_pytorch(items, tmp_path):
     b = ov.synthesize("Hi.")
     assert a.seconds > 0 and np.allclose(a.audio, b.audio, atol=1e-4)
     assert onnx_export.export(v, tmp_path / "model2.onnx").read_bytes() == path.read_bytes()
+
+
+@pytest.mark.filterwarnings("error:Converting a tensor with requires_grad")
+def test_step_losses_reach_the_caller_as_plain_floats(items, tmp_path):
+    """torch warns (once per run, on every user's console) when a loss that still needs its graph
+    is turned into a float; on_step gets detached floats."""
+    p = model.preset("tiny")
+    mean, std = data.feature_stats(items)
+    cfg = train.TrainConfig(steps=2, batch_size=3, lr=1e-3, warmup=2, checkpoint_every=2, seed=7, threads=1)
+    seen: list[tuple[int, dict]] = []
+    arch = model.architecture(p)
+    train.train(items, arch, cfg, tmp_path, mean, std, on_step=lambda s, losses: seen.append((s, losses)))
+    assert [s for s, _ in seen] == [1, 2]
+    assert all(type(v) is float for _, losses in seen for v in losses.values()) and "loss" in seen[0][1]

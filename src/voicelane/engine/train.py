@@ -298,7 +298,8 @@ def train(
         _, losses = net.train_step(batch, criterion)
         loss = losses["loss"]
         if not torch.isfinite(loss):
-            raise VoicelaneError("non_finite_loss", f"loss became {float(loss)} at step {step + 1}", {"step": step + 1})
+            bad = float(loss.detach())
+            raise VoicelaneError("non_finite_loss", f"loss became {bad} at step {step + 1}", {"step": step + 1})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         dist.average_gradients(params)
@@ -309,7 +310,7 @@ def train(
         if not dist.is_main:
             continue
         if on_step:
-            on_step(step, {k: float(v) for k, v in losses.items()})
+            on_step(step, {k: float(torch.as_tensor(v).detach()) for k, v in losses.items()})
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_checkpoint(ckpt_path, payload())
             atomic_write_json(
