@@ -223,6 +223,22 @@ def test_evaluation_scores_in_worker_processes_with_the_same_result(base_voice, 
     assert np.isfinite(one["mcd_db"]) and one["wer_floor_real_audio"] is not None
 
 
+def test_recognition_does_not_depend_on_what_the_recogniser_heard_before():
+    """pocketsphinx's front end kept state from one utterance to the next: decoding held-out clips
+    in reverse order changed some transcripts, so a WER depended on the worker split, the order
+    and whether the floor came from the cache."""
+    import soundfile as sf
+
+    from voicelane import evaluate as ev
+
+    clips = [sf.read(p, dtype="float32") for p in sorted((CORPORA / "kal_heldout" / "wavs").glob("*.flac"))[:12]]
+    for recogniser, decode in ((ev.ASR, "transcribe"), (ev.PhoneRecognizer, "phones")):
+        forward, backward = recogniser(), recogniser()
+        ahead = [getattr(forward, decode)(wav, sr) for wav, sr in clips]
+        behind = [getattr(backward, decode)(wav, sr) for wav, sr in reversed(clips)][::-1]
+        assert ahead == behind, recogniser.__name__
+
+
 def test_a_killed_scoring_process_does_not_fail_the_evaluation():
     """A scoring worker that dies mid-evaluation: the pool is dropped and the rest is scored in
     the calling process, with the same result."""
