@@ -65,10 +65,9 @@ def compare_inputs(a: dict[str, dict], b: dict[str, dict]) -> dict[str, int]:
     import numpy as np
 
     out = {"clips": len(a), "clips_only_in_one": len(set(a) ^ set(b))}
+    both = sorted(set(a) & set(b))
     for key in ("ids", "feats", "durations"):
-        out[f"{key}_identical"] = sum(
-            1 for name in set(a) & set(b) if a[name][key].shape == b[name][key].shape and np.array_equal(a[name][key], b[name][key])
-        )
+        out[f"{key}_identical"] = sum(1 for name in both if np.array_equal(a[name][key], b[name][key]))
     return out
 
 
