@@ -89,7 +89,7 @@ def _decode_utterance(dec, wav: np.ndarray, sample_rate: int) -> None:
 
 
 class ASR:
-    """pocketsphinx's stock US English model; one decoder reused."""
+    """pocketsphinx's stock US English model; one decoder reused (a fresh front end per utterance)."""
 
     def __init__(self):
         from pocketsphinx import Decoder
