@@ -334,6 +334,22 @@ def test_train_defaults_from_env(tmp_path):
         TrainDefaults.from_env({"VOICELANE_TRAIN_DEFAULT_STEPS": "two"})
 
 
+def test_serve_refuses_bad_settings_before_it_listens(tmp_path):
+    """`voicelane serve` checks every VOICELANE_* setting, the train defaults too, at start."""
+    import subprocess
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("VOICELANE_")}
+    for name, value, field in (
+        ("VOICELANE_RUNNER", "k8s", "runner"),
+        ("VOICELANE_TRAIN_DEFAULT_STEPS", "two", "steps"),
+    ):
+        env = clean | {"VOICELANE_DATA_DIR": str(tmp_path / "var"), name: value}
+        argv = [sys.executable, "-m", "voicelane", "serve", "--port", "9"]
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "error: invalid_argument" in r.stderr, r.stderr[-500:]
+        assert name.removesuffix(field.upper()) in r.stderr and field in r.stderr
+
+
 def test_token_required_by_default_and_always_beyond_loopback():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("::")

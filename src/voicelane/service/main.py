@@ -35,6 +35,7 @@ from voicelane.service.core.metrics import Metrics
 from voicelane.service.core.security import SecurityMiddleware, effective_token
 from voicelane.service.core.speak_policy import Budgets, Clock, Dedupe, ProviderPolicy, RateLimiter, ResponseCache
 from voicelane.service.core.synth import SynthPool
+from voicelane.service.core.train_compat import TrainDefaults
 from voicelane.service.core.voices import VoiceRegistry
 from voicelane.service.deps import ServiceContext, ctx_of, trace_of
 from voicelane.service.studio import BODY_LIMITS as STUDIO_BODY_LIMITS
@@ -344,6 +345,7 @@ def serve(host: str = "127.0.0.1", port: int = 8765) -> int:
     )
     try:
         settings = Settings.from_env(bind_host=host)
+        TrainDefaults.from_env()  # a bad VOICELANE_TRAIN_DEFAULT_* stops here, not at a request
     except SettingsError as exc:
         print(f"error: invalid_argument: {exc}", file=sys.stderr)
         return 1
