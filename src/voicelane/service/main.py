@@ -200,12 +200,15 @@ def create_app(
     runner: Runner | None = None,
     clock: Clock | None = None,
     child_env: dict[str, str] | None = None,
+    train_defaults: TrainDefaults | None = None,
 ) -> FastAPI:
     settings = (settings or Settings.from_env()).resolved()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         ctx = build_context(settings, voices=voices, runner=runner, clock=clock, child_env=child_env)
+        if train_defaults is not None:  # else read from the environment at the first use
+            ctx.extra["train_defaults"] = train_defaults
         try:
             orphans = ctx.jobs.recover()
             if orphans:
@@ -345,11 +348,11 @@ def serve(host: str = "127.0.0.1", port: int = 8765) -> int:
     )
     try:
         settings = Settings.from_env(bind_host=host)
-        TrainDefaults.from_env()  # a bad VOICELANE_TRAIN_DEFAULT_* stops here, not at a request
+        train_defaults = TrainDefaults.from_env()  # a bad VOICELANE_TRAIN_DEFAULT_* stops here, not at a request
     except SettingsError as exc:
         print(f"error: invalid_argument: {exc}", file=sys.stderr)
         return 1
-    app = create_app(settings)
+    app = create_app(settings, train_defaults=train_defaults)
     _announce(settings, host, port, app.state.api_token)
     config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5, lifespan="on")
     server = uvicorn.Server(config)
