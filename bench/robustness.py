@@ -240,12 +240,14 @@ def consent_file(train: Path) -> Path:
 
 
 def lane_stats(log: Path) -> dict[str, dict]:
-    """The last STATS line of each phase in a protocol log."""
+    """The STATS lines of a protocol log, merged per phase."""
+    from voicelane.protocol import parse_line
+
     out: dict[str, dict] = {}
     for line in log.read_text("utf-8").splitlines():
-        if line.startswith("STATS "):
-            stats = json.loads(line[6:])
-            out.setdefault(stats.get("phase", ""), {}).update(stats)
+        ev = parse_line(line)
+        if ev.kind == "STATS":
+            out.setdefault(ev.stats.get("phase", ""), {}).update(ev.stats)
     return out
 
 

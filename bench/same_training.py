@@ -4,7 +4,8 @@ Issue 9 (the consolidation) had to leave behaviour unchanged, while issue 10 cha
 aligner on purpose. This separates the two: it runs the same `voicelane train` command with the
 old revision's code and with this checkout's, and compares
 
-- the training inputs each computed (token ids, WORLD features, durations: clip by clip), and
+- the training inputs each computed (token ids, WORLD features, durations: clip by clip, and
+  per token how many durations are exact), and
 - the weights, after this checkout trains on the *old revision's* inputs (its feature cache
   copied into the run): identical tensors mean the training path itself is unchanged.
 
@@ -68,6 +69,12 @@ def compare_inputs(a: dict[str, dict], b: dict[str, dict]) -> dict[str, int]:
     both = sorted(set(a) & set(b))
     for key in ("ids", "feats", "durations"):
         out[f"{key}_identical"] = sum(1 for name in both if np.array_equal(a[name][key], b[name][key]))
+    # per token, where both spell the clip with the same tokens: how many durations are exact
+    same_ids = [name for name in both if np.array_equal(a[name]["ids"], b[name]["ids"])]
+    gaps = np.concatenate([np.abs(a[n]["durations"] - b[n]["durations"]) for n in same_ids] or [np.zeros(0)])
+    out["duration_tokens"] = len(gaps)
+    out["duration_tokens_exact"] = round(float(np.mean(gaps == 0)), 4) if len(gaps) else None
+    out["duration_tokens_within_1_frame"] = round(float(np.mean(gaps <= 1)), 4) if len(gaps) else None
     return out
 
 
